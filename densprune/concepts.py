@@ -1,0 +1,99 @@
+"""Per-concept (cluster) statistics: size, d_intra, d_inter, complexity, and readable labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cluster_sizes(labels: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """labels: (N,) -> (K,) int64 member counts (only rows where ``mask`` is True)."""
+    lab = labels if mask is None else labels[mask]
+    return np.bincount(lab, minlength=k).astype(np.int64)
+
+
+def intra_distance(labels: np.ndarray, dist: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """d_intra: mean cosine distance of each cluster's members to its centroid.
+
+    labels, dist: (N,) -> (K,) float64, NaN for empty clusters.
+    """
+    if mask is not None:
+        labels, dist = labels[mask], dist[mask]
+    sums = np.bincount(labels, weights=dist.astype(np.float64), minlength=k)
+    counts = np.bincount(labels, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def centroid_distances(centroids: np.ndarray) -> np.ndarray:
+    """Cosine distance between every pair of centroids: (K, d) -> (K, K), diagonal = +inf."""
+    c = np.asarray(centroids, dtype=np.float64)
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    d = 1.0 - c @ c.T
+    np.fill_diagonal(d, np.inf)
+    return d
+
+
+def inter_distance(centroids: np.ndarray, neighbors: int = 20, dists: np.ndarray | None = None) -> np.ndarray:
+    """d_inter: mean cosine distance of each centroid to its l = min(neighbors, K-1) nearest others.
+
+    centroids: (K, d) -> (K,) float64 (NaN when K == 1).
+    """
+    d = centroid_distances(centroids) if dists is None else dists
+    k = d.shape[0]
+    l = min(int(neighbors), k - 1)
+    if l < 1:
+        return np.full(k, np.nan)
+    nearest = np.partition(d, l - 1, axis=1)[:, :l]
+    return nearest.mean(axis=1)
+
+
+def complexity(d_intra: np.ndarray, d_inter: np.ndarray) -> np.ndarray:
+    """C_j = d_inter_j * d_intra_j, (K,) -> (K,); NaN where either is NaN."""
+    return np.asarray(d_inter, dtype=np.float64) * np.asarray(d_intra, dtype=np.float64)
+
+
+def nearest_concepts(centroids: np.ndarray, j: int, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` concepts nearest to concept ``j``: (indices (n,), cosine distances (n,))."""
+    d = centroid_distances(centroids)[j]
+    order = np.argsort(d, kind="stable")[: min(n, d.size - 1)]
+    return order, d[order]
+
+
+def cluster_labels(captions: list[str], labels: np.ndarray, k: int, top: int = 3, seed: int = 0,
+                   max_docs: int = 200_000) -> list[str]:
+    """A readable label per cluster: its most distinctive caption words (class-based TF-IDF).
+
+    captions: (N,) strings, labels: (N,) -> K strings ("" where a cluster has no words).
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    n = len(captions)
+    rows = np.arange(n)
+    if n > max_docs:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_docs, replace=False))
+    docs = [captions[i] or "" for i in rows]
+    if not any(d.strip() for d in docs):
+        return [""] * k
+    vec = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", min_df=1, max_features=50_000)
+    try:
+        counts = vec.fit_transform(docs)
+    except ValueError:
+        return [""] * k
+    import scipy.sparse as sp
+
+    onehot = sp.csr_matrix((np.ones(rows.size), (labels[rows], np.arange(rows.size))), shape=(k, rows.size))
+    per_cluster = np.asarray((onehot @ counts).todense(), dtype=np.float64)  # (K, V)
+    totals = per_cluster.sum(axis=1, keepdims=True)
+    tf = per_cluster / np.maximum(totals, 1)
+    avg_words = max(per_cluster.sum() / max(k, 1), 1.0)
+    idf = np.log1p(avg_words / np.maximum(per_cluster.sum(axis=0), 1))
+    score = tf * idf
+    vocab = np.asarray(vec.get_feature_names_out())
+    out = []
+    for j in range(k):
+        if totals[j, 0] == 0:
+            out.append("")
+            continue
+        best = np.argsort(-score[j], kind="stable")[:top]
+        out.append(", ".join(vocab[b] for b in best if score[j, b] > 0))
+    return out

@@ -1,0 +1,213 @@
+"""The two embedders: open_clip (the real one) and an offline one that needs no weights.
+
+Both split their work in two: ``transform`` runs inside DataLoader workers on one decoded image,
+``embed`` runs in the main process on a batch. The offline embedder also has a ``finalize`` step
+that fits its reductions on the whole dataset once every shard is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+
+class WeightsUnavailable(RuntimeError):
+    """open_clip weights could not be loaded (no network, no cache, bad path)."""
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation. x: (n, d) -> (n, d) float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+def register_model_configs() -> None:
+    """Make densprune's own open_clip model configs (e.g. ``densprune-tiny``) known to open_clip."""
+    import open_clip
+
+    if "densprune-tiny" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+# --------------------------------------------------------------------------------------------
+# offline embedder
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OfflineConfig:
+    """Settings of the offline embedder (documented in docs/embedders.md)."""
+
+    image_dims: int = 64  # PCA dims of the pixel features
+    text_dims: int = 64  # SVD dims of the caption TF-IDF
+    text_weight: float = 0.5  # share of the caption block in the final vector (0 = pixels only)
+    seed: int = 0
+    fit_sample: int = 200_000  # rows used to fit PCA / TF-IDF at scale
+
+
+def pixel_features(img: Image.Image) -> np.ndarray:
+    """Hand-made image features of one RGB image: (720,) float32.
+
+    A 12x12 colour thumbnail (432), an HSV colour histogram 8x4x4 (128), an 8-orientation
+    gradient histogram on a 4x4 grid of a 32x32 grey image (128), and 32 global statistics.
+    """
+    base = img.resize((48, 48), Image.Resampling.BILINEAR)
+    small = np.asarray(base.resize((12, 12), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    hsv = np.asarray(base.convert("HSV"), dtype=np.int32)
+    h, s, v = hsv[..., 0] * 8 // 256, hsv[..., 1] * 4 // 256, hsv[..., 2] * 4 // 256
+    hist = np.bincount((h * 16 + s * 4 + v).ravel(), minlength=128).astype(np.float32)
+    hist /= hist.sum()
+    grey = np.asarray(base.resize((32, 32), Image.Resampling.BILINEAR).convert("L"), dtype=np.float32) / 255.0
+    gy, gx = np.gradient(grey)
+    mag = np.hypot(gx, gy)
+    bins = np.minimum(((np.arctan2(gy, gx) % np.pi) / np.pi * 8).astype(np.int32), 7)
+    cell = np.arange(32) // 8
+    cell_idx = cell[:, None] * 4 + cell[None, :]
+    hog = np.bincount((cell_idx * 8 + bins).ravel(), weights=mag.ravel(), minlength=128).astype(np.float32)
+    hog /= max(float(np.linalg.norm(hog)), 1e-6)
+    rgb = np.asarray(base, dtype=np.float32).reshape(-1, 3) / 255.0
+    stats = np.concatenate([rgb.mean(0), rgb.std(0), rgb.min(0), rgb.max(0),
+                            [mag.mean(), mag.std(), (grey > 0.95).mean(), (grey < 0.05).mean()]])
+    stats = np.pad(stats, (0, 32 - stats.size))
+    return np.concatenate([small.ravel(), hist, hog, stats]).astype(np.float32)
+
+
+class OfflineEmbedder:
+    """Deterministic embedder with no weights: pixel features + caption TF-IDF, reduced, L2-normalised."""
+
+    name = "offline"
+    model = "pixels+tfidf"
+    pretrained = ""
+    has_text = False
+
+    def __init__(self, config: OfflineConfig | None = None) -> None:
+        self.config = config or OfflineConfig()
+
+    @property
+    def fingerprint(self) -> str:
+        return f"offline-v1-{self.config.image_dims}-{self.config.text_dims}-{self.config.text_weight}-{self.config.seed}"
+
+    def transform(self, img: Image.Image, caption: str) -> tuple[np.ndarray, None]:
+        return pixel_features(img), None
+
+    def embed(self, images: list, texts: list) -> tuple[np.ndarray, None]:
+        """images: list of (720,) arrays -> raw (b, 720) float32; reduction happens in finalize."""
+        return np.stack(images).astype(np.float32), None
+
+    def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
+        """Fit the reductions on all rows. raw: (N, 720) pixel features -> (N, d) L2-normalised."""
+        from sklearn.decomposition import PCA, TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        cfg = self.config
+        n = raw.shape[0]
+        rng = np.random.default_rng(cfg.seed)
+        fit_rows = np.sort(rng.choice(n, size=min(n, cfg.fit_sample), replace=False))
+        fit = np.asarray(raw[fit_rows], dtype=np.float64)
+        mean, std = fit.mean(0), fit.std(0) + 1e-6
+        dims = max(1, min(cfg.image_dims, fit.shape[0] - 1, fit.shape[1]))
+        pca = PCA(n_components=dims, svd_solver="randomized", random_state=cfg.seed).fit((fit - mean) / std)
+        parts = [l2_normalize(pca.transform((np.asarray(raw, dtype=np.float64) - mean) / std))]
+        weights = [1.0 - cfg.text_weight]
+        nonempty = sum(1 for c in captions if c and c.strip())
+        if cfg.text_weight > 0 and nonempty >= 2:
+            vec = TfidfVectorizer(sublinear_tf=True, min_df=2, stop_words="english", max_features=50_000)
+            try:
+                vec.fit([captions[i] for i in fit_rows])
+                tfidf = vec.transform(captions)
+                tdims = max(1, min(cfg.text_dims, tfidf.shape[1] - 1))
+                svd = TruncatedSVD(n_components=tdims, random_state=cfg.seed).fit(tfidf[fit_rows])
+                parts.append(l2_normalize(svd.transform(tfidf)))
+                weights.append(cfg.text_weight)
+            except ValueError as exc:  # empty vocabulary: captions are all stop words / numbers
+                log.warning("offline embedder: no caption features (%s); using pixels only", exc)
+        out = np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1)
+        return l2_normalize(out)
+
+
+# --------------------------------------------------------------------------------------------
+# open_clip embedder
+# --------------------------------------------------------------------------------------------
+
+class OpenClipEmbedder:
+    """Image and caption embeddings from any open_clip model; CLIP score = cos(image, caption)."""
+
+    name = "openclip"
+    has_text = True
+
+    def __init__(self, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
+                 weights: str | None = None, device: str = "auto") -> None:
+        import open_clip
+        import torch
+
+        register_model_configs()
+        self.model_name = model
+        self.model = model
+        self.weights = weights
+        self.pretrained = weights or (pretrained if pretrained and pretrained.lower() != "none" else "")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
+            raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models()")
+        if weights and not os.path.exists(weights):
+            raise WeightsUnavailable(f"--weights {weights}: file not found")
+        try:
+            self.net, _, self.preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=self.pretrained or None, device=self.device
+            )
+        except Exception as exc:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
+            raise WeightsUnavailable(
+                f"cannot load open_clip weights {model} / {self.pretrained or '(none)'}: {type(exc).__name__}: {exc}\n"
+                "No network or no cached copy? Give a local checkpoint with --weights PATH, "
+                "or use --embedder offline (no weights needed)."
+            ) from exc
+        if not self.pretrained:
+            log.warning("open_clip model %s is RANDOMLY INITIALISED (--pretrained none): vectors are not meaningful", model)
+        self.net.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+
+    @property
+    def fingerprint(self) -> str:
+        return f"openclip-{self.model_name}-{self.pretrained or 'random'}"
+
+    def transform(self, img: Image.Image, caption: str):
+        return self.preprocess(img), self.tokenizer([caption or ""])[0]
+
+    def embed(self, images: list, texts: list) -> tuple[np.ndarray, np.ndarray]:
+        """images: list of (3, H, W) tensors, texts: list of (ctx,) token tensors -> two (b, d) float32."""
+        import torch
+
+        pixels = torch.stack(images).to(self.device, non_blocking=True)
+        tokens = torch.stack(texts).to(self.device, non_blocking=True)
+        use_amp = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+            img = self.net.encode_image(pixels)
+            txt = self.net.encode_text(tokens)
+        img = torch.nn.functional.normalize(img.float(), dim=-1)
+        txt = torch.nn.functional.normalize(txt.float(), dim=-1)
+        return img.cpu().numpy(), txt.cpu().numpy()
+
+    def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
+        return l2_normalize(raw)
+
+
+def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
+                  weights: str | None = None, device: str = "auto", seed: int = 0):
+    """Build the embedder named by ``--embedder``."""
+    if kind == "offline":
+        return OfflineEmbedder(OfflineConfig(seed=seed))
+    if kind == "openclip":
+        return OpenClipEmbedder(model=model, pretrained=pretrained, weights=weights, device=device)
+    raise ValueError(f"unknown embedder {kind!r}: use 'openclip' or 'offline'")

@@ -1,0 +1,78 @@
+"""Image decoding with a pixel cap, RGB conversion onto white, and thumbnails."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_MAX_PIXELS = 100_000_000  # reject decodes above this (a 10k x 10k image)
+THUMB_SIZE = 128
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be used; the message is the reason recorded in the rejects table."""
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, target: int = 512) -> Image.Image:
+    """Decode encoded image bytes to an RGB PIL image, refusing more than ``max_pixels``.
+
+    JPEGs are decoded at reduced size through ``draft`` when they are much larger than ``target``.
+    Transparency is composited onto white.
+    """
+    if not data:
+        raise ImageDecodeError("empty image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"{width}x{height} = {width * height:,} pixels exceeds --max-pixels {max_pixels:,}"
+                )
+            if img.format == "JPEG" and min(width, height) > 2 * target:
+                img.draft("RGB", (target, target))
+            img.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    rgb = to_rgb(img)
+    rgb.info["original_size"] = (width, height)
+    return rgb
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB, compositing transparency onto a white background."""
+    if img.mode == "RGB":
+        return img
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        return Image.fromarray((arr / hi * 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def thumbnail_bytes(img: Image.Image, size: int = THUMB_SIZE, quality: int = 80, source: bytes | None = None) -> bytes:
+    """Encode a copy of ``img`` with its longest side at most ``size`` px as WebP bytes.
+
+    When ``source`` (the encoded original) is already a small WebP/JPEG, it is reused as is.
+    """
+    if source is not None and max(img.size) <= size * 1.25 and len(source) < 64_000 and (
+            source[:2] == b"\xff\xd8" or (source[:4] == b"RIFF" and source[8:12] == b"WEBP")):
+        return source
+    thumb = img.copy()
+    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    thumb.save(buf, format="WEBP", quality=quality, method=4)
+    return buf.getvalue()

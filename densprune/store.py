@@ -1,0 +1,204 @@
+"""All DuckDB access of densprune: the workspace schema and the queries on it.
+
+The schema is a public interface (docs/formats.md). Connections are short-lived: a reader opens
+the file read-only for one query; a writer opens it read-write for one transaction and retries
+while another process holds the lock. Inside one process, a lock keeps read-only and read-write
+connections from overlapping (DuckDB refuses two configurations of one file in one process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "densprune.duckdb"
+SCHEMA_VERSION = 1
+
+SAMPLES_DDL = """
+CREATE TABLE samples (
+    row_idx BIGINT PRIMARY KEY,   -- row of embeddings/*.npy
+    uid VARCHAR NOT NULL,         -- 32 hex chars, DataComp style
+    key VARCHAR,                  -- the source's own key / relative path
+    caption VARCHAR,
+    image_ref VARCHAR,            -- where the original image lives (path, tar#member, parquet#row)
+    image_loc VARCHAR,            -- how densprune reads it: JSON ["file", path] | ["tar", path, offset, size] | ["parquet", path, row, column]
+    width INTEGER,                -- original size in pixels
+    height INTEGER,
+    category VARCHAR,             -- folder / category path where the source has one
+    top_category VARCHAR,
+    split VARCHAR,                -- 'pool' (prunable) or 'eval' (held out, never kept)
+    clip_score DOUBLE,            -- cos(image, caption); NULL without a CLIP model
+    cluster INTEGER,
+    dist_to_centroid DOUBLE,      -- 1 - cos(embedding, centroid)
+    rank_in_cluster BIGINT,       -- 0 = nearest its centroid (most prototypical)
+    dup_max_sim DOUBLE,           -- SemDeDup: max cos to the members ranked before it (-1: first)
+    dup_of BIGINT,                -- row_idx of that most similar earlier member (-1: none)
+    thumb_offset BIGINT,          -- thumbnail bytes in thumbs.bin
+    thumb_size INTEGER
+)"""
+
+CLUSTERS_DDL = """
+CREATE TABLE clusters (
+    cluster INTEGER PRIMARY KEY,
+    size INTEGER,                 -- all members
+    pool_size INTEGER,            -- members in the pruning pool
+    d_intra DOUBLE,
+    d_inter DOUBLE,
+    complexity DOUBLE,
+    label VARCHAR,
+    x DOUBLE,                     -- centroid position in the 2-D layout
+    y DOUBLE
+)"""
+
+REJECTS_DDL = "CREATE TABLE rejects (key VARCHAR, image_ref VARCHAR, stage VARCHAR, reason VARCHAR)"
+META_DDL = "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+LAYOUT_DDL = "CREATE TABLE layout (row_idx BIGINT, cluster INTEGER, x DOUBLE, y DOUBLE)"
+DEDUP_CURVE_DDL = "CREATE TABLE dedup_curve (eps DOUBLE, kept_fraction DOUBLE)"
+PLANS_DDL = """
+CREATE TABLE IF NOT EXISTS plans (
+    name VARCHAR PRIMARY KEY, method VARCHAR, params JSON, n_kept BIGINT, budget BIGINT,
+    pool_size BIGINT, keep_file VARCHAR, notes VARCHAR, created_at TIMESTAMP
+)"""
+PLAN_CLUSTERS_DDL = """
+CREATE TABLE IF NOT EXISTS plan_clusters (
+    plan VARCHAR, cluster INTEGER, eligible BIGINT, quota BIGINT, kept BIGINT
+)"""
+
+_PROCESS_LOCK = threading.RLock()
+
+
+class WorkspaceNotFound(FileNotFoundError):
+    """No complete workspace at the path."""
+
+
+def db_path(workspace: str | os.PathLike) -> Path:
+    return Path(workspace) / DB_NAME
+
+
+def is_complete(workspace: str | os.PathLike) -> bool:
+    """A workspace is complete once its DuckDB file exists: it is renamed into place last."""
+    return db_path(workspace).exists()
+
+
+@contextlib.contextmanager
+def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection to the workspace database, retrying while another process writes."""
+    path = db_path(workspace)
+    if not path.exists():
+        raise WorkspaceNotFound(f"no workspace at {workspace} (missing {DB_NAME}); build one with `densprune precompute`")
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    with _PROCESS_LOCK:
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+# --------------------------------------------------------------------------------------------
+# building a workspace
+# --------------------------------------------------------------------------------------------
+
+def write_new_workspace_db(workspace: Path, *, samples: pd.DataFrame, clusters: pd.DataFrame,
+                           rejects: pd.DataFrame, meta: dict, layout: pd.DataFrame,
+                           dedup_curve: pd.DataFrame) -> Path:
+    """Create ``densprune.duckdb`` under a temporary name, fill every table, then rename it in place."""
+    final = db_path(workspace)
+    tmp = final.with_name(final.name + ".tmp")
+    for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        for ddl, name, df in ((SAMPLES_DDL, "samples", samples), (CLUSTERS_DDL, "clusters", clusters),
+                              (REJECTS_DDL, "rejects", rejects), (LAYOUT_DDL, "layout", layout),
+                              (DEDUP_CURVE_DDL, "dedup_curve", dedup_curve)):
+            con.execute(ddl)
+            cols = ", ".join(f'"{c}"' for c in df.columns)
+            con.register("_df", df)
+            con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _df")
+            con.unregister("_df")
+        con.execute(META_DDL)
+        meta = {**meta, "schema_version": SCHEMA_VERSION}
+        con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v, default=str)) for k, v in meta.items()])
+        con.execute(PLANS_DDL)
+        con.execute(PLAN_CLUSTERS_DDL)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, final)
+    return final
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+def load_meta(workspace: str | os.PathLike) -> dict:
+    """Workspace metadata: embedder, model, pretrained, dims, K, seed, version, source, created..."""
+    with connect(workspace) as con:
+        rows = con.execute("SELECT key, value FROM meta").fetchall()
+    return {k: json.loads(v) for k, v in rows}
+
+
+def query_df(workspace: str | os.PathLike, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+    """Run a read-only query with ``?`` parameters and return a DataFrame."""
+    with connect(workspace) as con:
+        return con.execute(sql, list(params)).df()
+
+
+def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Columns of ``samples`` as numpy arrays in row_idx order (NULL -> NaN for floats)."""
+    allowed = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster", "clip_score", "dup_max_sim",
+               "dup_of", "split", "width", "height", "thumb_offset", "thumb_size", "category", "top_category", "uid"}
+    bad = set(columns) - allowed
+    if bad:
+        raise ValueError(f"unknown sample columns {sorted(bad)}")
+    cols = ", ".join(columns)
+    with connect(workspace) as con:
+        table = con.execute(f"SELECT {cols} FROM samples ORDER BY row_idx").arrow()
+    out = {}
+    for c in columns:
+        col = table.column(c)
+        if str(col.type) in ("double", "float"):
+            out[c] = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        elif str(col.type) in ("int32", "int64"):
+            out[c] = col.fill_null(-1).to_numpy(zero_copy_only=False)
+        else:
+            out[c] = np.asarray(col.to_pylist(), dtype=object)
+    return out
+
+
+def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
+    return query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
+
+
+def load_rejects(workspace: str | os.PathLike) -> pd.DataFrame:
+    return query_df(workspace, "SELECT * FROM rejects")
+
+
+def counts(workspace: str | os.PathLike) -> dict[str, int]:
+    """Row counts of the main tables."""
+    with connect(workspace) as con:
+        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                for t in ("samples", "clusters", "rejects", "plans")}
