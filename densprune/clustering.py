@@ -32,7 +32,7 @@ def faiss_gpu_count() -> int:
 
 def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = 50, seed: int = 1234,
                            max_points_per_centroid: int = 256, train_rows: np.ndarray | None = None,
-                           use_gpu: bool | None = None) -> np.ndarray:
+                           nredo: int = 1, use_gpu: bool | None = None) -> np.ndarray:
     """Train spherical k-means on (a sample of) the rows of ``x``.
 
     Args:
@@ -40,6 +40,7 @@ def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = 50, seed: int 
         k: number of clusters, 1 <= k <= number of training rows.
         train_rows: optional (M,) row indices to train on (e.g. the pruning pool only).
         max_points_per_centroid: at most k * this many rows are sampled (seeded) for training.
+        nredo: k-means restarts; the run with the best objective is kept.
     Returns:
         (k, d) float32 L2-normalised centroids.
     """
@@ -56,7 +57,7 @@ def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = 50, seed: int 
     gpu = faiss_gpu_count() > 0 if use_gpu is None else use_gpu
     log.info("k-means: %d clusters on %d x %d rows (%s), %d iterations", k, *sample.shape, "GPU" if gpu else "CPU", niter)
     km = faiss.Kmeans(sample.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu,
-                      max_points_per_centroid=max_points_per_centroid, verbose=False)
+                      max_points_per_centroid=max_points_per_centroid, nredo=nredo, verbose=False)
     km.train(sample)
     cent = np.asarray(km.centroids, dtype=np.float32)
     return cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)

@@ -59,8 +59,9 @@ class OfflineConfig:
 def pixel_features(img: Image.Image) -> np.ndarray:
     """Hand-made image features of one RGB image: (720,) float32.
 
-    A 12x12 colour thumbnail (432), an HSV colour histogram 8x4x4 (128), an 8-orientation
-    gradient histogram on a 4x4 grid of a 32x32 grey image (128), and 32 global statistics.
+    Four blocks, each L2-normalised so that none dominates: a 12x12 colour thumbnail (432), the
+    square root of an HSV colour histogram 8x4x4 (128), an 8-orientation gradient histogram on a
+    4x4 grid of a 32x32 grey image (128), and 32 global statistics.
     """
     base = img.resize((48, 48), Image.Resampling.BILINEAR)
     small = np.asarray(base.resize((12, 12), Image.Resampling.BOX), dtype=np.float32) / 255.0
@@ -80,7 +81,8 @@ def pixel_features(img: Image.Image) -> np.ndarray:
     stats = np.concatenate([rgb.mean(0), rgb.std(0), rgb.min(0), rgb.max(0),
                             [mag.mean(), mag.std(), (grey > 0.95).mean(), (grey < 0.05).mean()]])
     stats = np.pad(stats, (0, 32 - stats.size))
-    return np.concatenate([small.ravel(), hist, hog, stats]).astype(np.float32)
+    blocks = [small.ravel() - 0.5, np.sqrt(hist), hog, stats]
+    return np.concatenate([b / max(float(np.linalg.norm(b)), 1e-6) for b in blocks]).astype(np.float32)
 
 
 class OfflineEmbedder:
@@ -96,7 +98,7 @@ class OfflineEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return f"offline-v1-{self.config.image_dims}-{self.config.text_dims}-{self.config.text_weight}-{self.config.seed}"
+        return f"offline-v2-{self.config.image_dims}-{self.config.text_dims}-{self.config.text_weight}-{self.config.seed}"
 
     def transform(self, img: Image.Image, caption: str) -> tuple[np.ndarray, None]:
         return pixel_features(img), None
@@ -115,10 +117,9 @@ class OfflineEmbedder:
         rng = np.random.default_rng(cfg.seed)
         fit_rows = np.sort(rng.choice(n, size=min(n, cfg.fit_sample), replace=False))
         fit = np.asarray(raw[fit_rows], dtype=np.float64)
-        mean, std = fit.mean(0), fit.std(0) + 1e-6
         dims = max(1, min(cfg.image_dims, fit.shape[0] - 1, fit.shape[1]))
-        pca = PCA(n_components=dims, svd_solver="randomized", random_state=cfg.seed).fit((fit - mean) / std)
-        parts = [l2_normalize(pca.transform((np.asarray(raw, dtype=np.float64) - mean) / std))]
+        pca = PCA(n_components=dims, svd_solver="randomized", random_state=cfg.seed).fit(fit)
+        parts = [l2_normalize(pca.transform(np.asarray(raw, dtype=np.float64)))]
         weights = [1.0 - cfg.text_weight]
         nonempty = sum(1 for c in captions if c and c.strip())
         if cfg.text_weight > 0 and nonempty >= 2:
@@ -139,6 +140,44 @@ class OfflineEmbedder:
 # --------------------------------------------------------------------------------------------
 # open_clip embedder
 # --------------------------------------------------------------------------------------------
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_weights_available(model: str, pretrained: str) -> None:
+    """Fail at once (not after minutes of retries) when pretrained weights can be neither found nor fetched."""
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    cfg = get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        tags = ", ".join(list_pretrained_tags_by_model(model)) or "none"
+        raise WeightsUnavailable(f"open_clip has no pretrained tag {pretrained!r} for {model} (known tags: {tags}); "
+                                 "or give a local checkpoint with --weights PATH")
+    hub = (cfg.get("hf_hub") or "").strip("/")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = "/".join(hub.split("/")[:2])
+        prefix = "/".join(hub.split("/")[2:])
+        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, f"{prefix}/{name}" if prefix else name), str):
+                return
+    if _hub_reachable("huggingface.co" if hub else "github.com"):
+        return
+    raise WeightsUnavailable(
+        f"open_clip weights {model} / {pretrained} are not in the local cache and the model hub cannot be reached "
+        "(no network).\nGive a local checkpoint with --weights PATH, or use --embedder offline (no weights needed)."
+    )
+
 
 class OpenClipEmbedder:
     """Image and caption embeddings from any open_clip model; CLIP score = cos(image, caption)."""
@@ -163,6 +202,8 @@ class OpenClipEmbedder:
             raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models()")
         if weights and not os.path.exists(weights):
             raise WeightsUnavailable(f"--weights {weights}: file not found")
+        if self.pretrained and not weights:
+            check_weights_available(model, self.pretrained)
         try:
             self.net, _, self.preprocess = open_clip.create_model_and_transforms(
                 model, pretrained=self.pretrained or None, device=self.device

@@ -176,7 +176,8 @@ def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -
         raise ValueError(f"unknown sample columns {sorted(bad)}")
     cols = ", ".join(columns)
     with connect(workspace) as con:
-        table = con.execute(f"SELECT {cols} FROM samples ORDER BY row_idx").arrow()
+        rel = con.sql(f"SELECT {cols} FROM samples ORDER BY row_idx")
+        table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()  # duckdb >= 2 renamed it
     out = {}
     for c in columns:
         col = table.column(c)

@@ -1,0 +1,126 @@
+"""Thumbnails for the app: read them from a workspace's thumbs.bin and lay them out as an HTML grid.
+
+Only bytes from ``DIR/thumbs.bin`` are ever read (offsets checked against the file size), and every
+caption is HTML-escaped, so a caption can neither inject markup nor make the app serve other files.
+The grid embeds the images as ``data:`` URIs: one response, no extra routes, nothing to clean up.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+THUMBS_NAME = "thumbs.bin"
+MAX_THUMB_BYTES = 1 << 20  # a thumbnail is a few KB; anything bigger is a corrupt offset
+
+
+def read_thumbs(workspace: str | os.PathLike, offsets: Sequence[int] | np.ndarray,
+                sizes: Sequence[int] | np.ndarray) -> list[bytes]:
+    """The encoded thumbnails at ``offsets``/``sizes`` (samples.thumb_offset/thumb_size) of thumbs.bin.
+
+    An entry outside the file (or absurdly large) comes back as ``b""`` instead of raising.
+    """
+    path = Path(workspace) / THUMBS_NAME
+    if not path.exists():
+        return [b""] * len(offsets)
+    total = path.stat().st_size
+    out: list[bytes] = []
+    with open(path, "rb") as fh:
+        for off, size in zip(offsets, sizes):
+            off, size = int(off), int(size)
+            if off < 0 or size <= 0 or size > MAX_THUMB_BYTES or off + size > total:
+                out.append(b"")
+                continue
+            fh.seek(off)
+            out.append(fh.read(size))
+    return out
+
+
+def image_mime(data: bytes) -> str | None:
+    """MIME type of encoded image bytes from their magic number (None when unknown)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:2] == b"\xff\xd8":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def data_uri(data: bytes) -> str | None:
+    mime = image_mime(data)
+    return None if mime is None else f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One cell of a thumbnail grid."""
+
+    image: bytes
+    caption: str = ""
+    note: str = ""  # a short line under the caption (distance, similarity, ...)
+    tone: str = ""  # "", "kept" (green frame) or "dropped" (faded, red frame)
+
+
+_CSS = """<style>
+.dp-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(%(px)dpx,1fr));gap:8px;margin:2px 0 10px 0}
+.dp-tile{margin:0;border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:4px;background:#fff;min-width:0}
+.dp-tile img{display:block;width:100%%;height:%(px)dpx;object-fit:contain;background:#fff}
+.dp-miss{height:%(px)dpx;display:flex;align-items:center;justify-content:center;color:#888;font-size:11px}
+.dp-tile figcaption{font-size:11px;line-height:1.25;color:#333;margin-top:3px;overflow:hidden;display:-webkit-box;
+ -webkit-line-clamp:%(lines)d;-webkit-box-orient:vertical;word-break:break-word}
+.dp-note{font-size:10px;color:#777;margin-top:1px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.dp-kept{border:2px solid #2e9d57}
+.dp-dropped{border:2px solid #d1495b;opacity:.55}
+</style>"""
+
+
+def grid_html(tiles: Iterable[Tile], tile_px: int = 112, caption_lines: int = 2) -> str:
+    """An HTML grid of thumbnails; captions and notes are escaped, full captions in the tooltip."""
+    cells = []
+    for t in tiles:
+        cap = html.escape(t.caption or "", quote=True)
+        uri = data_uri(t.image) if t.image else None
+        img = (f'<img src="{uri}" alt="{cap[:120]}" loading="lazy">' if uri
+               else '<div class="dp-miss">no thumbnail</div>')
+        cls = {"kept": " dp-kept", "dropped": " dp-dropped"}.get(t.tone, "")
+        note = f'<div class="dp-note">{html.escape(t.note)}</div>' if t.note else ""
+        cells.append(f'<figure class="dp-tile{cls}" title="{cap}">{img}'
+                     f'<figcaption>{cap or "&nbsp;"}</figcaption>{note}</figure>')
+    css = _CSS % {"px": int(tile_px), "lines": int(caption_lines)}
+    return f'{css}<div class="dp-grid">{"".join(cells)}</div>'
+
+
+_PAIR_CSS = """<style>
+.dp-pairs{display:grid;grid-template-columns:repeat(auto-fill,minmax(%(w)dpx,1fr));gap:10px;margin:2px 0 10px 0}
+.dp-pair{border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:4px;background:#fff;min-width:0}
+.dp-pair-imgs{display:flex;gap:4px}
+.dp-pair-imgs img,.dp-pair-imgs .dp-miss{flex:1;min-width:0;height:%(px)dpx;object-fit:contain;background:#fff}
+.dp-miss{display:flex;align-items:center;justify-content:center;color:#888;font-size:11px}
+.dp-pair-sim{font-size:11px;font-weight:600;color:#333;margin-top:3px}
+.dp-pair-cap{font-size:10px;color:#666;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+</style>"""
+
+
+def pairs_html(pairs: Iterable[tuple[Tile, Tile, str]], tile_px: int = 88) -> str:
+    """Pairs of thumbnails side by side with a heading each (e.g. their similarity); text escaped."""
+    cells = []
+    for a, b, head in pairs:
+        imgs = []
+        for t in (a, b):
+            uri = data_uri(t.image) if t.image else None
+            cap = html.escape(t.caption or "", quote=True)
+            imgs.append(f'<img src="{uri}" alt="{cap[:120]}" title="{cap}">' if uri else '<div class="dp-miss">no thumbnail</div>')
+        caps = " | ".join(html.escape(t.caption or "") for t in (a, b))
+        cells.append(f'<div class="dp-pair"><div class="dp-pair-imgs">{"".join(imgs)}</div>'
+                     f'<div class="dp-pair-sim">{html.escape(head)}</div><div class="dp-pair-cap" title="{html.escape(caps, quote=True)}">{caps}</div></div>')
+    css = _PAIR_CSS % {"px": int(tile_px), "w": int(2 * tile_px + 16)}
+    return f'{css}<div class="dp-pairs">{"".join(cells)}</div>'
