@@ -1,0 +1,142 @@
+"""Benchmark: interactive plan latency of densprune.selection.PlanIndex.compute.
+
+Builds a synthetic index (Zipf-like cluster sizes, d=32 centroids), times the one-off build, then
+the median of ``--repeat`` runs (after one warm-up) of several plans, and compares DBP against a
+naive implementation written the obvious way (per plan: group rows by cluster, recompute cluster
+statistics, argsort inside each cluster in a Python loop). Prints a markdown table.
+
+    python benchmarks/bench_plan.py                      # N = 1M, K = 1000
+    python benchmarks/bench_plan.py --sizes 1000000 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import time
+from typing import Callable
+
+import numpy as np
+
+from densprune.quotas import dbp_quotas
+from densprune.selection import PlanIndex, PlanParams
+
+logger = logging.getLogger("bench_plan")
+
+
+def synthetic(n: int, k: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Clustered rows with skewed cluster sizes, distances, dedup similarities and CLIP scores."""
+    rng = np.random.default_rng(seed)
+    w = rng.lognormal(0.0, 1.0, size=k)
+    clusters = rng.choice(k, size=n, p=w / w.sum()).astype(np.int64)
+    return dict(
+        clusters=clusters,
+        dist=rng.beta(2.0, 5.0, size=n).astype(np.float32),
+        centroids=rng.normal(size=(k, d)).astype(np.float32),
+        in_pool=rng.random(n) > 0.01,  # 1% eval rows
+        dup=np.clip(rng.normal(0.8, 0.1, size=n), -1, 1).astype(np.float32),
+        clip=rng.normal(0.3, 0.05, size=n).astype(np.float32),
+    )
+
+
+def naive_dbp(data: dict[str, np.ndarray], p: PlanParams) -> np.ndarray:
+    """The same DBP plan without an index: everything recomputed, a Python loop over clusters."""
+    clusters, dist = data["clusters"], data["dist"].astype(np.float64)
+    k = data["centroids"].shape[0]
+    eligible = data["in_pool"].copy()
+    if p.dedup_eps is not None:
+        eligible &= ~(data["dup"] > np.float64(1 - p.dedup_eps))
+    sizes = np.bincount(clusters, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_intra = np.bincount(clusters, weights=dist, minlength=k) / sizes
+    c = data["centroids"].astype(np.float64)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    dd = 1.0 - c @ c.T
+    np.fill_diagonal(dd, np.inf)
+    l = min(p.neighbors, k - 1)
+    d_inter = np.sort(dd, axis=1)[:, :l].mean(axis=1)
+    order = np.argsort(clusters, kind="stable")
+    bounds = np.searchsorted(clusters[order], np.arange(k + 1))
+    members = [order[bounds[j]:bounds[j + 1]] for j in range(k)]
+    counts = np.array([eligible[m].sum() for m in members])
+    n_pool = int(data["in_pool"].sum())
+    budget = int(np.floor(p.keep * n_pool + 0.5)) if isinstance(p.keep, float) else p.keep
+    quota = dbp_quotas(d_inter * d_intra, counts, budget, p.temperature, p.balance)
+    keep = np.zeros(len(clusters), dtype=bool)
+    for j in range(k):
+        m = members[j][eligible[members[j]]]
+        m = m[np.lexsort((m, -dist[m]))]  # farthest first, ties by row
+        keep[m[:quota[j]]] = True
+    return keep
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up: fills caches (random orders, d_inter) as the first click would
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+CASES: list[tuple[str, PlanParams, bool]] = [  # (label, params, also time the naive baseline)
+    ("dbp keep=0.1 tau=0.1", PlanParams(keep=0.1, temperature=0.1), True),
+    ("dbp keep=0.3 tau=0.1", PlanParams(keep=0.3, temperature=0.1), True),
+    ("dbp keep=0.5 tau=0.5", PlanParams(keep=0.5, temperature=0.5), True),
+    ("dbp keep=0.3 tau=0.1 eps=0.07", PlanParams(keep=0.3, dedup_eps=0.07), True),
+    ("dbp keep=0.3 easy", PlanParams(keep=0.3, within="easy"), False),
+    ("dbp keep=0.3 within=random", PlanParams(keep=0.3, within="random"), False),
+    ("dbp keep=0.3 eps=0.07 clip_keep=0.5", PlanParams(keep=0.3, dedup_eps=0.07, clip_keep=0.5), False),
+    ("ssp keep=0.3", PlanParams(method="ssp", keep=0.3), False),
+    ("random keep=0.3", PlanParams(method="random", keep=0.3), False),
+    ("clip-score keep=0.3", PlanParams(method="clip-score", keep=0.3), False),
+    ("dedup keep=0.3", PlanParams(method="dedup", keep=0.3), False),
+]
+
+
+def run(n: int, k: int, d: int, repeat: int, naive: bool) -> tuple[float, dict[str, tuple[float, float | None]]]:
+    data = synthetic(n, k, d)
+    t0 = time.perf_counter()
+    index = PlanIndex.build(data["clusters"], data["dist"], data["centroids"], data["in_pool"],
+                            data["dup"], data["clip"])
+    build_s = time.perf_counter() - t0
+    out: dict[str, tuple[float, float | None]] = {}
+    for label, p, with_naive in CASES:
+        fast = median_ms(lambda: index.compute(p), repeat)
+        slow = None
+        if naive and with_naive:
+            np.testing.assert_array_equal(naive_dbp(data, p), index.compute(p).keep)  # same plan
+            slow = median_ms(lambda: naive_dbp(data, p), max(3, repeat // 2))
+        out[label] = (fast, slow)
+        logger.info("N=%d %s: %.1f ms (naive %s)", n, label, fast, "-" if slow is None else f"{slow:.0f} ms")
+    return build_s, out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000], help="N values to benchmark")
+    ap.add_argument("--clusters", type=int, default=1000, help="K")
+    ap.add_argument("--dim", type=int, default=32, help="centroid dimension")
+    ap.add_argument("--repeat", type=int, default=7, help="timed runs per case (median)")
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive per-cluster baseline")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = {n: run(n, args.clusters, args.dim, args.repeat, not args.no_naive) for n in args.sizes}
+    head = " | ".join(f"N={n:,}: ms | naive ms | speed-up" for n in args.sizes)
+    lines = [f"| plan (K={args.clusters}) | {head} |", "|---" * (1 + 3 * len(args.sizes)) + "|"]
+    lines.append("| index build (once) | " + " | ".join(f"{results[n][0] * 1e3:,.0f} | | " for n in args.sizes) + "|")
+    for label, _, _ in CASES:
+        cells = []
+        for n in args.sizes:
+            fast, slow = results[n][1][label]
+            cells.append(f"{fast:.1f} | {'' if slow is None else f'{slow:,.0f}'} | "
+                         f"{'' if slow is None else f'{slow / fast:.0f}x'}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"numpy {np.__version__}, {platform.processor() or platform.machine()}, median of {args.repeat} runs\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The app in a real browser: `streamlit run app.py` on a free port, driven by Playwright and chromium.
+
+Visits every page, checks that nothing raised and that thumbnails decode, moves the budget slider with
+the keyboard and checks the kept count follows, and saves a screenshot per page to
+``$DENSPRUNE_ARTIFACTS`` (default ``artifacts/screenshots``, git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["", "concepts", "complexity", "budget", "preview", "export"] + (
+    ["train"] if (ROOT / "pages" / "train.py").exists() else [])
+WITH_THUMBS = {"concepts", "complexity", "preview"}
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser "
+                "tests", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_workspace: Path):
+    port = free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-streamlit-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none", "--", "--workspace", str(demo_workspace)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start (exit code {proc.poll()}), see {log.name}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 900})
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    out = Path(os.environ.get("DENSPRUNE_ARTIFACTS", ROOT / "artifacts" / "screenshots"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def settle(pg, timeout_ms: int = 60_000) -> None:
+    """Wait until the script run is over (no running indicator) and the page has a title."""
+    pg.wait_for_selector("h1", timeout=timeout_ms)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+    pg.wait_for_timeout(300)
+
+
+def screenshot(pg, path: Path) -> None:
+    """The whole page: the main area scrolls inside the window, so grow the window to its height."""
+    h = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    pg.set_viewport_size({"width": 1400, "height": max(900, min(int(h) + 20, 8000))})
+    pg.wait_for_timeout(400)
+    pg.screenshot(path=str(path))
+    pg.set_viewport_size({"width": 1400, "height": 900})
+
+
+def kept_value(pg) -> str:
+    return pg.locator('[data-testid="stMetric"]').filter(has_text="Kept").first \
+        .locator('[data-testid="stMetricValue"]').inner_text()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_renders(page, app_url, artifacts, name):
+    page.goto(f"{app_url}/{name}")
+    settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    if name in WITH_THUMBS:
+        imgs = page.locator(".dp-grid img")
+        assert imgs.count() > 0
+        imgs.last.scroll_into_view_if_needed()
+        page.wait_for_function("() => [...document.querySelectorAll('.dp-grid img')].every(i => i.complete)",
+                               timeout=15_000)
+        widths = page.eval_on_selector_all(".dp-grid img", "els => els.map(e => e.naturalWidth)")
+        assert widths and min(widths) > 0, f"{sum(w == 0 for w in widths)} thumbnails did not load"
+    screenshot(page, artifacts / f"{name or 'overview'}.png")
+
+
+def test_budget_slider_moves_the_kept_count(page, app_url, artifacts):
+    page.goto(f"{app_url}/budget")
+    settle(page)
+    before = kept_value(page)
+    slider = page.get_by_role("slider").first  # "Keep (% of the pool)"
+    slider.focus()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        slider.press("ArrowLeft")
+    page.wait_for_function(
+        """(before) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
+             .find(e => e.innerText.includes('Kept'));
+           return m && m.querySelector('[data-testid="stMetricValue"]').innerText !== before; }""",
+        arg=before, timeout=15_000)
+    settle(page)
+    elapsed = time.perf_counter() - t0
+    after = kept_value(page)
+    assert int(after.replace(",", "")) < int(before.replace(",", "")), (before, after)
+    print(f"kept {before} -> {after} in {elapsed * 1000:.0f} ms (10 key presses, browser round trips included)")
+    screenshot(page, artifacts / "budget-after-slider.png")
