@@ -32,7 +32,7 @@ from densprune.uids import uids_to_datacomp
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv", "datacomp", "mask", "keys", "webdataset")
-DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".npy", "mask": ".npy", "keys": ".txt", "webdataset": ""}
+DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".uids.npy", "mask": ".mask.npy", "keys": ".keys.txt", "webdataset": ""}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

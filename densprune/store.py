@@ -76,6 +76,31 @@ CREATE TABLE IF NOT EXISTS plan_clusters (
     plan VARCHAR, cluster INTEGER, eligible BIGINT, quota BIGINT, kept BIGINT
 )"""
 
+# training runs (densprune.training): one row per run, its latest progress mirrored from the run
+# folder's progress.jsonl; run_metrics holds the loss curve and the evaluation results (long format)
+RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    name VARCHAR PRIMARY KEY, plan VARCHAR, preset VARCHAR, model VARCHAR,
+    mode VARCHAR,                 -- 'samples' (equal compute) or 'epochs' (equal epochs)
+    seed INTEGER, device VARCHAR, n_train BIGINT, batch_size INTEGER, epochs INTEGER,
+    total_steps BIGINT, target_samples BIGINT,  -- what the run will see: epochs * steps * batch
+    status VARCHAR,               -- queued | running | done | failed | cancelled
+    phase VARCHAR,                -- export | train | eval while running
+    error VARCHAR, step BIGINT, samples_seen BIGINT, loss DOUBLE, elapsed_s DOUBLE, eta_s DOUBLE,
+    wall_s DOUBLE,                -- trainer wall time, start to exit
+    command JSON,                 -- the trainer's argument list, exactly as run
+    run_dir VARCHAR, checkpoint VARCHAR, pid INTEGER,
+    created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP
+)"""
+RUN_METRICS_DDL = """
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run VARCHAR, name VARCHAR, value DOUBLE, step BIGINT, samples_seen BIGINT
+)"""
+RUN_COLUMNS = ("name", "plan", "preset", "model", "mode", "seed", "device", "n_train", "batch_size", "epochs",
+               "total_steps", "target_samples", "status", "phase", "error", "step", "samples_seen", "loss",
+               "elapsed_s", "eta_s", "wall_s", "command", "run_dir", "checkpoint", "pid", "created_at",
+               "started_at", "finished_at")
+
 _PROCESS_LOCK = threading.RLock()
 
 
@@ -143,6 +168,8 @@ def write_new_workspace_db(workspace: Path, *, samples: pd.DataFrame, clusters: 
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v, default=str)) for k, v in meta.items()])
         con.execute(PLANS_DDL)
         con.execute(PLAN_CLUSTERS_DDL)
+        con.execute(RUNS_DDL)
+        con.execute(RUN_METRICS_DDL)
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -203,3 +230,94 @@ def counts(workspace: str | os.PathLike) -> dict[str, int]:
     with connect(workspace) as con:
         return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
                 for t in ("samples", "clusters", "rejects", "plans")}
+
+
+# --------------------------------------------------------------------------------------------
+# training runs (written by densprune.training with one short transaction per update)
+# --------------------------------------------------------------------------------------------
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
+def ensure_run_tables(workspace: str | os.PathLike) -> None:
+    """Create ``runs`` and ``run_metrics`` in a workspace built before they existed."""
+    with connect(workspace) as con:
+        if _has_table(con, "runs") and _has_table(con, "run_metrics"):
+            return
+    with connect(workspace, read_only=False) as con:
+        con.execute(RUNS_DDL)
+        con.execute(RUN_METRICS_DDL)
+
+
+def upsert_run(workspace: str | os.PathLike, row: dict, timeout_s: float = 30.0) -> None:
+    """Insert or replace the row of run ``row['name']`` (keys: a subset of RUN_COLUMNS)."""
+    bad = set(row) - set(RUN_COLUMNS)
+    if bad:
+        raise ValueError(f"unknown run columns {sorted(bad)}")
+    cols = list(row)
+    with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM runs WHERE name = ?", [row["name"]])
+        con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [row[c] for c in cols])
+        con.execute("COMMIT")
+
+
+def update_run(workspace: str | os.PathLike, name: str, fields: dict, metrics: list[tuple] = (),
+               timeout_s: float = 30.0) -> None:
+    """Set ``fields`` of run ``name`` and append ``metrics`` rows (name, value, step, samples_seen)."""
+    bad = set(fields) - set(RUN_COLUMNS)
+    if bad:
+        raise ValueError(f"unknown run columns {sorted(bad)}")
+    with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
+        con.execute("BEGIN")
+        if fields:
+            sets = ", ".join(f"{c} = ?" for c in fields)
+            con.execute(f"UPDATE runs SET {sets} WHERE name = ?", [*fields.values(), name])
+        if metrics:
+            con.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", [(name, *m) for m in metrics])
+        con.execute("COMMIT")
+
+
+def replace_run_metrics(workspace: str | os.PathLike, name: str, metrics: list[tuple], prefix: str,
+                        timeout_s: float = 30.0) -> None:
+    """Replace run ``name``'s metrics whose name starts with ``prefix`` (e.g. 'eval/') by ``metrics``."""
+    with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM run_metrics WHERE run = ? AND starts_with(name, ?)", [name, prefix])
+        con.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", [(name, *m) for m in metrics])
+        con.execute("COMMIT")
+
+
+def load_runs(workspace: str | os.PathLike) -> pd.DataFrame:
+    """All runs, newest first (an empty frame with the columns where no run was ever started)."""
+    with connect(workspace) as con:
+        if not _has_table(con, "runs"):
+            return pd.DataFrame(columns=list(RUN_COLUMNS))
+        return con.execute("SELECT * FROM runs ORDER BY created_at DESC, name").df()
+
+
+def load_run_metrics(workspace: str | os.PathLike, runs: list[str] | None = None,
+                     prefix: str | None = None) -> pd.DataFrame:
+    """Rows (run, name, value, step, samples_seen) of the given runs (all when None), by name prefix."""
+    cols = ["run", "name", "value", "step", "samples_seen"]
+    with connect(workspace) as con:
+        if not _has_table(con, "run_metrics"):
+            return pd.DataFrame(columns=cols)
+        sql, params = "SELECT * FROM run_metrics WHERE true", []
+        if runs is not None:
+            sql += " AND list_contains(?, run)"
+            params.append(list(runs))
+        if prefix:
+            sql += " AND starts_with(name, ?)"
+            params.append(prefix)
+        return con.execute(sql + " ORDER BY run, name, step", params).df()
+
+
+def delete_run(workspace: str | os.PathLike, name: str) -> None:
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM runs WHERE name = ?", [name])
+        con.execute("DELETE FROM run_metrics WHERE run = ?", [name])
+        con.execute("COMMIT")
