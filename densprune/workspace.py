@@ -138,6 +138,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
     timings["list"] = time.perf_counter() - t0
 
+    log.info("[1/6] embedding %d samples with the %s embedder", len(refs), cfg.embedder)
     t = time.perf_counter()
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)
@@ -154,6 +155,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     is_eval = choose_eval_split(top, cfg.eval_per_category, cfg.eval_min_category, cfg.seed) if listing.has_categories else np.zeros(n, bool)
     pool_rows = np.flatnonzero(~is_eval)
 
+    log.info("[2/6] spherical k-means on %d pool rows", pool_rows.size)
     t = time.perf_counter()
     k = cfg.clusters or default_num_clusters(pool_rows.size)
     centroids = train_spherical_kmeans(image, k, niter=cfg.niter, seed=cfg.seed, train_rows=pool_rows)
@@ -162,6 +164,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     ranks = rank_in_cluster(labels, dist)
     timings["cluster"] = time.perf_counter() - t
 
+    log.info("[3/6] concept statistics and labels for %d concepts", k)
     t = time.perf_counter()
     d_intra = intra_distance(labels, dist, k, mask=~is_eval)
     d_inter = inter_distance(centroids, cfg.neighbors)
@@ -170,11 +173,13 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     names = cluster_labels([captions[i] for i in pool_rows], labels[pool_rows], k, seed=cfg.seed)
     timings["concepts"] = time.perf_counter() - t
 
+    log.info("[4/6] SemDeDup similarities inside each concept")
     t = time.perf_counter()
     dup_max_sim, dup_of = semdedup(image, labels, dist, progress=True)
     curve = kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)
     timings["dedup"] = time.perf_counter() - t
 
+    log.info("[5/6] 2-D UMAP map of %d rows", min(n, cfg.layout_rows))
     t = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     layout_rows = np.sort(rng.choice(n, size=min(n, cfg.layout_rows), replace=False))
@@ -237,6 +242,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         "eval_per_category": cfg.eval_per_category if listing.has_categories else 0,
         "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
     }
+    log.info("[6/6] writing %s", store.db_path(ws))
     store.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta,
                                  layout=layout, dedup_curve=pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": curve}))
     if not cfg.keep_work:
