@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import median_time, table  # noqa: E402
+from _util import interleaved_medians, table  # noqa: E402
 
 from densprune.clustering import assign, rank_in_cluster, train_spherical_kmeans  # noqa: E402
 
@@ -57,9 +57,9 @@ def main() -> None:
         index.add(km.centroids)
         index.search(x, 1)
 
-    t_ours, _ = median_time(ours, args.runs)
-    t_full, _ = median_time(lambda: bare(x), args.runs)
-    t_same, _ = median_time(lambda: bare(np.ascontiguousarray(x[sample_rows])), args.runs)
+    med = interleaved_medians({"ours": ours, "full": lambda: bare(x),
+                               "same": lambda: bare(np.ascontiguousarray(x[sample_rows]))}, args.runs)
+    t_ours, t_full, t_same = med["ours"], med["full"], med["same"]
     rows = [[f"{args.n:,} x {args.d}", args.k, name, f"{t:.2f}", f"{t_ours:.2f}", f"{t_ours / t:.2f}x"]
             for name, t in (("faiss.Kmeans on the whole array (faiss subsamples)", t_full),
                             ("faiss.Kmeans on the same seeded sample", t_same))]

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import median_time, table  # noqa: E402
+from _util import interleaved_medians, table  # noqa: E402
 
 from densprune.embedders import OpenClipEmbedder  # noqa: E402
 from densprune.embedding import EmbedSettings, embed_source  # noqa: E402
@@ -70,8 +70,8 @@ def main() -> None:
         finally:
             shutil.rmtree(wd)
 
-    t_bare, _ = median_time(bare, args.runs)
-    t_ours, _ = median_time(ours, args.runs)
+    med = interleaved_medians({"bare": bare, "ours": ours}, args.runs)
+    t_bare, t_ours = med["bare"], med["ours"]
     n = len(refs)
     print(table(["model", "images", "batch", "bare open_clip (img/s)", "densprune (img/s)", "ratio"],
                 [[args.model, n, args.batch_size, f"{n / t_bare:.1f}", f"{n / t_ours:.1f}", f"{t_bare / t_ours:.2f}x"]]))
