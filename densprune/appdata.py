@@ -60,12 +60,14 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
 
     n, n_rej = int(meta.get("n_samples", counts.get("samples", 0))), int(meta.get("n_rejects", counts.get("rejects", 0)))
     n_exports = len(list((ws / "exports").glob("*.manifest.json"))) if (ws / "exports").exists() else 0
-    emb = f"{meta.get('embedder')} ({meta.get('model')}" + (f" / {meta['pretrained']}" if meta.get("pretrained") else "") + ")"
+    pretrained = f" / {meta['pretrained']}" if meta.get("pretrained") else ""
+    emb = f"{meta.get('embedder')} ({meta.get('model')}{pretrained})"
     rows = [
         ("1. list the source", "done", f"{meta.get('source')} ({meta.get('source_kind')}): {n:,} samples, "
                                         f"{n_rej:,} rejected{sec('list')}"),
         ("2. embed images", "done", f"{emb}, {meta.get('image_dim')}-d vectors{sec('embed')}"),
-        ("3. cluster into concepts", "done", f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
+        ("3. cluster into concepts", "done",
+         f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
         ("4. concept complexity", "done", f"d_intra, d_inter over the {meta.get('neighbors', 20)} nearest concepts"
                                           f"{sec('concepts')}"),
         ("5. SemDeDup similarities", "done", f"nearest earlier member of every image{sec('dedup')}"),
@@ -140,8 +142,8 @@ def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = 20)
 def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
     """Concepts with captions containing ``text`` (case-insensitive, literal): cluster, matches."""
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return store.query_df(workspace, "SELECT cluster, count(*) AS matches FROM samples "
-                                     "WHERE caption ILIKE ? ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [pattern])
+    return store.query_df(workspace, "SELECT cluster, count(*) AS matches FROM samples WHERE caption ILIKE ? "
+                                     "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [pattern])
 
 
 def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.DataFrame:
@@ -150,7 +152,8 @@ def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.
                           [int(max_points)])
 
 
-def concept_members(workspace: str | os.PathLike, cluster: int, limit: int = 48, nearest_first: bool = True) -> pd.DataFrame:
+def concept_members(workspace: str | os.PathLike, cluster: int, limit: int = 48,
+                    nearest_first: bool = True) -> pd.DataFrame:
     """Members of one concept, nearest its centroid first (or farthest first)."""
     order = "ASC" if nearest_first else "DESC"
     return store.query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE cluster = ? "
@@ -247,7 +250,7 @@ class BudgetView:
     result: PlanResult
     random: PlanResult
     ssp: PlanResult
-    per_concept: pd.DataFrame  # cluster, name, complexity, eligible, target, quota, kept, kept_pct, random(_pct), ssp(_pct)
+    per_concept: pd.DataFrame  # plan_table() columns + random, random_pct, ssp, ssp_pct
     coverage: pd.DataFrame | None  # see coverage(); None without categories
     keeps_everything: bool  # every eligible sample kept: nothing pruned beyond the filters
 

@@ -40,6 +40,11 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--shard-size", type=int, default=4096, help="samples per resumable shard (default: %(default)s)")
     g.add_argument("--max-pixels", type=int, default=100_000_000, help="reject images with more decoded pixels (default: %(default)s)")
     g.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="dtype of the .npy vectors")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: DataLoader on this machine; ray: one embedder actor per worker slot of a Ray "
+                        "cluster, one task per shard (the workspace must be on storage every node sees)")
+    g.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    g.add_argument("--ray-actors", type=int, default=None, help="number of embedder actors (default: CPUs / --workers)")
     c = p.add_argument_group("clustering")
     c.add_argument("--clusters", "-k", type=int, default=None, help="number of concepts K (default: sqrt(N), at most 500)")
     c.add_argument("--niter", type=int, default=50, help="k-means iterations (default: %(default)s)")
@@ -89,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_app)
 
-    from densprune import cli_plans
+    from densprune import cli_plans, cli_train
 
     cli_plans.add_commands(sub)
+    cli_train.add_commands(sub)
     return parser
 
 
@@ -105,7 +111,8 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
         eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
-        force=args.force, keep_work=args.keep_work,
+        force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
+        ray_actors=args.ray_actors,
         embed=EmbedSettings(batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
                             max_pixels=args.max_pixels),
     )

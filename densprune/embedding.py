@@ -89,7 +89,7 @@ def work_dir(workspace: Path, source_spec: str, embedder, n_refs: int) -> Path:
     return workspace / ".work" / f"embed-{key}"
 
 
-def _shard_path(wd: Path, s: int) -> Path:
+def shard_path(wd: Path, s: int) -> Path:
     return wd / f"shard-{s:05d}.npz"
 
 
@@ -115,21 +115,29 @@ def _save_shard(path: Path, idx: list[int], results: dict[int, dict], has_text: 
     os.replace(tmp, path)
 
 
+def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """[start, end) sample ranges of the resumable shards."""
+    return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+
+
 def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSettings,
-                 stop_after_shards: int | None = None) -> list[Path]:
+                 stop_after_shards: int | None = None, only_shards: list[int] | None = None,
+                 progress: bool = True) -> list[Path]:
     """Embed every ref into shard files under ``wd``, skipping shards already done.
 
     Args:
         stop_after_shards: stop after writing this many new shards (simulates an interruption in tests).
+        only_shards: embed only these shard numbers (a distributed worker's share).
     Returns:
         The shard paths, in order.
     """
     wd.mkdir(parents=True, exist_ok=True)
     n = len(refs)
-    bounds = [(s, min(s + settings.shard_size, n)) for s in range(0, n, settings.shard_size)]
-    paths = [_shard_path(wd, k) for k in range(len(bounds))]
-    todo = [(k, b) for k, (b, p) in enumerate(zip(bounds, paths)) if not p.exists()]
-    if len(todo) < len(bounds):
+    bounds = shard_bounds(n, settings.shard_size)
+    paths = [shard_path(wd, k) for k in range(len(bounds))]
+    todo = [(k, b) for k, (b, p) in enumerate(zip(bounds, paths))
+            if not p.exists() and (only_shards is None or k in only_shards)]
+    if only_shards is None and len(todo) < len(bounds):
         log.info("resuming: %d of %d shards already embedded in %s", len(bounds) - len(todo), len(bounds), wd)
     if not todo:
         return paths
@@ -142,11 +150,10 @@ def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSetti
         persistent_workers=False,
         prefetch_factor=4 if settings.workers > 0 else None,
     )
-    shard_of = {k: b for k, b in todo}
     pending: dict[int, dict] = {}
     current = 0
     written = 0
-    bar = tqdm(total=sum(e - s for _, (s, e) in todo), desc="embed", unit="img", disable=None)
+    bar = tqdm(total=sum(e - s for _, (s, e) in todo), desc="embed", unit="img", disable=None if progress else True)
     for items in loader:
         good = [it for it in items if it["ok"]]
         if good:
@@ -168,7 +175,6 @@ def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSetti
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {written} shards (test hook)")
     bar.close()
-    del shard_of
     return paths
 
 

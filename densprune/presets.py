@@ -38,6 +38,7 @@ class Preset:
     eps: float = 1e-6
     precision: str = "amp"  # on a GPU; CPU runs always use fp32
     workers: int = 4  # DataLoader workers
+    threads: int | None = None  # torch intra-op threads of the trainer (OMP_NUM_THREADS); None = torch's default
     samples_seen: int = 128_000_000  # default compute budget (equal-compute mode)
     grad_clip_norm: float | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)  # appended to the trainer's arguments
@@ -69,6 +70,7 @@ PRESETS: dict[str, Preset] = {
         wd=0.1,
         precision="fp32",
         workers=1,  # one decoder beside the training process on a 2-core machine
+        threads=1,  # measured on a shared 2-core machine: 2 OpenMP threads ran a step 3-5x slower than 1
         samples_seen=30_000,  # ~4 epochs of the demo pool, ~13 of a 30% plan
     ),
     "vit-b-32": Preset(

@@ -118,9 +118,11 @@ def pairs_html(pairs: Iterable[tuple[Tile, Tile, str]], tile_px: int = 88) -> st
         for t in (a, b):
             uri = data_uri(t.image) if t.image else None
             cap = html.escape(t.caption or "", quote=True)
-            imgs.append(f'<img src="{uri}" alt="{cap[:120]}" title="{cap}">' if uri else '<div class="dp-miss">no thumbnail</div>')
+            imgs.append(f'<img src="{uri}" alt="{cap[:120]}" title="{cap}">' if uri
+                        else '<div class="dp-miss">no thumbnail</div>')
         caps = " | ".join(html.escape(t.caption or "") for t in (a, b))
         cells.append(f'<div class="dp-pair"><div class="dp-pair-imgs">{"".join(imgs)}</div>'
-                     f'<div class="dp-pair-sim">{html.escape(head)}</div><div class="dp-pair-cap" title="{html.escape(caps, quote=True)}">{caps}</div></div>')
+                     f'<div class="dp-pair-sim">{html.escape(head)}</div>'
+                     f'<div class="dp-pair-cap" title="{html.escape(caps, quote=True)}">{caps}</div></div>')
     css = _PAIR_CSS % {"px": int(tile_px), "w": int(2 * tile_px + 16)}
     return f'{css}<div class="dp-pairs">{"".join(cells)}</div>'

@@ -61,6 +61,9 @@ class PrecomputeConfig:
     caption_column: str | None = None
     force: bool = False
     keep_work: bool = False
+    engine: str = "local"  # "local" (DataLoader on this machine) or "ray" (actors on a Ray cluster)
+    ray_address: str | None = None
+    ray_actors: int | None = None
     embed: EmbedSettings = field(default_factory=EmbedSettings)
 
 
@@ -119,6 +122,12 @@ def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: in
     return xy[: rows.size], xy[rows.size:]
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def precompute(cfg: PrecomputeConfig) -> Path:
     """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``."""
     from densprune.dedup import kept_fraction_curve, semdedup
@@ -143,7 +152,18 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)
     wd = work_dir(ws, listing.spec, embedder, len(refs))
-    shards = embed_source(refs, embedder, wd, cfg.embed)
+    if cfg.engine == "ray":
+        from densprune.engine_ray import embed_with_ray
+
+        kwargs = {"kind": cfg.embedder, "model": cfg.model, "pretrained": cfg.pretrained, "weights": cfg.weights,
+                  "device": cfg.device, "seed": cfg.seed}
+        gpus = 1.0 if cfg.embedder == "openclip" and cfg.device in ("auto", "cuda") and _cuda() else 0.0
+        shards = embed_with_ray(refs, kwargs, wd, cfg.embed, address=cfg.ray_address, actors=cfg.ray_actors,
+                                gpus_per_actor=gpus)
+    elif cfg.engine == "local":
+        shards = embed_source(refs, embedder, wd, cfg.embed)
+    else:
+        raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
     asm = assemble(refs, shards, embedder, ws, dtype=cfg.dtype)
     timings["embed"] = time.perf_counter() - t
     n = asm.source_idx.size
@@ -235,7 +255,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         "embedder": embedder.name, "model": embedder.model, "pretrained": embedder.pretrained or None,
         "image_dim": asm.image_dim, "text_dim": asm.text_dim, "dtype": cfg.dtype,
         "k": k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
-        "densprune_version": __version__, "source": listing.spec, "source_kind": listing.kind,
+        "densprune_version": __version__, "source": listing.spec, "source_kind": listing.kind, "engine": cfg.engine,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "n_samples": n, "n_pool": int(pool_rows.size), "n_eval": int(is_eval.sum()), "n_rejects": len(rejects),
         "has_clip_scores": clip_score is not None, "has_categories": listing.has_categories,

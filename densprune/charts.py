@@ -1,0 +1,191 @@
+"""Plotly figures of the app's pages, built from the tables in :mod:`densprune.appdata` (no Streamlit).
+
+Every figure takes K-sized tables or a sampled map (at most ~20k points, WebGL), never all rows.
+Hover texts hold concept names (HTML-escaped: plotly renders a subset of HTML) and numbers.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+BLUE, ORANGE, GREEN, RED, GREY = "#4c78a8", "#f58518", "#54a24b", "#d1495b", "#888"
+KEPT, DROPPED = "#2e9d57", "#d1495b"
+
+
+def _names(names) -> np.ndarray:
+    return np.asarray([html.escape(str(n)) for n in names], dtype=object)
+
+
+def _layout(fig: go.Figure, title: str, height: int, title_size: int = 14, **kw) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30 if title else 8, b=0),
+                      title=dict(text=title, font_size=title_size) if title else None, **kw)
+    return fig
+
+
+def category_bars(cats: pd.DataFrame) -> go.Figure:
+    """Pool images per category (cats: category, pool)."""
+    fig = go.Figure(go.Bar(x=cats["pool"], y=_names(cats["category"]), orientation="h", marker_color=BLUE,
+                           hovertemplate="%{y}: %{x:,} pool images<extra></extra>"))
+    return _layout(fig, "Pool images per category", max(220, 18 * len(cats) + 60), yaxis_autorange="reversed")
+
+
+def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np.ndarray | None = None,
+                pick: int | None = None, height: int = 430) -> go.Figure:
+    """The 2-D map: sampled images (pts: row_idx, cluster, x, y) and concept centres (concepts: cluster,
+    name, x, y, pool_size, complexity), coloured by "concept", "complexity" or "kept" (needs ``keep``)."""
+    cl = pts["cluster"].to_numpy()
+    names = _names(concepts["name"])
+    hover = names[cl]
+    fig = go.Figure()
+    if colour == "complexity":
+        fig.add_trace(go.Scattergl(x=pts["x"], y=pts["y"], mode="markers", text=hover, hoverinfo="text",
+                                   marker=dict(size=4, color=concepts["complexity"].to_numpy()[cl], colorscale="Viridis",
+                                               opacity=0.7, colorbar=dict(title="complexity", thickness=10)),
+                                   showlegend=False))
+    elif colour == "kept" and keep is not None:
+        k = keep[pts["row_idx"].to_numpy()]
+        for mask, name, col in ((~k, "dropped", DROPPED), (k, "kept", KEPT)):
+            fig.add_trace(go.Scattergl(x=pts["x"][mask], y=pts["y"][mask], mode="markers", name=name,
+                                       text=hover[mask], hoverinfo="text", marker=dict(size=4, color=col, opacity=0.6)))
+    else:
+        hue = (cl * 0.6180339887) % 1.0  # golden-ratio hues: neighbouring ids get distant colours
+        fig.add_trace(go.Scattergl(x=pts["x"], y=pts["y"], mode="markers", text=hover, hoverinfo="text",
+                                   marker=dict(size=4, color=hue, colorscale="Turbo", cmin=0, cmax=1, opacity=0.65),
+                                   showlegend=False))
+    if pick is not None:
+        sel = pts[cl == pick]
+        fig.add_trace(go.Scattergl(x=sel["x"], y=sel["y"], mode="markers", name=f"#{pick} (picked)", hoverinfo="skip",
+                                   marker=dict(size=6, color="rgba(0,0,0,0)", line=dict(color="black", width=1))))
+    cen = concepts.dropna(subset=["x", "y"])
+    fig.add_trace(go.Scatter(x=cen["x"], y=cen["y"], mode="markers", name="concept centres", hoverinfo="text",
+                             text=[f"{n}<br>{s:,} images · complexity {c:.3f}" for n, s, c in
+                                   zip(_names(cen["name"]), cen["pool_size"], cen["complexity"])],
+                             marker=dict(symbol="diamond", size=7, color="white", line=dict(color="#333", width=1))))
+    return _layout(fig, "", height, legend=dict(orientation="h", y=-0.02), xaxis=dict(visible=False),
+                   yaxis=dict(visible=False), dragmode="pan")
+
+
+def spread_isolation(concepts: pd.DataFrame, height: int = 430) -> go.Figure:
+    """d_intra against d_inter per concept (size = pool images, colour = complexity), with dotted
+    curves of equal complexity."""
+    ok = concepts[concepts["complexity"].notna()]
+    sizes = ok["pool_size"].to_numpy(dtype=float)
+    fig = go.Figure()
+    if len(ok):
+        xs = np.linspace(max(ok["d_intra"].min() * 0.9, 1e-4), ok["d_intra"].max() * 1.05, 80)
+        for q in np.quantile(ok["complexity"], [0.25, 0.5, 0.9]):
+            if q <= 0:
+                continue
+            fig.add_trace(go.Scatter(x=xs, y=q / xs, mode="lines", line=dict(color="#bbb", width=1, dash="dot"),
+                                     hoverinfo="skip", showlegend=False))
+            fig.add_annotation(x=xs[-1], y=q / xs[-1], text=f"C={q:.2f}", showarrow=False, xanchor="left",
+                               font=dict(size=10, color="#999"))
+    fig.add_trace(go.Scatter(
+        x=ok["d_intra"], y=ok["d_inter"], mode="markers", showlegend=False, hoverinfo="text",
+        text=[f"{n}<br>{int(s):,} images · complexity {c:.3f}"
+              for n, s, c in zip(_names(ok["name"]), sizes, ok["complexity"])],
+        marker=dict(size=8 + 30 * np.sqrt(sizes / max(sizes.max(initial=1.0), 1.0)), color=ok["complexity"],
+                    colorscale="Viridis", opacity=0.8, line=dict(color="white", width=0.5),
+                    colorbar=dict(title="complexity", thickness=10))))
+    y_hi = float(ok["d_inter"].max() * 1.08) if len(ok) else 1.0
+    return _layout(fig, "Spread against isolation (size = images, colour = complexity)", height,
+                   xaxis=dict(title="d_intra: spread inside the concept"),
+                   yaxis=dict(title="d_inter: distance to the nearest concepts", range=[0, y_hi]))
+
+
+def complexity_histogram(concepts: pd.DataFrame, height: int = 430) -> go.Figure:
+    fig = go.Figure(go.Histogram(x=concepts["complexity"].dropna(), nbinsx=30, marker_color=BLUE,
+                                 hovertemplate="complexity %{x}<br>%{y} concepts<extra></extra>"))
+    return _layout(fig, "How complexity is distributed", height, bargap=0.05, xaxis_title="complexity",
+                   yaxis_title="concepts")
+
+
+def kept_vs_complexity(per: pd.DataFrame, uniform_pct: float, height: int = 380) -> go.Figure:
+    """Each concept's kept share against its complexity, with the uniform (SSP) rate as a line."""
+    fig = go.Figure(go.Scatter(
+        x=per["complexity"], y=per["kept_pct"], mode="markers", hoverinfo="text",
+        text=[f"{n}<br>keeps {k:,} of {e:,}" for n, k, e in zip(_names(per["name"]), per["kept"], per["eligible"])],
+        marker=dict(size=9, color=per["complexity"], colorscale="Viridis", opacity=0.85)))
+    fig.add_hline(y=uniform_pct, line_dash="dash", line_color=GREY, annotation_text="same rate everywhere (SSP)",
+                  annotation_position="top left")
+    return _layout(fig, "Share kept against complexity", height, showlegend=False, xaxis_title="complexity",
+                   yaxis=dict(title="kept %", range=[-3, 105]))
+
+
+def quota_vs_size(per: pd.DataFrame, temperature: float, height: int = 380) -> go.Figure:
+    """Quota against eligible size per concept, the softmax target before capping, and the y = x cap."""
+    top = float(per["eligible"].max()) if len(per) else 1.0
+    fig = go.Figure(go.Scatter(x=[0, top], y=[0, top], mode="lines", line=dict(color=GREY, dash="dash"),
+                               name="keeps everything", hoverinfo="skip"))
+    if "target" in per:
+        fig.add_trace(go.Scatter(x=per["eligible"], y=per["target"], mode="markers", hoverinfo="skip",
+                                 name="softmax share (before capping)", marker=dict(symbol="x", size=6, color="#bbb")))
+    fig.add_trace(go.Scatter(
+        x=per["eligible"], y=per["quota"], mode="markers", name="quota", hoverinfo="text",
+        text=[f"{n}<br>quota {q:,} of {e:,} · complexity {c:.3f}" for n, q, e, c in
+              zip(_names(per["name"]), per["quota"], per["eligible"], per["complexity"])],
+        marker=dict(size=9, color=per["complexity"], colorscale="Viridis", opacity=0.85)))
+    y_hi = max(top, float(per["quota"].max()) if len(per) else 1.0) * 1.05
+    return _layout(fig, f"Quota against size at τ = {temperature:g}", height,
+                   xaxis_title="images in the concept (eligible)",
+                   yaxis=dict(title="images kept (quota)", range=[0, y_hi]),
+                   legend=dict(orientation="h", y=-0.2))
+
+
+def dedup_curve(curve: pd.DataFrame, eps: float, height: int = 170) -> go.Figure:
+    """Share of the pool left after SemDeDup against eps, with the current eps marked."""
+    at = float(np.interp(eps, curve["eps"], curve["kept_fraction"]))
+    fig = go.Figure(go.Scatter(x=curve["eps"], y=100 * curve["kept_fraction"], mode="lines", line=dict(color=BLUE),
+                               hovertemplate="ε %{x:.3f}: %{y:.1f}% left<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[eps], y=[100 * at], mode="markers", marker=dict(size=9, color=RED), hoverinfo="skip"))
+    return _layout(fig, f"Pool left after dedup: {at:.0%} at ε = {eps:.3f}", height, title_size=12,
+                   showlegend=False, xaxis=dict(title=None), yaxis=dict(title="% left", range=[0, 101]))
+
+
+def kept_per_concept(per: pd.DataFrame, method: str, height: int = 330) -> go.Figure:
+    """Kept share per concept (bars, least to most complex) against SSP and random at the same budget."""
+    per = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
+    x = np.arange(len(per))
+    label = method.upper() if method in ("dbp", "ssp") else method
+    fig = go.Figure(go.Bar(x=x, y=per["kept_pct"], name=label, marker_color=BLUE,
+                           customdata=np.stack([per["kept"], per["eligible"]], axis=1), text=_names(per["name"]),
+                           textposition="none",
+                           hovertemplate="%{text}<br>kept %{customdata[0]:,} of %{customdata[1]:,} (%{y:.0f}%)"
+                                         "<extra></extra>"))
+    for name, col, dash in (("ssp", ORANGE, "solid"), ("random", GREEN, "dot")):
+        if method != name:
+            fig.add_trace(go.Scatter(x=x, y=per[f"{name}_pct"], mode="lines", hoverinfo="skip",
+                                     name=name.upper() if name == "ssp" else name,
+                                     line=dict(color=col, dash=dash, width=2)))
+    return _layout(fig, "Share of each concept kept, concepts from least to most complex", height, bargap=0.1,
+                   xaxis=dict(title="concepts, least → most complex", showticklabels=False),
+                   yaxis=dict(title="kept %", range=[0, 102]),
+                   legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+
+
+def coverage_bars(cov: pd.DataFrame) -> go.Figure:
+    """Kept share per category for the plan, SSP and random (cov from appdata.coverage)."""
+    cov = cov[cov["pool"] > 0]
+    fig = go.Figure()
+    for name, col in (("plan", BLUE), ("ssp", ORANGE), ("random", GREEN)):
+        fig.add_trace(go.Bar(y=_names(cov["category"]), x=cov[f"{name}_pct"], orientation="h", marker_color=col,
+                             name="this plan" if name == "plan" else name.upper() if name == "ssp" else name,
+                             customdata=np.stack([cov[name], cov["pool"]], axis=1),
+                             hovertemplate="%{y}: %{customdata[0]:,} of %{customdata[1]:,} (%{x:.0f}%)<extra></extra>"))
+    return _layout(fig, "Category coverage: share of each category kept", max(260, 22 * len(cov) + 80),
+                   barmode="group", bargap=0.25, bargroupgap=0.05, yaxis=dict(autorange="reversed"),
+                   xaxis=dict(title="kept %", range=[0, 102]),
+                   legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
+
+
+def compare_diff(diff: pd.DataFrame) -> go.Figure:
+    """Concepts where two plans differ most (diff: name, diff = kept_b - kept_a)."""
+    fig = go.Figure(go.Bar(y=_names(diff["name"]), x=diff["diff"], orientation="h",
+                           marker_color=np.where(diff["diff"] > 0, ORANGE, BLUE),
+                           hovertemplate="%{y}: B − A = %{x:+,}<extra></extra>"))
+    return _layout(fig, "Concepts that differ most (B − A images kept)", max(220, 24 * len(diff) + 60),
+                   yaxis=dict(autorange="reversed"))
