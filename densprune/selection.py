@@ -200,7 +200,8 @@ class PlanIndex:
 
         Args:
             clusters: (N,) int cluster of every row, in [0, K).
-            dist_to_centroid: (N,) float cosine distance of each row to its centroid.
+            dist_to_centroid: (N,) float cosine distance of each row to its centroid (d_intra
+                averages it over the pool rows of each cluster).
             centroids: (K, d) float cluster centroids (normalised here for d_inter).
             in_pool: (N,) bool, False for rows never to keep (eval rows); default all True.
             dup_max_sim: (N,) float SemDeDup max similarity (densprune.dedup.semdedup), or None.
@@ -224,8 +225,9 @@ class PlanIndex:
         clip = _vector("clip_score", clip_score, n, "float")
         order = np.lexsort((-dist.astype(np.float64), cl)).astype(np.intp)  # stable: ties by row
         sizes = np.bincount(cl, minlength=k).astype(np.int64)
+        # d_intra over the pool members only (as the workspace's clusters table): eval rows are held out
         with np.errstate(invalid="ignore", divide="ignore"):
-            d_intra = np.bincount(cl, weights=dist, minlength=k) / sizes
+            d_intra = np.bincount(cl[pool], weights=dist[pool], minlength=k) / np.bincount(cl[pool], minlength=k)
         logger.info("plan index: %d rows, %d clusters (%d empty), pool %d", n, k, int((sizes == 0).sum()),
                     int(pool.sum()))
         return cls(order=order, sizes=sizes, d_intra=d_intra, centroids=cen, pool_h=pool[order],

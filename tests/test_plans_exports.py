@@ -153,3 +153,10 @@ def test_webdataset_source_round_trip_keeps_original_members(wds_shards, tmp_pat
     assert all({"jpg", "txt", "json"} <= set(g) for g in got)  # every original member copied
     uid = json.loads(got[0]["json"])["uid"]
     assert len(uid) == 32
+
+
+def test_plan_index_complexity_equals_the_workspace_clusters_table(demo_workspace):
+    c = store.load_clusters(demo_workspace)
+    index = load_index(demo_workspace)
+    np.testing.assert_allclose(index.complexity(20), c.complexity, rtol=1e-6)
+    np.testing.assert_allclose(index.d_intra, c.d_intra, rtol=1e-6)

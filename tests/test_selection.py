@@ -30,7 +30,7 @@ def direct_complexity(d, neighbors):
     c = d["centroids"] / np.linalg.norm(d["centroids"], axis=1, keepdims=True)
     d_intra, d_inter = np.full(K, np.nan), np.zeros(K)
     for j in range(K):
-        members = d["clusters"] == j
+        members = (d["clusters"] == j) & d["pool"]  # d_intra over pool members only
         if members.any():
             d_intra[j] = d["dist"][members].mean()
         others = sorted(1 - c[j] @ c[i] for i in range(K) if i != j)
