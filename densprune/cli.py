@@ -160,7 +160,7 @@ def launch_app(ws: Path, port: int) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--", "--workspace", str(ws)]
     log.info("opening the app: %s", " ".join(cmd))
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, cwd=REPO_ROOT)  # so .streamlit/config.toml applies
 
 
 def workspace_info(ws: Path) -> dict:

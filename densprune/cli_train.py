@@ -7,13 +7,6 @@ import json
 from pathlib import Path
 
 
-def fmt_seconds(s: float | None) -> str:
-    if s is None or s != s:  # None or NaN
-        return "-"
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from densprune.presets import PRESETS
 
@@ -70,6 +63,8 @@ def _spec(args: argparse.Namespace):
 
 
 def _print_progress(ev: dict) -> None:
+    from densprune.training import fmt_seconds
+
     if ev.get("event") == "eval":
         print("eval    " + "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in ev.items()
                                      if k.startswith("eval/") and k.split("/", 1)[1] not in ("n_images", "n_classes")),
@@ -82,6 +77,7 @@ def _print_progress(ev: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from densprune import training
+    from densprune.training import fmt_seconds
 
     info = training.create_run(args.workspace, _spec(args))
     name = info["name"]
@@ -113,6 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from densprune import training
+    from densprune.training import fmt_seconds
 
     df = training.results_table(args.workspace)
     if args.json:

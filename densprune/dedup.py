@@ -131,7 +131,7 @@ def semdedup(
         x = np.asarray(embeddings[idx])[rank]  # one sequential-ish read of this cluster
         sim, arg = max_similarity_to_earlier(x, row_block=row_block, col_block=col_block)
         rows = idx[rank]
-        max_sim[rows] = sim
+        max_sim[rows] = np.minimum(sim, 1.0)  # a cosine: float32 rounding can put exact copies at 1 + 1e-7
         dup_of[rows] = np.where(arg >= 0, rows[np.maximum(arg, 0)], -1)
         if progress and time.monotonic() - t_last > 10:
             t_last = time.monotonic()

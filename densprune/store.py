@@ -286,7 +286,8 @@ def replace_run_metrics(workspace: str | os.PathLike, name: str, metrics: list[t
     with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
         con.execute("BEGIN")
         con.execute("DELETE FROM run_metrics WHERE run = ? AND starts_with(name, ?)", [name, prefix])
-        con.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", [(name, *m) for m in metrics])
+        if metrics:
+            con.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", [(name, *m) for m in metrics])
         con.execute("COMMIT")
 
 

@@ -148,6 +148,14 @@ def trainer_args(preset: Preset, *, model: str, train_csv: Path, logs_dir: Path,
     return args + list(preset.extra_args) + list(extra)
 
 
+def fmt_seconds(s: float | None) -> str:
+    """'42s', '3m05s', '1h02m'; '-' for None or NaN."""
+    if s is None or s != s:
+        return "-"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
 def command_line(command: list[str], env: dict[str, str] | None = None) -> str:
     """The command as one shell-quoted line, with its environment settings in front (for people)."""
     import shlex
@@ -181,6 +189,31 @@ def error_summary(output_tail: list[str], returncode: int | None) -> str:
     if len(msg) > 500:
         msg = msg[:500] + "…"
     return f"exit code {returncode}: {msg}" if returncode not in (None, 0) else msg
+
+
+def preview_schedules(workspace: str | os.PathLike, plan_names: list[str], preset: str,
+                      samples_seen: int | None = None, epochs: int | None = None, batch_size: int | None = None):
+    """What each plan's run would train (a DataFrame: plan, kept, epochs, steps, samples seen), or the
+    reason it cannot (column ``problem``)."""
+    import pandas as pd
+
+    from densprune.plans import list_plans
+
+    p = get_preset(preset)
+    saved = list_plans(workspace).set_index("name")
+    if samples_seen is None and epochs is None:
+        samples_seen = p.samples_seen
+    rows = []
+    for name in plan_names:
+        n = int(saved.loc[name, "n_kept"])
+        try:
+            s = make_schedule(n, batch_size or p.batch_size, samples_seen=samples_seen, epochs=epochs)
+            rows.append({"plan": name, "kept": n, "epochs": s.epochs, "steps": s.total_steps,
+                         "samples seen": s.samples_seen, "problem": ""})
+        except ValueError as exc:
+            rows.append({"plan": name, "kept": n, "epochs": None, "steps": None, "samples seen": None,
+                         "problem": str(exc)})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,24 +525,32 @@ def evaluate_run(workspace: str | os.PathLike, name: str, device: str = "auto", 
 
 def launch_run(workspace: str | os.PathLike, spec: RunSpec) -> str:
     """Create run ``spec`` and supervise it in a background process (returns at once with its name)."""
-    info = create_run(workspace, spec)
-    start_supervisor(workspace, info["name"])
-    return info["name"]
+    return launch_runs(workspace, [spec])[0]
 
 
-def start_supervisor(workspace: str | os.PathLike, name: str) -> int:
-    """Start ``python -m densprune.training WS RUN`` detached from the caller; returns its pid."""
+def launch_runs(workspace: str | os.PathLike, specs: list[RunSpec]) -> list[str]:
+    """Create every run (all validated before any starts), then train them one after another in one
+    background process: runs sharing a machine would only slow each other down."""
+    names = [create_run(workspace, spec)["name"] for spec in specs]
+    start_supervisor(workspace, names)
+    return names
+
+
+def start_supervisor(workspace: str | os.PathLike, names: list[str] | str) -> int:
+    """Start ``python -m densprune.training WS RUN...`` detached from the caller; returns its pid."""
     ws = Path(workspace).resolve()
-    rdir = run_dir(ws, name)
-    with open(rdir / "supervisor.log", "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "densprune.training", str(ws), name], stdout=fh,
+    names = [names] if isinstance(names, str) else list(names)
+    with open(run_dir(ws, names[0]) / "supervisor.log", "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "densprune.training", str(ws), *names], stdout=fh,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    store.update_run(ws, name, {"pid": proc.pid})
+    for name in names:
+        store.update_run(ws, name, {"pid": proc.pid})
     return proc.pid
 
 
 def cancel_run(workspace: str | os.PathLike, name: str) -> None:
-    """Ask run ``name`` to stop: its supervisor kills the trainer and records ``cancelled``."""
+    """Stop run ``name``: a queued run is cancelled at once; a running one's supervisor kills the trainer
+    and records ``cancelled``."""
     ws = Path(workspace).resolve()
     rdir = run_dir(ws, name)
     read_run_json(ws, name)
@@ -517,6 +558,12 @@ def cancel_run(workspace: str | os.PathLike, name: str) -> None:
     pid_file = rdir / "trainer.pid"
     if pid_file.exists():
         _kill_group(int(pid_file.read_text().strip() or 0))
+        return
+    st = json.loads((rdir / "status.json").read_text())
+    if st.get("status") == "queued":
+        st.update(status="cancelled", phase="", error="cancelled before it started", finished_at=_now())
+        _write_json(rdir / "status.json", st)
+        store.update_run(ws, name, {k: st[k] for k in ("status", "phase", "error", "finished_at")})
 
 
 def _alive(pid: int | None) -> bool:
@@ -604,17 +651,29 @@ def results_table(workspace: str | os.PathLike):
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m densprune.training WS RUN``: the background supervisor of one run."""
+    """``python -m densprune.training WS RUN [RUN...]``: the background supervisor, one run after another."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ws, name = argv
+    ws, names = argv[0], argv[1:]
+    terminated = False
 
-    def on_term(signum, frame):  # stop the trainer too, and record the cancellation
+    def on_term(signum, frame):  # stop the trainer too, record the cancellation, skip what is left
+        nonlocal terminated
+        terminated = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    row = execute_run(ws, name)
-    log.info("run %s: %s %s", name, row["status"], row.get("error") or "")
-    return 0 if row["status"] == "done" else 1
+    ok = True
+    for name in names:
+        if terminated:
+            (run_dir(ws, name) / "CANCEL").touch()
+        try:
+            row = execute_run(ws, name)
+        except KeyboardInterrupt:
+            (run_dir(ws, name) / "CANCEL").touch()
+            row = execute_run(ws, name)
+        log.info("run %s: %s %s", name, row["status"], row.get("error") or "")
+        ok = ok and row["status"] == "done"
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

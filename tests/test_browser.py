@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from densprune import plans
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["", "concepts", "complexity", "budget", "preview", "export"] + (
@@ -87,7 +89,9 @@ def artifacts() -> Path:
 
 
 def settle(pg, timeout_ms: int = 60_000) -> None:
-    """Wait until the script run is over (no running indicator) and the page has a title."""
+    """Wait until the script run is over (stApp reports notRunning, no running indicator) and the
+    page has a title."""
+    pg.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
     pg.wait_for_selector("h1", timeout=timeout_ms)
     pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
     pg.wait_for_timeout(300)
@@ -109,10 +113,14 @@ def kept_value(pg) -> str:
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_renders(page, app_url, artifacts, name):
+    t0 = time.perf_counter()
     page.goto(f"{app_url}/{name}")
     settle(page)
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    print(f"{name or 'overview'} opened in {(time.perf_counter() - t0) * 1000:.0f} ms")
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, errors.first.inner_text()
     if name in WITH_THUMBS:
+        page.wait_for_selector(".dp-grid img", state="attached", timeout=15_000)
         imgs = page.locator(".dp-grid img")
         assert imgs.count() > 0
         imgs.last.scroll_into_view_if_needed()
@@ -143,3 +151,36 @@ def test_budget_slider_moves_the_kept_count(page, app_url, artifacts):
     assert int(after.replace(",", "")) < int(before.replace(",", "")), (before, after)
     print(f"kept {before} -> {after} in {elapsed * 1000:.0f} ms (10 key presses, browser round trips included)")
     screenshot(page, artifacts / "budget-after-slider.png")
+
+
+def test_two_sessions_are_independent(app_url, page, demo_workspace):
+    """A second browser session keeps its own budget while the first one moves the slider and saves."""
+    other = page.context.browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    name = f"browser-{os.getpid()}-{int(time.time())}"
+    try:
+        other.goto(f"{app_url}/budget")
+        settle(other)
+        page.goto(f"{app_url}/budget")
+        settle(page)
+        before = kept_value(other)
+        slider = page.get_by_role("slider").first
+        slider.focus()
+        for _ in range(5):
+            slider.press("ArrowRight")
+        page.wait_for_function(
+            """(before) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
+                 .find(e => e.innerText.includes('Kept'));
+               return m && m.querySelector('[data-testid="stMetricValue"]').innerText !== before; }""",
+            arg=before, timeout=15_000)
+        settle(page)
+        page.get_by_role("textbox", name="Plan name").fill(name)
+        page.get_by_role("button", name="Save plan").click()
+        page.wait_for_selector(f"text=Saved plan “{name}”", timeout=30_000)
+        other.reload()
+        settle(other)
+        assert kept_value(other) == before
+        assert other.locator('[data-testid="stException"]').count() == 0
+    finally:
+        other.context.close()
+        if name in set(plans.list_plans(demo_workspace)["name"]):
+            plans.delete_plan(demo_workspace, name)

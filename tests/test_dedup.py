@@ -100,6 +100,7 @@ def test_semdedup_against_direct_loop(tmp_path, row_block, col_block):
     emb = np.load(path, mmap_mode="r")
     max_sim, dup_of = semdedup(emb, clusters, dist, row_block=row_block, col_block=col_block, progress=True)
     ref_sim, ref_dup = direct_semdedup(emb.astype(np.float32), clusters, dist)
+    ref_sim = np.minimum(ref_sim, 1.0)  # semdedup clips cosines at 1 (float rounding of near-copies)
     assert max_sim.dtype == np.float32 and dup_of.dtype == np.int64
     np.testing.assert_allclose(max_sim, ref_sim, atol=1e-5)
     assert (dup_of == ref_dup).mean() > 0.99
@@ -107,7 +108,7 @@ def test_semdedup_against_direct_loop(tmp_path, row_block, col_block):
     assert (clusters[dup_of[has]] == clusters[has]).all()  # same cluster
     assert (dist[dup_of[has]] >= dist[has]).all()  # ranked earlier: at least as far from the centroid
     x64 = emb.astype(np.float64)  # dup_of attains max_sim
-    np.testing.assert_allclose(np.einsum("nd,nd->n", x64[has], x64[dup_of[has]]), max_sim[has], atol=1e-5)
+    np.testing.assert_allclose(np.minimum(np.einsum("nd,nd->n", x64[has], x64[dup_of[has]]), 1.0), max_sim[has], atol=1e-5)
     # exactly one member without an earlier one per cluster
     assert (~has).sum() == len(np.unique(clusters))
 
@@ -135,3 +136,16 @@ def test_is_duplicate_and_curve():
     assert kept_fraction_curve(np.zeros(0), eps).tolist() == [1.0] * len(eps)
     with pytest.raises(ValueError, match="eps"):
         is_duplicate(max_sim, -0.1)
+
+
+def test_exact_copies_are_duplicates_at_eps_zero_and_similarity_never_exceeds_one():
+    from densprune.dedup import is_duplicate, semdedup
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[20:] = x[:20]  # exact copies
+    sim, dup_of = semdedup(x, np.zeros(40, dtype=np.int64), rng.random(40))
+    assert sim.max() <= 1.0
+    assert is_duplicate(sim, 0.0).sum() == 0  # eps = 0: nothing is "more than identical"
+    assert is_duplicate(sim, 1e-6).sum() == 20  # every copy after its original

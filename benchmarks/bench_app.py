@@ -1,0 +1,170 @@
+"""Benchmark: how fast the app's pages open and how fast a budget change updates the Budget page.
+
+(a) Page open: each page through streamlit.testing.v1.AppTest on the demo workspace (a fresh session
+    per run, the process already warm: imports loaded, plan index built once), median of --runs.
+(b) Budget change: what the Budget page computes when the keep slider moves, i.e. the plan plus SSP
+    and random at the same budget (appdata.budget_view), the per-concept and category aggregations,
+    and the page's figures serialised to JSON as Streamlit sends them; on the demo and on a synthetic
+    1M-row index (PlanIndex.build on random arrays, K=500, 20 categories). Every run uses a new keep
+    fraction, so no cache helps. Median of --runs.
+
+    python benchmarks/bench_app.py [--workspace DIR] [--rows 1000000] [--runs 7] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _util import median_time, table  # noqa: E402
+
+from densprune import appdata, charts, plans, store  # noqa: E402
+from densprune.selection import PlanIndex, PlanParams  # noqa: E402
+
+PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"]
+
+
+def page_open_times(ws: Path, runs: int) -> list[list[object]]:
+    from streamlit.testing.v1 import AppTest
+
+    def session() -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.session_state["workspace"] = str(ws)
+        return at
+
+    t = time.perf_counter()
+    session().run()
+    cold = time.perf_counter() - t
+    rows = [["first run in a fresh process (imports, plan index, Overview)", f"{cold * 1000:.0f}"]]
+    for page in PAGES:
+
+        def open_page() -> None:
+            at = session().run()  # the router: lands on Overview
+            if page != "overview":
+                at.switch_page(f"pages/{page}.py")
+            t0 = time.perf_counter()
+            at.run()
+            times.append(time.perf_counter() - t0)
+            assert not at.exception, [e.value for e in at.exception]
+
+        times: list[float] = []
+        median_time(open_page, runs)
+        times = times[1:]  # the untimed warm-up of median_time ran it once too
+        rows.append([f"open {page}", f"{np.median(times) * 1000:.0f}"])
+    at = session().run()
+    at.switch_page("pages/budget.py").run()
+    keeps = iter(range(5, 95, 3))
+
+    def slider() -> None:
+        at.slider(key="plan_keep_pct").set_value(next(keeps)).run()
+
+    med, _ = median_time(slider, runs)
+    rows.append(["Budget page: move the keep slider (whole script rerun)", f"{med * 1000:.0f}"])
+    return rows
+
+
+def budget_change(index: PlanIndex, concepts: pd.DataFrame, cats: appdata.CategoryCodes | None,
+                  curve: pd.DataFrame, runs: int) -> float:
+    keeps = iter(np.linspace(0.05, 0.95, runs + 2))
+    base = PlanParams(method="dbp", keep=0.3, temperature=0.1)
+
+    def once() -> None:
+        view = appdata.budget_view(index, replace(base, keep=float(next(keeps))), concepts, cats)
+        figs = [charts.kept_per_concept(view.per_concept, "dbp"), charts.dedup_curve(curve, 0.05)]
+        if view.coverage is not None:
+            figs.append(charts.coverage_bars(view.coverage))
+        for f in figs:
+            pio.to_json(f, validate=False)
+
+    med, _ = median_time(once, runs)
+    return med
+
+
+def synthetic(n: int, k: int = 500, d: int = 64, n_cats: int = 20, seed: int = 0):
+    """A 1M-row index like a real workspace: skewed cluster sizes, 1% eval, dedup similarities."""
+    rng = np.random.default_rng(seed)
+    w = rng.lognormal(0.0, 1.0, size=k)
+    clusters = rng.choice(k, size=n, p=w / w.sum()).astype(np.int64)
+    pool = rng.random(n) > 0.01
+    t = time.perf_counter()
+    index = PlanIndex.build(clusters, rng.beta(2.0, 5.0, size=n), rng.normal(size=(k, d)), pool,
+                            np.clip(rng.normal(0.8, 0.1, size=n), -1, 1), None)
+    build_s = time.perf_counter() - t
+    clusters_df = pd.DataFrame({"cluster": np.arange(k), "size": index.sizes,
+                                "pool_size": np.bincount(clusters[pool], minlength=k),
+                                "label": [f"concept {j}" for j in range(k)], "x": rng.normal(size=k),
+                                "y": rng.normal(size=k)})
+    concepts = appdata.concept_frame(clusters_df, index)
+    codes = rng.integers(0, n_cats, size=n).astype(np.int32)
+    cats = appdata.CategoryCodes(codes, tuple(f"category {i}" for i in range(n_cats)),
+                                 np.bincount(codes[pool], minlength=n_cats).astype(np.int64))
+    curve = pd.DataFrame({"eps": np.linspace(0, 0.3, 61), "kept_fraction": np.linspace(1, 0.3, 61)})
+    return index, concepts, cats, curve, build_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace", type=Path, default=None, help="demo workspace (default: densprune's demo path)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic index")
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--skip-pages", action="store_true", help="only the budget-change timings")
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+
+    from densprune.cli import default_demo_workspace
+
+    ws = (args.workspace or default_demo_workspace()).resolve()
+    if not store.is_complete(ws):
+        p.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
+    meta = store.load_meta(ws)
+    rows: list[list[object]] = []
+    if not args.skip_pages:
+        temp = None
+        if plans.list_plans(ws).empty:  # the Preview and Export pages show more with a saved plan
+            temp = "bench-app"
+            plans.save_plan(ws, temp, plans.load_index(ws).compute(PlanParams(keep=0.3)), overwrite=True)
+        try:
+            rows += page_open_times(ws, args.runs)
+        finally:
+            if temp:
+                plans.delete_plan(ws, temp)
+
+    index = plans.load_index(ws)
+    concepts = appdata.concept_frame(store.load_clusters(ws), index)
+    cats = appdata.category_codes(ws) if meta.get("has_categories") else None
+    curve = store.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
+    med = budget_change(index, concepts, cats, curve, args.runs)
+    rows.append([f"budget change, demo ({meta['n_samples']:,} rows, K={meta['k']})", f"{med * 1000:.1f}"])
+
+    index, concepts, cats, curve, build_s = synthetic(args.rows)
+    med = budget_change(index, concepts, cats, curve, args.runs)
+    rows.append([f"budget change, synthetic ({args.rows:,} rows, K=500, 20 categories)", f"{med * 1000:.1f}"])
+    rows.append([f"(one-off) PlanIndex.build on the synthetic {args.rows:,} rows", f"{build_s * 1000:.0f}"])
+
+    text = (f"App latency, median of {args.runs} runs; {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n\n" + table(["what", "ms"], rows))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The experiment of issue 5: what a 30% plan buys when a CLIP model is trained on it.
+
+On the demo with the ``cpu-tiny`` preset: the full pool, and DBP / random / SSP at keep 30%, each
+at equal samples seen (equal compute) and at equal epochs, for several seeds; zero-shot accuracy
+on the held-out eval split's 13 top-level categories, image<->text recall@1/5 on its captions, and
+wall time. The full pool at equal epochs is the same run as at equal compute (same schedule), so
+the grid is 1 + 3 x 2 = 7 runs per seed.
+
+    nohup python benchmarks/run_experiment.py --seeds 0 1 2 > benchmarks/results/experiment.log 2>&1 &
+
+Runs go seed by seed (all 7 configurations of seed 0 first), each in the foreground of this script
+through densprune.training; results are rewritten after every run to benchmarks/results/
+experiment.json and experiment.md, so a partial grid is reported as far as it got. Finished runs
+are skipped on a rerun (resume). ``random`` uses a different random subset per seed (plan seed =
+training seed); DBP and SSP keep the hardest members and are the same subset for every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import table  # noqa: E402
+
+from densprune import store, training  # noqa: E402
+from densprune.cli import REPO_ROOT, main as cli_main  # noqa: E402
+from densprune.plans import list_plans, load_index, save_plan  # noqa: E402
+from densprune.presets import get_preset  # noqa: E402
+from densprune.selection import PlanParams  # noqa: E402
+from densprune.training import RunSpec, make_schedule  # noqa: E402
+
+log = logging.getLogger("run_experiment")
+METRICS = ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
+LABELS = {"full": "full pool", "dbp": "DBP", "random": "random", "ssp": "SSP"}
+
+
+def ensure_plans(ws: Path, keep: float, temperature: float, seeds: list[int]) -> dict[str, str]:
+    """Save the experiment's plans (once); returns {plan name: method label}."""
+    wanted = {"full": PlanParams(method="random", keep=1.0),
+              f"dbp{round(keep * 100)}": PlanParams(method="dbp", keep=keep, temperature=temperature),
+              f"ssp{round(keep * 100)}": PlanParams(method="ssp", keep=keep)}
+    wanted.update({f"random{round(keep * 100)}-s{s}": PlanParams(method="random", keep=keep, seed=s) for s in seeds})
+    have = set(list_plans(ws)["name"])
+    index = load_index(ws)
+    for name, params in wanted.items():
+        if name not in have:
+            save_plan(ws, name, index.compute(params))
+    return {name: ("full" if name == "full" else p.method) for name, p in wanted.items()}
+
+
+def grid(keep: float, seeds: list[int]) -> list[tuple[int, str, str]]:
+    """(seed, plan, mode) in the order they run: seed by seed, so a partial grid stays balanced."""
+    k = round(keep * 100)
+    out = []
+    for s in seeds:
+        out.append((s, "full", "samples"))
+        for mode in ("samples", "epochs"):
+            for plan in (f"dbp{k}", f"random{k}-s{s}", f"ssp{k}"):
+                out.append((s, plan, mode))
+    return out
+
+
+def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs: int, preset: str) -> dict:
+    name = f"{plan.split('-s')[0]}-{'eqcompute' if mode == 'samples' else 'eqepochs'}-s{seed}"
+    runs = store.load_runs(ws)
+    prev = runs[runs.name == name]
+    if not prev.empty and prev.status.iloc[0] == "done":
+        log.info("run %s: done before, skipped", name)
+        return {"name": name, "skipped": True}
+    if not prev.empty or training.run_dir(ws, name).exists():  # an unfinished earlier attempt: start over
+        store.delete_run(ws, name)
+        shutil.rmtree(training.run_dir(ws, name), ignore_errors=True)
+    spec = RunSpec(plan=plan, preset=preset, seed=seed, name=name, device="cpu",
+                   samples_seen=samples_seen if mode == "samples" else None,
+                   epochs=epochs if mode == "epochs" else None)
+    training.create_run(ws, spec)
+    t0 = time.monotonic()
+    row = training.execute_run(ws, name)
+    log.info("run %s: %s in %.0f s (%s samples)%s", name, row["status"], time.monotonic() - t0,
+             row.get("samples_seen"), f" error: {row['error']}" if row.get("error") else "")
+    return {"name": name, "skipped": False}
+
+
+def collect(ws: Path, methods: dict[str, str]) -> list[dict]:
+    """One record per finished experiment run (names ``PLAN-eqcompute-sSEED`` / ``-eqepochs-``)."""
+    df = training.results_table(ws)
+    out = []
+    for r in df.to_dict("records"):
+        if r["status"] != "done" or ("-eqcompute-s" not in r["name"] and "-eqepochs-s" not in r["name"]):
+            continue
+        out.append({"run": r["name"], "plan": r["plan"], "method": methods.get(r["plan"], r.get("method")),
+                    "mode": r["mode"], "seed": int(r["seed"]), "n_train": int(r["n_train"]), "epochs": int(r["epochs"]),
+                    "samples_seen": int(r["samples_seen"]), "wall_s": float(r["wall_s"]),
+                    **{m: float(r[m]) for m in METRICS}})
+    return sorted(out, key=lambda x: (x["seed"], x["mode"], x["plan"]))
+
+
+def _ms(values: list[float], pct: bool = True) -> str:
+    f = 100.0 if pct else 1.0
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{f * values[0]:.1f}"
+    return f"{f * statistics.mean(values):.1f} ± {f * statistics.stdev(values):.1f}"
+
+
+def summarize(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per (method, mode): mean and sample std over seeds; and DBP minus random paired by seed."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        modes = ("samples", "epochs") if r["method"] == "full" else (r["mode"],)
+        for mode in modes:  # the full pool is both the equal-compute and the equal-epochs reference
+            groups.setdefault((r["method"], mode), []).append(r)
+    rows = []
+    for mode in ("samples", "epochs"):
+        for method in ("full", "dbp", "random", "ssp"):
+            g = groups.get((method, mode), [])
+            if not g:
+                continue
+            rows.append({"method": method, "mode": mode, "seeds": sorted(r["seed"] for r in g),
+                         "n_train": g[0]["n_train"], "epochs": g[0]["epochs"],
+                         "samples_seen": statistics.mean(r["samples_seen"] for r in g),
+                         "wall_s": [r["wall_s"] for r in g], **{m: [r[m] for r in g] for m in METRICS}})
+    diffs = []
+    for mode in ("samples", "epochs"):
+        by = {(r["method"], r["seed"]): r for r in records if r["mode"] == mode}
+        for other in ("random", "ssp"):
+            seeds = sorted(s for (m, s) in by if m == "dbp" and (other, s) in by)
+            if seeds:
+                diffs.append({"mode": mode, "vs": other, "seeds": seeds,
+                              **{m: [by[("dbp", s)][m] - by[(other, s)][m] for s in seeds] for m in METRICS}})
+    return rows, diffs
+
+
+def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
+    mode_name = {"samples": "equal compute", "epochs": "equal epochs"}
+    body = table(
+        ["subset", "comparison", "images", "epochs", "samples seen", "wall (s)", "zero-shot top-1 %",
+         "I→T R@1 %", "I→T R@5 %", "T→I R@1 %", "T→I R@5 %", "seeds"],
+        [[LABELS[r["method"]], mode_name[r["mode"]], f"{r['n_train']:,}", r["epochs"], f"{r['samples_seen']:,.0f}",
+          _ms(r["wall_s"], pct=False), *[_ms(r[m]) for m in METRICS], len(r["seeds"])] for r in rows])
+    dtab = table(["comparison", "DBP minus", "zero-shot top-1 (pts)", "I→T R@1", "I→T R@5", "T→I R@1", "T→I R@5",
+                  "seeds (paired)"],
+                 [[mode_name[d["mode"]], d["vs"], *[_ms(d[m]) for m in METRICS], len(d["seeds"])] for d in diffs])
+    return (f"### DBP on the demo, `{meta['preset']}` from scratch (mean ± sample std over seeds)\n\n{body}\n\n"
+            f"Paired by seed (same training seed), in percentage points:\n\n{dtab}\n\n"
+            f"Eval: {meta['n_eval']} held-out images (20 per top-level category with >= 100 images, never in the "
+            f"pool); zero-shot over {meta['n_classes']} categories (chance {100 / meta['n_classes']:.1f}%), "
+            f"prompts like \"clip art of {{category}}.\"; retrieval among the {meta['n_eval']} eval captions. "
+            f"Keep {meta['keep']:.0%}, DBP tau {meta['temperature']}, K = {meta['k']} ({meta['embedder']} embedder). "
+            f"Wall time on {meta['machine']}, shared with other work: timings are noisy. "
+            f"Generated {meta['finished']} by benchmarks/run_experiment.py.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workspace", type=Path, default=REPO_ROOT / "workspaces" / "experiment",
+                    help="demo workspace for the experiment, built when missing (default: %(default)s)")
+    ap.add_argument("--preset", default="cpu-tiny")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--keep", type=float, default=0.3)
+    ap.add_argument("--temperature", type=float, default=0.1)
+    ap.add_argument("--full-epochs", type=int, default=4,
+                    help="epochs of the full pool; sets the equal-compute budget and the equal epochs (default: 4)")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "experiment.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ws = args.workspace
+    if not store.is_complete(ws):
+        log.info("building the demo workspace in %s", ws)
+        assert cli_main(["demo", "--no-app", "--workspace", str(ws)]) == 0
+    methods = ensure_plans(ws, args.keep, args.temperature, args.seeds)
+    preset = get_preset(args.preset)
+    n_full = int(list_plans(ws).set_index("name").loc["full", "n_kept"])
+    full = make_schedule(n_full, preset.batch_size, epochs=args.full_epochs)
+    samples_seen, epochs = full.samples_seen, args.full_epochs
+    wsmeta = store.load_meta(ws)
+    n_classes = int(store.query_df(ws, "SELECT count(DISTINCT top_category) FROM samples WHERE split = 'eval'").iloc[0, 0])
+    meta = {"preset": args.preset, "keep": args.keep, "temperature": args.temperature, "seeds": args.seeds,
+            "samples_seen_target": samples_seen, "equal_epochs": epochs, "k": wsmeta.get("k"),
+            "embedder": wsmeta.get("embedder"), "n_eval": int(wsmeta.get("n_eval", 0)), "n_classes": n_classes,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
+            "workspace": str(ws), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    log.info("equal compute: %d samples seen (%d epochs of the full pool); equal epochs: %d", samples_seen,
+             args.full_epochs, epochs)
+    t0 = time.monotonic()
+    for seed, plan, mode in grid(args.keep, args.seeds):
+        run_one(ws, seed, plan, mode, samples_seen, epochs, args.preset)
+        write_results(ws, methods, meta, args.out, time.monotonic() - t0)
+    write_results(ws, methods, meta, args.out, time.monotonic() - t0)
+    log.info("done in %.0f s: %s", time.monotonic() - t0, args.out)
+    return 0
+
+
+def write_results(ws: Path, methods: dict[str, str], meta: dict, out: Path, elapsed: float) -> None:
+    records = collect(ws, methods)
+    rows, diffs = summarize(records)
+    meta = {**meta, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "elapsed_s": round(elapsed, 1), "n_runs_done": len(records)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "runs": records, "summary": rows, "dbp_minus": diffs}, indent=2))
+    out.with_suffix(".md").write_text(markdown(rows, diffs, meta))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

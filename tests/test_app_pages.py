@@ -1,0 +1,281 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest: every page renders, widgets change what it shows.
+
+Runs on the demo workspace (tests/conftest.py builds it once per session, or $DENSPRUNE_TEST_WORKSPACE).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from densprune import plans, store
+from densprune.exports import DEFAULT_SUFFIX
+from densprune.selection import PlanParams
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
+PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"] + (
+    ["train"] if (ROOT / "pages" / "train.py").exists() else [])
+
+
+def open_app(ws: Path, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["workspace"] = str(ws)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page and page != "overview":
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, "\n".join(str(e.value) for e in at.exception)
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def as_int(text: str) -> int:
+    return int(text.split(" ")[0].replace(",", ""))
+
+
+def button(at: AppTest, label: str):
+    for b in at.button:
+        if b.label == label:
+            return b
+    raise AssertionError(f"no button {label!r}; have {[b.label for b in at.button]}")
+
+
+def all_text(at: AppTest) -> str:
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.fixture(scope="module")
+def ws(demo_workspace: Path) -> Path:
+    return demo_workspace
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(ws, page):
+    at = open_app(ws, page)
+    no_errors(at)
+    assert at.title, f"{page} shows no title"
+
+
+def test_router_reads_workspace_from_argv(ws, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["app.py", "--workspace", str(ws)])
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    no_errors(at)
+    assert Path(at.session_state["workspace"]) == ws.resolve()
+    assert at.title[0].value == "Overview"
+
+
+def test_router_explains_a_missing_workspace(tmp_path):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["workspace"] = str(tmp_path / "nothing-here")
+    at.run()
+    no_errors(at)
+    assert any("No complete workspace" in e.value for e in at.error)
+
+
+def test_overview_explains_no_clip_scores_and_rejects_bad_path(ws, tmp_path):
+    at = open_app(ws)
+    if not store.load_meta(ws)["has_clip_scores"]:
+        assert any("No CLIP scores" in i.value for i in at.info)
+    at.text_input[0].input(str(tmp_path / "missing"))
+    button(at, "Open").click().run()
+    no_errors(at)
+    assert any("No complete workspace" in e.value for e in at.error)
+    assert Path(at.session_state["workspace"]) == ws  # still on the same workspace
+
+
+def test_budget_lower_keep_lowers_kept(ws):
+    at = open_app(ws, "budget")
+    kept_30 = as_int(metric(at, "Kept"))
+    at.slider(key="plan_keep_pct").set_value(10).run()
+    no_errors(at)
+    kept_10 = as_int(metric(at, "Kept"))
+    pool = store.load_meta(ws)["n_pool"]
+    assert kept_10 < kept_30
+    assert kept_10 == round(0.10 * pool)
+
+
+def test_budget_keep_everything_is_explained(ws):
+    at = open_app(ws, "budget")
+    at.slider(key="plan_keep_pct").set_value(100).run()
+    no_errors(at)
+    assert any("keeps every eligible image" in i.value for i in at.info)
+
+
+def test_budget_dedup_shrinks_the_eligible_pool(ws):
+    at = open_app(ws, "budget")
+    before = as_int(metric(at, "Eligible"))
+    at.toggle(key="plan_dedup_on").set_value(True).run()
+    at.slider(key="plan_dedup_eps").set_value(0.1).run()
+    no_errors(at)
+    assert as_int(metric(at, "Eligible")) < before
+    assert "duplicates" in all_text(at)
+
+
+def test_budget_disables_clip_widgets_without_clip_scores(ws):
+    if store.load_meta(ws)["has_clip_scores"]:
+        pytest.skip("workspace has CLIP scores")
+    at = open_app(ws, "budget")
+    assert at.toggle(key="plan_clip_on").disabled
+    assert at.slider(key="plan_clip_keep_pct").disabled
+    assert "clip-score" not in at.selectbox(key="plan_method").options
+    assert "No CLIP scores" in all_text(at)
+
+
+def test_budget_method_changes_per_concept_kept(ws):
+    at = open_app(ws, "budget")
+    at.selectbox(key="plan_method").set_value("ssp").run()
+    no_errors(at)
+    assert "SSP" in all_text(at)
+    assert at.select_slider(key="plan_temperature").disabled  # DBP only
+
+
+def test_save_plan_while_another_session_reads(ws):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:  # another session reading the workspace the whole time
+        while not stop.is_set():
+            try:
+                store.query_df(ws, "SELECT count(*) FROM samples WHERE cluster = ?", [1])
+                plans.list_plans(ws)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        at = open_app(ws, "budget")
+        at.slider(key="plan_keep_pct").set_value(20).run()
+        at.text_input(key="budget_save_name").input(name)
+        button(at, "Save plan").click().run()
+    finally:
+        stop.set()
+        t.join(10)
+    no_errors(at)
+    assert not errors, errors
+    assert any(name in s.value for s in at.success)
+    assert name in set(plans.list_plans(ws)["name"])
+    # the same name again without overwrite: an error message, not an exception
+    at.text_input(key="budget_save_name").input(name)
+    button(at, "Save plan").click().run()
+    no_errors(at)
+    assert any("already exists" in e.value for e in at.error)
+    # a bad name is explained
+    at.text_input(key="budget_save_name").input("../escape")
+    button(at, "Save plan").click().run()
+    assert any("invalid plan name" in e.value for e in at.error)
+    # compare the saved plan with the current one
+    at.toggle(key="budget_cmp_on").set_value(True).run()
+    at.selectbox(key="budget_cmp_b").set_value(name).run()
+    no_errors(at)
+    assert as_int(metric(at, "Kept by both")) > 0
+    assert as_int(metric(at, "Only A")) == 0 and as_int(metric(at, "Only B")) == 0  # same params as saved
+    at.slider(key="plan_keep_pct").set_value(40).run()  # the comparison follows the knobs
+    no_errors(at)
+    assert as_int(metric(at, "Only A")) > 0
+    plans.delete_plan(ws, name)
+
+
+def test_concepts_search_and_pick(ws):
+    at = open_app(ws, "concepts")
+    table = at.dataframe[0].value
+    assert len(table) == store.load_meta(ws)["k"]
+    word = store.query_df(ws, "SELECT caption FROM samples WHERE caption IS NOT NULL AND length(caption) > 4 "
+                              "ORDER BY row_idx LIMIT 1")["caption"].iloc[0].split()[0]
+    at.text_input(key="concepts_search").input(word).run()
+    no_errors(at)
+    assert 0 < len(at.dataframe[0].value) <= len(table)
+    at.text_input(key="concepts_search").input("zzqx-no-such-caption").run()
+    no_errors(at)
+    assert any("No caption contains" in i.value for i in at.info)
+    current = at.selectbox(key="concepts_pick").value
+    other = 0 if current != 0 else 1
+    at.selectbox(key="concepts_pick").set_value(other).run()
+    no_errors(at)
+    assert at.subheader[0].value.replace("\\", "").startswith(f"#{other}")
+    assert at.html, "no thumbnail grid"
+
+
+def test_concepts_kept_follows_the_plan(ws):
+    at = open_app(ws, "concepts")
+    kept_30 = as_int(metric(at, "Kept by the plan"))
+    at.session_state["plan_keep_pct"] = 100
+    at.run()
+    no_errors(at)
+    assert as_int(metric(at, "Kept by the plan")) >= kept_30
+
+
+def test_complexity_temperature_changes_the_story(ws):
+    at = open_app(ws, "complexity")
+    text = "\n".join(m.value for m in at.markdown if "least complex fifth" in m.value)
+    assert text
+    at.select_slider(key="plan_temperature").set_value(10.0).run()
+    no_errors(at)
+    text_hot = "\n".join(m.value for m in at.markdown if "least complex fifth" in m.value)
+    assert text_hot and text_hot != text
+    assert len(at.html) >= 6  # least and most complex concepts with thumbnails
+
+
+def test_preview_kept_and_dropped_follow_the_budget(ws):
+    at = open_app(ws, "preview")
+    no_errors(at)
+
+    def kept_count() -> int:
+        line = next(m.value for m in at.markdown if m.value.startswith("**Kept:"))
+        return int(line.split()[1].replace(",", ""))
+
+    before = kept_count()
+    at.session_state["plan_keep_pct"] = 5
+    at.run()
+    assert kept_count() <= before
+
+    def dup_count() -> int:
+        if any("No near-duplicates" in i.value for i in at.info):
+            return 0
+        line = next(m.value for m in at.markdown if "near-duplicates at" in m.value)
+        return int(line.split("**")[1].replace(",", ""))
+
+    at.slider(key="preview_eps").set_value(0.0).run()
+    no_errors(at)
+    strict = dup_count()
+    at.slider(key="preview_eps").set_value(0.3).run()
+    no_errors(at)
+    assert dup_count() > strict
+
+
+def test_export_writes_into_the_workspace_with_manifest(ws):
+    name = f"x-{uuid.uuid4().hex[:8]}"
+    index = plans.load_index(ws)
+    plans.save_plan(ws, name, index.compute(PlanParams(keep=0.1)))
+    at = open_app(ws, "export")
+    at.selectbox(key="export_plan").set_value(name).run()
+    at.selectbox(key="export_format").set_value("keys").run()
+    button(at, "Export").click().run()
+    no_errors(at)
+    out = ws / "exports" / f"{name}{DEFAULT_SUFFIX['keys']}"
+    assert out.exists() and out.with_name(out.name + ".manifest.json").exists()
+    assert at.json, "manifest not shown"
+    at.text_input(key="export_name").input("../outside.txt").run()
+    assert any("no folders" in e.value for e in at.error)
+    assert button(at, "Export").disabled
+    plans.delete_plan(ws, name)
+    for f in out.parent.glob(f"{name}*"):
+        f.unlink()

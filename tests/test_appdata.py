@@ -1,0 +1,190 @@
+"""Tests for the app's pure helpers: densprune.appdata, densprune.thumbs, densprune.charts, densprune.appbuild."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+import pytest
+from PIL import Image
+
+from densprune import appbuild, appdata, charts, store
+from densprune.selection import PlanIndex, PlanParams
+from densprune.thumbs import Tile, grid_html, image_mime, pairs_html, read_thumbs
+
+N, K = 600, 6
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(1)
+    clusters = rng.integers(0, K, size=N)
+    pool = rng.random(N) > 0.05
+    index = PlanIndex.build(clusters, rng.uniform(0.05, 0.6, N), rng.normal(size=(K, 5)), pool,
+                            rng.uniform(0.2, 1.0, N), None)
+    df = pd.DataFrame({"cluster": np.arange(K), "size": index.sizes,
+                       "pool_size": np.bincount(clusters[pool], minlength=K),
+                       "label": [f"label{j}" for j in range(K)], "x": rng.normal(size=K), "y": rng.normal(size=K)})
+    codes = rng.integers(0, 3, size=N).astype(np.int32)
+    cats = appdata.CategoryCodes(codes, ("a", "b", "c"), np.bincount(codes[pool], minlength=3))
+    return dict(index=index, concepts=appdata.concept_frame(df, index), cats=cats, clusters=clusters, pool=pool)
+
+
+def webp(color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="WEBP")
+    return buf.getvalue()
+
+
+# --- thumbs ---------------------------------------------------------------------------------
+
+def test_read_thumbs_only_reads_inside_thumbs_bin(tmp_path: Path):
+    a, b = webp(), webp((0, 0, 255))
+    (tmp_path / "thumbs.bin").write_bytes(a + b)
+    got = read_thumbs(tmp_path, [0, len(a), len(a) + len(b), -5, 0], [len(a), len(b), 10, 3, 10**9])
+    assert got[:2] == [a, b]
+    assert got[2:] == [b"", b"", b""]  # past the end, negative, absurd size
+    assert read_thumbs(tmp_path / "nowhere", [0], [1]) == [b""]
+
+
+def test_image_mime():
+    assert image_mime(webp()) == "image/webp"
+    assert image_mime(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    assert image_mime(b"<svg></svg>") is None
+
+
+def test_grid_html_escapes_captions_and_notes():
+    evil = '<script>alert(1)</script> "quoted" **bold** <img src=x onerror=alert(2)>'
+    out = grid_html([Tile(webp(), evil, note="<b>n</b>", tone="kept"), Tile(b"<svg/>", "x")])
+    assert "<script>" not in out and "onerror=alert(2)>" not in out and "<b>n</b>" not in out
+    assert "&lt;script&gt;" in out and "&quot;quoted&quot;" in out
+    assert out.count("data:image/webp;base64,") == 1
+    assert "no thumbnail" in out  # unknown bytes are not embedded
+    assert "dp-kept" in out
+    pair = pairs_html([(Tile(webp(), "<i>a</i>"), Tile(webp(), "b"), "similarity <1>")])
+    assert "<i>a</i>" not in pair and "similarity &lt;1&gt;" in pair
+
+
+# --- appdata --------------------------------------------------------------------------------
+
+def test_escape_markdown():
+    assert appdata.escape_markdown("**x** [a](b) <i>") == "\\*\\*x\\*\\* \\[a\\]\\(b\\) \\<i\\>"
+    assert appdata.concept_name(3, "cats, dogs") == "#3 cats, dogs" and appdata.concept_name(4, "") == "#4"
+
+
+def test_concept_message_explains_each_state():
+    assert "empty" in appdata.concept_message(0, 0, 0, 0)
+    assert "held out" in appdata.concept_message(0, 0, 0, 20)
+    assert "None of its 5 pool images" in appdata.concept_message(5, 0, 0, 5)
+    assert "every one" in appdata.concept_message(5, 5, 5, 5)
+    assert "none of its images" in appdata.concept_message(5, 5, 0, 5)
+    assert appdata.concept_message(10, 8, 3, 10) is None
+
+
+def test_budget_view_compares_at_the_same_budget(tiny):
+    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
+    r = view.result
+    assert r.n_kept == view.random.n_kept == view.ssp.n_kept == round(0.3 * tiny["pool"].sum())
+    per = view.per_concept
+    assert per["kept"].sum() == r.n_kept and per["random"].sum() == r.n_kept and per["ssp"].sum() == r.n_kept
+    assert (per["kept"] <= per["eligible"]).all()
+    assert "target" in per and np.isclose(per["target"].sum(), r.budget)
+    cov = view.coverage
+    assert cov["plan"].sum() == r.n_kept and cov["pool"].sum() == tiny["pool"].sum()
+    assert not view.keeps_everything
+    assert appdata.budget_view(tiny["index"], PlanParams(keep=1.0), tiny["concepts"]).keeps_everything
+
+
+def test_coverage_counts_kept_per_category(tiny):
+    keep = np.zeros(N, bool)
+    keep[:50] = True
+    cov = appdata.coverage(tiny["cats"], {"m": keep}).set_index("category")
+    for i, name in enumerate(("a", "b", "c")):
+        assert cov.loc[name, "m"] == np.count_nonzero(tiny["cats"].codes[:50] == i)
+
+
+def test_rate_by_complexity_groups_all_concepts(tiny):
+    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3, temperature=0.01), tiny["concepts"])
+    g = appdata.rate_by_complexity(view.per_concept, bins=3)
+    assert g["concepts"].sum() == (view.per_concept["eligible"] > 0).sum()
+    assert g["kept"].sum() == view.result.n_kept
+    assert g["kept_pct"].iloc[-1] >= g["kept_pct"].iloc[0]  # small tau favours complex concepts
+
+
+def test_kept_and_dropped_split_a_concept(tiny):
+    r = tiny["index"].compute(PlanParams(keep=0.4))
+    j = 2
+    kept, dropped, n_kept, n_dropped = appdata.kept_and_dropped(tiny["index"], j, r.keep, tiny["pool"], n=5)
+    members = np.flatnonzero((tiny["clusters"] == j) & tiny["pool"])
+    assert n_kept + n_dropped == members.size and n_kept == r.kept[j]
+    assert len(kept) <= 5 and len(dropped) <= 5
+    assert r.keep[kept].all() and not r.keep[dropped].any()
+
+
+def test_compare_keeps_and_neighbours(tiny):
+    a = tiny["index"].compute(PlanParams(keep=0.3)).keep
+    b = tiny["index"].compute(PlanParams(keep=0.3, method="ssp")).keep
+    per, only_a, only_b, both = appdata.compare_keeps(a, b, tiny["clusters"], tiny["concepts"])
+    assert both + only_a.size == a.sum() and both + only_b.size == b.sum()
+    assert (per["diff"] == per["kept_b"] - per["kept_a"]).all() and "name" in per
+    near = appdata.neighbour_concepts(tiny["index"], tiny["concepts"], 0, n=3)
+    assert len(near) == 3 and 0 not in set(near["cluster"]) and near["distance"].is_monotonic_increasing
+    assert appdata.spread_sample(np.arange(100), 7).size == 7
+
+
+def test_workspace_queries(demo_workspace: Path):
+    ws = demo_workspace
+    pts = appdata.layout_sample(ws, max_points=500)
+    assert len(pts) == 500 and set(pts.columns) == {"row_idx", "cluster", "x", "y"}
+    literal = appdata.caption_matches(ws, "%")  # a literal percent sign, not a wildcard
+    n_pct = store.query_df(ws, "SELECT count(*) AS n FROM samples WHERE contains(caption, '%')")["n"].iloc[0]
+    assert literal["matches"].sum() == n_pct
+    rows = appdata.sample_rows(ws, [5, 2, 9])
+    assert rows["row_idx"].tolist() == [5, 2, 9]
+    pairs, total = appdata.dup_pairs(ws, 0, 0.3, limit=4)
+    assert len(pairs) <= 4 and total >= len(pairs) and (pairs["sim"] > 0.7).all()
+    meta = store.load_meta(ws)
+    steps = appdata.pipeline_steps(ws, meta, store.counts(ws))
+    assert len(steps) >= 6
+    cats = appdata.category_codes(ws)
+    assert cats.codes.size == meta["n_samples"] and cats.pool_counts.sum() == meta["n_pool"]
+
+
+# --- charts ---------------------------------------------------------------------------------
+
+def test_charts_build_and_serialise(tiny):
+    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
+    per = view.per_concept
+    pts = pd.DataFrame({"row_idx": np.arange(N), "cluster": tiny["clusters"], "x": np.zeros(N), "y": np.zeros(N)})
+    curve = pd.DataFrame({"eps": [0.0, 0.1, 0.2], "kept_fraction": [1.0, 0.7, 0.5]})
+    figs = [
+        charts.concept_map(pts, tiny["concepts"], "concept", pick=1),
+        charts.concept_map(pts, tiny["concepts"], "kept", keep=view.result.keep),
+        charts.concept_map(pts, tiny["concepts"], "complexity"),
+        charts.spread_isolation(tiny["concepts"]), charts.complexity_histogram(tiny["concepts"]),
+        charts.kept_vs_complexity(per, 30.0), charts.quota_vs_size(per, 0.1), charts.dedup_curve(curve, 0.05),
+        charts.kept_per_concept(per, "dbp"), charts.coverage_bars(view.coverage),
+        charts.category_bars(pd.DataFrame({"category": ["a"], "pool": [3]})),
+        charts.compare_diff(pd.DataFrame({"name": ["#1"], "diff": [4]})),
+    ]
+    for f in figs:
+        pio.to_json(f, validate=False)
+    assert figs[0].data[0].type == "scattergl"  # the big map is WebGL
+
+
+# --- appbuild -------------------------------------------------------------------------------
+
+def test_build_progress_moves_forward():
+    logs = ["", "12:00 INFO densprune.workspace: source demo (demo): 10 samples",
+            "... densprune.clustering: k-means: 9 clusters", "... densprune.dedup: SemDeDup: 10 rows"]
+    text, fracs = "", []
+    for line in logs:
+        text += line + "\n"
+        fracs.append(appbuild.build_progress(text, 0.0)[0])
+        assert appbuild.build_progress(text, 1e6)[0] < 1.0
+    assert fracs == sorted(fracs) and fracs[0] == 0.0
+    assert appbuild.current_stage(text) == len(appbuild.STAGES) - 1
+    assert appbuild.build_progress(text + "INFO densprune.workspace: workspace w: done", 0.0) == (1.0, "done")
