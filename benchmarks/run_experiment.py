@@ -58,6 +58,28 @@ def ensure_plans(ws: Path, keep: float, temperature: float, seeds: list[int]) ->
     return {name: ("full" if name == "full" else p.method) for name, p in wanted.items()}
 
 
+ABLATIONS = {  # DBP variants at the same budget (equal compute): which part of DBP costs on this data?
+    "dbp{k}-easy": {"within": "easy"},  # DBP quotas, but keep the members nearest the centroid
+    "dbp{k}-rand": {"within": "random"},  # DBP quotas, random members
+    "dbp{k}-tau1": {"temperature": 1.0},  # flatter quotas (tau 1.0), hardest members
+    "ssp{k}-easy": {"method": "ssp", "within": "easy"},  # uniform rate per concept, easiest members
+}
+
+
+def ensure_ablation_plans(ws: Path, keep: float, temperature: float) -> dict[str, str]:
+    k = round(keep * 100)
+    have = set(list_plans(ws)["name"])
+    index = load_index(ws)
+    out = {}
+    for pattern, change in ABLATIONS.items():
+        name = pattern.format(k=k)
+        params = PlanParams(**{"method": "dbp", "keep": keep, "temperature": temperature, **change})
+        if name not in have:
+            save_plan(ws, name, index.compute(params))
+        out[name] = name  # each variant is its own "method" in the tables
+    return out
+
+
 def grid(keep: float, seeds: list[int]) -> list[tuple[int, str, str]]:
     """(seed, plan, mode) in the order they run: seed by seed, so a partial grid stays balanced."""
     k = round(keep * 100)
@@ -71,7 +93,8 @@ def grid(keep: float, seeds: list[int]) -> list[tuple[int, str, str]]:
 
 
 def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs: int, preset: str) -> dict:
-    name = f"{plan.split('-s')[0]}-{'eqcompute' if mode == 'samples' else 'eqepochs'}-s{seed}"
+    base = plan[: plan.rindex("-s")] if plan.startswith("random") else plan  # random30-s1 -> random30
+    name = f"{base}-{'eqcompute' if mode == 'samples' else 'eqepochs'}-s{seed}"
     runs = store.load_runs(ws)
     prev = runs[runs.name == name]
     if not prev.empty and prev.status.iloc[0] == "done":
@@ -92,13 +115,15 @@ def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs
 
 
 def collect(ws: Path, methods: dict[str, str]) -> list[dict]:
-    """One record per finished experiment run (names ``PLAN-eqcompute-sSEED`` / ``-eqepochs-``)."""
+    """One record per finished experiment run of the plans in ``methods`` (run names ``PLAN-eqcompute-sSEED``
+    / ``-eqepochs-``)."""
     df = training.results_table(ws)
     out = []
     for r in df.to_dict("records"):
-        if r["status"] != "done" or ("-eqcompute-s" not in r["name"] and "-eqepochs-s" not in r["name"]):
+        if (r["status"] != "done" or r["plan"] not in methods
+                or ("-eqcompute-s" not in r["name"] and "-eqepochs-s" not in r["name"])):
             continue
-        out.append({"run": r["name"], "plan": r["plan"], "method": methods.get(r["plan"], r.get("method")),
+        out.append({"run": r["name"], "plan": r["plan"], "method": methods[r["plan"]],
                     "mode": r["mode"], "seed": int(r["seed"]), "n_train": int(r["n_train"]), "epochs": int(r["epochs"]),
                     "samples_seen": int(r["samples_seen"]), "wall_s": float(r["wall_s"]),
                     **{m: float(r[m]) for m in METRICS}})
@@ -122,8 +147,9 @@ def summarize(records: list[dict]) -> tuple[list[dict], list[dict]]:
         for mode in modes:  # the full pool is both the equal-compute and the equal-epochs reference
             groups.setdefault((r["method"], mode), []).append(r)
     rows = []
+    order = ["full", "dbp", "random", "ssp"] + sorted({m for m, _ in groups} - {"full", "dbp", "random", "ssp"})
     for mode in ("samples", "epochs"):
-        for method in ("full", "dbp", "random", "ssp"):
+        for method in order:
             g = groups.get((method, mode), [])
             if not g:
                 continue
@@ -134,11 +160,13 @@ def summarize(records: list[dict]) -> tuple[list[dict], list[dict]]:
     diffs = []
     for mode in ("samples", "epochs"):
         by = {(r["method"], r["seed"]): r for r in records if r["mode"] == mode}
-        for other in ("random", "ssp"):
-            seeds = sorted(s for (m, s) in by if m == "dbp" and (other, s) in by)
+        variants = sorted({m for m, _ in by} - {"dbp", "full", "random", "ssp"})
+        pairs = [("dbp", "random"), ("dbp", "ssp"), ("ssp", "random")] + [(v, "random") for v in variants]
+        for a, b in pairs:
+            seeds = sorted(s for (m, s) in by if m == a and (b, s) in by)
             if seeds:
-                diffs.append({"mode": mode, "vs": other, "seeds": seeds,
-                              **{m: [by[("dbp", s)][m] - by[(other, s)][m] for s in seeds] for m in METRICS}})
+                diffs.append({"mode": mode, "a": a, "b": b, "seeds": seeds,
+                              **{m: [by[(a, s)][m] - by[(b, s)][m] for s in seeds] for m in METRICS}})
     return rows, diffs
 
 
@@ -147,11 +175,12 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
     body = table(
         ["subset", "comparison", "images", "epochs", "samples seen", "wall (s)", "zero-shot top-1 %",
          "I→T R@1 %", "I→T R@5 %", "T→I R@1 %", "T→I R@5 %", "seeds"],
-        [[LABELS[r["method"]], mode_name[r["mode"]], f"{r['n_train']:,}", r["epochs"], f"{r['samples_seen']:,.0f}",
+        [[LABELS.get(r["method"], r["method"]), mode_name[r["mode"]], f"{r['n_train']:,}", r["epochs"], f"{r['samples_seen']:,.0f}",
           _ms(r["wall_s"], pct=False), *[_ms(r[m]) for m in METRICS], len(r["seeds"])] for r in rows])
-    dtab = table(["comparison", "DBP minus", "zero-shot top-1 (pts)", "I→T R@1", "I→T R@5", "T→I R@1", "T→I R@5",
+    dtab = table(["comparison", "difference", "zero-shot top-1 (pts)", "I→T R@1", "I→T R@5", "T→I R@1", "T→I R@5",
                   "seeds (paired)"],
-                 [[mode_name[d["mode"]], d["vs"], *[_ms(d[m]) for m in METRICS], len(d["seeds"])] for d in diffs])
+                 [[mode_name[d["mode"]], f"{LABELS.get(d['a'], d['a'])} − {LABELS.get(d['b'], d['b'])}",
+                   *[_ms(d[m]) for m in METRICS], len(d["seeds"])] for d in diffs])
     return (f"### DBP on the demo, `{meta['preset']}` from scratch (mean ± sample std over seeds)\n\n{body}\n\n"
             f"Paired by seed (same training seed), in percentage points:\n\n{dtab}\n\n"
             f"Eval: {meta['n_eval']} held-out images (20 per top-level category with >= 100 images, never in the "
@@ -172,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--full-epochs", type=int, default=4,
                     help="epochs of the full pool; sets the equal-compute budget and the equal epochs (default: 4)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also train the DBP variants of ABLATIONS (equal compute) for the given seeds")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: rewrite the results from the runs")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "experiment.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -193,8 +225,19 @@ def main(argv: list[str] | None = None) -> int:
             "workspace": str(ws), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     log.info("equal compute: %d samples seen (%d epochs of the full pool); equal epochs: %d", samples_seen,
              args.full_epochs, epochs)
+    jobs = grid(args.keep, args.seeds)
+    if args.ablation:
+        extra = ensure_ablation_plans(ws, args.keep, args.temperature)
+        methods.update(extra)
+        jobs = [(s, plan, "samples") for s in args.seeds for plan in extra]
+        meta["ablation"] = {name.format(k=round(args.keep * 100)): change for name, change in ABLATIONS.items()}
+    if args.report_only:  # keep when the runs were made
+        old = json.loads(args.out.read_text())["meta"] if args.out.exists() else {}
+        write_results(ws, methods, {**meta, **{k: old[k] for k in ("started", "finished") if k in old}}, args.out,
+                      old.get("elapsed_s", 0.0), keep_finished="finished" in old)
+        return 0
     t0 = time.monotonic()
-    for seed, plan, mode in grid(args.keep, args.seeds):
+    for seed, plan, mode in jobs:
         run_one(ws, seed, plan, mode, samples_seen, epochs, args.preset)
         write_results(ws, methods, meta, args.out, time.monotonic() - t0)
     write_results(ws, methods, meta, args.out, time.monotonic() - t0)
@@ -202,11 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_results(ws: Path, methods: dict[str, str], meta: dict, out: Path, elapsed: float) -> None:
+def write_results(ws: Path, methods: dict[str, str], meta: dict, out: Path, elapsed: float,
+                  keep_finished: bool = False) -> None:
     records = collect(ws, methods)
     rows, diffs = summarize(records)
-    meta = {**meta, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "elapsed_s": round(elapsed, 1), "n_runs_done": len(records)}
+    finished = meta["finished"] if keep_finished else datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta = {**meta, "finished": finished, "elapsed_s": round(elapsed, 1), "n_runs_done": len(records)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "runs": records, "summary": rows, "dbp_minus": diffs}, indent=2))
     out.with_suffix(".md").write_text(markdown(rows, diffs, meta))

@@ -40,7 +40,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-folder", default=None,
                    help="also zero-shot classify an ImageFolder-style folder (one subfolder per class)")
     p.add_argument("--templates", choices=["clipart", "photo"], default="clipart",
-                   help="prompt templates: 'clip art of {class}.' ... or 'a photo of a {class}.' ...")
+                   help="prompts for the --image-folder classes: 'clip art of {class}.' ... or "
+                        "'a photo of a {class}.' ... (the held-out split always uses the clip-art ones)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("runs", help="list the training runs of a workspace with their results")

@@ -334,6 +334,46 @@ class _Recorder:
         return True
 
 
+def _lock(rdir: Path, wait_s: float = 0.0) -> int | None:
+    """Take the run's lock (an flock on ``RUN/.lock``); returns its fd, or None when another process
+    holds it (after waiting up to ``wait_s``). The lock lives as long as the fd (in any process) is open."""
+    import fcntl
+
+    fd = os.open(rdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.1)
+
+
+def is_supervised(workspace: str | os.PathLike, name: str) -> bool:
+    """Whether a live process holds run ``name``'s lock (robust to recycled pids and zombies)."""
+    rdir = run_dir(workspace, name)
+    if not rdir.exists():
+        return False
+    fd = _lock(rdir)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _kill_trainer(rdir: Path) -> bool:
+    """SIGTERM the run's trainer process group, if one is running (its pid file exists)."""
+    try:
+        pid = int((rdir / "trainer.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    _kill_group(pid)
+    return True
+
+
 def _kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
     try:
         os.killpg(pid, sig)
@@ -342,16 +382,33 @@ def _kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
 
 
 def execute_run(workspace: str | os.PathLike, name: str, echo: Callable[[dict], None] | None = None,
-                db_every_s: float = 2.0) -> dict:
+                db_every_s: float = 2.0, locked: bool = False) -> dict:
     """Supervise run ``name`` from ``queued`` to ``done``/``failed``/``cancelled``; returns its final row.
 
     Exports the plan, runs the trainer, records progress, evaluates the checkpoint. ``echo`` is called
-    with every progress event (the CLI prints them).
+    with every progress event (the CLI prints them). Holds the run's lock file while it works
+    (``locked``: the caller already holds it), which is how others tell a live run from an orphan.
     """
     ws = Path(workspace).resolve()
     info = read_run_json(ws, name)
     rdir = run_dir(ws, name)
+    fd = None
+    if not locked:
+        fd = _lock(rdir, wait_s=5.0)
+        if fd is None:
+            raise RuntimeError(f"run {name!r} is already being supervised by another process")
+    try:
+        return _execute(ws, name, info, rdir, echo, db_every_s)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _execute(ws: Path, name: str, info: dict, rdir: Path, echo: Callable[[dict], None] | None,
+             db_every_s: float) -> dict:
     row = json.loads((rdir / "status.json").read_text())
+    if row.get("status") in FINAL:  # finished before: nothing to do
+        return row
     rec = _Recorder(ws, name, rdir, row, db_every_s=db_every_s)
     sched = Schedule(**info["schedule"])
     if (rdir / "CANCEL").exists():
@@ -362,9 +419,7 @@ def execute_run(workspace: str | os.PathLike, name: str, echo: Callable[[dict], 
         return _supervise(ws, name, info, rdir, rec, sched, echo)
     except KeyboardInterrupt:  # Ctrl-C in the foreground, SIGTERM in the background
         (rdir / "CANCEL").touch()
-        pid_file = rdir / "trainer.pid"
-        if pid_file.exists():
-            _kill_group(int(pid_file.read_text().strip() or 0))
+        _kill_trainer(rdir)
         rec.set(status="cancelled", phase="", eta_s=None, finished_at=_now(), error="cancelled")
         return rec.row
 
@@ -444,9 +499,11 @@ def _supervise(ws: Path, name: str, info: dict, rdir: Path, rec: _Recorder, sche
         (rdir / "CANCEL").touch()
         _kill_group(proc.pid)
         proc.wait()
+        (rdir / "trainer.pid").unlink(missing_ok=True)
         rec.set(wall_s=round(time.monotonic() - t0, 2))
         raise
     rc = proc.wait()
+    (rdir / "trainer.pid").unlink(missing_ok=True)  # never signal a recycled pid later
     wall = round(time.monotonic() - t0, 2)
     ckpt = rdir / "checkpoints" / f"epoch_{sched.epochs}.pt"
     if cancelled:
@@ -475,7 +532,10 @@ def _supervise(ws: Path, name: str, info: dict, rdir: Path, rec: _Recorder, sche
 def evaluate_run(workspace: str | os.PathLike, name: str, device: str = "auto", image_folder: str | None = None,
                  templates: str = "clipart") -> dict[str, float]:
     """Evaluate run ``name``'s checkpoint on the workspace's held-out set (and an ImageFolder, if given);
-    stores the metrics (``eval/...``, ``folder/<name>/...``) and returns them."""
+    stores the metrics (``eval/...``, ``folder/<name>/...``) and returns them.
+
+    The held-out set always uses the clip-art prompts, so every run is measured alike; ``templates``
+    ('clipart' or 'photo') chooses the prompts for the ImageFolder."""
     from densprune import evaluation as ev
 
     ws = Path(workspace).resolve()
@@ -497,7 +557,7 @@ def evaluate_run(workspace: str | os.PathLike, name: str, device: str = "auto", 
         log.warning("%s", exc)
     else:
         out.update({f"eval/{k}": v for k, v in ev.evaluate_model(net, preprocess, tokenizer, evalset,
-                                                                  ev.TEMPLATE_SETS[templates], dev).items()})
+                                                                  ev.CLIPART_TEMPLATES, dev).items()})
     if image_folder is not None:
         fset = ev.image_folder_eval_set(image_folder)
         res = ev.evaluate_model(net, preprocess, tokenizer, fset, ev.TEMPLATE_SETS[templates], dev)
@@ -540,9 +600,20 @@ def start_supervisor(workspace: str | os.PathLike, names: list[str] | str) -> in
     """Start ``python -m densprune.training WS RUN...`` detached from the caller; returns its pid."""
     ws = Path(workspace).resolve()
     names = [names] if isinstance(names, str) else list(names)
-    with open(run_dir(ws, names[0]) / "supervisor.log", "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "densprune.training", str(ws), *names], stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    fds = []
+    try:
+        for name in names:  # locked here and inherited, so the runs never look orphaned
+            fd = _lock(run_dir(ws, name))
+            if fd is None:
+                raise RuntimeError(f"run {name!r} is already being supervised by another process")
+            fds.append(fd)
+        with open(run_dir(ws, names[0]) / "supervisor.log", "ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "densprune.training", "--locked", str(ws), *names],
+                                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, pass_fds=fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
     for name in names:
         store.update_run(ws, name, {"pid": proc.pid})
     return proc.pid
@@ -554,33 +625,16 @@ def cancel_run(workspace: str | os.PathLike, name: str) -> None:
     ws = Path(workspace).resolve()
     rdir = run_dir(ws, name)
     read_run_json(ws, name)
-    (rdir / "CANCEL").touch()
-    pid_file = rdir / "trainer.pid"
-    if pid_file.exists():
-        _kill_group(int(pid_file.read_text().strip() or 0))
-        return
     st = json.loads((rdir / "status.json").read_text())
+    if st.get("status") in FINAL:
+        return
+    (rdir / "CANCEL").touch()
+    if _kill_trainer(rdir):
+        return
     if st.get("status") == "queued":
         st.update(status="cancelled", phase="", error="cancelled before it started", finished_at=_now())
         _write_json(rdir / "status.json", st)
         store.update_run(ws, name, {k: st[k] for k in ("status", "phase", "error", "finished_at")})
-
-
-def _alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live densprune process (not a zombie, not a recycled pid)."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError, OverflowError):
-        return False
-    cmdline = Path(f"/proc/{int(pid)}/cmdline")
-    if cmdline.parent.exists():
-        try:
-            return b"densprune" in cmdline.read_bytes()
-        except OSError:
-            return False
-    return True
 
 
 def refresh_runs(workspace: str | os.PathLike) -> int:
@@ -590,8 +644,10 @@ def refresh_runs(workspace: str | os.PathLike) -> int:
     df = store.load_runs(ws)
     changed = 0
     for r in df[df.status.isin(["queued", "running"])].itertuples(index=False):
-        if _alive(r.pid) or (r.status == "queued" and not r.pid):
+        if is_supervised(ws, r.name):
             continue
+        if r.status == "queued" and not r.pid and (_now() - r.created_at).total_seconds() < 300:
+            continue  # created a moment ago: its launcher is about to start it
         status_file = Path(r.run_dir) / "status.json"
         st = json.loads(status_file.read_text()) if status_file.exists() else {}
         if st.get("status") in FINAL:
@@ -599,7 +655,8 @@ def refresh_runs(workspace: str | os.PathLike) -> int:
                                              "eta_s", "wall_s", "checkpoint", "finished_at")}
         else:
             fields = {"status": "failed", "phase": "", "finished_at": _now(),
-                      "error": f"the run's supervisor (pid {r.pid}) exited without finishing it"}
+                      "error": f"the run's supervisor (pid {r.pid}) exited without finishing it"
+                      if r.pid else "no process supervises it (it was never started)"}
         store.update_run(ws, r.name, fields)
         metrics_file = Path(r.run_dir) / "metrics.json"
         if fields["status"] == "done" and metrics_file.exists():
@@ -651,9 +708,11 @@ def results_table(workspace: str | os.PathLike):
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m densprune.training WS RUN [RUN...]``: the background supervisor, one run after another."""
+    """``python -m densprune.training [--locked] WS RUN [RUN...]``: the background supervisor, one run
+    after another (``--locked``: the launcher passed it the runs' locks)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ws, names = argv[0], argv[1:]
+    locked = bool(argv) and argv[0] == "--locked"
+    ws, names = argv[int(locked)], argv[int(locked) + 1:]
     terminated = False
 
     def on_term(signum, frame):  # stop the trainer too, record the cancellation, skip what is left
@@ -667,10 +726,10 @@ def _main(argv: list[str]) -> int:
         if terminated:
             (run_dir(ws, name) / "CANCEL").touch()
         try:
-            row = execute_run(ws, name)
+            row = execute_run(ws, name, locked=locked)
         except KeyboardInterrupt:
             (run_dir(ws, name) / "CANCEL").touch()
-            row = execute_run(ws, name)
+            row = execute_run(ws, name, locked=locked)
         log.info("run %s: %s %s", name, row["status"], row.get("error") or "")
         ok = ok and row["status"] == "done"
     return 0 if ok else 1

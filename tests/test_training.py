@@ -157,9 +157,12 @@ def test_train_end_to_end_writes_checkpoint_progress_and_metrics(tiny_ws, capsys
     assert 0 <= ev["eval/zeroshot_top1"] <= 1 and 0 <= ev["eval/i2t_r5"] <= 1
     assert json.loads((rdir / "metrics.json").read_text())["eval/zeroshot_top1"] == ev["eval/zeroshot_top1"]
     # re-evaluating the checkpoint gives the same numbers; the runs table shows the run
-    assert main(["eval", str(tiny_ws), "--run", "e2e", "--device", "cpu"]) == 0
-    again = dict(zip(*store.load_run_metrics(tiny_ws, ["e2e"], prefix="eval/")[["name", "value"]].T.values))
+    folder = tiny_ws.parent / "images"  # ImageFolder-style: one subfolder per colour
+    assert main(["eval", str(tiny_ws), "--run", "e2e", "--device", "cpu", "--image-folder", str(folder),
+                 "--templates", "photo"]) == 0
+    again = dict(zip(*store.load_run_metrics(tiny_ws, ["e2e"])[["name", "value"]].T.values))
     assert again["eval/zeroshot_top1"] == pytest.approx(ev["eval/zeroshot_top1"])
+    assert again["folder/images/n_images"] == 48 and again["folder/images/n_classes"] == 3
     capsys.readouterr()
     assert main(["runs", str(tiny_ws)]) == 0
     assert "e2e" in capsys.readouterr().out
@@ -173,6 +176,7 @@ def test_cancel_stops_a_background_run(tiny_ws):
     rdir = tiny_ws / "runs" / name
     _wait(lambda: training.loss_curve(tiny_ws, name), 90, "the first training step")
     assert _row(tiny_ws, name)["status"] == "running"
+    assert training.is_supervised(tiny_ws, name) and training.refresh_runs(tiny_ws) == 0  # alive: left alone
     trainer_pid = int((rdir / "trainer.pid").read_text())
     training.cancel_run(tiny_ws, name)
     row = _wait(lambda: (r := _row(tiny_ws, name))["status"] != "running" and r, 60, "the cancellation")
@@ -239,3 +243,23 @@ def test_train_page_launches_watches_and_compares(tiny_ws):
     shown = at.dataframe[-1].value
     assert name in shown["run"].tolist()
     assert any("open_clip_train.main" in c.value for c in at.code)
+
+
+def test_summary_groups_seeds_of_the_same_schedule():
+    import pandas as pd
+
+    from densprune import runcharts
+
+    base = {"plan": "dbp30", "preset": "cpu-tiny", "method": "dbp", "mode": "samples", "n_train": 2358,
+            "samples_seen": 32256, "status": "done", "i2t_r1": 0.1, "i2t_r5": 0.3, "t2i_r1": 0.1, "t2i_r5": 0.2}
+    rows = [{**base, "name": "a", "seed": 0, "epochs": 14, "wall_s": 100.0, "zeroshot_top1": 0.10},
+            {**base, "name": "b", "seed": 1, "epochs": 14, "wall_s": 120.0, "zeroshot_top1": 0.20},
+            {**base, "name": "c", "seed": 0, "epochs": 4, "wall_s": 30.0, "zeroshot_top1": 0.05, "mode": "epochs"},
+            {**base, "name": "d", "seed": 2, "epochs": 14, "wall_s": 1.0, "zeroshot_top1": None, "status": "failed"}]
+    s = runcharts.summary_by_plan(pd.DataFrame(rows)).set_index("mode")
+    assert s.loc["samples", "seeds"] == 2 and s.loc["epochs", "seeds"] == 1
+    assert s.loc["samples", "zeroshot_top1_mean"] == pytest.approx(15.0)
+    assert s.loc["samples", "zeroshot_top1_std"] == pytest.approx(7.0710678)
+    assert s.loc["samples", "wall_s"] == pytest.approx(110.0)
+    view = runcharts.summary_view(s.reset_index())
+    assert view.loc[0, "zero-shot top-1 %"] == "15.0 ± 7.1"
