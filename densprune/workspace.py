@@ -140,6 +140,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         if not cfg.force:
             raise FileExistsError(f"{ws} already holds a complete workspace; use --force to rebuild it")
         store.db_path(ws).unlink()  # from here on the workspace is incomplete until the end
+        shutil.rmtree(ws / "plans", ignore_errors=True)  # keep masks of the old build's plans
     ws.mkdir(parents=True, exist_ok=True)
 
     listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
