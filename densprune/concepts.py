@@ -33,18 +33,24 @@ def centroid_distances(centroids: np.ndarray) -> np.ndarray:
     return d
 
 
-def inter_distance(centroids: np.ndarray, neighbors: int = 20, dists: np.ndarray | None = None) -> np.ndarray:
+def inter_distance(centroids: np.ndarray, neighbors: int = 20, block: int = 1024) -> np.ndarray:
     """d_inter: mean cosine distance of each centroid to its l = min(neighbors, K-1) nearest others.
 
+    Computed in blocks of ``block`` centroids, so memory stays at block x K for any K.
     centroids: (K, d) -> (K,) float64 (NaN when K == 1).
     """
-    d = centroid_distances(centroids) if dists is None else dists
-    k = d.shape[0]
+    c = np.asarray(centroids, dtype=np.float64)
+    norm = np.linalg.norm(c, axis=1, keepdims=True)
+    c = c / np.where(norm > 0, norm, 1.0)
+    k = c.shape[0]
     l = min(int(neighbors), k - 1)
-    if l < 1:
-        return np.full(k, np.nan)
-    nearest = np.partition(d, l - 1, axis=1)[:, :l]
-    return nearest.mean(axis=1)
+    out = np.full(k, np.nan)
+    for r0 in range(0, k if l > 0 else 0, block):
+        r1 = min(r0 + block, k)
+        d = 1.0 - c[r0:r1] @ c.T  # (rb, K)
+        d[np.arange(r1 - r0), np.arange(r0, r1)] = np.inf  # not its own neighbour
+        out[r0:r1] = np.partition(d, l - 1, axis=1)[:, :l].mean(axis=1)
+    return out
 
 
 def complexity(d_intra: np.ndarray, d_inter: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from densprune.concepts import inter_distance, intra_distance
 from densprune.quotas import dbp_quotas, quota_bounds, uniform_rate_quotas
 
 logger = logging.getLogger(__name__)
@@ -226,8 +227,7 @@ class PlanIndex:
         order = np.lexsort((-dist.astype(np.float64), cl)).astype(np.intp)  # stable: ties by row
         sizes = np.bincount(cl, minlength=k).astype(np.int64)
         # d_intra over the pool members only (as the workspace's clusters table): eval rows are held out
-        with np.errstate(invalid="ignore", divide="ignore"):
-            d_intra = np.bincount(cl[pool], weights=dist[pool], minlength=k) / np.bincount(cl[pool], minlength=k)
+        d_intra = intra_distance(cl, dist, k, mask=pool)
         logger.info("plan index: %d rows, %d clusters (%d empty), pool %d", n, k, int((sizes == 0).sum()),
                     int(pool.sum()))
         return cls(order=order, sizes=sizes, d_intra=d_intra, centroids=cen, pool_h=pool[order],
@@ -248,15 +248,7 @@ class PlanIndex:
             raise ValueError(f"neighbors must be an integer >= 1, got {neighbors!r}")
         l = min(int(neighbors), self.n_clusters - 1)
         if l not in self._d_inter:
-            k = self.n_clusters
-            norm = np.linalg.norm(self.centroids, axis=1, keepdims=True)
-            c = self.centroids / np.where(norm > 0, norm, 1.0)
-            out = np.full(k, np.nan)
-            for r0 in range(0, k if l > 0 else 0, 1024):
-                r1 = min(r0 + 1024, k)
-                d = 1.0 - c[r0:r1] @ c.T  # (rb, K)
-                d[np.arange(r1 - r0), np.arange(r0, r1)] = np.inf  # not its own neighbour
-                out[r0:r1] = np.partition(d, l - 1, axis=1)[:, :l].mean(axis=1)
+            out = inter_distance(self.centroids, l)
             with self._lock:
                 self._d_inter[l] = out
             return out
