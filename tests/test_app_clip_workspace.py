@@ -1,0 +1,48 @@
+"""The app on a workspace unlike the demo: open_clip vectors with CLIP scores, no categories, webdataset source.
+
+The model is densprune-tiny with random weights (no weights can be downloaded here): the numbers mean
+nothing, but every code path that only runs with CLIP scores (CLIP-score filter and method) is exercised.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from densprune import store
+from densprune.embedding import EmbedSettings
+from densprune.workspace import PrecomputeConfig, precompute
+from test_app_pages import PAGES, metric, no_errors, open_app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clip_ws(tmp_path_factory):
+    import conftest
+
+    root = tmp_path_factory.mktemp("clipws")
+    fixture = conftest.wds_shards
+    shards = fixture._fixture_function(root) if hasattr(fixture, "_fixture_function") else fixture.__wrapped__(root)
+    ws = precompute(PrecomputeConfig(source=str(shards[0].parent), workspace=root / "ws", embedder="openclip",
+                                     model="densprune-tiny", pretrained="none", clusters=3,
+                                     embed=EmbedSettings(batch_size=8, workers=0)))
+    assert store.load_meta(ws)["has_clip_scores"]
+    return ws
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_clip_scores_and_no_categories(clip_ws, page):
+    at = open_app(clip_ws, page)
+    no_errors(at)
+    assert at.title
+
+
+def test_budget_clip_filter_and_method_work(clip_ws):
+    at = open_app(clip_ws, "budget")
+    kept_before = metric(at, "Eligible")
+    at.toggle(key="plan_clip_on").set_value(True).run()
+    at.slider(key="plan_clip_keep_pct").set_value(50).run()
+    no_errors(at)
+    assert metric(at, "Eligible") != kept_before
+    at.selectbox(key="plan_method").set_value("clip-score").run()
+    no_errors(at)
