@@ -65,6 +65,11 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def wds_shards(tmp_path: Path) -> list[Path]:
     """Two img2dataset-style shards (key.jpg + key.txt + key.json, DataComp uids), one sample without image."""
+    return make_wds_shards(tmp_path)
+
+
+def make_wds_shards(tmp_path: Path) -> list[Path]:
+    """Write the shards of :func:`wds_shards` into ``tmp_path``."""
     out = []
     n = 0
     for s in range(2):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import make_wds_shards
 from densprune import store
 from densprune.embedding import EmbedSettings
 from densprune.workspace import PrecomputeConfig, precompute
@@ -18,11 +19,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def clip_ws(tmp_path_factory):
-    import conftest
-
     root = tmp_path_factory.mktemp("clipws")
-    fixture = conftest.wds_shards
-    shards = fixture._fixture_function(root) if hasattr(fixture, "_fixture_function") else fixture.__wrapped__(root)
+    shards = make_wds_shards(root)
     ws = precompute(PrecomputeConfig(source=str(shards[0].parent), workspace=root / "ws", embedder="openclip",
                                      model="densprune-tiny", pretrained="none", clusters=3,
                                      embed=EmbedSettings(batch_size=8, workers=0)))
