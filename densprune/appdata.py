@@ -17,6 +17,7 @@ import pandas as pd
 
 from densprune import store
 from densprune.compare import compare_masks
+from densprune.concepts import nearest_concepts
 from densprune.quotas import complexity_weights
 from densprune.selection import PlanIndex, PlanParams, PlanResult
 
@@ -172,12 +173,9 @@ def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> p
 
 def neighbour_concepts(index: PlanIndex, concepts: pd.DataFrame, j: int, n: int = 6) -> pd.DataFrame:
     """The ``n`` concepts whose centroids are nearest concept ``j``'s: name, distance, size, complexity."""
-    c = index.centroids / np.maximum(np.linalg.norm(index.centroids, axis=1, keepdims=True), 1e-12)
-    d = 1.0 - c @ c[j]
-    d[j] = np.inf
-    near = np.argsort(d, kind="stable")[: min(n, d.size - 1)]
+    near, dist = nearest_concepts(index.centroids, j, n)
     out = concepts.set_index("cluster").loc[near, ["name", "pool_size", "complexity"]].reset_index()
-    out.insert(2, "distance", d[near])
+    out.insert(2, "distance", dist)
     return out
 
 

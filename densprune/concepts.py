@@ -24,15 +24,6 @@ def intra_distance(labels: np.ndarray, dist: np.ndarray, k: int, mask: np.ndarra
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def centroid_distances(centroids: np.ndarray) -> np.ndarray:
-    """Cosine distance between every pair of centroids: (K, d) -> (K, K), diagonal = +inf."""
-    c = np.asarray(centroids, dtype=np.float64)
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    d = 1.0 - c @ c.T
-    np.fill_diagonal(d, np.inf)
-    return d
-
-
 def inter_distance(centroids: np.ndarray, neighbors: int = 20, block: int = 1024) -> np.ndarray:
     """d_inter: mean cosine distance of each centroid to its l = min(neighbors, K-1) nearest others.
 
@@ -59,8 +50,14 @@ def complexity(d_intra: np.ndarray, d_inter: np.ndarray) -> np.ndarray:
 
 
 def nearest_concepts(centroids: np.ndarray, j: int, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` concepts nearest to concept ``j``: (indices (n,), cosine distances (n,))."""
-    d = centroid_distances(centroids)[j]
+    """The ``n`` concepts nearest to concept ``j``: (indices (n,), cosine distances (n,)).
+
+    centroids: (K, d); only row ``j`` of the distance matrix is computed.
+    """
+    c = np.asarray(centroids, dtype=np.float64)
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    d = 1.0 - c @ c[j]
+    d[j] = np.inf
     order = np.argsort(d, kind="stable")[: min(n, d.size - 1)]
     return order, d[order]
 

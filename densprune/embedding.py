@@ -8,14 +8,12 @@ written atomically, so an interrupted run resumes at the first missing shard.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -241,14 +239,3 @@ def _save_npy(path: Path, arr: np.ndarray, dtype: str) -> None:
     with open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
     os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
