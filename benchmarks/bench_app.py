@@ -32,8 +32,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _util import median_time, table  # noqa: E402
 
-from densprune import appdata, charts, plans, store  # noqa: E402
-from densprune.selection import PlanIndex, PlanParams  # noqa: E402
+from densprune import db  # noqa: E402
+from densprune.app import charts
+from densprune.app import data as appdata
+from densprune.app.common import VIEWS  # noqa: E402
+from densprune.prune import plans
+from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
 
 PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"]
 
@@ -55,7 +59,7 @@ def page_open_times(ws: Path, runs: int) -> list[list[object]]:
         def open_page() -> None:
             at = session().run()  # the router: lands on Overview
             if page != "overview":
-                at.switch_page(f"pages/{page}.py")
+                at.switch_page(str(VIEWS / f"{page}.py"))
             t0 = time.perf_counter()
             at.run()
             times.append(time.perf_counter() - t0)
@@ -66,7 +70,7 @@ def page_open_times(ws: Path, runs: int) -> list[list[object]]:
         times = times[1:]  # the untimed warm-up of median_time ran it once too
         rows.append([f"open {page}", f"{np.median(times) * 1000:.0f}"])
     at = session().run()
-    at.switch_page("pages/budget.py").run()
+    at.switch_page(str(VIEWS / "budget.py")).run()
     keeps = iter(range(5, 95, 3))
 
     def slider() -> None:
@@ -127,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("streamlit").setLevel(logging.ERROR)
 
-    from densprune.cli import default_demo_workspace
+    from densprune.cli.main import default_demo_workspace
 
     ws = (args.workspace or default_demo_workspace()).resolve()
-    if not store.is_complete(ws):
+    if not db.is_complete(ws):
         p.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
-    meta = store.load_meta(ws)
+    meta = db.load_meta(ws)
     rows: list[list[object]] = []
     if not args.skip_pages:
         temp = None
@@ -146,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                 plans.delete_plan(ws, temp)
 
     index = plans.load_index(ws)
-    concepts = appdata.concept_frame(store.load_clusters(ws), index)
+    concepts = appdata.concept_frame(db.load_clusters(ws), index)
     cats = appdata.category_codes(ws) if meta.get("has_categories") else None
-    curve = store.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
+    curve = db.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
     med = budget_change(index, concepts, cats, curve, args.runs)
     rows.append([f"budget change, demo ({meta['n_samples']:,} rows, K={meta['k']})", f"{med * 1000:.1f}"])
 

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved_medians, table  # noqa: E402
 
-from densprune.clustering import assign, rank_in_cluster, train_spherical_kmeans  # noqa: E402
+from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans  # noqa: E402
 
 
 def synthetic(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import interleaved_medians, table  # noqa: E402
 
-from densprune.embedders import OpenClipEmbedder  # noqa: E402
-from densprune.embedding import EmbedSettings, embed_source  # noqa: E402
-from densprune.sources import list_source, read_bytes  # noqa: E402
+from densprune.embed.models import OpenClipEmbedder  # noqa: E402
+from densprune.embed.runner import EmbedSettings, embed_source  # noqa: E402
+from densprune.ingest.sources import list_source, read_bytes  # noqa: E402
 
 
 class BareDataset(Dataset):

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from densprune.quotas import dbp_quotas
-from densprune.selection import PlanIndex, PlanParams
+from densprune.prune.quotas import dbp_quotas
+from densprune.prune.selection import PlanIndex, PlanParams
 
 logger = logging.getLogger("bench_plan")
 

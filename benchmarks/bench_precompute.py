@@ -29,10 +29,10 @@ def main() -> None:
     for _ in range(args.runs):
         ws = Path(tempfile.mkdtemp()) / "ws"
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "densprune.cli", "demo", "--no-app", "--workspace", str(ws)],
+        subprocess.run([sys.executable, "-m", "densprune", "demo", "--no-app", "--workspace", str(ws)],
                        check=True, capture_output=True)
         walls.append(time.perf_counter() - t)
-        info = subprocess.run([sys.executable, "-m", "densprune.cli", "info", str(ws), "--json"],
+        info = subprocess.run([sys.executable, "-m", "densprune", "info", str(ws), "--json"],
                               check=True, capture_output=True, text=True).stdout
         stages.append(json.loads(info)["timings_s"])
     med = {k: statistics.median(s[k] for s in stages) for k in stages[0]}

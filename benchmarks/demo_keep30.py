@@ -17,10 +17,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import median_time, table  # noqa: E402
 
-from densprune import store  # noqa: E402
-from densprune.cli import default_demo_workspace  # noqa: E402
-from densprune.plans import load_index  # noqa: E402
-from densprune.selection import PlanParams  # noqa: E402
+from densprune import db  # noqa: E402
+from densprune.cli.main import default_demo_workspace  # noqa: E402
+from densprune.prune.plans import load_index  # noqa: E402
+from densprune.prune.selection import PlanParams  # noqa: E402
 
 
 def main() -> None:
@@ -31,11 +31,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     ws = args.workspace or default_demo_workspace()
-    if not store.is_complete(ws):
-        from densprune.cli import main as cli_main
+    if not db.is_complete(ws):
+        from densprune.cli.main import main as cli_main
 
         cli_main(["demo", "--no-app", "--workspace", str(ws)])
-    s = store.query_df(ws, "SELECT category, top_category, split FROM samples ORDER BY row_idx")
+    s = db.query_df(ws, "SELECT category, top_category, split FROM samples ORDER BY row_idx")
     pool = (s.split == "pool").to_numpy()
     stars = (s.category == "shapes/stars").to_numpy() & pool
     icons = s.category.str.startswith("computer/icons").to_numpy() & pool
@@ -50,7 +50,7 @@ def main() -> None:
         rows.append([method, f"{keep[stars].mean():.1%}", f"{keep[icons].mean():.1%}",
                      f"{sum(v >= 0.10 for v in shares.values())} of {len(shares)}",
                      f"{min(shares.values()):.1%}", f"{t * 1000:.1f} ms"])
-    meta = store.load_meta(ws)
+    meta = db.load_meta(ws)
     print(f"demo workspace: {meta['n_pool']:,} pool images, K={meta['k']}, embedder {meta['embedder']}, "
           f"keep {args.keep:.0%}, tau {args.temperature}")
     print(table(["method", "shapes/stars kept", "computer/icons kept", "top categories keeping >= 10%",

@@ -32,12 +32,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import table  # noqa: E402
 
-from densprune import store, training  # noqa: E402
-from densprune.cli import REPO_ROOT, main as cli_main  # noqa: E402
-from densprune.plans import list_plans, load_index, save_plan  # noqa: E402
-from densprune.presets import get_preset  # noqa: E402
-from densprune.selection import PlanParams  # noqa: E402
-from densprune.training import RunSpec, make_schedule  # noqa: E402
+from densprune import db
+from densprune.cli.main import REPO_ROOT  # noqa: E402
+from densprune.cli.main import main as cli_main
+from densprune.prune.plans import list_plans, load_index, save_plan  # noqa: E402
+from densprune.prune.selection import PlanParams  # noqa: E402
+from densprune.train import runs as training  # noqa: E402
+from densprune.train.presets import get_preset  # noqa: E402
+from densprune.train.runs import RunSpec, make_schedule  # noqa: E402
 
 log = logging.getLogger("run_experiment")
 METRICS = ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
@@ -95,13 +97,13 @@ def grid(keep: float, seeds: list[int]) -> list[tuple[int, str, str]]:
 def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs: int, preset: str) -> dict:
     base = plan[: plan.rindex("-s")] if plan.startswith("random") else plan  # random30-s1 -> random30
     name = f"{base}-{'eqcompute' if mode == 'samples' else 'eqepochs'}-s{seed}"
-    runs = store.load_runs(ws)
+    runs = db.load_runs(ws)
     prev = runs[runs.name == name]
     if not prev.empty and prev.status.iloc[0] == "done":
         log.info("run %s: done before, skipped", name)
         return {"name": name, "skipped": True}
     if not prev.empty or training.run_dir(ws, name).exists():  # an unfinished earlier attempt: start over
-        store.delete_run(ws, name)
+        db.delete_run(ws, name)
         shutil.rmtree(training.run_dir(ws, name), ignore_errors=True)
     spec = RunSpec(plan=plan, preset=preset, seed=seed, name=name, device="cpu",
                    samples_seen=samples_seen if mode == "samples" else None,
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ws = args.workspace
-    if not store.is_complete(ws):
+    if not db.is_complete(ws):
         log.info("building the demo workspace in %s", ws)
         assert cli_main(["demo", "--no-app", "--workspace", str(ws)]) == 0
     methods = ensure_plans(ws, args.keep, args.temperature, args.seeds)
@@ -216,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     n_full = int(list_plans(ws).set_index("name").loc["full", "n_kept"])
     full = make_schedule(n_full, preset.batch_size, epochs=args.full_epochs)
     samples_seen, epochs = full.samples_seen, args.full_epochs
-    wsmeta = store.load_meta(ws)
-    n_classes = int(store.query_df(ws, "SELECT count(DISTINCT top_category) FROM samples WHERE split = 'eval'").iloc[0, 0])
+    wsmeta = db.load_meta(ws)
+    n_classes = int(db.query_df(ws, "SELECT count(DISTINCT top_category) FROM samples WHERE split = 'eval'").iloc[0, 0])
     meta = {"preset": args.preset, "keep": args.keep, "temperature": args.temperature, "seeds": args.seeds,
             "samples_seen_target": samples_seen, "equal_epochs": epochs, "k": wsmeta.get("k"),
             "embedder": wsmeta.get("embedder"), "n_eval": int(wsmeta.get("n_eval", 0)), "n_classes": n_classes,

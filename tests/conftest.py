@@ -100,7 +100,7 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = os.environ.get("DENSPRUNE_TEST_WORKSPACE")
     if env and (Path(env) / "densprune.duckdb").exists():
         return Path(env)
-    from densprune.cli import main
+    from densprune.cli.main import main
 
     ws = tmp_path_factory.mktemp("demo") / "ws"
     assert main(["demo", "--no-app", "--workspace", str(ws)]) == 0

@@ -7,12 +7,12 @@ nothing, but every code path that only runs with CLIP scores (CLIP-score filter 
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_wds_shards
-from densprune import store
-from densprune.embedding import EmbedSettings
-from densprune.workspace import PrecomputeConfig, precompute
 from test_app_pages import PAGES, metric, no_errors, open_app
+
+from densprune import db
+from densprune.embed.runner import EmbedSettings
+from densprune.precompute import PrecomputeConfig, precompute
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def clip_ws(tmp_path_factory):
     ws = precompute(PrecomputeConfig(source=str(shards[0].parent), workspace=root / "ws", embedder="openclip",
                                      model="densprune-tiny", pretrained="none", clusters=3,
                                      embed=EmbedSettings(batch_size=8, workers=0)))
-    assert store.load_meta(ws)["has_clip_scores"]
+    assert db.load_meta(ws)["has_clip_scores"]
     return ws
 
 

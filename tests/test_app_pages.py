@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from densprune import plans, store
-from densprune.exports import DEFAULT_SUFFIX
-from densprune.selection import PlanParams
+from densprune import db
+from densprune.app.common import VIEWS
+from densprune.export.writers import DEFAULT_SUFFIX
+from densprune.prune import plans
+from densprune.prune.selection import PlanParams
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
-PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"] + (
-    ["train"] if (ROOT / "pages" / "train.py").exists() else [])
+PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"] + ["train"]
 
 
 def open_app(ws: Path, page: str | None = None) -> AppTest:
@@ -29,7 +30,7 @@ def open_app(ws: Path, page: str | None = None) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     if page and page != "overview":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(str(VIEWS / f"{page}.py")).run()
     return at
 
 
@@ -90,7 +91,7 @@ def test_router_explains_a_missing_workspace(tmp_path):
 
 def test_overview_explains_no_clip_scores_and_rejects_bad_path(ws, tmp_path):
     at = open_app(ws)
-    if not store.load_meta(ws)["has_clip_scores"]:
+    if not db.load_meta(ws)["has_clip_scores"]:
         assert any("No CLIP scores" in i.value for i in at.info)
     at.text_input[0].input(str(tmp_path / "missing"))
     button(at, "Open").click().run()
@@ -105,7 +106,7 @@ def test_budget_lower_keep_lowers_kept(ws):
     at.slider(key="plan_keep_pct").set_value(10).run()
     no_errors(at)
     kept_10 = as_int(metric(at, "Kept"))
-    pool = store.load_meta(ws)["n_pool"]
+    pool = db.load_meta(ws)["n_pool"]
     assert kept_10 < kept_30
     assert kept_10 == round(0.10 * pool)
 
@@ -128,7 +129,7 @@ def test_budget_dedup_shrinks_the_eligible_pool(ws):
 
 
 def test_budget_disables_clip_widgets_without_clip_scores(ws):
-    if store.load_meta(ws)["has_clip_scores"]:
+    if db.load_meta(ws)["has_clip_scores"]:
         pytest.skip("workspace has CLIP scores")
     at = open_app(ws, "budget")
     assert at.toggle(key="plan_clip_on").disabled
@@ -153,7 +154,7 @@ def test_save_plan_while_another_session_reads(ws):
     def reader() -> None:  # another session reading the workspace the whole time
         while not stop.is_set():
             try:
-                store.query_df(ws, "SELECT count(*) FROM samples WHERE cluster = ?", [1])
+                db.query_df(ws, "SELECT count(*) FROM samples WHERE cluster = ?", [1])
                 plans.list_plans(ws)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
@@ -197,8 +198,8 @@ def test_save_plan_while_another_session_reads(ws):
 def test_concepts_search_and_pick(ws):
     at = open_app(ws, "concepts")
     table = at.dataframe[0].value
-    assert len(table) == store.load_meta(ws)["k"]
-    word = store.query_df(ws, "SELECT caption FROM samples WHERE caption IS NOT NULL AND length(caption) > 4 "
+    assert len(table) == db.load_meta(ws)["k"]
+    word = db.query_df(ws, "SELECT caption FROM samples WHERE caption IS NOT NULL AND length(caption) > 4 "
                               "ORDER BY row_idx LIMIT 1")["caption"].iloc[0].split()[0]
     at.text_input(key="concepts_search").input(word).run()
     no_errors(at)

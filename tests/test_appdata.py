@@ -11,9 +11,12 @@ import plotly.io as pio
 import pytest
 from PIL import Image
 
-from densprune import appbuild, appdata, charts, store
-from densprune.selection import PlanIndex, PlanParams
-from densprune.thumbs import Tile, grid_html, image_mime, pairs_html, read_thumbs
+from densprune import db
+from densprune.app import build as appbuild
+from densprune.app import charts
+from densprune.app import data as appdata
+from densprune.app.thumbgrid import Tile, grid_html, image_mime, pairs_html, read_thumbs
+from densprune.prune.selection import PlanIndex, PlanParams
 
 N, K = 600, 6
 
@@ -140,14 +143,14 @@ def test_workspace_queries(demo_workspace: Path):
     pts = appdata.layout_sample(ws, max_points=500)
     assert len(pts) == 500 and set(pts.columns) == {"row_idx", "cluster", "x", "y"}
     literal = appdata.caption_matches(ws, "%")  # a literal percent sign, not a wildcard
-    n_pct = store.query_df(ws, "SELECT count(*) AS n FROM samples WHERE contains(caption, '%')")["n"].iloc[0]
+    n_pct = db.query_df(ws, "SELECT count(*) AS n FROM samples WHERE contains(caption, '%')")["n"].iloc[0]
     assert literal["matches"].sum() == n_pct
     rows = appdata.sample_rows(ws, [5, 2, 9])
     assert rows["row_idx"].tolist() == [5, 2, 9]
     pairs, total = appdata.dup_pairs(ws, 0, 0.3, limit=4)
     assert len(pairs) <= 4 and total >= len(pairs) and (pairs["sim"] > 0.7).all()
-    meta = store.load_meta(ws)
-    steps = appdata.pipeline_steps(ws, meta, store.counts(ws))
+    meta = db.load_meta(ws)
+    steps = appdata.pipeline_steps(ws, meta, db.counts(ws))
     assert len(steps) >= 6
     cats = appdata.category_codes(ws)
     assert cats.codes.size == meta["n_samples"] and cats.pool_counts.sum() == meta["n_pool"]
@@ -178,7 +181,7 @@ def test_charts_build_and_serialise(tiny):
 # --- appbuild -------------------------------------------------------------------------------
 
 def test_build_progress_moves_forward():
-    logs = ["", "12:00 INFO densprune.workspace: source demo (demo): 10 samples",
+    logs = ["", "12:00 INFO densprune.precompute: source demo (demo): 10 samples",
             "... densprune.clustering: k-means: 9 clusters", "... densprune.dedup: SemDeDup: 10 rows"]
     text, fracs = "", []
     for line in logs:
@@ -187,4 +190,4 @@ def test_build_progress_moves_forward():
         assert appbuild.build_progress(text, 1e6)[0] < 1.0
     assert fracs == sorted(fracs) and fracs[0] == 0.0
     assert appbuild.current_stage(text) == len(appbuild.STAGES) - 1
-    assert appbuild.build_progress(text + "INFO densprune.workspace: workspace w: done", 0.0) == (1.0, "done")
+    assert appbuild.build_progress(text + "INFO densprune.precompute: workspace w: done", 0.0) == (1.0, "done")

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from densprune import plans
+from densprune.prune import plans
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["", "concepts", "complexity", "budget", "preview", "export"] + (
-    ["train"] if (ROOT / "pages" / "train.py").exists() else [])
+PAGES = ["", "concepts", "complexity", "budget", "preview", "export"] + ["train"]
 WITH_THUMBS = {"concepts", "complexity", "preview"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from densprune.clustering import assign, default_num_clusters, rank_in_cluster, train_spherical_kmeans
-from densprune.concepts import cluster_labels, complexity, inter_distance, intra_distance, nearest_concepts
+from densprune.cluster.concepts import (
+    cluster_labels,
+    complexity,
+    inter_distance,
+    intra_distance,
+    nearest_concepts,
+)
+from densprune.cluster.kmeans import (
+    assign,
+    default_num_clusters,
+    rank_in_cluster,
+    train_spherical_kmeans,
+)
 
 
 def blobs(n_per: int = 80, k: int = 5, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from densprune.dedup import is_duplicate, kept_fraction_curve, max_similarity_to_earlier, semdedup
+from densprune.prune.semdedup import (
+    is_duplicate,
+    kept_fraction_curve,
+    max_similarity_to_earlier,
+    semdedup,
+)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -139,7 +144,7 @@ def test_is_duplicate_and_curve():
 
 
 def test_exact_copies_are_duplicates_at_eps_zero_and_similarity_never_exceeds_one():
-    from densprune.dedup import is_duplicate, semdedup
+    from densprune.prune.semdedup import is_duplicate, semdedup
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(40, 24)).astype(np.float32)

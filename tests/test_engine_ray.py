@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from densprune import store
-from densprune.embedding import EmbedSettings
-from densprune.workspace import PrecomputeConfig, precompute
+from densprune import db
+from densprune.embed.runner import EmbedSettings
+from densprune.precompute import PrecomputeConfig, precompute
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -26,5 +26,5 @@ def test_ray_engine_matches_local_engine(image_folder, tmp_path):
         ray.shutdown()
     local = precompute(cfg("local", "local"))
     np.testing.assert_allclose(np.load(distributed / "embeddings/image.npy"), np.load(local / "embeddings/image.npy"), atol=1e-6)
-    assert store.load_meta(distributed)["n_samples"] == 48
-    assert "cannot decode" in store.load_rejects(distributed).reason[0]
+    assert db.load_meta(distributed)["n_samples"] == 48
+    assert "cannot decode" in db.load_rejects(distributed).reason[0]

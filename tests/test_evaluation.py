@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import COLORS, encode, make_image
-from densprune import evaluation as ev
+
+from densprune.train import evaluation as ev
 
 SMALL_CFG = {
     "embed_dim": 32,

@@ -11,14 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from densprune import store
-from densprune.cli import main
-from densprune.compare import compare_saved_plans
-from densprune.embedding import EmbedSettings
-from densprune.exports import export_plan
-from densprune.plans import list_plans, load_index, load_plan, plan_clusters, save_plan
-from densprune.selection import PlanParams
-from densprune.workspace import PrecomputeConfig, precompute
+from densprune import db
+from densprune.cli.main import main
+from densprune.embed.runner import EmbedSettings
+from densprune.export.writers import export_plan
+from densprune.precompute import PrecomputeConfig, precompute
+from densprune.prune.compare import compare_saved_plans
+from densprune.prune.plans import (
+    list_plans,
+    load_index,
+    load_plan,
+    plan_clusters,
+    save_plan,
+)
+from densprune.prune.selection import PlanParams
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +39,19 @@ def planned(demo_workspace):
 
 def test_plan_rows_mask_and_cluster_counts_agree(planned):
     row, keep = load_plan(planned, "t-dbp30")
-    pool = store.query_df(planned, "SELECT count(*) n FROM samples WHERE split = 'pool'").n[0]
+    pool = db.query_df(planned, "SELECT count(*) n FROM samples WHERE split = 'pool'").n[0]
     assert row["method"] == "dbp" and row["params"]["keep"] == 0.3
     assert keep.sum() == row["n_kept"] == round(0.3 * pool)
     pc = plan_clusters(planned, "t-dbp30")
     assert pc.kept.sum() == keep.sum() and (pc.kept <= pc.eligible).all()
-    clusters = store.load_sample_arrays(planned, ("cluster",))["cluster"]
+    clusters = db.load_sample_arrays(planned, ("cluster",))["cluster"]
     np.testing.assert_array_equal(np.bincount(clusters[keep], minlength=len(pc)), pc.kept)
-    split = store.load_sample_arrays(planned, ("split",))["split"]
+    split = db.load_sample_arrays(planned, ("split",))["split"]
     assert not keep[split == "eval"].any()
 
 
 def test_dbp_cuts_the_redundant_stars_harder_than_random(planned):
-    s = store.query_df(planned, "SELECT category FROM samples ORDER BY row_idx")
+    s = db.query_df(planned, "SELECT category FROM samples ORDER BY row_idx")
     stars = (s.category == "shapes/stars").to_numpy()
     _, dbp = load_plan(planned, "t-dbp30")
     _, rnd = load_plan(planned, "t-rnd30")
@@ -113,7 +119,7 @@ def test_export_csv_loads_in_open_clip_train(planned, tmp_path):
 
 def test_export_datacomp_mask_keys(planned, tmp_path):
     row, keep = load_plan(planned, "t-dbp30")
-    uids = store.query_df(planned, "SELECT uid FROM samples ORDER BY row_idx").uid.to_numpy()
+    uids = db.query_df(planned, "SELECT uid FROM samples ORDER BY row_idx").uid.to_numpy()
     dc = np.load(export_plan(planned, "t-dbp30", "datacomp", tmp_path / "subset.npy"))
     assert dc.dtype == np.dtype("u8,u8") and len(dc) == keep.sum()
     pairs = [tuple(r) for r in dc.tolist()]
@@ -148,7 +154,7 @@ def test_webdataset_source_round_trip_keeps_original_members(wds_shards, tmp_pat
     out = export_plan(ws, "half", "webdataset", tmp_path / "kept")
     got = list(wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False))
     assert len(got) == result.n_kept
-    kept_keys = {k.split("/", 1)[1] for k in store.query_df(ws, "SELECT key FROM samples").key[result.keep]}
+    kept_keys = {k.split("/", 1)[1] for k in db.query_df(ws, "SELECT key FROM samples").key[result.keep]}
     assert {g["__key__"] for g in got} == kept_keys
     assert all({"jpg", "txt", "json"} <= set(g) for g in got)  # every original member copied
     uid = json.loads(got[0]["json"])["uid"]
@@ -156,7 +162,7 @@ def test_webdataset_source_round_trip_keeps_original_members(wds_shards, tmp_pat
 
 
 def test_plan_index_complexity_equals_the_workspace_clusters_table(demo_workspace):
-    c = store.load_clusters(demo_workspace)
+    c = db.load_clusters(demo_workspace)
     index = load_index(demo_workspace)
     np.testing.assert_allclose(index.complexity(20), c.complexity, rtol=1e-6)
     np.testing.assert_allclose(index.d_intra, c.d_intra, rtol=1e-6)

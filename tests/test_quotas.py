@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, minimize
 
-from densprune.quotas import (
+from densprune.prune.quotas import (
     complexity_weights,
     dbp_quotas,
     project_to_budget,

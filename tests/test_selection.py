@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from densprune.quotas import dbp_quotas, uniform_rate_quotas
-from densprune.selection import PlanIndex, PlanParams, budget_count, compare_plans
+from densprune.prune.quotas import dbp_quotas, uniform_rate_quotas
+from densprune.prune.selection import PlanIndex, PlanParams, budget_count, compare_plans
 
 N, K, D = 700, 9, 6
 

@@ -7,12 +7,17 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import encode, make_image
 from PIL import Image
 
-from conftest import encode, make_image
-from densprune.images import ImageDecodeError, decode_image, thumbnail_bytes
-from densprune.sources import SourceError, list_source, read_bytes
-from densprune.uids import datacomp_to_uids, normalize_uid, uid_from_key, uids_to_datacomp
+from densprune.ingest.images import ImageDecodeError, decode_image, thumbnail_bytes
+from densprune.ingest.sources import SourceError, list_source, read_bytes
+from densprune.ingest.uids import (
+    datacomp_to_uids,
+    normalize_uid,
+    uid_from_key,
+    uids_to_datacomp,
+)
 
 
 def test_folder_listing_is_stable_with_captions_and_categories(image_folder):

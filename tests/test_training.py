@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import COLORS, encode, make_image
-from densprune import store, training
-from densprune.cli import main
-from densprune.presets import PRESETS, get_preset
-from densprune.training import RunSpec, make_schedule, parse_train_line
+
+from densprune import db
+from densprune.app.common import VIEWS
+from densprune.cli.main import main
+from densprune.train import runs as training
+from densprune.train.presets import PRESETS, get_preset
+from densprune.train.runs import RunSpec, make_schedule, parse_train_line
 
 TRAIN_LINE = ("2026-11-25,22:10:23 | INFO | Train Epoch: 1 [ 704/7861 (9%)] Data (t): 0.006 Batch (t): 2.879, "
               "144.812/s, 144.812/s/gpu LR: 0.000550 Logit Scale: 14.268 Contrastive_loss: 3.8430 (4.0755) "
@@ -97,10 +99,10 @@ def test_error_summary_picks_the_error_line():
 @pytest.fixture(scope="module")
 def tiny_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 coloured shapes in 3 colour folders (12 held out for eval), one plan keeping the whole pool."""
-    from densprune.embedding import EmbedSettings
-    from densprune.plans import load_index, save_plan
-    from densprune.selection import PlanParams
-    from densprune.workspace import PrecomputeConfig, precompute
+    from densprune.embed.runner import EmbedSettings
+    from densprune.precompute import PrecomputeConfig, precompute
+    from densprune.prune.plans import load_index, save_plan
+    from densprune.prune.selection import PlanParams
 
     root = tmp_path_factory.mktemp("train") / "images"
     i = 0
@@ -130,7 +132,7 @@ def _wait(cond, timeout_s: float, what: str):
 
 
 def _row(ws: Path, name: str) -> dict:
-    df = store.load_runs(ws)
+    df = db.load_runs(ws)
     return df[df.name == name].iloc[0].to_dict()
 
 
@@ -150,7 +152,7 @@ def test_train_end_to_end_writes_checkpoint_progress_and_metrics(tiny_ws, capsys
     assert row["wall_s"] > 0 and row["checkpoint"].endswith("epoch_2.pt") and row["mode"] == "epochs"
     cmd = json.loads(row["command"])
     assert cmd[1:3] == ["-m", "open_clip_train.main"] and "--train-data" in cmd
-    m = store.load_run_metrics(tiny_ws, ["e2e"])
+    m = db.load_run_metrics(tiny_ws, ["e2e"])
     assert (m.name == "train/loss").sum() == 8
     ev = dict(zip(m.name, m.value))
     assert ev["eval/n_images"] == 12 and ev["eval/n_classes"] == 3
@@ -160,7 +162,7 @@ def test_train_end_to_end_writes_checkpoint_progress_and_metrics(tiny_ws, capsys
     folder = tiny_ws.parent / "images"  # ImageFolder-style: one subfolder per colour
     assert main(["eval", str(tiny_ws), "--run", "e2e", "--device", "cpu", "--image-folder", str(folder),
                  "--templates", "photo"]) == 0
-    again = dict(zip(*store.load_run_metrics(tiny_ws, ["e2e"])[["name", "value"]].T.values))
+    again = dict(zip(*db.load_run_metrics(tiny_ws, ["e2e"])[["name", "value"]].T.values))
     assert again["eval/zeroshot_top1"] == pytest.approx(ev["eval/zeroshot_top1"])
     assert again["folder/images/n_images"] == 48 and again["folder/images/n_classes"] == 3
     capsys.readouterr()
@@ -210,7 +212,7 @@ def test_a_run_whose_supervisor_died_is_marked_failed(tiny_ws):
     training.create_run(tiny_ws, RunSpec(plan="all", epochs=1, batch_size=8, name="orphan"))
     dead = subprocess.Popen(["true"])
     dead.wait()
-    store.update_run(tiny_ws, "orphan", {"status": "running", "pid": dead.pid})
+    db.update_run(tiny_ws, "orphan", {"status": "running", "pid": dead.pid})
     assert training.refresh_runs(tiny_ws) >= 1
     row = _row(tiny_ws, "orphan")
     assert row["status"] == "failed" and "supervisor" in row["error"]
@@ -222,7 +224,7 @@ def test_train_page_launches_watches_and_compares(tiny_ws):
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=90)
     at.session_state["workspace"] = str(tiny_ws)
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page(str(VIEWS / "train.py")).run()
     assert not at.exception, [e.value for e in at.exception]
     at.multiselect(key="train_plans").set_value(["all"])
     at.radio(key="train_mode").set_value("epochs").run()
@@ -248,7 +250,7 @@ def test_train_page_launches_watches_and_compares(tiny_ws):
 def test_summary_groups_seeds_of_the_same_schedule():
     import pandas as pd
 
-    from densprune import runcharts
+    from densprune.app import run_charts as runcharts
 
     base = {"plan": "dbp30", "preset": "cpu-tiny", "method": "dbp", "mode": "samples", "n_train": 2358,
             "samples_seen": 32256, "status": "done", "i2t_r1": 0.1, "i2t_r5": 0.3, "t2i_r1": 0.1, "t2i_r5": 0.2}

@@ -1,0 +1,272 @@
+"""Shared parts of the app's pages: the open workspace, cached reads, the current plan, thumbnail grids.
+
+Session-state keys: ``workspace`` (the open workspace), ``plan_*`` (the current plan's knobs, shared
+by the Budget, Complexity, Concepts and Preview pages and kept alive across pages by the router),
+and ``<page>_*`` for each page's own widgets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from densprune import db
+from densprune.app import data as appdata
+from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
+from densprune.prune import plans
+from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
+
+WS_KEY = "workspace"
+VIEWS = Path(__file__).resolve().parent / "views"
+# view name -> (title, icon); the router shows them in SECTIONS
+PAGES: dict[str, tuple[str, str]] = {
+    "overview": ("Overview", ":material/home:"),
+    "concepts": ("Concepts", ":material/bubble_chart:"),
+    "complexity": ("Complexity", ":material/scatter_plot:"),
+    "budget": ("Budget", ":material/tune:"),
+    "preview": ("Preview", ":material/compare:"),
+    "export": ("Export", ":material/download:"),
+    "train": ("Train", ":material/model_training:"),
+}
+SECTIONS = {"Explore": ["overview", "concepts", "complexity"], "Prune": ["budget", "preview", "export"],
+            "Train": ["train"]}
+# the current plan (widget keys); defaults follow the paper: DBP, tau 0.1, keep hard
+PLAN_DEFAULTS: dict[str, object] = {
+    "plan_keep_pct": 30,  # percent of the pool
+    "plan_method": "dbp",
+    "plan_temperature": 0.1,
+    "plan_dedup_on": False,
+    "plan_dedup_eps": 0.05,
+    "plan_clip_on": False,
+    "plan_clip_keep_pct": 50,
+    "plan_within": "hard",
+    "plan_balance": 0.0,
+    "plan_seed": 0,
+}
+TEMPERATURES = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 5.0, 10.0]
+METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per concept)", "random": "random",
+                "clip-score": "CLIP score (top fraction)", "dedup": "dedup only (least duplicated first)"}
+MAX_MAP_POINTS = 20_000
+
+
+def keep_plan_state() -> None:
+    """Called by the router on every run: a widget's state is dropped when its page is not shown, so
+    the plan knobs are re-assigned to survive page switches."""
+    for key, default in PLAN_DEFAULTS.items():
+        st.session_state[key] = st.session_state.get(key, default)
+
+
+def workspace() -> Path:
+    """The open workspace (the router sets it before any page runs)."""
+    return Path(st.session_state[WS_KEY])
+
+
+def page(name: str) -> st.Page:
+    """The st.Page of view ``name`` (a script in ``views/``), with its own URL path ``/name``."""
+    title, icon = PAGES[name]
+    return st.Page(VIEWS / f"{name}.py", title=title, icon=icon, url_path=name, default=name == "overview")
+
+
+def ws_args() -> tuple[str, str]:
+    """(workspace path, build stamp): the arguments of every cached read."""
+    ws = workspace()
+    return str(ws), appdata.build_stamp(ws)
+
+
+# --------------------------------------------------------------------------------------------
+# cached reads (keyed by the build stamp: a rebuilt workspace is read again)
+# --------------------------------------------------------------------------------------------
+
+@st.cache_resource(show_spinner="Indexing the workspace…", max_entries=4)
+def plan_index(ws: str, stamp: str) -> PlanIndex:
+    return plans.load_index(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def meta(ws: str, stamp: str) -> dict:
+    return db.load_meta(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def concepts(ws: str, stamp: str) -> pd.DataFrame:
+    """The clusters table with names and the complexity the plans use."""
+    m = meta(ws, stamp)
+    return appdata.concept_frame(db.load_clusters(ws), plan_index(ws, stamp), int(m.get("neighbors", 20)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def category_codes(ws: str, stamp: str) -> appdata.CategoryCodes | None:
+    return appdata.category_codes(ws) if meta(ws, stamp).get("has_categories") else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def row_arrays(ws: str, stamp: str) -> dict[str, np.ndarray]:
+    """Per row (N,): ``cluster`` (int64) and ``pool`` (bool), read-only."""
+    cols = db.load_sample_arrays(ws, ("cluster", "split"))
+    out = {"cluster": cols["cluster"].astype(np.int64), "pool": cols["split"] == "pool"}
+    for a in out.values():
+        a.setflags(write=False)
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def top_categories(ws: str, stamp: str) -> pd.DataFrame:
+    return appdata.top_categories(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def layout(ws: str, stamp: str) -> pd.DataFrame:
+    return appdata.layout_sample(ws, MAX_MAP_POINTS)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def dedup_curve(ws: str, stamp: str) -> pd.DataFrame:
+    return db.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
+
+
+def saved_plans(ws: str) -> pd.DataFrame:
+    """plans.list_plans, cached until a plan file is written or removed (and at most 10 s)."""
+    d = Path(ws) / "plans"
+    return _saved_plans(ws, d.stat().st_mtime_ns if d.exists() else 0)
+
+
+@st.cache_data(show_spinner=False, max_entries=16, ttl=10)
+def _saved_plans(ws: str, token: int) -> pd.DataFrame:
+    return plans.list_plans(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
+    return appdata.caption_matches(ws, text)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool = True) -> pd.DataFrame:
+    return appdata.concept_members(ws, cluster, limit, nearest_first)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def rows(ws: str, stamp: str, row_idx: tuple[int, ...]) -> pd.DataFrame:
+    return appdata.sample_rows(ws, list(row_idx))
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def thumbs(ws: str, stamp: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> list[bytes]:
+    return read_thumbs(ws, offsets, sizes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def compute(ws: str, stamp: str, params: PlanParams) -> PlanResult:
+    """One plan on the workspace's index (results are read-only, so sharing them is safe)."""
+    return plan_index(ws, stamp).compute(params)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def budget_view(ws: str, stamp: str, params: PlanParams) -> appdata.BudgetView:
+    return appdata.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp), category_codes(ws, stamp))
+
+
+# --------------------------------------------------------------------------------------------
+# the current plan
+# --------------------------------------------------------------------------------------------
+
+def current_params(m: dict | None = None) -> PlanParams:
+    """The plan the knobs describe (CLIP filters only where the workspace has CLIP scores)."""
+    ss = st.session_state
+    if m is None:
+        m = meta(*ws_args())
+    has_clip = bool(m.get("has_clip_scores"))
+    method = str(ss.get("plan_method", "dbp"))
+    if method == "clip-score" and not has_clip:
+        method = "dbp"
+    return PlanParams(
+        method=method,
+        keep=float(ss.get("plan_keep_pct", 30)) / 100.0,
+        temperature=float(ss.get("plan_temperature", 0.1)),
+        neighbors=int(m.get("neighbors", 20)),
+        balance=float(ss.get("plan_balance", 0.0)),
+        dedup_eps=float(ss["plan_dedup_eps"]) if ss.get("plan_dedup_on") else None,
+        clip_keep=float(ss["plan_clip_keep_pct"]) / 100.0 if (has_clip and ss.get("plan_clip_on")) else None,
+        within=str(ss.get("plan_within", "hard")),
+        seed=int(ss.get("plan_seed", 0)),
+    )
+
+
+def describe_params(p: PlanParams) -> str:
+    """'DBP · keep 30% · τ = 0.1 · hardest first · dedup ε = 0.05'."""
+    keep = f"keep {p.keep:.0%}" if isinstance(p.keep, float) else f"keep {p.keep:,}"
+    parts = [p.method.upper() if p.method in ("dbp", "ssp") else p.method, keep]
+    if p.method == "dbp":
+        parts.append(f"τ = {p.temperature:g}")
+        if p.balance:
+            parts.append(f"balance {p.balance:g}")
+    if p.method in ("dbp", "ssp"):
+        parts.append({"hard": "hardest first", "easy": "easiest first", "random": "random within"}[p.within])
+    if p.dedup_eps is not None:
+        parts.append(f"dedup ε = {p.dedup_eps:g}")
+    if p.clip_keep is not None:
+        parts.append(f"CLIP top {p.clip_keep:.0%}")
+    return " · ".join(parts)
+
+
+def describe_saved(params_json: str | dict) -> str:
+    """describe_params of a saved plan's params (the raw JSON, escaped, when it does not parse)."""
+    try:
+        return describe_params(plans.params_from_json(params_json))
+    except (TypeError, ValueError):
+        return appdata.escape_markdown(str(params_json))
+
+
+def plan_banner(p: PlanParams) -> None:
+    """A one-line reminder of the current plan with a link to change it."""
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.caption(f"Current plan: **{describe_params(p)}**")
+    c2.page_link(page("budget"), label="Change the plan", icon=":material/tune:")
+
+
+# --------------------------------------------------------------------------------------------
+# thumbnails
+# --------------------------------------------------------------------------------------------
+
+def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str] | None = None,
+               tile_px: int = 104, caption_lines: int = 2, empty: str = "No images.") -> None:
+    """A grid of the thumbnails of ``df`` (rows with thumb_offset, thumb_size, caption), escaped captions."""
+    if df is None or len(df) == 0:
+        st.caption(empty)
+        return
+    ws, stamp = ws_args()
+    data = thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]))
+    n = len(df)
+    notes = notes or [""] * n
+    tones = tones or [""] * n
+    caps = df["caption"].fillna("").astype(str).tolist()
+    st.html(grid_html([Tile(b, c, nt, tn) for b, c, nt, tn in zip(data, caps, notes, tones)],
+                      tile_px=tile_px, caption_lines=caption_lines))
+
+
+def concept_options(cdf: pd.DataFrame) -> tuple[list[int], dict[int, str]]:
+    names = dict(zip(cdf["cluster"].astype(int), cdf["name"]))
+    return list(names), names
+
+
+def open_workspace_form(key: str = "overview") -> None:
+    """A path box that switches the app to another workspace."""
+    with st.form(f"{key}_open_ws", border=False):
+        c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+        path = c1.text_input("Workspace folder", placeholder="/path/to/workspace",
+                             help="A folder built with `densprune precompute SOURCE --workspace DIR`; "
+                                  "from a shell: `densprune app DIR`.")
+        go = c2.form_submit_button("Open", width="stretch")
+    if go and path.strip():
+        p = Path(path.strip()).expanduser()
+        if not db.is_complete(p):
+            st.error(f"No complete workspace at `{appdata.escape_markdown(str(p))}` (it has no "
+                     f"{db.DB_NAME}). Build one with `densprune precompute SOURCE --workspace DIR`.")
+            return
+        st.session_state[WS_KEY] = str(p.resolve())
+        for k in [k for k in st.session_state if k.startswith(("concepts_", "preview_", "budget_", "export_"))]:
+            del st.session_state[k]
+        st.rerun()

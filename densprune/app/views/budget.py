@@ -1,0 +1,176 @@
+"""Budget: the knobs of a plan with live results, saving plans, and comparing two plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from densprune.app import charts
+from densprune.app import common as ui
+from densprune.app import data as appdata
+from densprune.prune import plans
+
+ws, stamp = ui.ws_args()
+meta = ui.meta(ws, stamp)
+has_clip = bool(meta.get("has_clip_scores"))
+CURRENT = "(current plan)"
+NO_BAR = {"displayModeBar": False}
+
+st.title("Budget")
+st.caption("Set how many images to keep and how to choose them. Every change recomputes the plan "
+           "over the whole pool; nothing is written until you save it.")
+
+
+def knobs() -> None:
+    methods = [m for m in ui.METHOD_NAMES if m != "clip-score" or has_clip]
+    if st.session_state.get("plan_method") not in methods:
+        st.session_state["plan_method"] = "dbp"
+    st.slider("Keep (% of the pool)", 1, 100, key="plan_keep_pct", format="%d%%",
+              help="The budget: how much of the prunable pool the plan keeps.")
+    method = st.selectbox("Method", methods, key="plan_method", format_func=ui.METHOD_NAMES.get,
+                          help="DBP gives complex concepts more of the budget; SSP keeps the same share of "
+                               "every concept; random ignores concepts.")
+    st.select_slider("Temperature τ", ui.TEMPERATURES, key="plan_temperature", disabled=method != "dbp",
+                     help="DBP only. Small τ puts the budget on the most complex concepts; large τ gives every "
+                          "concept the same number of images. The paper uses 0.1.")
+    st.radio("Inside a concept keep", ["hard", "easy", "random"], key="plan_within", horizontal=True,
+             disabled=method not in ("dbp", "ssp"),
+             format_func={"hard": "farthest from centre", "easy": "nearest centre", "random": "random"}.get,
+             help="Which images fill a concept's quota. The paper keeps the hardest (farthest from the centre).")
+    st.slider("Balance", 0.0, 1.0, step=0.05, key="plan_balance", disabled=method != "dbp",
+              help="DBP only: every concept keeps at least balance × budget / K images (0 = at least one).")
+    st.toggle("Deduplicate first (SemDeDup)", key="plan_dedup_on",
+              help="Drop an image when an earlier image of its concept is more similar than 1 − ε.")
+    st.slider("Dedup ε", 0.0, 0.3, step=0.005, key="plan_dedup_eps", format="%.3f",
+              disabled=not st.session_state["plan_dedup_on"])
+    curve = ui.dedup_curve(ws, stamp)
+    if len(curve):
+        st.plotly_chart(charts.dedup_curve(curve, float(st.session_state["plan_dedup_eps"])), width="stretch",
+                        config=NO_BAR, key="budget_dedup_curve")
+    st.toggle("CLIP-score filter", key="plan_clip_on", disabled=not has_clip,
+              help="Keep only the images whose caption matches them best (top share by CLIP score) before "
+                   "the budget is shared out." if has_clip else
+              "Unavailable: this workspace has no CLIP scores (offline embedder).")
+    st.slider("CLIP: keep top (% of the pool)", 1, 100, key="plan_clip_keep_pct", format="%d%%",
+              disabled=not (has_clip and st.session_state["plan_clip_on"]))
+    if not has_clip:
+        st.caption(":material/info: No CLIP scores in this workspace: it was embedded offline (no text "
+                   "tower), so image–caption similarity is unknown. Rebuild with `--embedder openclip` to use it.")
+    with st.expander("Advanced"):
+        st.number_input("Seed (random choices)", 0, 2**31 - 1, key="plan_seed", step=1)
+
+
+def results() -> None:
+    params = ui.current_params(meta)
+    view = ui.budget_view(ws, stamp, params)
+    r = view.result
+    st.caption(f"Plan: **{ui.describe_params(params)}**")
+    m = st.columns(4)
+    m[0].metric("Kept", f"{r.n_kept:,}", delta=f"{r.n_kept / max(r.pool_size, 1):.1%} of the pool",
+                delta_color="off", delta_arrow="off")
+    m[1].metric("Pruned", f"{r.pool_size - r.n_kept:,}")
+    m[2].metric("Eligible", f"{int(r.eligible.sum()):,}", help="Pool images left after the dedup and CLIP filters.")
+    full = int(((r.kept == r.eligible) & (r.eligible > 0)).sum())
+    m[3].metric("Concepts kept whole", f"{full:,} of {int((r.eligible > 0).sum()):,}")
+    if view.keeps_everything:
+        st.info("This plan keeps every eligible image: nothing is pruned beyond the filters. Lower the budget "
+                "to let the method choose.", icon=":material/info:")
+    for note in r.notes:
+        st.caption(f":material/info: {note}")
+
+    st.plotly_chart(charts.kept_per_concept(view.per_concept, params.method), width="stretch", config=NO_BAR,
+                    key="budget_per_concept")
+    if view.coverage is not None:
+        st.plotly_chart(charts.coverage_bars(view.coverage), width="stretch", config=NO_BAR, key="budget_coverage")
+
+
+def save_section() -> None:
+    st.divider()
+    st.subheader("Save the plan")
+    with st.form("budget_save", border=False):
+        c1, c2, c3 = st.columns([3, 1.2, 1], vertical_alignment="bottom")
+        name = c1.text_input("Plan name", key="budget_save_name", placeholder="e.g. dbp-30",
+                             help="Letters, digits, '_', '.', '-'; up to 64 characters.")
+        overwrite = c2.checkbox("Overwrite", key="budget_overwrite")
+        submitted = c3.form_submit_button("Save plan", type="primary", width="stretch")
+    if submitted:
+        params = ui.current_params(meta)
+        try:
+            plans.validate_plan_name(name.strip())
+            with st.spinner("Saving…"):
+                plans.save_plan(ws, name.strip(), ui.compute(ws, stamp, params), overwrite=overwrite)
+            st.success(f"Saved plan “{name.strip()}”: {ui.describe_params(params)}.", icon=":material/check:")
+        except (ValueError, FileExistsError) as exc:
+            st.error(appdata.escape_markdown(str(exc)))
+
+    saved = ui.saved_plans(ws)
+    if saved.empty:
+        st.caption("No saved plans yet.")
+    else:
+        st.dataframe(saved[["name", "method", "n_kept", "budget", "pool_size", "created_at"]], hide_index=True,
+                     width="stretch", column_config={"n_kept": st.column_config.NumberColumn("kept"),
+                                                     "pool_size": st.column_config.NumberColumn("pool"),
+                                                     "created_at": st.column_config.DatetimeColumn("saved (UTC)")})
+
+
+def plan_mask(name: str) -> np.ndarray:
+    if name == CURRENT:
+        return ui.compute(ws, stamp, ui.current_params(meta)).keep
+    return plans.load_plan(ws, name)[1]
+
+
+def compare_section() -> None:
+    st.divider()
+    st.subheader("Compare two plans")
+    if not st.toggle("Show the comparison", key="budget_cmp_on",
+                     help="Two plans side by side, with the images that flip between them. It follows every "
+                          "change of the knobs above; off, the knobs answer faster."):
+        return
+    choices = [CURRENT] + ui.saved_plans(ws)["name"].tolist()
+    if len(choices) < 2:
+        st.caption("Save a plan to compare it with the current one.")
+        return
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Plan A", choices, key="budget_cmp_a", index=0)
+    b = c2.selectbox("Plan B", choices, key="budget_cmp_b", index=1)
+    if CURRENT in (a, b):
+        st.caption(f"{CURRENT}: {ui.describe_params(ui.current_params(meta))}")
+    if a == b:
+        st.info("Pick two different plans.")
+        return
+    try:
+        per, only_a, only_b, both = appdata.compare_keeps(plan_mask(a), plan_mask(b),
+                                                          ui.row_arrays(ws, stamp)["cluster"], ui.concepts(ws, stamp))
+    except ValueError as exc:
+        st.error(appdata.escape_markdown(str(exc)))
+        return
+    m = st.columns(3)
+    m[0].metric("Kept by both", f"{both:,}")
+    m[1].metric("Only A", f"{only_a.size:,}")
+    m[2].metric("Only B", f"{only_b.size:,}")
+    diff = per.assign(absdiff=per["diff"].abs()).query("absdiff > 0").nlargest(15, "absdiff")
+    if diff.empty:
+        st.info("Both plans keep exactly the same images.")
+        return
+    st.plotly_chart(charts.compare_diff(diff), width="stretch", config=NO_BAR)
+    for col, label, rows_ in zip(st.columns(2, gap="large"), ("A", "B"), (only_a, only_b)):
+        with col:
+            st.markdown(f"**Kept only by {label}** ({rows_.size:,}; a sample)")
+            ui.thumb_grid(ui.rows(ws, stamp, tuple(int(i) for i in appdata.spread_sample(rows_, 16))),
+                          tile_px=80, empty="None.")
+
+
+@st.fragment
+def page() -> None:
+    """Everything below the title reruns alone when a knob moves (the router and sidebar do not)."""
+    left, right = st.columns([1, 2.3], gap="large")
+    with left:
+        with st.container(border=True):
+            knobs()
+    with right:
+        results()
+    save_section()
+    compare_section()
+
+
+page()

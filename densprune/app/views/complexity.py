@@ -1,0 +1,78 @@
+"""Complexity: why DBP keeps most of one concept and little of another."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import streamlit as st
+
+from densprune.app import charts
+from densprune.app import common as ui
+from densprune.app import data as appdata
+
+ws, stamp = ui.ws_args()
+meta = ui.meta(ws, stamp)
+cdf = ui.concepts(ws, stamp)
+NO_BAR = {"displayModeBar": False}
+
+st.title("Complexity")
+st.markdown(
+    "DBP scores every concept by **complexity = d_intra × d_inter**. *d_intra* (spread) is how far its images "
+    "lie from the concept's centre on average: small when they are near copies of each other. *d_inter* "
+    "(isolation) is how far the centre lies from the nearest other concepts: small when other concepts cover "
+    "the same ground. Simple concepts are redundant, so DBP keeps few of their images; complex ones keep many.")
+
+left, right = st.columns([3, 2], gap="medium")
+left.plotly_chart(charts.spread_isolation(cdf), width="stretch", config=NO_BAR)
+left.caption("Bottom left: tight, crowded concepts (simple). Top right: varied, isolated concepts (complex). "
+             "Dotted lines join points of equal complexity.")
+right.plotly_chart(charts.complexity_histogram(cdf), width="stretch", config=NO_BAR)
+
+# --- quotas at the current temperature ------------------------------------------------------
+st.subheader("What each concept keeps")
+c1, c2 = st.columns(2)
+c1.select_slider("Temperature τ", ui.TEMPERATURES, key="plan_temperature",
+                 help="DBP shares the budget by softmax(complexity / τ). Small τ: the budget goes to the most "
+                      "complex concepts. Large τ: every concept gets the same number of images.")
+c2.slider("Keep (% of the pool)", 1, 100, key="plan_keep_pct", format="%d%%")
+params = ui.current_params(meta)
+if params.method != "dbp":
+    st.info(f"The current plan uses **{params.method}**, not DBP; the charts below show DBP at the same budget.")
+    params = replace(params, method="dbp")
+view = ui.budget_view(ws, stamp, params)
+per = view.per_concept[view.per_concept["eligible"] > 0]
+
+groups = appdata.rate_by_complexity(view.per_concept, bins=5)
+if view.keeps_everything:
+    st.info("This budget keeps every eligible image, so every concept keeps 100%: lower the budget to see "
+            "complexity at work.", icon=":material/info:")
+elif not groups.empty:
+    lo, hi = groups["kept_pct"].iloc[0], groups["kept_pct"].iloc[-1]
+    st.markdown(f"At τ = {params.temperature:g} and a budget of {view.result.budget:,} images "
+                f"({params.keep:.0%} of the pool), the **least complex fifth** of the concepts keeps "
+                f"**{lo:.0f}%** of its images and the **most complex fifth** keeps **{hi:.0f}%**.")
+
+a, b = st.columns(2, gap="medium")
+uniform = 100.0 * view.result.n_kept / max(int(view.result.eligible.sum()), 1)
+a.plotly_chart(charts.kept_vs_complexity(per, uniform), width="stretch", config=NO_BAR)
+b.plotly_chart(charts.quota_vs_size(per, params.temperature), width="stretch", config=NO_BAR)
+st.caption("Left: each dot is a concept; complex concepts keep a larger share. Right: a concept's quota can never "
+           "exceed its size (dashed line); what a small complex concept cannot use is shared among the others.")
+
+# --- least vs most complex, side by side ----------------------------------------------------
+st.subheader("Least and most complex concepts")
+least, most = appdata.extremes(cdf, n=3)
+kept_by = per.set_index("cluster")
+cols = st.columns(2, gap="large")
+for col, title, group in ((cols[0], "Least complex: near copies, cut hard", least),
+                          (cols[1], "Most complex: varied, kept", most)):
+    with col:
+        st.markdown(f"**{title}**")
+        for _, r in group.iterrows():
+            c = int(r["cluster"])
+            k = kept_by.loc[c] if c in kept_by.index else None
+            share = (f"keeps {int(k['kept']):,} of {int(k['eligible']):,} ({k['kept_pct']:.0f}%)" if k is not None
+                     else "nothing eligible")
+            st.markdown(f"{appdata.escape_markdown(r['name'])} · complexity {r['complexity']:.3f} · "
+                        f"d_intra {r['d_intra']:.2f} · d_inter {r['d_inter']:.2f} · **{share}**")
+            ui.thumb_grid(ui.members(ws, stamp, c, 12), tile_px=64, caption_lines=1)

@@ -1,0 +1,129 @@
+"""Concepts: the cluster table, the 2-D map, and one concept's images and neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from densprune.app import charts
+from densprune.app import common as ui
+from densprune.app import data as appdata
+
+ws, stamp = ui.ws_args()
+meta = ui.meta(ws, stamp)
+cdf = ui.concepts(ws, stamp)
+params = ui.current_params(meta)
+result = ui.compute(ws, stamp, params)
+table = appdata.plan_table(cdf, result)
+options, names = ui.concept_options(cdf)
+
+st.title("Concepts")
+st.caption("Every image belongs to the concept (k-means cluster) whose centre is nearest to it. "
+           "Pick a concept in the table or the list below to see its images.")
+ui.plan_banner(params)
+
+# --- search and the table -------------------------------------------------------------------
+query = st.text_input("Search captions", key="concepts_search", placeholder="e.g. flower, arrow, flag",
+                      help="Shows only the concepts with captions that contain this text (case-insensitive).")
+shown = table
+if query.strip():
+    hits = ui.caption_matches(ws, stamp, query.strip())
+    shown = table.merge(hits, on="cluster").sort_values("matches", ascending=False, kind="stable")
+    if shown.empty:
+        st.info(f"No caption contains “{appdata.escape_markdown(query.strip())}”. Try a shorter or different word.",
+                icon=":material/search_off:")
+    elif st.session_state.get("concepts_last_search") != query:
+        st.session_state["concepts_pick"] = int(shown["cluster"].iloc[0])
+st.session_state["concepts_last_search"] = query
+
+cols = ["name", "pool_size", "complexity", "d_intra", "d_inter", "kept", "kept_pct"] + (
+    ["matches"] if "matches" in shown else [])
+event = st.dataframe(
+    shown[cols], hide_index=True, width="stretch", height=360, key="concepts_table",
+    on_select="rerun", selection_mode="single-row",
+    column_config={
+        "name": st.column_config.TextColumn("concept", width="large", help="#id and its most typical caption words"),
+        "pool_size": st.column_config.NumberColumn("images", help="pool images (held-out eval images excluded)"),
+        "complexity": st.column_config.NumberColumn("complexity", format="%.3f", help="d_intra × d_inter"),
+        "d_intra": st.column_config.NumberColumn("d_intra", format="%.2f",
+                                                 help="spread: mean distance of its images to its centre"),
+        "d_inter": st.column_config.NumberColumn("d_inter", format="%.2f",
+                                                 help="isolation: mean distance of its centre to the nearest concepts"),
+        "kept": st.column_config.NumberColumn("kept", help="images kept by the current plan"),
+        "kept_pct": st.column_config.ProgressColumn("kept %", format="%.0f%%", min_value=0, max_value=100),
+        "matches": st.column_config.NumberColumn("matches", help="captions containing the search text"),
+    })
+sel = list(event.selection.rows) if event is not None else []
+if sel and sel[0] < len(shown) and st.session_state.get("concepts_last_sel") != sel:
+    st.session_state["concepts_pick"] = int(shown["cluster"].iloc[sel[0]])
+st.session_state["concepts_last_sel"] = sel
+
+
+if st.session_state.get("concepts_pick") not in names:
+    st.session_state["concepts_pick"] = int(cdf.sort_values("pool_size", ascending=False)["cluster"].iloc[0])
+pick = int(st.session_state["concepts_pick"])
+
+left, right = st.columns([6, 5], gap="large")
+
+# --- the map --------------------------------------------------------------------------------
+with left:
+    colour = st.segmented_control("Colour the map by", ["concept", "complexity", "kept by the plan"],
+                                  key="concepts_colour", default="concept")
+    pts = ui.layout(ws, stamp)
+    fig = charts.concept_map(pts, cdf, {"kept by the plan": "kept"}.get(colour, colour), result.keep, pick)
+    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
+    st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
+               "Diamonds are concept centres; the picked concept is outlined.")
+
+# --- one concept ----------------------------------------------------------------------------
+with right:
+    st.selectbox("Concept", options, key="concepts_pick", format_func=lambda c: names[c])
+    row = table.set_index("cluster").loc[pick]
+    crow = cdf.set_index("cluster").loc[pick]
+    st.subheader(appdata.escape_markdown(names[pick]))
+    m = st.columns(2)
+    m[0].metric("Images in the pool", f"{int(row['pool_size']):,}", help=f"{int(row['size']):,} including held-out eval")
+    pct = crow["complexity_pct"]
+    m[1].metric("Complexity", f"{row['complexity']:.3f}" if np.isfinite(row["complexity"]) else "–",
+                help="d_intra × d_inter",
+                delta=f"above {pct:.0f}% of concepts" if np.isfinite(pct) else None,
+                delta_color="off", delta_arrow="off")
+    m = st.columns(2)
+    m[0].metric("Kept by the plan", f"{int(row['kept']):,} of {int(row['eligible']):,}",
+                delta=f"{row['kept_pct']:.0f}% kept" if np.isfinite(row["kept_pct"]) else None,
+                delta_color="off", delta_arrow="off")
+    m[1].metric("Spread · isolation",
+                f"{row['d_intra']:.3f} · {row['d_inter']:.3f}" if np.isfinite(row["d_intra"]) else "–",
+                help="d_intra (mean distance of its images to its centre) · "
+                     "d_inter (mean distance to the nearest concepts)")
+    msg = appdata.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]))
+    if msg:
+        st.info(msg, icon=":material/info:")
+    n_show = st.select_slider("Images to show", [24, 48, 96], key="concepts_n", value=24)
+    st.caption("Below: its images nearest the centre first (the most typical). Green frame: kept by the "
+               "current plan; faded red: dropped. d = distance to the centre.")
+
+mem = ui.members(ws, stamp, pick, n_show)
+tones = ["kept" if result.keep[r] else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
+notes = [f"#{int(k) + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
+         for k, d, s in zip(mem["rank_in_cluster"], mem["dist_to_centroid"], mem["split"])]
+st.markdown(f"**Images of {appdata.escape_markdown(names[pick])}**")
+ui.thumb_grid(mem, notes, tones, empty="This concept has no images.")
+
+st.subheader("Neighbouring concepts")
+near = appdata.neighbour_concepts(ui.plan_index(ws, stamp), cdf, pick, n=5)
+
+
+def _open(c: int) -> None:
+    st.session_state["concepts_pick"] = c
+
+
+for _, nb in near.iterrows():
+    a, b = st.columns([1, 4], vertical_alignment="center")
+    with a:
+        st.markdown(f"**{appdata.escape_markdown(nb['name'])}**  \n"
+                    f"distance {nb['distance']:.3f} · {int(nb['pool_size']):,} images · "
+                    f"complexity {nb['complexity']:.3f}")
+        st.button("Open", key=f"concepts_open_{int(nb['cluster'])}", on_click=_open, args=(int(nb["cluster"]),))
+    with b:
+        ui.thumb_grid(ui.members(ws, stamp, int(nb["cluster"]), 8), tile_px=64, caption_lines=1)

@@ -1,0 +1,93 @@
+"""Export: write a saved plan in a training format into the workspace, download it, show its manifest."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from densprune.app import common as ui
+from densprune.app import data as appdata
+from densprune.export import writers as exports
+
+ws, stamp = ui.ws_args()
+FORMAT_HELP = {
+    "parquet": "one row per kept sample: uid, caption, image reference, concept, scores",
+    "csv": "tab-separated filepath/title, what open_clip_train's --dataset-type csv reads "
+           "(images inside shards or parquet are written out as files beside it)",
+    "datacomp": "sorted uids as a numpy u8,u8 array, what DataComp's resharder.py reads",
+    "mask": "a bool .npy over all rows (row_idx order)",
+    "keys": "one uid per line",
+    "webdataset": "new .tar shards holding only the kept samples",
+}
+MAX_DOWNLOAD = 200 * 2**20  # bytes; bigger files stay on disk
+
+st.title("Export")
+saved = ui.saved_plans(ws)
+if saved.empty:
+    st.info("No saved plans yet. Set a budget on the Budget page and save it as a named plan; it then "
+            "shows up here.", icon=":material/info:")
+    st.page_link(ui.page("budget"), label="Go to the Budget page", icon=":material/tune:")
+    st.stop()
+
+c1, c2 = st.columns(2)
+plan = c1.selectbox("Plan", saved["name"].tolist(), key="export_plan")
+fmt = c2.selectbox("Format", list(exports.FORMATS), key="export_format")
+row = saved.set_index("name").loc[plan]
+c1.caption(f"{ui.describe_saved(row['params'])}: keeps {int(row['n_kept']):,} of "
+           f"{int(row['pool_size']):,} pool samples")
+c2.caption(appdata.escape_markdown(FORMAT_HELP[fmt]))
+
+out_dir = Path(ws) / "exports"
+default_name = f"{plan}-wds" if fmt == "webdataset" else f"{plan}{exports.DEFAULT_SUFFIX[fmt]}"
+st.session_state.setdefault("export_name", "")
+file_name = st.text_input("File name (inside the workspace's exports/ folder)", key="export_name",
+                          placeholder=default_name).strip() or default_name
+valid = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,120}", file_name) is not None
+if not valid:
+    st.error("Use letters, digits, '_', '.', '-' in the file name (no folders).")
+target = out_dir / file_name
+st.caption(f"Writes `{target}` and `{target.name}.manifest.json`.")
+
+if st.button("Export", type="primary", disabled=not valid, key="export_go"):
+    try:
+        with st.spinner(f"Exporting {int(row['n_kept']):,} samples as {fmt}…"):
+            written = exports.export_plan(ws, plan, fmt, target)
+        st.session_state["export_last"] = str(written)
+        st.success(f"Wrote {written}", icon=":material/check:")
+    except (ValueError, OSError) as exc:
+        st.error(f"Export failed: {appdata.escape_markdown(str(exc))}")
+
+last = st.session_state.get("export_last")
+if last and Path(last).exists() and Path(last).resolve().parent == out_dir.resolve():
+    path = Path(last)
+    manifest_path = path.with_name(path.name + ".manifest.json")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    d1, d2 = st.columns(2)
+    if path.is_file() and path.stat().st_size <= MAX_DOWNLOAD:
+        d1.download_button(f"Download {path.name} ({path.stat().st_size / 2**20:.1f} MiB)", path.read_bytes(),
+                           file_name=path.name, key="export_dl", icon=":material/download:")
+    else:
+        d1.caption(f"`{path}` is a folder or too large to download here; it is on disk in the workspace.")
+    if manifest is not None:
+        d2.download_button("Download the manifest", json.dumps(manifest, indent=2), file_name=manifest_path.name,
+                           key="export_dl_manifest", mime="application/json")
+        st.subheader("Manifest")
+        st.json(manifest, expanded=2)
+
+existing = sorted(out_dir.glob("*.manifest.json")) if out_dir.exists() else []
+if existing:
+    st.subheader("Exports in this workspace")
+    rows = []
+    for m in existing:
+        try:
+            man = json.loads(m.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        rows.append({"file": Path(man.get("out", m.name)).name, "plan": man.get("plan", {}).get("name"),
+                     "format": man.get("format"), "kept": man.get("counts", {}).get("kept"),
+                     "created": man.get("created"),
+                     "bytes": sum(f.get("bytes", 0) for f in man.get("files", []))})
+    st.dataframe(rows, hide_index=True, width="stretch")

@@ -1,0 +1,67 @@
+"""Overview: what the workspace holds, how far the pipeline got, how to open another workspace."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from densprune import db
+from densprune.app import charts
+from densprune.app import common as ui
+from densprune.app import data as appdata
+
+ws, stamp = ui.ws_args()
+meta = ui.meta(ws, stamp)
+counts = db.counts(ws)
+cdf = ui.concepts(ws, stamp)
+
+st.title("Overview")
+st.caption(f"Workspace {appdata.escape_markdown(ws)}")
+
+c = st.columns(5)
+c[0].metric("Samples", appdata.format_count(meta["n_samples"]),
+            help="Images that decoded and were embedded (one row each).")
+c[1].metric("Pool", appdata.format_count(meta["n_pool"]), help="Samples a plan may keep.")
+c[2].metric("Held-out eval", appdata.format_count(meta["n_eval"]),
+            help="Balanced per category, never kept by any plan: for evaluating training runs.")
+c[3].metric("Concepts (K)", f"{meta['k']:,}", help="k-means clusters of the image embeddings.")
+c[4].metric("Rejected", appdata.format_count(meta["n_rejects"]), help="Inputs that could not be used, with the reason.")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader("Source and embedder")
+    emb = f"{meta['embedder']} · {meta['model']}" + (f" · {meta['pretrained']}" if meta.get("pretrained") else "")
+    st.markdown(f"- **Source:** {appdata.escape_markdown(str(meta['source']))} ({meta['source_kind']})\n"
+                f"- **Embedder:** {appdata.escape_markdown(emb)}, {meta['image_dim']}-d\n"
+                f"- **Built:** {meta['created']} with densprune {meta['densprune_version']}")
+    if not meta.get("has_clip_scores"):
+        st.info("**No CLIP scores.** This workspace was embedded with the offline embedder (image pixels and "
+                "caption words, no neural network), so there is no image–caption similarity: the CLIP-score "
+                "filter and the CLIP-score method are switched off. Rebuild with `--embedder openclip` to get them.",
+                icon=":material/info:")
+    st.subheader("Pipeline")
+    steps = appdata.pipeline_steps(ws, meta, counts)
+    icon = {"done": ":green[:material/check_circle:]", "not available": ":gray[:material/block:]"}
+    st.markdown("\n".join(
+        f"- {icon.get(r.state, ':blue[:material/info:]')} **{appdata.escape_markdown(r.step)}** "
+        f"({appdata.escape_markdown(r.state)}): {appdata.escape_markdown(r.detail)}" for r in steps.itertuples()))
+with right:
+    st.subheader("How the app works")
+    st.markdown(
+        "1. **Concepts**: images are grouped into K concepts by their embeddings.\n"
+        "2. **Complexity**: a concept whose images are spread out (*d_intra*) and far from other concepts "
+        "(*d_inter*) is complex; a tight clump of look-alikes is simple and redundant.\n"
+        "3. **Budget**: DBP shares the kept images out by complexity: simple concepts are cut hard, "
+        "complex ones keep most of their images.\n"
+        "4. **Preview** what is kept and dropped, then **Export** the plan for training.")
+    if meta.get("has_categories"):
+        cats = ui.top_categories(ws, stamp)
+        fig = charts.category_bars(cats)
+        st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+
+if meta["n_rejects"]:
+    with st.expander(f"Rejected inputs ({meta['n_rejects']:,})"):
+        st.dataframe(db.query_df(ws, "SELECT stage, reason, key, image_ref FROM rejects LIMIT 1000"),
+                     hide_index=True, width="stretch")
+
+st.subheader("Open another workspace")
+ui.open_workspace_form("overview")

@@ -1,0 +1,83 @@
+"""Preview: for one concept and one plan, the kept and the dropped images side by side; near-duplicates."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from densprune.app import common as ui
+from densprune.app import data as appdata
+from densprune.app.thumbgrid import Tile, pairs_html
+from densprune.prune import plans
+
+ws, stamp = ui.ws_args()
+meta = ui.meta(ws, stamp)
+cdf = ui.concepts(ws, stamp)
+index = ui.plan_index(ws, stamp)
+options, names = ui.concept_options(cdf)
+CURRENT = "(current plan)"
+
+st.title("Preview")
+st.caption("What a plan keeps and drops inside one concept, and which images count as near-duplicates.")
+
+if st.session_state.get("preview_concept") not in names:  # start on the concept picked on the Concepts page
+    st.session_state["preview_concept"] = st.session_state.get("concepts_pick", options[0])
+    if st.session_state["preview_concept"] not in names:
+        st.session_state["preview_concept"] = options[0]
+saved = ui.saved_plans(ws)
+c1, c2 = st.columns([3, 2])
+concept = c1.selectbox("Concept", options, key="preview_concept", format_func=lambda c: names[c])
+plan = c2.selectbox("Plan", [CURRENT] + saved["name"].tolist(), key="preview_plan")
+
+if plan == CURRENT:
+    params = ui.current_params(meta)
+    keep = ui.compute(ws, stamp, params).keep
+    st.caption(f"Current plan: **{ui.describe_params(params)}** (change it on the Budget page)")
+else:
+    row, keep = plans.load_plan(ws, plan)
+    st.caption(f"Saved plan **{appdata.escape_markdown(plan)}**: {ui.describe_saved(row['params'])}, keeps "
+               f"{int(row['n_kept']):,} of {int(row['pool_size']):,}")
+
+pool = ui.row_arrays(ws, stamp)["pool"]
+kept, dropped, n_kept, n_dropped = appdata.kept_and_dropped(index, int(concept), keep, pool, n=24)
+crow = cdf.set_index("cluster").loc[int(concept)]
+msg = appdata.concept_message(int(crow["pool_size"]), int(n_kept + n_dropped), n_kept, int(crow["size"]))
+if msg:
+    st.info(msg, icon=":material/info:")
+
+left, right = st.columns(2, gap="large")
+for col, title, rows_, n, tone in ((left, "Kept", kept, n_kept, "kept"),
+                                   (right, "Dropped", dropped, n_dropped, "dropped")):
+    with col:
+        total = n_kept + n_dropped
+        share = f" ({100 * n / total:.0f}%)" if total else ""
+        sampled = " · a sample from the centre outwards" if n > len(rows_) else ""
+        st.markdown(f"**{title}: {n:,} images{share}**{sampled}")
+        df = ui.rows(ws, stamp, tuple(int(r) for r in rows_))
+        ui.thumb_grid(df, [f"d={d:.2f}" for d in df["dist_to_centroid"]], [tone] * len(df), tile_px=92,
+                      empty="None: the plan " + ("keeps none of this concept." if tone == "kept" else "keeps all of it."))
+st.caption("d = distance to the concept's centre. With “farthest from centre”, DBP keeps the unusual images "
+           "and drops the most typical (and most redundant) ones.")
+
+# --- near-duplicates ------------------------------------------------------------------------
+st.subheader("Near-duplicates in this concept")
+if "preview_eps" not in st.session_state:
+    st.session_state["preview_eps"] = float(st.session_state.get("plan_dedup_eps", 0.05))
+eps = st.slider("Dedup ε", 0.0, 0.3, step=0.005, key="preview_eps", format="%.3f",
+                help="SemDeDup calls an image a duplicate when an earlier image of its concept is more similar "
+                     "than 1 − ε (cosine similarity of the embeddings).")
+pairs, n_pairs = appdata.dup_pairs(ws, int(concept), eps, limit=12)
+if n_pairs == 0:
+    st.info(f"No near-duplicates at ε = {eps:.3f}: no image of this concept is more similar than "
+            f"{1 - eps:.3f} to an earlier one. Raise ε to loosen the threshold.", icon=":material/info:")
+else:
+    st.markdown(f"**{n_pairs:,}** images of this concept are near-duplicates at ε = {eps:.3f} "
+                f"(similarity above {1 - eps:.3f}); the most similar pairs first:")
+    offsets = pd.concat([pairs["thumb_offset"], pairs["dup_thumb_offset"]])
+    sizes = pd.concat([pairs["thumb_size"], pairs["dup_thumb_size"]])
+    data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes))
+    k = len(pairs)
+    st.html(pairs_html([(Tile(data[i], str(pairs["caption"].iloc[i] or "")),
+                         Tile(data[k + i], str(pairs["dup_caption"].iloc[i] or "")),
+                         f"similarity {pairs['sim'].iloc[i]:.3f}") for i in range(k)]))
+    st.caption("Left: the duplicate that SemDeDup drops; right: the earlier image it resembles, which stays.")

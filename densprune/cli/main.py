@@ -1,0 +1,240 @@
+"""The ``densprune`` command line: ``main(argv)`` parses and dispatches, so tests can call it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from densprune import __version__
+
+log = logging.getLogger("densprune")
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = PACKAGE_DIR.parent  # the checkout, when densprune runs from one
+APP_SCRIPT = PACKAGE_DIR / "app" / "main.py"
+# what .streamlit/config.toml says for `streamlit run app.py` in a checkout, as flags for any folder
+APP_FLAGS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+             "--server.runOnSave", "false", "--server.fileWatcherType", "none", "--theme.primaryColor", "#4c78a8")
+
+
+def default_demo_workspace() -> Path:
+    """Where ``densprune demo`` keeps the demo workspace: ``$DENSPRUNE_DEMO_WORKSPACE``, else
+    ``workspaces/demo`` in a checkout, else ``$XDG_CACHE_HOME/densprune/demo`` (``~/.cache/...``)."""
+    env = os.environ.get("DENSPRUNE_DEMO_WORKSPACE")
+    if env:
+        return Path(env)
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "densprune").is_dir():
+        return REPO_ROOT / "workspaces" / "demo"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "densprune" / "demo"
+
+
+def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    from densprune.embed.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+    g = p.add_argument_group("embedding")
+    g.add_argument("--embedder", choices=["openclip", "offline"], default="offline" if demo else "openclip",
+                   help="openclip: a CLIP model (needs weights); offline: pixel + caption TF-IDF features, "
+                        "no weights, no network, no CLIP score (default: %(default)s)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="open_clip model name (default: %(default)s)")
+    g.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
+                   help="open_clip pretrained tag, or 'none' for random weights (tests only) (default: %(default)s)")
+    g.add_argument("--weights", default=None, help="local open_clip checkpoint to load instead of downloading")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cpu")
+    g.add_argument("--batch-size", type=int, default=64, help="images per embedding batch (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader decode workers (default: %(default)s)")
+    g.add_argument("--shard-size", type=int, default=4096, help="samples per resumable shard (default: %(default)s)")
+    g.add_argument("--max-pixels", type=int, default=100_000_000, help="reject images with more decoded pixels (default: %(default)s)")
+    g.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="dtype of the .npy vectors")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: DataLoader on this machine; ray: one embedder actor per worker slot of a Ray "
+                        "cluster, one task per shard (the workspace must be on storage every node sees)")
+    g.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    g.add_argument("--ray-actors", type=int, default=None, help="number of embedder actors (default: CPUs / --workers)")
+    c = p.add_argument_group("clustering")
+    c.add_argument("--clusters", "-k", type=int, default=None, help="number of concepts K (default: sqrt(N), at most 500)")
+    c.add_argument("--niter", type=int, default=50, help="k-means iterations (default: %(default)s)")
+    c.add_argument("--seed", type=int, default=1234, help="seed for k-means, sampling, layout (default: %(default)s)")
+    c.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
+    c.add_argument("--layout-rows", type=int, default=50_000, help="rows sampled for the 2-D UMAP map (default: %(default)s)")
+    e = p.add_argument_group("evaluation split")
+    e.add_argument("--eval-per-category", type=int, default=20,
+                   help="held-out eval images per top-level category, for sources with categories (default: %(default)s)")
+    e.add_argument("--eval-min-category", type=int, default=100,
+                   help="only categories with at least this many images give eval images (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="rebuild a complete workspace from scratch")
+    p.add_argument("--keep-work", action="store_true", help="keep the embedding shards in DIR/.work after success")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densprune", description="Density-Based Pruning of image-text datasets.")
+    parser.add_argument("--version", action="version", version=f"densprune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("precompute", help="embed, cluster and measure a dataset into a workspace",
+                       description="Build a workspace: decode + embed every image, spherical k-means, concept "
+                                   "statistics, SemDeDup similarities, 2-D map, all in DIR/densprune.duckdb.")
+    p.add_argument("source", help="'demo', an image folder, a .csv/.tsv/.parquet table, or webdataset .tar shards "
+                                  "(folder, glob or {00000..00009} pattern)")
+    p.add_argument("--workspace", "-w", required=True, type=Path, help="workspace folder to create")
+    p.add_argument("--image-column", default=None, help="table column with image paths (or bytes)")
+    p.add_argument("--caption-column", default=None, help="table column with captions")
+    _add_precompute_flags(p)
+    p.set_defaults(func=cmd_precompute)
+
+    p = sub.add_parser("demo", help="build the bundled demo workspace (first run) and open the app")
+    p.add_argument("--workspace", "-w", type=Path, default=None, help="default: ./workspaces/demo")
+    p.add_argument("--no-app", action="store_true", help="print the workspace summary instead of opening the app")
+    p.add_argument("--port", type=int, default=8501, help="app port (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    _add_precompute_flags(p, demo=True)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="summarise a workspace")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("app", help="open the exploration app on a workspace (default: the demo)")
+    p.add_argument("workspace", type=Path, nargs="?", default=None)
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    p.set_defaults(func=cmd_app)
+
+    from densprune.cli import plans as cli_plans
+    from densprune.cli import train as cli_train
+
+    cli_plans.add_commands(sub)
+    cli_train.add_commands(sub)
+    return parser
+
+
+def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
+    from densprune.embed.runner import EmbedSettings
+    from densprune.precompute import PrecomputeConfig
+
+    return PrecomputeConfig(
+        source=source, workspace=workspace, embedder=args.embedder, model=args.model,
+        pretrained=args.pretrained, weights=args.weights, device=args.device, clusters=args.clusters,
+        niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
+        eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
+        image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
+        force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
+        ray_actors=args.ray_actors,
+        embed=EmbedSettings(batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
+                            max_pixels=args.max_pixels),
+    )
+
+
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from densprune.precompute import precompute
+
+    ws = precompute(_precompute_config(args, args.source, args.workspace))
+    print(summary_text(ws))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from densprune import db
+    from densprune.precompute import precompute
+
+    ws = args.workspace or default_demo_workspace()
+    if not db.is_complete(ws) or args.force:
+        log.info("building the demo workspace in %s (first run)", ws)
+        precompute(_precompute_config(args, "demo", ws))
+    if args.no_app:
+        print(summary_text(ws))
+        return 0
+    return launch_app(ws, args.port, args.host)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from densprune import db
+
+    ws = args.workspace or default_demo_workspace()
+    if not db.is_complete(ws):
+        if args.workspace is not None:
+            print(f"error: no workspace at {ws}; build one with `densprune precompute SOURCE --workspace {ws}`", file=sys.stderr)
+            return 2
+    return launch_app(ws, args.port, args.host)
+
+
+def launch_app(ws: Path, port: int, host: str = "127.0.0.1") -> int:
+    """Run the app (``streamlit run densprune/app/main.py``) on ``ws``; it builds the demo itself when missing."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the app listens on %s: anyone who can reach port %d can browse this workspace, save plans "
+                    "and exports, and start training", host, port)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
+           "--server.address", host, *APP_FLAGS, "--", "--workspace", str(Path(ws).resolve())]
+    log.info("opening the app at http://%s:%d", host, port)
+    return subprocess.call(cmd)
+
+
+def workspace_info(ws: Path) -> dict:
+    """Everything ``densprune info`` shows, as a dict."""
+    from densprune import db
+
+    meta = db.load_meta(ws)
+    info = {"workspace": str(ws), **meta, "tables": db.counts(ws)}
+    cl = db.load_clusters(ws)
+    info["complexity"] = {"min": float(cl.complexity.min()), "median": float(cl.complexity.median()),
+                          "max": float(cl.complexity.max())}
+    info["largest_clusters"] = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label"]].to_dict("records")
+    return info
+
+
+def summary_text(ws: Path) -> str:
+    info = workspace_info(ws)
+    emb = f"{info['embedder']} ({info['model']}{' / ' + info['pretrained'] if info.get('pretrained') else ''})"
+    lines = [
+        f"workspace      {info['workspace']}",
+        f"source         {info['source']} ({info['source_kind']})",
+        f"samples        {info['n_samples']:,} ({info['n_pool']:,} pool, {info['n_eval']:,} held-out eval), "
+        f"{info['n_rejects']:,} rejected",
+        f"embedder       {emb}, {info['image_dim']}-d"
+        + ("" if info["has_clip_scores"] else "  [no CLIP scores: offline embedder]"),
+        f"concepts       K={info['k']} (seed {info['seed']}), complexity min {info['complexity']['min']:.4f} / "
+        f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
+        f"plans          {info['tables']['plans']}",
+        f"built          {info['created']} by densprune {info['densprune_version']} in {info['timings_s'].get('total', 0):.1f} s",
+        "largest concepts:",
+    ]
+    for c in info["largest_clusters"]:
+        lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  {c['label']}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(workspace_info(args.workspace), indent=2, default=str))
+    else:
+        print(summary_text(args.workspace))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``densprune`` console script."""
+    from densprune.db import WorkspaceNotFound
+    from densprune.embed.models import WeightsUnavailable
+    from densprune.ingest.sources import SourceError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except (WeightsUnavailable, SourceError, WorkspaceNotFound, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""CLI commands for plans and exports: ``plan``, ``plans``, ``compare``, ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger("densprune")
+
+
+def parse_keep(text: str) -> float | int:
+    """'0.3' or '30%' -> fraction 0.3 of the pool; a plain integer '250000' -> an absolute count."""
+    t = text.strip()
+    try:
+        if t.endswith("%"):
+            return float(t[:-1]) / 100.0
+        if any(ch in t for ch in ".eE"):
+            return float(t)
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep {text!r}: give a fraction (0.3, 30%) or a count (250000)") from None
+
+
+def add_plan_flags(p: argparse.ArgumentParser) -> None:
+    """The knobs of a plan (shared by ``plan`` and ``train``)."""
+    from densprune.prune.selection import METHODS, WITHIN
+
+    p.add_argument("--keep", type=parse_keep, required=True,
+                   help="budget: a fraction of the pool (0.3 or 30%%) or an absolute count (250000)")
+    p.add_argument("--method", choices=METHODS, default="dbp",
+                   help="dbp (complexity quotas), ssp (same rate per cluster), random, clip-score, dedup (default: %(default)s)")
+    p.add_argument("--temperature", "--tau", type=float, default=0.1, help="DBP softmax temperature (paper: 0.1)")
+    p.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
+    p.add_argument("--balance", type=float, default=0.0, help="cluster balancing ratio; 0 = at least 1 per cluster")
+    p.add_argument("--dedup-eps", type=float, default=None, help="SemDeDup eps: drop members with max similarity > 1 - eps")
+    p.add_argument("--clip-keep", type=float, default=None, help="keep only the top fraction of the pool by CLIP score")
+    p.add_argument("--clip-threshold", type=float, default=None, help="keep only samples with CLIP score >= this")
+    p.add_argument("--within", choices=WITHIN, default="hard",
+                   help="which members fill a cluster's quota: hard = farthest from the centroid (default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random selection")
+
+
+def params_from_args(args: argparse.Namespace):
+    from densprune.prune.selection import PlanParams
+
+    return PlanParams(method=args.method, keep=args.keep, temperature=args.temperature, neighbors=args.neighbors,
+                      balance=args.balance, dedup_eps=args.dedup_eps, clip_keep=args.clip_keep,
+                      clip_threshold=args.clip_threshold, within=args.within, seed=args.seed)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from densprune.export.writers import FORMATS
+
+    p = sub.add_parser("plan", help="compute a pruning plan and store it in the workspace")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--name", required=True, help="plan name (letters, digits, _ . -)")
+    add_plan_flags(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plan of that name")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("plans", help="list the plans of a workspace")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plans)
+
+    p = sub.add_parser("compare", help="compare two plans: kept per cluster and samples that flip")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("plan_a")
+    p.add_argument("plan_b")
+    p.add_argument("--top", type=int, default=10, help="clusters with the largest difference to show")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="export a plan's keep set")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--plan", required=True)
+    p.add_argument("--format", choices=FORMATS, required=True,
+                   help="parquet | csv (open_clip_train) | datacomp (uid subset .npy) | mask | keys | webdataset")
+    p.add_argument("--out", type=Path, default=None, help="output path (default: DIR/exports/PLAN.<ext>)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from densprune.prune.plans import load_index, save_plan, validate_plan_name
+
+    validate_plan_name(args.name)
+    params = params_from_args(args)
+    index = load_index(args.workspace)
+    t = time.perf_counter()
+    result = index.compute(params)
+    ms = (time.perf_counter() - t) * 1000
+    save_plan(args.workspace, args.name, result, overwrite=args.overwrite)
+    print(f"plan {args.name}: {params.method}, kept {result.n_kept:,} of {result.pool_size:,} pool samples "
+          f"({result.n_kept / max(result.pool_size, 1):.1%}), eligible {int(result.eligible.sum()):,}, "
+          f"computed in {ms:.1f} ms")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_plans(args: argparse.Namespace) -> int:
+    from densprune.prune.plans import list_plans
+
+    df = list_plans(args.workspace)
+    if args.json:
+        print(df.to_json(orient="records", date_format="iso"))
+    elif df.empty:
+        print("no plans yet: create one with `densprune plan DIR --name NAME --keep 0.3`")
+    else:
+        for r in df.itertuples():
+            print(f"{r.name:<24} {r.method:<10} kept {r.n_kept:>10,} / {r.pool_size:,} ({r.n_kept / max(r.pool_size, 1):.1%})  {r.created_at:%Y-%m-%d %H:%M}  {r.params}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from densprune.prune.compare import compare_saved_plans
+
+    cmp = compare_saved_plans(args.workspace, args.plan_a, args.plan_b)
+    print(json.dumps(cmp.summary(top=args.top), indent=2, default=str))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from densprune.export.writers import export_plan
+
+    out = export_plan(args.workspace, args.plan, args.format, args.out)
+    print(f"wrote {out} (manifest: {out.name}.manifest.json)")
+    return 0

@@ -1,0 +1,230 @@
+"""Export a plan's keep set in the formats people train with, each with a manifest beside it.
+
+Formats: parquet, csv (open_clip_train's CsvDataset), datacomp (sorted ``u8,u8`` uids), mask
+(bool .npy), keys (one uid per line), webdataset (new tar shards with the kept samples only).
+Everything is written under a temporary name and renamed into place; the manifest
+(``PATH.manifest.json``) records the plan, the embedder, K, seed, source, counts and the sha256 of
+every file written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from densprune import __version__, db
+from densprune.ingest.sources import read_bytes
+from densprune.ingest.uids import uids_to_datacomp
+from densprune.prune.plans import load_plan
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "csv", "datacomp", "mask", "keys", "webdataset")
+DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".uids.npy", "mask": ".mask.npy", "keys": ".keys.txt", "webdataset": ""}
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def kept_samples(workspace: Path, keep: np.ndarray) -> pd.DataFrame:
+    """The kept rows of ``samples`` in row_idx order. keep: (N,) bool."""
+    rows = pd.DataFrame({"row_idx": np.flatnonzero(keep).astype(np.int64)})
+    with db.connect(workspace) as con:
+        con.register("_keep", rows)
+        df = con.execute(
+            "SELECT s.uid, s.row_idx, s.caption, s.image_ref, s.image_loc, s.cluster, s.dist_to_centroid, "
+            "s.rank_in_cluster, s.clip_score, s.dup_max_sim, s.category, s.width, s.height "
+            "FROM samples s JOIN _keep k USING (row_idx) ORDER BY s.row_idx").df()
+        con.unregister("_keep")
+    return df
+
+
+def _tmp_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+
+
+def _finish(tmp: Path, out: Path) -> None:
+    if out.exists():
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    os.replace(tmp, out)
+
+
+def _ext_of(data: bytes, ref: str) -> str:
+    head = data[:12]
+    if head.startswith(b"\xff\xd8"):
+        return "jpg"
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    suffix = Path(ref.split("#")[0]).suffix.lstrip(".").lower()
+    return suffix or "img"
+
+
+def _loc(value: str) -> tuple:
+    return tuple(json.loads(value))
+
+
+def write_parquet(df: pd.DataFrame, out: Path) -> list[Path]:
+    tmp = _tmp_path(out)
+    pq.write_table(pa.Table.from_pandas(df.drop(columns=["image_loc"]), preserve_index=False), tmp)
+    _finish(tmp, out)
+    return [out]
+
+
+def write_csv(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Tab-separated ``filepath``/``title``; images that live inside shards are written out as files."""
+    images_dir = out.with_name(out.stem + "_images")
+    tmp_dir = _tmp_path(images_dir)
+    written: list[Path] = []
+    paths = []
+    for uid, ref, loc in zip(df.uid, df.image_ref, df.image_loc):
+        loc_t = _loc(loc)
+        if loc_t[0] == "file":
+            paths.append(str(Path(loc_t[1]).resolve()))
+            continue
+        data = read_bytes(loc_t)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{uid}.{_ext_of(data, ref)}"
+        (tmp_dir / name).write_bytes(data)
+        paths.append(str((images_dir / name).resolve()))
+    if tmp_dir.exists():
+        _finish(tmp_dir, images_dir)
+        written.extend(sorted(images_dir.iterdir()))
+    titles = df.caption.fillna("").str.replace(r"[\t\r\n]+", " ", regex=True)
+    tmp = _tmp_path(out)
+    pd.DataFrame({"filepath": paths, "title": titles}).to_csv(tmp, sep="\t", index=False)
+    _finish(tmp, out)
+    return [out] + written
+
+
+def write_webdataset(df: pd.DataFrame, out: Path, shard_size: int = 10_000) -> list[Path]:
+    """New tar shards ``out/NNNNN.tar`` with only the kept samples.
+
+    For a webdataset source every member of a kept sample (jpg, txt, json, ...) is copied; for other
+    sources the shards hold ``key.<ext>``, ``key.txt`` (caption) and ``key.json`` (uid, row_idx, cluster).
+    """
+    tmp_dir = _tmp_path(out)
+    tmp_dir.mkdir(parents=True)
+    tar_index: dict[str, dict[str, list[tarfile.TarInfo]]] = {}
+    n_shards = 0
+    for start in range(0, len(df), shard_size):
+        part = df.iloc[start:start + shard_size]
+        with tarfile.open(tmp_dir / f"{n_shards:05d}.tar", "w") as tf:
+            for rec in part.itertuples(index=False):
+                loc = _loc(rec.image_loc)
+                if loc[0] == "tar":
+                    members = _tar_members(tar_index, loc[1], rec.image_ref.split("#", 1)[1].rsplit(".", 1)[0])
+                    with open(loc[1], "rb") as src:
+                        for info in members:
+                            src.seek(info.offset_data)
+                            _add(tf, info.name, src.read(info.size))
+                    continue
+                data = read_bytes(loc)
+                _add(tf, f"{rec.uid}.{_ext_of(data, rec.image_ref)}", data)
+                _add(tf, f"{rec.uid}.txt", (rec.caption or "").encode("utf-8"))
+                meta = {"uid": rec.uid, "row_idx": int(rec.row_idx), "cluster": int(rec.cluster), "caption": rec.caption}
+                _add(tf, f"{rec.uid}.json", json.dumps(meta).encode("utf-8"))
+        n_shards += 1
+    _finish(tmp_dir, out)
+    return sorted(out.glob("*.tar"))
+
+
+def _tar_members(cache: dict, tar_path: str, key: str) -> list[tarfile.TarInfo]:
+    if tar_path not in cache:
+        groups: dict[str, list[tarfile.TarInfo]] = {}
+        with tarfile.open(tar_path, "r") as tf:
+            for info in tf:
+                if info.isfile() and "." in os.path.basename(info.name):
+                    stem = os.path.join(os.path.dirname(info.name), os.path.basename(info.name).split(".", 1)[0])
+                    groups.setdefault(stem, []).append(info)
+        cache[tar_path] = groups
+    return cache[tar_path].get(key, [])
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    tf.addfile(info, io.BytesIO(data))
+
+
+def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os.PathLike | None = None) -> Path:
+    """Write plan ``plan`` of ``workspace`` as ``fmt`` to ``out`` (default: DIR/exports/PLAN.<ext>).
+
+    Returns the path written; its manifest is ``<out>.manifest.json``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    ws = Path(workspace)
+    row, keep = load_plan(ws, plan)
+    meta = db.load_meta(ws)
+    if out:
+        out_path = Path(out)
+    else:
+        out_path = ws / "exports" / (f"{plan}-wds" if fmt == "webdataset" else f"{plan}{DEFAULT_SUFFIX[fmt]}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    df = kept_samples(ws, keep) if fmt not in ("mask",) else None
+    if fmt == "parquet":
+        files = write_parquet(df, out_path)
+    elif fmt == "csv":
+        files = write_csv(df, out_path)
+    elif fmt == "datacomp":
+        tmp = _tmp_path(out_path)
+        with open(tmp, "wb") as fh:
+            np.save(fh, uids_to_datacomp(df.uid.tolist()))
+        _finish(tmp, out_path)
+        files = [out_path]
+    elif fmt == "mask":
+        tmp = _tmp_path(out_path)
+        with open(tmp, "wb") as fh:
+            np.save(fh, keep.astype(bool))
+        _finish(tmp, out_path)
+        files = [out_path]
+    elif fmt == "keys":
+        tmp = _tmp_path(out_path)
+        tmp.write_text("".join(u + "\n" for u in df.uid))
+        _finish(tmp, out_path)
+        files = [out_path]
+    else:
+        files = write_webdataset(df, out_path)
+    manifest = {
+        "densprune_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "format": fmt,
+        "out": str(out_path.resolve()),
+        "plan": {"name": plan, "method": row["method"], "params": row["params"], "notes": row.get("notes") or ""},
+        "workspace": str(ws.resolve()),
+        "source": meta.get("source"),
+        "embedder": meta.get("embedder"), "model": meta.get("model"), "pretrained": meta.get("pretrained"),
+        "k": meta.get("k"), "seed": meta.get("seed"),
+        "counts": {"kept": int(keep.sum()), "pool": int(row["pool_size"]), "samples": int(keep.size),
+                   "budget": int(row["budget"])},
+        "files": [{"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files],
+    }
+    man = out_path.with_name(out_path.name + ".manifest.json")
+    tmp = _tmp_path(man)
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, man)
+    log.info("exported plan %s as %s: %d samples -> %s", plan, fmt, int(keep.sum()), out_path)
+    return out_path

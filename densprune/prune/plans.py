@@ -1,0 +1,136 @@
+"""Plans in a workspace: build the plan index from the workspace, save, list and load plans.
+
+A saved plan is a row in ``plans``, its per-cluster counts in ``plan_clusters``, and its keep mask
+in ``DIR/plans/NAME.npy`` ((N,) bool aligned with row_idx), written under a temporary name first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from densprune import db
+from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_INDEX_CACHE: dict[tuple[str, float], PlanIndex] = {}
+_INDEX_LOCK = threading.Lock()
+
+
+def validate_plan_name(name: str) -> str:
+    """Plan names become file names: letters, digits, '_', '.', '-', at most 64 chars."""
+    if not _NAME_RE.match(name or ""):
+        raise ValueError(f"invalid plan name {name!r}: use letters, digits, '_', '.', '-' (at most 64 chars)")
+    return name
+
+
+def load_index(workspace: str | os.PathLike) -> PlanIndex:
+    """The plan index of a workspace, built once per process and workspace build."""
+    ws = Path(workspace).resolve()
+    cent_key = (str(ws), (ws / "centroids.npy").stat().st_mtime if (ws / "centroids.npy").exists() else 0.0)
+    with _INDEX_LOCK:
+        if cent_key in _INDEX_CACHE:
+            return _INDEX_CACHE[cent_key]
+    cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
+    clip = cols["clip_score"]
+    index = PlanIndex.build(
+        clusters=cols["cluster"].astype(np.int64),
+        dist_to_centroid=cols["dist_to_centroid"],
+        centroids=np.load(ws / "centroids.npy"),
+        in_pool=cols["split"] == "pool",
+        dup_max_sim=cols["dup_max_sim"],
+        clip_score=None if np.all(np.isnan(clip)) else clip,
+    )
+    with _INDEX_LOCK:
+        _INDEX_CACHE[cent_key] = index
+    return index
+
+
+def params_to_json(params: PlanParams) -> str:
+    return json.dumps(asdict(params), sort_keys=True)
+
+
+def params_from_json(text: str | dict) -> PlanParams:
+    data = json.loads(text) if isinstance(text, str) else dict(text)
+    return PlanParams(**data)
+
+
+def _keep_path(workspace: Path, name: str) -> Path:
+    return Path(workspace) / "plans" / f"{name}.npy"
+
+
+def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, overwrite: bool = False) -> None:
+    """Store a computed plan under ``name`` (mask file first, then the rows, in one transaction)."""
+    ws = Path(workspace)
+    validate_plan_name(name)
+    exists = not db.query_df(ws, "SELECT name FROM plans WHERE name = ?", [name]).empty
+    if exists and not overwrite:
+        raise FileExistsError(f"plan {name!r} already exists in {ws}; choose another name or overwrite it")
+    path = _keep_path(ws, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(result.keep, dtype=bool))
+    os.replace(tmp, path)
+    k = result.eligible.size
+    rows = pd.DataFrame({"plan": name, "cluster": np.arange(k, dtype=np.int32), "eligible": result.eligible,
+                         "quota": result.quota, "kept": result.kept})
+    with db.connect(ws, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM plans WHERE name = ?", [name])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute(
+            "INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [name, result.params.method, params_to_json(result.params), int(result.n_kept), int(result.budget),
+             int(result.pool_size), str(path.relative_to(ws)), "\n".join(result.notes),
+             datetime.now(timezone.utc).replace(tzinfo=None)],
+        )
+        con.register("_rows", rows)
+        con.execute("INSERT INTO plan_clusters SELECT plan, cluster, eligible, quota, kept FROM _rows")
+        con.unregister("_rows")
+        con.execute("COMMIT")
+    log.info("saved plan %s: %d of %d pool samples kept", name, result.n_kept, result.pool_size)
+
+
+def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
+    """All plans of a workspace, newest first."""
+    return db.query_df(workspace, "SELECT name, method, n_kept, budget, pool_size, params, created_at "
+                                     "FROM plans ORDER BY created_at DESC")
+
+
+def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray]:
+    """The plan's row (as a dict, params parsed) and its (N,) bool keep mask."""
+    ws = Path(workspace)
+    df = db.query_df(ws, "SELECT * FROM plans WHERE name = ?", [name])
+    if df.empty:
+        names = ", ".join(list_plans(ws)["name"]) or "none yet"
+        raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
+    row = df.iloc[0].to_dict()
+    row["params"] = json.loads(row["params"])
+    keep = np.load(ws / row["keep_file"])
+    return row, keep
+
+
+def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    return db.query_df(workspace, "SELECT cluster, eligible, quota, kept FROM plan_clusters WHERE plan = ? ORDER BY cluster", [name])
+
+
+def delete_plan(workspace: str | os.PathLike, name: str) -> None:
+    ws = Path(workspace)
+    with db.connect(ws, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM plans WHERE name = ?", [name])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute("COMMIT")
+    _keep_path(ws, name).unlink(missing_ok=True)
