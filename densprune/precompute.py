@@ -19,7 +19,6 @@ import json
 import logging
 import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,8 +41,11 @@ from densprune.cluster.kmeans import (
     rank_in_cluster,
     train_spherical_kmeans,
 )
-from densprune.embed.runner import EmbedSettings, assemble, embed_source, work_dir
-from densprune.ingest.sources import Reject, SourceListing, list_source
+from densprune.cluster.layout import umap_layout
+from densprune.devices import resolve_device
+from densprune.embed.runner import Assembled, EmbedSettings, assemble, embed_source, work_dir
+from densprune.ingest.eval_split import choose_eval_split
+from densprune.ingest.sources import Reject, SampleRef, SourceListing, list_source
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ class PrecomputeConfig:
     embed: EmbedSettings = field(default_factory=EmbedSettings)
 
 
-def _dedupe_uids(listing: SourceListing) -> list:
+def _dedupe_uids(listing: SourceListing) -> list[SampleRef]:
+    """The listing's refs with repeated uids rejected (the first one stays)."""
     seen: set[str] = set()
     refs = []
     for r in listing.refs:
@@ -91,77 +94,56 @@ def _dedupe_uids(listing: SourceListing) -> list:
     return refs
 
 
-def choose_eval_split(top_category: np.ndarray, per_category: int, min_category: int, seed: int) -> np.ndarray:
-    """Held-out evaluation rows, balanced over the top-level categories with enough images.
+@dataclass(slots=True)
+class Embedded:
+    """What the embedding stage hands on: the rows that decoded, in row_idx order."""
 
-    top_category: (N,) strings or None -> (N,) bool, True for eval rows (``per_category`` per category).
-    """
-    is_eval = np.zeros(top_category.size, dtype=bool)
-    if per_category <= 0:
-        return is_eval
-    rng = np.random.default_rng(seed)
-    cats = pd.Series(top_category)
-    for cat, rows in sorted(cats.groupby(cats, dropna=True).indices.items()):
-        if cat and rows.size >= min_category:
-            is_eval[rng.choice(rows, size=per_category, replace=False)] = True
-    return is_eval
+    refs: list[SampleRef]  # (N,) the source refs of the workspace rows
+    asm: Assembled  # widths, heights, thumbnail offsets, rejects, dims
+    image: np.ndarray  # (N, d) memmap of embeddings/image.npy
+    embedder_name: str
+    model: str | None
+    pretrained: str | None
+    work: Path  # the resumable shard folder
 
 
-def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: int,
-                n_neighbors: int = 15, n_epochs: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """2-D UMAP of the sampled rows together with all centroids.
+@dataclass(slots=True)
+class Split:
+    """Per row (N,): category, top-level category and the eval flag; the pool's row indices."""
 
-    The k-nearest-neighbour graph is computed exactly with faiss (inner product on the
-    L2-normalised vectors) and handed to UMAP, which skips NN-descent and its JIT warm-up.
-    Returns (len(rows), 2) and (K, 2) float32 coordinates.
-    """
-    import faiss
-    import umap
-
-    data = np.ascontiguousarray(np.concatenate([np.asarray(x[rows], dtype=np.float32),
-                                                np.asarray(centroids, dtype=np.float32)]))
-    n = data.shape[0]
-    nn = int(min(n_neighbors, max(2, n - 1)))
-    index = faiss.IndexFlatIP(data.shape[1])
-    index.add(data)
-    sims, knn = index.search(data, nn)
-    knn_dist = np.clip(1.0 - sims, 0.0, 2.0).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # UMAP warns that precomputed_knn disables transform(): we never call it
-        reducer = umap.UMAP(n_neighbors=nn, min_dist=0.1, metric="cosine", random_state=seed, init="pca",
-                            n_epochs=n_epochs, precomputed_knn=(knn, knn_dist, None))
-        xy = reducer.fit_transform(data).astype(np.float32)
-    return xy[: rows.size], xy[rows.size:]
+    category: np.ndarray
+    top: np.ndarray
+    is_eval: np.ndarray
+    pool_rows: np.ndarray
 
 
-def _cuda() -> bool:
-    import torch
+@dataclass(slots=True)
+class Clustering:
+    """k-means output: centroids (K, d), per row (N,) cluster, cosine distance and rank in cluster."""
 
-    return torch.cuda.is_available()
+    k: int
+    centroids: np.ndarray
+    labels: np.ndarray
+    dist: np.ndarray
+    ranks: np.ndarray
 
 
-def precompute(cfg: PrecomputeConfig) -> Path:
-    """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``."""
-    from densprune.embed.models import make_embedder
-    from densprune.prune.semdedup import kept_fraction_curve, semdedup
-
+def prepare_workspace(cfg: PrecomputeConfig) -> Path:
+    """The workspace folder, made incomplete (its DB removed) when ``--force`` rebuilds a complete one."""
     ws = Path(cfg.workspace)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     if db.is_complete(ws):
         if not cfg.force:
             raise FileExistsError(f"{ws} already holds a complete workspace; use --force to rebuild it")
         db.db_path(ws).unlink()  # from here on the workspace is incomplete until the end
         shutil.rmtree(ws / "plans", ignore_errors=True)  # keep masks of the old build's plans
     ws.mkdir(parents=True, exist_ok=True)
+    return ws
 
-    listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
-    refs = _dedupe_uids(listing)
-    log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
-    timings["list"] = time.perf_counter() - t0
 
-    log.info("[1/6] embedding %d samples with the %s embedder", len(refs), cfg.embedder)
-    t = time.perf_counter()
+def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: list[SampleRef]) -> Embedded:
+    """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
+    from densprune.embed.models import make_embedder
+
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)
     wd = work_dir(ws, listing.spec, embedder, len(refs))
@@ -170,7 +152,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
 
         kwargs = {"kind": cfg.embedder, "model": cfg.model, "pretrained": cfg.pretrained, "weights": cfg.weights,
                   "device": cfg.device, "seed": cfg.seed}
-        gpus = 1.0 if cfg.embedder == "openclip" and cfg.device in ("auto", "cuda") and _cuda() else 0.0
+        gpus = 1.0 if cfg.embedder == "openclip" and resolve_device(cfg.device) == "cuda" else 0.0
         shards = embed_with_ray(refs, kwargs, wd, cfg.embed, address=cfg.ray_address, actors=cfg.ray_actors,
                                 gpus_per_actor=gpus)
     elif cfg.engine == "local":
@@ -178,107 +160,167 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     else:
         raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
     asm = assemble(refs, shards, embedder, ws, dtype=cfg.dtype)
-    timings["embed"] = time.perf_counter() - t
-    n = asm.source_idx.size
-    kept_refs = [refs[int(i)] for i in asm.source_idx]
     image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
+    return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
+                    embedder.pretrained or None, wd)
 
-    categories = np.array([r.category for r in kept_refs], dtype=object)
-    top = np.array([r.category.split("/")[0] if r.category else None for r in kept_refs], dtype=object)
-    is_eval = choose_eval_split(top, cfg.eval_per_category, cfg.eval_min_category, cfg.seed) if listing.has_categories else np.zeros(n, bool)
-    pool_rows = np.flatnonzero(~is_eval)
 
-    log.info("[2/6] spherical k-means on %d pool rows", pool_rows.size)
-    t = time.perf_counter()
+def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bool) -> Split:
+    """Categories of the rows and the held-out eval split (sources with categories only)."""
+    category = np.array([r.category for r in refs], dtype=object)
+    top = np.array([r.category.split("/")[0] if r.category else None for r in refs], dtype=object)
+    is_eval = (choose_eval_split(top, cfg.eval_per_category, cfg.eval_min_category, cfg.seed)
+               if has_categories else np.zeros(len(refs), bool))
+    return Split(category, top, is_eval, np.flatnonzero(~is_eval))
+
+
+def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarray) -> Clustering:
+    """Spherical k-means trained on the pool rows, then every row assigned to its nearest centroid."""
     k = cfg.clusters or default_num_clusters(pool_rows.size)
     centroids = train_spherical_kmeans(image, k, niter=cfg.niter, seed=cfg.seed, train_rows=pool_rows)
     labels, sims = assign(image, centroids, progress=True)
     dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
-    ranks = rank_in_cluster(labels, dist)
-    timings["cluster"] = time.perf_counter() - t
+    return Clustering(k, centroids, labels, dist, rank_in_cluster(labels, dist))
 
-    log.info("[3/6] concept statistics and labels for %d concepts", k)
-    t = time.perf_counter()
-    d_intra = intra_distance(labels, dist, k, mask=~is_eval)
-    d_inter = inter_distance(centroids, cfg.neighbors)
-    comp = complexity(d_intra, d_inter)
-    captions = [r.caption for r in kept_refs]
-    names = cluster_labels([captions[i] for i in pool_rows], labels[pool_rows], k, seed=cfg.seed)
-    timings["concepts"] = time.perf_counter() - t
 
-    log.info("[4/6] SemDeDup similarities inside each concept")
-    t = time.perf_counter()
-    dup_max_sim, dup_of = semdedup(image, labels, dist, progress=True)
-    curve = kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)
-    timings["dedup"] = time.perf_counter() - t
+def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str]) -> pd.DataFrame:
+    """The clusters table without its map coordinates: sizes, d_intra, d_inter, complexity, label."""
+    k, pool = cl.k, split.pool_rows
+    d_intra = intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
+    d_inter = inter_distance(cl.centroids, cfg.neighbors)
+    names = cluster_labels([captions[i] for i in pool], cl.labels[pool], k, seed=cfg.seed)
+    return pd.DataFrame({
+        "cluster": np.arange(k, dtype=np.int32),
+        "size": cluster_sizes(cl.labels, k).astype(np.int32),
+        "pool_size": cluster_sizes(cl.labels, k, ~split.is_eval).astype(np.int32),
+        "d_intra": d_intra, "d_inter": d_inter, "complexity": complexity(d_intra, d_inter), "label": names,
+    })
 
-    log.info("[5/6] 2-D UMAP map of %d rows", min(n, cfg.layout_rows))
-    t = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    layout_rows = np.sort(rng.choice(n, size=min(n, cfg.layout_rows), replace=False))
-    xy, cxy = umap_layout(image, centroids, layout_rows, cfg.seed)
-    timings["layout"] = time.perf_counter() - t
 
-    clip_score = None
-    if (ws / "embeddings" / "text.npy").exists():
-        text = np.load(ws / "embeddings" / "text.npy", mmap_mode="r")
-        clip_score = np.concatenate([np.einsum("ij,ij->i", np.asarray(image[s:s + 65536], np.float32),
-                                               np.asarray(text[s:s + 65536], np.float32)) for s in range(0, n, 65536)])
-    tmp_cent = ws / "centroids.npy.tmp"
-    with open(tmp_cent, "wb") as fh:
-        np.save(fh, centroids.astype(np.float32))
-    tmp_cent.replace(ws / "centroids.npy")
+def dedup_stage(image: np.ndarray, cl: Clustering, pool_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """SemDeDup inside each concept: per row (N,) max similarity to an earlier member and its row; the
+    pool's kept-fraction curve over ``DEDUP_EPS_GRID``."""
+    from densprune.prune.semdedup import kept_fraction_curve, semdedup
 
-    samples = pd.DataFrame({
+    dup_max_sim, dup_of = semdedup(image, cl.labels, cl.dist, progress=True)
+    curve = pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)})
+    return dup_max_sim, dup_of, curve
+
+
+def layout_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering) -> tuple[pd.DataFrame, np.ndarray]:
+    """The 2-D map: a (rows, 4) layout table of sampled rows and the (K, 2) centroid coordinates."""
+    n = image.shape[0]
+    rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=min(n, cfg.layout_rows), replace=False))
+    xy, cxy = umap_layout(image, cl.centroids, rows, cfg.seed)
+    layout = pd.DataFrame({"row_idx": rows.astype(np.int64), "cluster": cl.labels[rows].astype(np.int32),
+                           "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64)})
+    return layout, cxy
+
+
+def clip_scores(ws: Path, image: np.ndarray, block: int = 65536) -> np.ndarray | None:
+    """(N,) cosine of each image with its caption, from embeddings/text.npy (None without a text tower)."""
+    path = ws / "embeddings" / "text.npy"
+    if not path.exists():
+        return None
+    text = np.load(path, mmap_mode="r")
+    return np.concatenate([np.einsum("ij,ij->i", np.asarray(image[s:s + block], np.float32),
+                                     np.asarray(text[s:s + block], np.float32)) for s in range(0, image.shape[0], block)])
+
+
+def samples_table(emb: Embedded, split: Split, cl: Clustering, dup_max_sim: np.ndarray, dup_of: np.ndarray,
+                  clip_score: np.ndarray | None) -> pd.DataFrame:
+    """The samples table: one row per workspace row (docs/formats.md)."""
+    n, refs, asm = len(emb.refs), emb.refs, emb.asm
+    return pd.DataFrame({
         "row_idx": np.arange(n, dtype=np.int64),
-        "uid": [r.uid for r in kept_refs],
-        "key": [r.key for r in kept_refs],
-        "caption": captions,
-        "image_ref": [r.image_ref for r in kept_refs],
-        "image_loc": [json.dumps(list(r.loc)) for r in kept_refs],
+        "uid": [r.uid for r in refs],
+        "key": [r.key for r in refs],
+        "caption": [r.caption for r in refs],
+        "image_ref": [r.image_ref for r in refs],
+        "image_loc": [json.dumps(list(r.loc)) for r in refs],
         "width": asm.width.astype(np.int32),
         "height": asm.height.astype(np.int32),
-        "category": categories,
-        "top_category": top,
-        "split": np.where(is_eval, "eval", "pool"),
-        "clip_score": clip_score if clip_score is not None else np.full(n, np.nan),
-        "cluster": labels.astype(np.int32),
-        "dist_to_centroid": dist,
-        "rank_in_cluster": ranks,
+        "category": split.category,
+        "top_category": split.top,
+        "split": np.where(split.is_eval, "eval", "pool"),
+        "clip_score": clip_score if clip_score is not None else pd.Series([None] * n, dtype="float64"),
+        "cluster": cl.labels.astype(np.int32),
+        "dist_to_centroid": cl.dist,
+        "rank_in_cluster": cl.ranks,
         "dup_max_sim": dup_max_sim.astype(np.float64),
         "dup_of": dup_of.astype(np.int64),
         "thumb_offset": asm.thumb_offsets[:-1],
         "thumb_size": np.diff(asm.thumb_offsets).astype(np.int32),
     })
-    if clip_score is None:
-        samples["clip_score"] = pd.Series([None] * n, dtype="float64")
-    clusters = pd.DataFrame({
-        "cluster": np.arange(k, dtype=np.int32),
-        "size": cluster_sizes(labels, k).astype(np.int32),
-        "pool_size": cluster_sizes(labels, k, ~is_eval).astype(np.int32),
-        "d_intra": d_intra, "d_inter": d_inter, "complexity": comp, "label": names,
-        "x": cxy[:, 0].astype(np.float64), "y": cxy[:, 1].astype(np.float64),
-    })
-    layout = pd.DataFrame({"row_idx": layout_rows.astype(np.int64), "cluster": labels[layout_rows].astype(np.int32),
-                           "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64)})
-    rejects = pd.DataFrame([asdict(r) for r in listing.rejects + asm.rejects],
+
+
+def save_centroids(ws: Path, centroids: np.ndarray) -> None:
+    """Write DIR/centroids.npy (K, d) float32 atomically."""
+    tmp = ws / "centroids.npy.tmp"
+    with open(tmp, "wb") as fh:
+        np.save(fh, centroids.astype(np.float32))
+    tmp.replace(ws / "centroids.npy")
+
+
+def precompute(cfg: PrecomputeConfig) -> Path:
+    """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``: one call per stage."""
+    timings: dict[str, float] = {}
+    t0 = t = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal t
+        timings[stage], t = time.perf_counter() - t, time.perf_counter()
+
+    ws = prepare_workspace(cfg)
+    listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
+    refs = _dedupe_uids(listing)
+    log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
+    lap("list")
+    log.info("[1/6] embedding %d samples with the %s embedder", len(refs), cfg.embedder)
+    emb = embed_stage(cfg, ws, listing, refs)
+    split = split_stage(cfg, emb.refs, listing.has_categories)
+    lap("embed")
+    log.info("[2/6] spherical k-means on %d pool rows", split.pool_rows.size)
+    cl = cluster_stage(cfg, emb.image, split.pool_rows)
+    lap("cluster")
+    log.info("[3/6] concept statistics and labels for %d concepts", cl.k)
+    clusters = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs])
+    lap("concepts")
+    log.info("[4/6] SemDeDup similarities inside each concept")
+    dup_max_sim, dup_of, curve = dedup_stage(emb.image, cl, split.pool_rows)
+    lap("dedup")
+    log.info("[5/6] 2-D UMAP map of %d rows", min(len(emb.refs), cfg.layout_rows))
+    layout, cxy = layout_stage(cfg, emb.image, cl)
+    clusters["x"], clusters["y"] = cxy[:, 0].astype(np.float64), cxy[:, 1].astype(np.float64)
+    lap("layout")
+    clip_score = clip_scores(ws, emb.image)
+    save_centroids(ws, cl.centroids)
+    samples = samples_table(emb, split, cl, dup_max_sim, dup_of, clip_score)
+    rejects = pd.DataFrame([asdict(r) for r in listing.rejects + emb.asm.rejects],
                            columns=["key", "image_ref", "stage", "reason"]).astype(str)
     timings["total"] = time.perf_counter() - t0
-    meta = {
-        "embedder": embedder.name, "model": embedder.model, "pretrained": embedder.pretrained or None,
-        "image_dim": asm.image_dim, "text_dim": asm.text_dim, "dtype": cfg.dtype,
-        "k": k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
+    meta = workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings)
+    log.info("[6/6] writing %s", db.db_path(ws))
+    db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta, layout=layout,
+                              dedup_curve=curve)
+    if not cfg.keep_work:
+        shutil.rmtree(emb.work, ignore_errors=True)
+    log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),
+             timings["total"])
+    return ws
+
+
+def workspace_meta(cfg: PrecomputeConfig, listing: SourceListing, emb: Embedded, split: Split, cl: Clustering,
+                   has_clip: bool, n_rejects: int, timings: dict[str, float]) -> dict:
+    """The meta table: how the workspace was built (docs/formats.md)."""
+    return {
+        "embedder": emb.embedder_name, "model": emb.model, "pretrained": emb.pretrained,
+        "image_dim": emb.asm.image_dim, "text_dim": emb.asm.text_dim, "dtype": cfg.dtype,
+        "k": cl.k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
         "densprune_version": __version__, "source": listing.spec, "source_kind": listing.kind, "engine": cfg.engine,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "n_samples": n, "n_pool": int(pool_rows.size), "n_eval": int(is_eval.sum()), "n_rejects": len(rejects),
-        "has_clip_scores": clip_score is not None, "has_categories": listing.has_categories,
+        "n_samples": len(emb.refs), "n_pool": int(split.pool_rows.size), "n_eval": int(split.is_eval.sum()),
+        "n_rejects": n_rejects, "has_clip_scores": has_clip, "has_categories": listing.has_categories,
         "eval_per_category": cfg.eval_per_category if listing.has_categories else 0,
         "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
     }
-    log.info("[6/6] writing %s", db.db_path(ws))
-    db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta,
-                                 layout=layout, dedup_curve=pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": curve}))
-    if not cfg.keep_work:
-        shutil.rmtree(wd, ignore_errors=True)
-    log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, n, k, len(rejects), timings["total"])
-    return ws

@@ -15,7 +15,8 @@ from densprune import db
 from densprune.app import build as appbuild
 from densprune.app import charts
 from densprune.app import data as appdata
-from densprune.app.thumbgrid import Tile, grid_html, image_mime, pairs_html, read_thumbs
+from densprune.app.thumbgrid import Tile, grid_html, pairs_html, read_thumbs
+from densprune.ingest.media import image_ext, image_mime
 from densprune.prune.selection import PlanIndex, PlanParams
 
 N, K = 600, 6
@@ -191,3 +192,10 @@ def test_build_progress_moves_forward():
     assert fracs == sorted(fracs) and fracs[0] == 0.0
     assert appbuild.current_stage(text) == len(appbuild.STAGES) - 1
     assert appbuild.build_progress(text + "INFO densprune.precompute: workspace w: done", 0.0) == (1.0, "done")
+
+
+def test_image_ext_from_magic_then_suffix():
+    assert image_ext(b"\xff\xd8\xff\xe0rest", "x.png") == "jpg"
+    assert image_ext(b"\x89PNG\r\n\x1a\n....", "") == "png"
+    assert image_ext(b"<svg></svg>", "/a/b/c.SVG#k") == "svg"
+    assert image_ext(b"", "") == "img"

@@ -13,6 +13,7 @@ import torch
 from conftest import COLORS, encode, make_image
 
 from densprune.train import evaluation as ev
+from densprune.vectors import l2_normalize
 
 SMALL_CFG = {
     "embed_dim": 32,
@@ -53,7 +54,7 @@ def test_class_embeddings_average_normalised_prompts():
 
 def test_evaluation_metrics_zero_shot_on_separable_features():
     rng = np.random.default_rng(0)
-    centers = ev.normalize_rows(rng.normal(size=(3, 8)))
+    centers = l2_normalize(rng.normal(size=(3, 8)), dtype=np.float64)
     labels = np.repeat(np.arange(3), 5)
     images = centers[labels] + 0.05 * rng.normal(size=(15, 8))
     prompts = np.stack([centers + 0.01 * rng.normal(size=(3, 8)) for _ in range(4)], axis=1)  # (3, 4, 8)

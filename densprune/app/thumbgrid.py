@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from densprune.ingest.media import image_mime
+
 THUMBS_NAME = "thumbs.bin"
 MAX_THUMB_BYTES = 1 << 20  # a thumbnail is a few KB; anything bigger is a corrupt offset
 
@@ -40,19 +42,6 @@ def read_thumbs(workspace: str | os.PathLike, offsets: Sequence[int] | np.ndarra
             fh.seek(off)
             out.append(fh.read(size))
     return out
-
-
-def image_mime(data: bytes) -> str | None:
-    """MIME type of encoded image bytes from their magic number (None when unknown)."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:2] == b"\xff\xd8":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
 
 
 def data_uri(data: bytes) -> str | None:

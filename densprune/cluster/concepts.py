@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from densprune.vectors import l2_normalize
+
 
 def cluster_sizes(labels: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
     """labels: (N,) -> (K,) int64 member counts (only rows where ``mask`` is True)."""
@@ -55,7 +57,7 @@ def nearest_concepts(centroids: np.ndarray, j: int, n: int = 5) -> tuple[np.ndar
     centroids: (K, d); only row ``j`` of the distance matrix is computed.
     """
     c = np.asarray(centroids, dtype=np.float64)
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    c = l2_normalize(c, dtype=np.float64)
     d = 1.0 - c @ c[j]
     d[j] = np.inf
     order = np.argsort(d, kind="stable")[: min(n, d.size - 1)]

@@ -8,6 +8,8 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
+from densprune.vectors import l2_normalize
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +62,7 @@ def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = 50, seed: int 
                       max_points_per_centroid=max_points_per_centroid, nredo=nredo, verbose=False)
     km.train(sample)
     cent = np.asarray(km.centroids, dtype=np.float32)
-    return cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(cent)
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, *, block: int = 65536, use_gpu: bool | None = None,

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from densprune.devices import resolve_device
+from densprune.vectors import l2_normalize
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -24,13 +27,6 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 class WeightsUnavailable(RuntimeError):
     """open_clip weights could not be loaded (no network, no cache, bad path)."""
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation. x: (n, d) -> (n, d) float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, eps)
 
 
 def register_model_configs() -> None:
@@ -195,9 +191,7 @@ class OpenClipEmbedder:
         self.model = model
         self.weights = weights
         self.pretrained = weights or (pretrained if pretrained and pretrained.lower() != "none" else "")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
         if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
             raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models()")
         if weights and not os.path.exists(weights):

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from densprune import __version__, db
+from densprune.ingest.media import group_tar_members, image_ext
 from densprune.ingest.sources import read_bytes
 from densprune.ingest.uids import uids_to_datacomp
 from densprune.prune.plans import load_plan
@@ -69,18 +70,6 @@ def _finish(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def _ext_of(data: bytes, ref: str) -> str:
-    head = data[:12]
-    if head.startswith(b"\xff\xd8"):
-        return "jpg"
-    if head.startswith(b"\x89PNG"):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    suffix = Path(ref.split("#")[0]).suffix.lstrip(".").lower()
-    return suffix or "img"
-
-
 def _loc(value: str) -> tuple:
     return tuple(json.loads(value))
 
@@ -105,7 +94,7 @@ def write_csv(df: pd.DataFrame, out: Path) -> list[Path]:
             continue
         data = read_bytes(loc_t)
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{uid}.{_ext_of(data, ref)}"
+        name = f"{uid}.{image_ext(data, ref)}"
         (tmp_dir / name).write_bytes(data)
         paths.append(str((images_dir / name).resolve()))
     if tmp_dir.exists():
@@ -141,7 +130,7 @@ def write_webdataset(df: pd.DataFrame, out: Path, shard_size: int = 10_000) -> l
                             _add(tf, info.name, src.read(info.size))
                     continue
                 data = read_bytes(loc)
-                _add(tf, f"{rec.uid}.{_ext_of(data, rec.image_ref)}", data)
+                _add(tf, f"{rec.uid}.{image_ext(data, rec.image_ref)}", data)
                 _add(tf, f"{rec.uid}.txt", (rec.caption or "").encode("utf-8"))
                 meta = {"uid": rec.uid, "row_idx": int(rec.row_idx), "cluster": int(rec.cluster), "caption": rec.caption}
                 _add(tf, f"{rec.uid}.json", json.dumps(meta).encode("utf-8"))
@@ -151,14 +140,10 @@ def write_webdataset(df: pd.DataFrame, out: Path, shard_size: int = 10_000) -> l
 
 
 def _tar_members(cache: dict, tar_path: str, key: str) -> list[tarfile.TarInfo]:
+    """The members of sample ``key`` in source shard ``tar_path`` (each shard indexed once per export)."""
     if tar_path not in cache:
-        groups: dict[str, list[tarfile.TarInfo]] = {}
         with tarfile.open(tar_path, "r") as tf:
-            for info in tf:
-                if info.isfile() and "." in os.path.basename(info.name):
-                    stem = os.path.join(os.path.dirname(info.name), os.path.basename(info.name).split(".", 1)[0])
-                    groups.setdefault(stem, []).append(info)
-        cache[tar_path] = groups
+            cache[tar_path] = {k: list(g.values()) for k, g in group_tar_members(tf).items()}
     return cache[tar_path].get(key, [])
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from densprune.ingest.media import IMAGE_EXTS, group_tar_members
 from densprune.ingest.uids import normalize_uid, uid_from_key
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 PATH_COLUMNS = ("filepath", "image_path", "path", "file", "filename", "image", "url")
 CAPTION_COLUMNS = ("caption", "title", "text", "prompt", "description")
 BYTES_COLUMNS = ("image", "jpg", "image_bytes", "bytes")
@@ -270,26 +270,14 @@ def _list_webdataset(tars: list[str], spec: str) -> SourceListing:
             continue
         shard = Path(tar_path).name
         groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-        order: list[str] = []
         try:
             with tarfile.open(tar_path, "r") as tf:
-                for info in tf:
-                    if not info.isfile():
-                        continue
-                    base = os.path.basename(info.name)
-                    if "." not in base:
-                        continue
-                    stem, ext = base.split(".", 1)
-                    k = os.path.join(os.path.dirname(info.name), stem)
-                    if k not in groups:
-                        groups[k] = {}
-                        order.append(k)
-                    groups[k][ext.lower()] = info
+                groups = group_tar_members(tf)
                 texts = {k: _read_member(tf, g.get("txt")) for k, g in groups.items()}
                 jsons = {k: _read_member(tf, g.get("json")) for k, g in groups.items()}
         except (tarfile.TarError, OSError) as exc:
             rejects.append(Reject(shard, tar_path, "list", f"{tar_path}: unreadable tar shard ({exc}); samples listed before the error kept"))
-        for k in order:
+        for k in groups:
             g = groups[k]
             img_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in g), None)
             ref = f"{Path(tar_path).resolve()}#{k}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -19,20 +18,18 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
+from densprune.names import validate_name
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
 log = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _INDEX_CACHE: dict[tuple[str, float], PlanIndex] = {}
 _INDEX_LOCK = threading.Lock()
 
 
 def validate_plan_name(name: str) -> str:
     """Plan names become file names: letters, digits, '_', '.', '-', at most 64 chars."""
-    if not _NAME_RE.match(name or ""):
-        raise ValueError(f"invalid plan name {name!r}: use letters, digits, '_', '.', '-' (at most 64 chars)")
-    return name
+    return validate_name(name, "plan name", max_len=64)
 
 
 def load_index(workspace: str | os.PathLike) -> PlanIndex:

@@ -22,34 +22,30 @@ from pathlib import Path
 
 import numpy as np
 
+from densprune.ingest.media import IMAGE_EXTS
+from densprune.vectors import l2_normalize
+
 log = logging.getLogger(__name__)
 
 # The demo is clip art; "{}" alone keeps the bare category name as one prompt.
 CLIPART_TEMPLATES = ("clip art of {}.", "a clip art of a {}.", "an illustration of {}.", "a drawing of {}.", "{}.")
 PHOTO_TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "an image of a {}.", "a picture of a {}.", "{}.")
 TEMPLATE_SETS = {"clipart": CLIPART_TEMPLATES, "photo": PHOTO_TEMPLATES}
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 # --------------------------------------------------------------------------------------------
 # pure metrics
 # --------------------------------------------------------------------------------------------
 
-def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation. x: (n, d) -> (n, d) float64."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
-
-
 def class_embeddings(prompt_feats: np.ndarray) -> np.ndarray:
     """Zero-shot class vectors. prompt_feats: (C, T, d), T prompts per class -> (C, d), unit rows."""
     assert prompt_feats.ndim == 3, "prompt_feats must be (classes, templates, dim)"
-    return normalize_rows(normalize_rows(prompt_feats).mean(axis=1))
+    return l2_normalize(l2_normalize(prompt_feats, dtype=np.float64).mean(axis=1), dtype=np.float64)
 
 
 def zero_shot_scores(image_feats: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
     """Cosine similarity of every image to every class. (N, d), (C, d) -> (N, C)."""
-    return normalize_rows(image_feats) @ normalize_rows(class_emb).T
+    return l2_normalize(image_feats, dtype=np.float64) @ l2_normalize(class_emb, dtype=np.float64).T
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -65,7 +61,7 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 def retrieval_recall(image_feats: np.ndarray, text_feats: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Recall@k both ways for paired rows. (N, d), (N, d) -> {'i2t_r1', 'i2t_r5', 't2i_r1', 't2i_r5', ...}."""
     assert image_feats.shape[0] == text_feats.shape[0] > 0, "one caption per image"
-    sim = normalize_rows(image_feats) @ normalize_rows(text_feats).T  # (N images, N texts)
+    sim = l2_normalize(image_feats, dtype=np.float64) @ l2_normalize(text_feats, dtype=np.float64).T  # (N images, N texts)
     diag = np.diag(sim)
     i2t_rank = (sim > diag[:, None]).sum(axis=1)
     t2i_rank = (sim > diag[None, :]).sum(axis=0)
@@ -150,14 +146,6 @@ def image_folder_eval_set(folder: str | os.PathLike, max_per_class: int | None =
 # --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
 
 def checkpoint_state_dict(path: str | os.PathLike) -> dict:
     """The model weights of an open_clip_train checkpoint (or a bare state_dict), prefixes stripped.

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from typing import Callable
 import duckdb
 
 from densprune import db
+from densprune.devices import resolve_device
+from densprune.names import validate_name
 from densprune.train.command import (  # noqa: F401  (re-exported: the run API lives here)
     RunSpec,
     Schedule,
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 
 
 def run_command_line(workspace: str | os.PathLike, name: str) -> str:
@@ -130,7 +130,6 @@ def read_run_json(workspace: str | os.PathLike, name: str) -> dict:
 def create_run(workspace: str | os.PathLike, spec: RunSpec) -> dict:
     """Validate ``spec``, make the run folder and record the run as ``queued``. Returns the run.json dict."""
     from densprune.prune.plans import load_plan
-    from densprune.train.evaluation import resolve_device
 
     ws = Path(workspace).resolve()
     preset = get_preset(spec.preset)
@@ -142,8 +141,7 @@ def create_run(workspace: str | os.PathLike, spec: RunSpec) -> dict:
     device = resolve_device(spec.device)
     name = spec.name or f"{spec.plan}-{preset.name.replace(':', '_').replace('/', '_')}-s{spec.seed}-" \
                         f"{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid run name {name!r}: use letters, digits, '_', '.', '-' (at most 96 chars)")
+    validate_name(name, "run name")
     rdir = run_dir(ws, name)
     if rdir.exists():
         raise FileExistsError(f"run {name!r} already exists in {ws} ({rdir}); choose another --name")
@@ -427,7 +425,7 @@ def evaluate_run(workspace: str | os.PathLike, name: str, device: str = "auto", 
     ckpt = rdir / "checkpoints" / f"epoch_{sched.epochs}.pt"
     if not ckpt.exists():
         raise ValueError(f"run {name!r} has no final checkpoint ({ckpt}); it has not finished training")
-    dev = ev.resolve_device(device)
+    dev = resolve_device(device)
     t0 = time.monotonic()
     net, preprocess, tokenizer = ev.load_model(info["model"], ckpt, dev)
     out: dict[str, float] = {}
