@@ -9,7 +9,7 @@ the grid is 1 + 3 x 2 = 7 runs per seed.
     nohup python benchmarks/run_experiment.py --seeds 0 1 2 > benchmarks/results/experiment.log 2>&1 &
 
 Runs go seed by seed (all 7 configurations of seed 0 first), each in the foreground of this script
-through densprune.training; results are rewritten after every run to benchmarks/results/
+through densprune.train; results are rewritten after every run to benchmarks/results/
 experiment.json and experiment.md, so a partial grid is reported as far as it got. Finished runs
 are skipped on a rerun (resume). ``random`` uses a different random subset per seed (plan seed =
 training seed); DBP and SSP keep the hardest members and are the same subset for every seed.
@@ -37,9 +37,9 @@ from densprune.cli.main import REPO_ROOT  # noqa: E402
 from densprune.cli.main import main as cli_main
 from densprune.prune.plans import list_plans, load_index, save_plan  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
-from densprune.train import runs as training  # noqa: E402
+from densprune.train import listing, records, supervisor  # noqa: E402
+from densprune.train.command import RunSpec, make_schedule  # noqa: E402
 from densprune.train.presets import get_preset  # noqa: E402
-from densprune.train.runs import RunSpec, make_schedule  # noqa: E402
 
 log = logging.getLogger("run_experiment")
 METRICS = ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
@@ -102,15 +102,15 @@ def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs
     if not prev.empty and prev.status.iloc[0] == "done":
         log.info("run %s: done before, skipped", name)
         return {"name": name, "skipped": True}
-    if not prev.empty or training.run_dir(ws, name).exists():  # an unfinished earlier attempt: start over
+    if not prev.empty or records.run_dir(ws, name).exists():  # an unfinished earlier attempt: start over
         db.delete_run(ws, name)
-        shutil.rmtree(training.run_dir(ws, name), ignore_errors=True)
+        shutil.rmtree(records.run_dir(ws, name), ignore_errors=True)
     spec = RunSpec(plan=plan, preset=preset, seed=seed, name=name, device="cpu",
                    samples_seen=samples_seen if mode == "samples" else None,
                    epochs=epochs if mode == "epochs" else None)
-    training.create_run(ws, spec)
+    records.create_run(ws, spec)
     t0 = time.monotonic()
-    row = training.execute_run(ws, name)
+    row = supervisor.execute_run(ws, name)
     log.info("run %s: %s in %.0f s (%s samples)%s", name, row["status"], time.monotonic() - t0,
              row.get("samples_seen"), f" error: {row['error']}" if row.get("error") else "")
     return {"name": name, "skipped": False}
@@ -119,7 +119,7 @@ def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs
 def collect(ws: Path, methods: dict[str, str]) -> list[dict]:
     """One record per finished experiment run of the plans in ``methods`` (run names ``PLAN-eqcompute-sSEED``
     / ``-eqepochs-``)."""
-    df = training.results_table(ws)
+    df = listing.results_table(ws)
     out = []
     for r in df.to_dict("records"):
         if (r["status"] != "done" or r["plan"] not in methods

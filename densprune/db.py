@@ -12,14 +12,13 @@ import contextlib
 import json
 import logging
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
 import numpy as np
 import pandas as pd
+from filelock import ReadWriteLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,15 @@ RUN_COLUMNS = ("name", "plan", "preset", "model", "mode", "seed", "device", "n_t
                "elapsed_s", "eta_s", "wall_s", "command", "run_dir", "checkpoint", "pid", "created_at",
                "started_at", "finished_at")
 
-_PROCESS_LOCK = threading.RLock()
+LOCK_NAME = ".densprune.lock"
 
 
 class WorkspaceNotFound(FileNotFoundError):
     """No complete workspace at the path."""
+
+
+class WorkspaceBusy(TimeoutError):
+    """Another process held the workspace's write lock for longer than the caller would wait."""
 
 
 def db_path(workspace: str | os.PathLike) -> Path:
@@ -119,26 +122,26 @@ def is_complete(workspace: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection to the workspace database, retrying while another process writes."""
+    """A short-lived connection to the workspace database.
+
+    DuckDB lets one process write or many read a database file, never both, so every connection
+    holds the workspace's reader/writer lock (``DIR/.densprune.lock``, filelock's ReadWriteLock):
+    readers share it, a writer waits for them and holds it alone. Raises WorkspaceBusy after
+    ``timeout_s`` seconds of waiting."""
     path = db_path(workspace)
     if not path.exists():
         raise WorkspaceNotFound(f"no workspace at {workspace} (missing {DB_NAME}); build one with `densprune precompute`")
-    deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    with _PROCESS_LOCK:
-        while True:
-            try:
-                con = duckdb.connect(str(path), read_only=read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+    lock = ReadWriteLock(Path(workspace) / LOCK_NAME, is_singleton=False)
+    with contextlib.ExitStack() as stack:
+        stack.callback(lock.close)
         try:
-            yield con
-        finally:
-            con.close()
+            stack.enter_context((lock.read_lock if read_only else lock.write_lock)(timeout=timeout_s))
+        except Timeout:
+            raise WorkspaceBusy(f"{workspace} is busy: another process kept it locked for {timeout_s:g} s "
+                                "(a precompute or a long plan save?); try again when it is done") from None
+        con = duckdb.connect(str(path), read_only=read_only)
+        stack.callback(con.close)
+        yield con
 
 
 # --------------------------------------------------------------------------------------------

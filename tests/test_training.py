@@ -15,9 +15,9 @@ from conftest import COLORS, encode, make_image
 from densprune import db
 from densprune.app.common import VIEWS
 from densprune.cli.main import main
-from densprune.train import runs as training
+from densprune.train import command, launch, listing, records, supervisor
+from densprune.train.command import RunSpec, make_schedule, parse_train_line
 from densprune.train.presets import PRESETS, get_preset
-from densprune.train.runs import RunSpec, make_schedule, parse_train_line
 
 TRAIN_LINE = ("2026-11-25,22:10:23 | INFO | Train Epoch: 1 [ 704/7861 (9%)] Data (t): 0.006 Batch (t): 2.879, "
               "144.812/s, 144.812/s/gpu LR: 0.000550 Logit Scale: 14.268 Contrastive_loss: 3.8430 (4.0755) "
@@ -55,7 +55,7 @@ def test_schedule_needs_one_full_batch():
 def test_trainer_args_are_a_list_with_the_preset_settings(tmp_path):
     preset = PRESETS["cpu-tiny"]
     sched = make_schedule(2358, 128, samples_seen=30_000)
-    args = training.trainer_args(preset, model="local-dir:/m", train_csv=tmp_path / "t.csv", logs_dir=tmp_path,
+    args = command.trainer_args(preset, model="local-dir:/m", train_csv=tmp_path / "t.csv", logs_dir=tmp_path,
                                  run_name="r", schedule=sched, device="cpu", seed=3, workers=1, extra=("--x",))
     assert all(isinstance(a, str) for a in args)
     opts = dict(zip(args[:-1:2], args[1::2]))
@@ -63,7 +63,7 @@ def test_trainer_args_are_a_list_with_the_preset_settings(tmp_path):
     assert opts["--epochs"] == "13" and opts["--batch-size"] == "128" and opts["--precision"] == "fp32"
     assert opts["--warmup"] == str(round(0.1 * sched.total_steps)) and opts["--seed"] == "3"
     assert opts["--save-frequency"] == "0" and args[-1] == "--x"
-    gpu = training.trainer_args(PRESETS["vit-b-32"], model="ViT-B-32", train_csv=tmp_path / "t.csv",
+    gpu = command.trainer_args(PRESETS["vit-b-32"], model="ViT-B-32", train_csv=tmp_path / "t.csv",
                                 logs_dir=tmp_path, run_name="r", schedule=make_schedule(10**6, 4096, epochs=1),
                                 device="cuda", seed=0, workers=8)
     gopts = dict(zip(gpu[::2], gpu[1::2]))
@@ -88,8 +88,8 @@ def test_parse_train_line():
 
 def test_error_summary_picks_the_error_line():
     tail = ["usage: main.py [-h] ...\n", "main.py: error: unrecognized arguments: --bogus\n"]
-    assert training.error_summary(tail, 2) == "exit code 2: main.py: error: unrecognized arguments: --bogus"
-    assert training.error_summary([], 1) == "exit code 1: no output"
+    assert command.error_summary(tail, 2) == "exit code 2: main.py: error: unrecognized arguments: --bogus"
+    assert command.error_summary([], 1) == "exit code 1: no output"
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_train_end_to_end_writes_checkpoint_progress_and_metrics(tiny_ws, capsys
     rdir = tiny_ws / "runs" / "e2e"
     assert (rdir / "checkpoints" / "epoch_2.pt").exists()
     assert "open_clip_train.main" in out and "step      8/8" in out
-    events = training.loss_curve(tiny_ws, "e2e")
+    events = listing.loss_curve(tiny_ws, "e2e")
     assert [e["step"] for e in events] == list(range(1, 9)) and events[-1]["samples_seen"] == 64
     row = _row(tiny_ws, "e2e")
     assert row["status"] == "done" and row["error"] is None and row["phase"] == ""
@@ -168,19 +168,19 @@ def test_train_end_to_end_writes_checkpoint_progress_and_metrics(tiny_ws, capsys
     capsys.readouterr()
     assert main(["runs", str(tiny_ws)]) == 0
     assert "e2e" in capsys.readouterr().out
-    table = training.results_table(tiny_ws)
+    table = listing.results_table(tiny_ws)
     assert table.set_index("name").loc["e2e", "method"] == "random"
 
 
 def test_cancel_stops_a_background_run(tiny_ws):
-    name = training.launch_run(tiny_ws, RunSpec(plan="all", epochs=500, batch_size=8, workers=0, device="cpu",
+    name = launch.launch_run(tiny_ws, RunSpec(plan="all", epochs=500, batch_size=8, workers=0, device="cpu",
                                                 name="to-cancel"))
     rdir = tiny_ws / "runs" / name
-    _wait(lambda: training.loss_curve(tiny_ws, name), 90, "the first training step")
+    _wait(lambda: listing.loss_curve(tiny_ws, name), 90, "the first training step")
     assert _row(tiny_ws, name)["status"] == "running"
-    assert training.is_supervised(tiny_ws, name) and training.refresh_runs(tiny_ws) == 0  # alive: left alone
+    assert supervisor.is_supervised(tiny_ws, name) and listing.refresh_runs(tiny_ws) == 0  # alive: left alone
     trainer_pid = int((rdir / "trainer.pid").read_text())
-    training.cancel_run(tiny_ws, name)
+    launch.cancel_run(tiny_ws, name)
     row = _wait(lambda: (r := _row(tiny_ws, name))["status"] != "running" and r, 60, "the cancellation")
     assert row["status"] == "cancelled" and row["wall_s"] > 0
     assert not (rdir / "checkpoints" / "epoch_500.pt").exists()
@@ -189,9 +189,9 @@ def test_cancel_stops_a_background_run(tiny_ws):
 
 
 def test_bad_trainer_arguments_fail_the_run_with_the_error(tiny_ws):
-    info = training.create_run(tiny_ws, RunSpec(plan="all", epochs=1, batch_size=8, workers=0, device="cpu",
+    info = records.create_run(tiny_ws, RunSpec(plan="all", epochs=1, batch_size=8, workers=0, device="cpu",
                                                 name="bad-args", trainer_args=("--no-such-flag",)))
-    row = training.execute_run(tiny_ws, info["name"])
+    row = supervisor.execute_run(tiny_ws, info["name"])
     assert row["status"] == "failed"
     assert "unrecognized arguments: --no-such-flag" in row["error"] and row["error"].startswith("exit code 2")
     db = _row(tiny_ws, "bad-args")
@@ -200,20 +200,20 @@ def test_bad_trainer_arguments_fail_the_run_with_the_error(tiny_ws):
 
 def test_create_run_validates_before_anything_runs(tiny_ws):
     with pytest.raises(ValueError, match="no plan named"):
-        training.create_run(tiny_ws, RunSpec(plan="nope"))
+        records.create_run(tiny_ws, RunSpec(plan="nope"))
     with pytest.raises(ValueError, match="fewer than one batch"):
-        training.create_run(tiny_ws, RunSpec(plan="all", name="big-batch", epochs=1))  # batch 128 > 36 images
+        records.create_run(tiny_ws, RunSpec(plan="all", name="big-batch", epochs=1))  # batch 128 > 36 images
     assert not (tiny_ws / "runs" / "big-batch").exists()
     with pytest.raises(SystemExit):  # argparse: the two budgets exclude each other
         main(["train", str(tiny_ws), "--plan", "all", "--epochs", "1", "--samples-seen", "5"])
 
 
 def test_a_run_whose_supervisor_died_is_marked_failed(tiny_ws):
-    training.create_run(tiny_ws, RunSpec(plan="all", epochs=1, batch_size=8, name="orphan"))
+    records.create_run(tiny_ws, RunSpec(plan="all", epochs=1, batch_size=8, name="orphan"))
     dead = subprocess.Popen(["true"])
     dead.wait()
     db.update_run(tiny_ws, "orphan", {"status": "running", "pid": dead.pid})
-    assert training.refresh_runs(tiny_ws) >= 1
+    assert listing.refresh_runs(tiny_ws) >= 1
     row = _row(tiny_ws, "orphan")
     assert row["status"] == "failed" and "supervisor" in row["error"]
 
@@ -238,7 +238,7 @@ def test_train_page_launches_watches_and_compares(tiny_ws):
     assert not at.exception, [e.value for e in at.exception]
     assert at.success and "Started 1 run" in at.success[0].value
     name = at.success[0].value.split(": ")[-1]
-    _wait(lambda: _row(tiny_ws, name)["status"] in training.FINAL, 120, "the page's run")
+    _wait(lambda: _row(tiny_ws, name)["status"] in records.FINAL, 120, "the page's run")
     assert _row(tiny_ws, name)["status"] == "done"
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -1,4 +1,4 @@
-"""Tables and Plotly figures of the Train page, built from :func:`densprune.training.results_table`
+"""Tables and Plotly figures of the Train page, built from :func:`densprune.train.listing.results_table`
 and the runs' progress events (no Streamlit)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import html
 import pandas as pd
 import plotly.graph_objects as go
 
-from densprune.train.runs import fmt_seconds
+from densprune.train.command import fmt_seconds
 
 METRICS = {"zeroshot_top1": "zero-shot top-1", "i2t_r1": "image→text R@1", "i2t_r5": "image→text R@5",
            "t2i_r1": "text→image R@1", "t2i_r5": "text→image R@5"}

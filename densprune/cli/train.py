@@ -56,7 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from densprune.train.runs import RunSpec
+    from densprune.train.command import RunSpec
 
     return RunSpec(plan=args.plan, preset=args.preset, samples_seen=args.samples_seen, epochs=args.epochs,
                    device=args.device, seed=args.seed, name=args.name, batch_size=args.batch_size,
@@ -64,7 +64,7 @@ def _spec(args: argparse.Namespace):
 
 
 def _print_progress(ev: dict) -> None:
-    from densprune.train.runs import fmt_seconds
+    from densprune.train.command import fmt_seconds
 
     if ev.get("event") == "eval":
         print("eval    " + "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in ev.items()
@@ -77,31 +77,31 @@ def _print_progress(ev: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from densprune.train import runs as training
-    from densprune.train.runs import fmt_seconds
+    from densprune.train import command, launch, records, supervisor
+    from densprune.train.command import fmt_seconds
 
-    info = training.create_run(args.workspace, _spec(args))
+    info = records.create_run(args.workspace, _spec(args))
     name = info["name"]
     sched = info["schedule"]
     print(f"run {name}: plan {args.plan} ({sched['n_train']:,} samples), {sched['epochs']} epochs x "
           f"{sched['steps_per_epoch']} steps x batch {sched['batch_size']} = {sched['samples_seen']:,} samples seen "
           f"on {info['device']}")
-    print("command: " + training.command_line(info["command"], info.get("env")))
+    print("command: " + command.command_line(*records.trainer_command(info)))
     if args.background:
-        pid = training.start_supervisor(args.workspace, name)
+        pid = launch.start_supervisor(args.workspace, name)
         print(f"started in the background (pid {pid}); watch it with `densprune runs {args.workspace}`, "
               f"stop it with `densprune cancel {args.workspace} {name}`")
         return 0
-    row = training.execute_run(args.workspace, name, echo=_print_progress)
+    row = supervisor.execute_run(args.workspace, name, echo=_print_progress)
     print(f"run {name}: {row['status']} in {fmt_seconds(row.get('wall_s'))}, {row.get('samples_seen') or 0:,} samples seen"
           + (f"  error: {row['error']}" if row.get("error") and row["status"] != "done" else ""))
     return 0 if row["status"] == "done" else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from densprune.train import runs as training
+    from densprune.train import supervisor
 
-    metrics = training.evaluate_run(args.workspace, args.run, device=args.device, image_folder=args.image_folder,
+    metrics = supervisor.evaluate_run(args.workspace, args.run, device=args.device, image_folder=args.image_folder,
                                     templates=args.templates)
     for k, v in metrics.items():
         print(f"{k:<40} {v:.4f}")
@@ -109,10 +109,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from densprune.train import runs as training
-    from densprune.train.runs import fmt_seconds
+    from densprune.train import listing
+    from densprune.train.command import fmt_seconds
 
-    df = training.results_table(args.workspace)
+    df = listing.results_table(args.workspace)
     if args.json:
         print(json.dumps(json.loads(df.to_json(orient="records", date_format="iso")), indent=2))
         return 0
@@ -137,8 +137,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from densprune.train import runs as training
+    from densprune.train import launch
 
-    training.cancel_run(args.workspace, args.run)
+    launch.cancel_run(args.workspace, args.run)
     print(f"asked run {args.run} to stop")
     return 0

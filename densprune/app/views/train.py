@@ -8,9 +8,9 @@ from densprune.app import common as ui
 from densprune.app import data as appdata
 from densprune.app import run_charts as runcharts
 from densprune.prune import plans
-from densprune.train import runs as training
+from densprune.train import launch, listing, records
+from densprune.train.command import RunSpec, fmt_seconds
 from densprune.train.presets import PRESETS, get_preset
-from densprune.train.runs import RunSpec, fmt_seconds
 
 ws, stamp = ui.ws_args()
 NO_BAR = {"displayModeBar": False}
@@ -74,7 +74,7 @@ with st.expander("Advanced"):
     workers = int(a2.number_input("DataLoader workers (-1 = the preset's)", -1, 64, value=-1, key="train_workers"))
 
 if preset and chosen:
-    preview = training.preview_schedules(ws, chosen, preset_name, samples_seen=samples, epochs=epochs,
+    preview = records.preview_schedules(ws, chosen, preset_name, samples_seen=samples, epochs=epochs,
                                          batch_size=batch or None)
     st.dataframe(preview, hide_index=True, width="stretch",
                  column_config={"samples seen": st.column_config.NumberColumn(format="%d")})
@@ -86,7 +86,7 @@ if preset and chosen:
                          batch_size=batch or None, workers=None if workers < 0 else workers)
                  for s in range(seed0, seed0 + n_seeds) for p in chosen if p not in set(problems["plan"])]
         try:
-            started = training.launch_runs(ws, specs)
+            started = launch.launch_runs(ws, specs)
             st.success(f"Started {len(started)} run(s) in the background: {', '.join(started)}",
                        icon=":material/check:")
         except (ValueError, FileExistsError, OSError) as exc:
@@ -97,7 +97,7 @@ if preset and chosen:
 # live runs (refreshed every 2 s while any run is queued or running)
 # --------------------------------------------------------------------------------------------
 def live() -> None:
-    runs = training.list_runs(ws)
+    runs = listing.list_runs(ws)
     active = runs[runs.status.isin(runcharts.ACTIVE)]
     if active.empty:
         if st.session_state.pop("train_was_active", False):
@@ -110,20 +110,20 @@ def live() -> None:
         a, b = st.columns([6, 1], vertical_alignment="bottom")
         a.progress(frac, text=f"**{appdata.escape_markdown(row['name'])}** · {appdata.escape_markdown(text)}")
         if b.button("Cancel", key=f"train_cancel_{row['name']}", icon=":material/stop:"):
-            training.cancel_run(ws, row["name"])
+            launch.cancel_run(ws, row["name"])
             st.toast(f"Cancelling {row['name']}…")
-    curves = {n: training.loss_curve(ws, n) for n in active["name"]}
+    curves = {n: listing.loss_curve(ws, n) for n in active["name"]}
     if any(curves.values()):
         st.plotly_chart(runcharts.loss_curves(curves), width="stretch", config=NO_BAR, key="train_live_loss")
 
 
-any_active = training.list_runs(ws)["status"].isin(runcharts.ACTIVE).any()
+any_active = listing.list_runs(ws)["status"].isin(runcharts.ACTIVE).any()
 st.fragment(live, run_every=2.0 if any_active else None)()
 
 # --------------------------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------------------------
-results = training.results_table(ws)
+results = listing.results_table(ws)
 if results.empty:
     st.caption("No runs yet.")
     st.stop()
@@ -151,11 +151,11 @@ with st.expander("Loss curves and command lines"):
     pick = st.multiselect("Runs", results["name"].tolist(), default=results["name"].tolist()[:4],
                           key="train_curve_runs")
     if pick:
-        st.plotly_chart(runcharts.loss_curves({n: training.loss_curve(ws, n) for n in pick}), width="stretch",
+        st.plotly_chart(runcharts.loss_curves({n: listing.loss_curve(ws, n) for n in pick}), width="stretch",
                         config=NO_BAR, key="train_loss_all")
     one = st.selectbox("Command line of run", results["name"].tolist(), key="train_cmd_run")
     row = results.set_index("name").loc[one]
-    st.code(training.run_command_line(ws, one), language="bash", wrap_lines=True)
+    st.code(records.run_command_line(ws, one), language="bash", wrap_lines=True)
     st.caption(f"Run folder `{row['run_dir']}` · status {row['status']} · wall {fmt_seconds(row['wall_s'])}")
     if row["status"] == "failed" and row["error"]:
         st.error(appdata.escape_markdown(str(row["error"])))
