@@ -224,8 +224,81 @@ def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
     return query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
 
 
-def load_rejects(workspace: str | os.PathLike) -> pd.DataFrame:
-    return query_df(workspace, "SELECT * FROM rejects")
+def load_rejects(workspace: str | os.PathLike, limit: int | None = None) -> pd.DataFrame:
+    """The rejects table (stage, reason, key, image_ref), at most ``limit`` rows."""
+    sql = "SELECT stage, reason, key, image_ref FROM rejects"
+    return query_df(workspace, sql + " LIMIT ?", [int(limit)]) if limit is not None else query_df(workspace, sql)
+
+
+def dedup_curve(workspace: str | os.PathLike) -> pd.DataFrame:
+    """The pool's SemDeDup kept fraction on the eps grid: eps, kept_fraction."""
+    return query_df(workspace, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
+
+
+def eval_rows(workspace: str | os.PathLike) -> pd.DataFrame:
+    """The held-out rows with a category: row_idx, image_loc, caption, top_category."""
+    return query_df(workspace, "SELECT row_idx, image_loc, caption, top_category FROM samples "
+                               "WHERE split = 'eval' AND top_category IS NOT NULL ORDER BY row_idx")
+
+
+def kept_samples(workspace: str | os.PathLike, keep: np.ndarray) -> pd.DataFrame:
+    """The kept rows of ``samples`` in row_idx order (the export columns). keep: (N,) bool."""
+    rows = pd.DataFrame({"row_idx": np.flatnonzero(keep).astype(np.int64)})
+    with connect(workspace) as con:
+        con.register("_keep", rows)
+        df = con.execute(
+            "SELECT s.uid, s.row_idx, s.caption, s.image_ref, s.image_loc, s.cluster, s.dist_to_centroid, "
+            "s.rank_in_cluster, s.clip_score, s.dup_max_sim, s.category, s.width, s.height "
+            "FROM samples s JOIN _keep k USING (row_idx) ORDER BY s.row_idx").df()
+        con.unregister("_keep")
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# plans
+# --------------------------------------------------------------------------------------------
+
+def plan_exists(workspace: str | os.PathLike, name: str) -> bool:
+    return not query_df(workspace, "SELECT name FROM plans WHERE name = ?", [name]).empty
+
+
+def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame) -> None:
+    """Replace plan ``row['name']``: its ``plans`` row and its ``plan_clusters`` rows, in one transaction
+    (columns matched by name)."""
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM plans WHERE name = ?", [row["name"]])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [row["name"]])
+        con.execute(f"INSERT INTO plans ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        con.register("_rows", clusters)
+        con.execute("INSERT INTO plan_clusters BY NAME SELECT * FROM _rows")
+        con.unregister("_rows")
+        con.execute("COMMIT")
+
+
+def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
+    """All plans of a workspace, newest first: name, method, n_kept, budget, pool_size, params, created_at."""
+    return query_df(workspace, "SELECT name, method, n_kept, budget, pool_size, params, created_at "
+                               "FROM plans ORDER BY created_at DESC")
+
+
+def plan_row(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """Plan ``name``'s row of the plans table (empty when there is none)."""
+    return query_df(workspace, "SELECT * FROM plans WHERE name = ?", [name])
+
+
+def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """Plan ``name``'s per-concept rows, by cluster."""
+    return query_df(workspace, "SELECT * EXCLUDE (plan) FROM plan_clusters WHERE plan = ? ORDER BY cluster", [name])
+
+
+def delete_plan(workspace: str | os.PathLike, name: str) -> None:
+    """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction."""
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM plans WHERE name = ?", [name])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute("COMMIT")
 
 
 def counts(workspace: str | os.PathLike) -> dict[str, int]:
@@ -325,3 +398,78 @@ def delete_run(workspace: str | os.PathLike, name: str) -> None:
         con.execute("DELETE FROM runs WHERE name = ?", [name])
         con.execute("DELETE FROM run_metrics WHERE run = ?", [name])
         con.execute("COMMIT")
+
+
+# --------------------------------------------------------------------------------------------
+# the app's reads
+# --------------------------------------------------------------------------------------------
+
+SAMPLE_COLUMNS = ("row_idx, caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
+                  "thumb_offset, thumb_size")
+
+
+def category_code_rows(workspace: str | os.PathLike, no_category: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per row (N,) in row order: the code of its top-level category (int32, index into the sorted
+    names; rows without one count as ``no_category``) and whether it is in the pool; the names."""
+    with connect(workspace) as con:
+        names = [r[0] for r in con.execute("SELECT DISTINCT coalesce(top_category, ?) AS name FROM samples ORDER BY name",
+                                           [no_category]).fetchall()]
+        rows = con.execute(
+            "WITH codes AS (SELECT UNNEST(?::VARCHAR[]) AS name, (generate_subscripts(?::VARCHAR[], 1) - 1)::INTEGER AS code) "
+            "SELECT c.code, s.split = 'pool' AS pool FROM samples s "
+            "JOIN codes c ON coalesce(s.top_category, ?) = c.name ORDER BY s.row_idx", [names, names, no_category]).fetchnumpy()
+    return np.asarray(rows["code"], dtype=np.int32), np.asarray(rows["pool"], dtype=bool), names
+
+
+def top_categories(workspace: str | os.PathLike, no_category: str = "(none)") -> pd.DataFrame:
+    """Pool and eval samples per top-level category (empty without categories)."""
+    return query_df(workspace, (
+        "SELECT coalesce(top_category, ?) AS category, "
+        "count(*) FILTER (WHERE split = 'pool') AS pool, count(*) FILTER (WHERE split = 'eval') AS eval "
+        "FROM samples GROUP BY 1 ORDER BY pool DESC, category"), [no_category])
+
+
+def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
+    """Concepts with captions containing ``text`` (case-insensitive, literal): cluster, matches."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return query_df(workspace, "SELECT cluster, count(*) AS matches FROM samples WHERE caption ILIKE ? "
+                                     "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [pattern])
+
+
+def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.DataFrame:
+    """At most ``max_points`` rows of the 2-D map (a fixed hash sample): row_idx, cluster, x, y."""
+    return query_df(workspace, "SELECT row_idx, cluster, x, y FROM layout ORDER BY hash(row_idx) LIMIT ?",
+                          [int(max_points)])
+
+
+def concept_members(workspace: str | os.PathLike, cluster: int, limit: int = 48,
+                    nearest_first: bool = True) -> pd.DataFrame:
+    """Members of one concept, nearest its centroid first (or farthest first)."""
+    order = "ASC" if nearest_first else "DESC"
+    return query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE cluster = ? "
+                                     f"ORDER BY rank_in_cluster {order} LIMIT ?", [int(cluster), int(limit)])
+
+
+def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> pd.DataFrame:
+    """The samples at ``rows`` (row_idx), in the given order."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        return pd.DataFrame(columns=[c.strip() for c in SAMPLE_COLUMNS.split(",")])
+    df = query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE row_idx IN "
+                                   "(SELECT UNNEST(?::BIGINT[]))", [rows])
+    return df.set_index("row_idx", drop=False).loc[rows].reset_index(drop=True)
+
+
+def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
+    """Near-duplicate pairs of one concept at SemDeDup ``eps`` (max similarity > 1 - eps), most similar
+    first: (row_idx, dup_of, sim, caption, dup_caption, thumbs of both), and the total count."""
+    thr = 1.0 - float(eps)
+    total = query_df(workspace, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND dup_of >= 0 "
+                                      "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
+    df = query_df(workspace, (
+        "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, "
+        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
+        "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
+        "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
+        [int(cluster), thr, int(limit)])
+    return df, int(total)

@@ -141,14 +141,14 @@ def test_compare_keeps_and_neighbours(tiny):
 
 def test_workspace_queries(demo_workspace: Path):
     ws = demo_workspace
-    pts = appdata.layout_sample(ws, max_points=500)
+    pts = db.layout_sample(ws, max_points=500)
     assert len(pts) == 500 and set(pts.columns) == {"row_idx", "cluster", "x", "y"}
-    literal = appdata.caption_matches(ws, "%")  # a literal percent sign, not a wildcard
+    literal = db.caption_matches(ws, "%")  # a literal percent sign, not a wildcard
     n_pct = db.query_df(ws, "SELECT count(*) AS n FROM samples WHERE contains(caption, '%')")["n"].iloc[0]
     assert literal["matches"].sum() == n_pct
-    rows = appdata.sample_rows(ws, [5, 2, 9])
+    rows = db.sample_rows(ws, [5, 2, 9])
     assert rows["row_idx"].tolist() == [5, 2, 9]
-    pairs, total = appdata.dup_pairs(ws, 0, 0.3, limit=4)
+    pairs, total = db.dup_pairs(ws, 0, 0.3, limit=4)
     assert len(pairs) <= 4 and total >= len(pairs) and (pairs["sim"] > 0.7).all()
     meta = db.load_meta(ws)
     steps = appdata.pipeline_steps(ws, meta, db.counts(ws))

@@ -114,17 +114,17 @@ def row_arrays(ws: str, stamp: str) -> dict[str, np.ndarray]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def top_categories(ws: str, stamp: str) -> pd.DataFrame:
-    return appdata.top_categories(ws)
+    return db.top_categories(ws, appdata.NO_CATEGORY)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def layout(ws: str, stamp: str) -> pd.DataFrame:
-    return appdata.layout_sample(ws, MAX_MAP_POINTS)
+    return db.layout_sample(ws, MAX_MAP_POINTS)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def dedup_curve(ws: str, stamp: str) -> pd.DataFrame:
-    return db.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
+    return db.dedup_curve(ws)
 
 
 def saved_plans(ws: str) -> pd.DataFrame:
@@ -140,17 +140,17 @@ def _saved_plans(ws: str, token: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
-    return appdata.caption_matches(ws, text)
+    return db.caption_matches(ws, text)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool = True) -> pd.DataFrame:
-    return appdata.concept_members(ws, cluster, limit, nearest_first)
+    return db.concept_members(ws, cluster, limit, nearest_first)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def rows(ws: str, stamp: str, row_idx: tuple[int, ...]) -> pd.DataFrame:
-    return appdata.sample_rows(ws, list(row_idx))
+    return db.sample_rows(ws, list(row_idx))
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)

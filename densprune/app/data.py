@@ -21,8 +21,6 @@ from densprune.prune.compare import compare_masks
 from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
-SAMPLE_COLUMNS = ("row_idx, caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
-                  "thumb_offset, thumb_size")
 NO_CATEGORY = "(none)"
 
 
@@ -82,14 +80,6 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
     return pd.DataFrame(rows, columns=["step", "state", "detail"])
 
 
-def top_categories(workspace: str | os.PathLike) -> pd.DataFrame:
-    """Pool and eval samples per top-level category (empty without categories)."""
-    return db.query_df(workspace, (
-        f"SELECT coalesce(top_category, '{NO_CATEGORY}') AS category, "
-        "count(*) FILTER (WHERE split = 'pool') AS pool, count(*) FILTER (WHERE split = 'eval') AS eval "
-        "FROM samples GROUP BY 1 ORDER BY pool DESC, category"))
-
-
 @dataclass(frozen=True, slots=True)
 class CategoryCodes:
     """Top-level category of every row as small integers, for bincounts under any keep mask."""
@@ -100,16 +90,8 @@ class CategoryCodes:
 
 
 def category_codes(workspace: str | os.PathLike) -> CategoryCodes:
-    with db.connect(workspace) as con:
-        rows = con.execute(
-            f"WITH cats AS (SELECT DISTINCT coalesce(top_category, '{NO_CATEGORY}') AS name FROM samples), "
-            "codes AS (SELECT name, (row_number() OVER (ORDER BY name) - 1)::INTEGER AS code FROM cats) "
-            f"SELECT c.code, s.split = 'pool' AS pool FROM samples s "
-            f"JOIN codes c ON coalesce(s.top_category, '{NO_CATEGORY}') = c.name ORDER BY s.row_idx").fetchnumpy()
-        names = [r[0] for r in con.execute(
-            f"SELECT DISTINCT coalesce(top_category, '{NO_CATEGORY}') AS name FROM samples ORDER BY name").fetchall()]
-    codes = np.asarray(rows["code"], dtype=np.int32)
-    pool = np.asarray(rows["pool"], dtype=bool)
+    """The top-level category of every row as codes (rows without one get NO_CATEGORY's code)."""
+    codes, pool, names = db.category_code_rows(workspace, NO_CATEGORY)
     return CategoryCodes(codes, tuple(names), np.bincount(codes[pool], minlength=len(names)).astype(np.int64))
 
 
@@ -138,37 +120,6 @@ def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = 20)
     df["complexity"] = index.complexity(neighbors)
     df["complexity_pct"] = df["complexity"].rank(pct=True) * 100.0
     return df
-
-
-def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
-    """Concepts with captions containing ``text`` (case-insensitive, literal): cluster, matches."""
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return db.query_df(workspace, "SELECT cluster, count(*) AS matches FROM samples WHERE caption ILIKE ? "
-                                     "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [pattern])
-
-
-def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.DataFrame:
-    """At most ``max_points`` rows of the 2-D map (a fixed hash sample): row_idx, cluster, x, y."""
-    return db.query_df(workspace, "SELECT row_idx, cluster, x, y FROM layout ORDER BY hash(row_idx) LIMIT ?",
-                          [int(max_points)])
-
-
-def concept_members(workspace: str | os.PathLike, cluster: int, limit: int = 48,
-                    nearest_first: bool = True) -> pd.DataFrame:
-    """Members of one concept, nearest its centroid first (or farthest first)."""
-    order = "ASC" if nearest_first else "DESC"
-    return db.query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE cluster = ? "
-                                     f"ORDER BY rank_in_cluster {order} LIMIT ?", [int(cluster), int(limit)])
-
-
-def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> pd.DataFrame:
-    """The samples at ``rows`` (row_idx), in the given order."""
-    rows = [int(r) for r in rows]
-    if not rows:
-        return pd.DataFrame(columns=[c.strip() for c in SAMPLE_COLUMNS.split(",")])
-    df = db.query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE row_idx IN "
-                                   "(SELECT UNNEST(?::BIGINT[]))", [rows])
-    return df.set_index("row_idx", drop=False).loc[rows].reset_index(drop=True)
 
 
 def neighbour_concepts(index: PlanIndex, concepts: pd.DataFrame, j: int, n: int = 6) -> pd.DataFrame:
@@ -211,21 +162,6 @@ def kept_and_dropped(index: PlanIndex, j: int, keep: np.ndarray, pool: np.ndarra
         return a[np.unique(np.linspace(0, a.size - 1, n).round().astype(np.int64))]
 
     return spread(kept), spread(dropped), int(kept.size), int(dropped.size)
-
-
-def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
-    """Near-duplicate pairs of one concept at SemDeDup ``eps`` (max similarity > 1 - eps), most similar
-    first: (row_idx, dup_of, sim, caption, dup_caption, thumbs of both), and the total count."""
-    thr = 1.0 - float(eps)
-    total = db.query_df(workspace, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND dup_of >= 0 "
-                                      "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
-    df = db.query_df(workspace, (
-        "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, "
-        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
-        "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
-        "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
-        [int(cluster), thr, int(limit)])
-    return df, int(total)
 
 
 def extremes(concepts: pd.DataFrame, n: int = 3, min_pool: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -44,19 +44,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def kept_samples(workspace: Path, keep: np.ndarray) -> pd.DataFrame:
-    """The kept rows of ``samples`` in row_idx order. keep: (N,) bool."""
-    rows = pd.DataFrame({"row_idx": np.flatnonzero(keep).astype(np.int64)})
-    with db.connect(workspace) as con:
-        con.register("_keep", rows)
-        df = con.execute(
-            "SELECT s.uid, s.row_idx, s.caption, s.image_ref, s.image_loc, s.cluster, s.dist_to_centroid, "
-            "s.rank_in_cluster, s.clip_score, s.dup_max_sim, s.category, s.width, s.height "
-            "FROM samples s JOIN _keep k USING (row_idx) ORDER BY s.row_idx").df()
-        con.unregister("_keep")
-    return df
-
-
 def _tmp_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.tmp-{os.getpid()}")
 
@@ -169,7 +156,7 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
     else:
         out_path = ws / "exports" / (f"{plan}-wds" if fmt == "webdataset" else f"{plan}{DEFAULT_SUFFIX[fmt]}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    df = kept_samples(ws, keep) if fmt not in ("mask",) else None
+    df = db.kept_samples(ws, keep) if fmt not in ("mask",) else None
     if fmt == "parquet":
         files = write_parquet(df, out_path)
     elif fmt == "csv":

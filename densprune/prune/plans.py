@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +22,6 @@ from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
 log = logging.getLogger(__name__)
 
-_INDEX_CACHE: dict[tuple[str, float], PlanIndex] = {}
-_INDEX_LOCK = threading.Lock()
 
 
 def validate_plan_name(name: str) -> str:
@@ -33,12 +30,8 @@ def validate_plan_name(name: str) -> str:
 
 
 def load_index(workspace: str | os.PathLike) -> PlanIndex:
-    """The plan index of a workspace, built once per process and workspace build."""
+    """The plan index of a workspace (callers that reuse it cache it: the app with st.cache_resource)."""
     ws = Path(workspace).resolve()
-    cent_key = (str(ws), (ws / "centroids.npy").stat().st_mtime if (ws / "centroids.npy").exists() else 0.0)
-    with _INDEX_LOCK:
-        if cent_key in _INDEX_CACHE:
-            return _INDEX_CACHE[cent_key]
     cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
     clip = cols["clip_score"]
     index = PlanIndex.build(
@@ -49,8 +42,6 @@ def load_index(workspace: str | os.PathLike) -> PlanIndex:
         dup_max_sim=cols["dup_max_sim"],
         clip_score=None if np.all(np.isnan(clip)) else clip,
     )
-    with _INDEX_LOCK:
-        _INDEX_CACHE[cent_key] = index
     return index
 
 
@@ -64,15 +55,14 @@ def params_from_json(text: str | dict) -> PlanParams:
 
 
 def _keep_path(workspace: Path, name: str) -> Path:
-    return Path(workspace) / "plans" / f"{name}.npy"
+    return Path(workspace) / "plans" / f"{validate_plan_name(name)}.npy"
 
 
 def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, overwrite: bool = False) -> None:
     """Store a computed plan under ``name`` (mask file first, then the rows, in one transaction)."""
     ws = Path(workspace)
     validate_plan_name(name)
-    exists = not db.query_df(ws, "SELECT name FROM plans WHERE name = ?", [name]).empty
-    if exists and not overwrite:
+    if db.plan_exists(ws, name) and not overwrite:
         raise FileExistsError(f"plan {name!r} already exists in {ws}; choose another name or overwrite it")
     path = _keep_path(ws, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,33 +73,23 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
     k = result.eligible.size
     rows = pd.DataFrame({"plan": name, "cluster": np.arange(k, dtype=np.int32), "eligible": result.eligible,
                          "quota": result.quota, "kept": result.kept})
-    with db.connect(ws, read_only=False) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM plans WHERE name = ?", [name])
-        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
-        con.execute(
-            "INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, result.params.method, params_to_json(result.params), int(result.n_kept), int(result.budget),
-             int(result.pool_size), str(path.relative_to(ws)), "\n".join(result.notes),
-             datetime.now(timezone.utc).replace(tzinfo=None)],
-        )
-        con.register("_rows", rows)
-        con.execute("INSERT INTO plan_clusters SELECT plan, cluster, eligible, quota, kept FROM _rows")
-        con.unregister("_rows")
-        con.execute("COMMIT")
+    row = {"name": name, "method": result.params.method, "params": params_to_json(result.params),
+           "n_kept": int(result.n_kept), "budget": int(result.budget), "pool_size": int(result.pool_size),
+           "keep_file": str(path.relative_to(ws)), "notes": "\n".join(result.notes),
+           "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}
+    db.write_plan(ws, row, rows)
     log.info("saved plan %s: %d of %d pool samples kept", name, result.n_kept, result.pool_size)
 
 
 def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
     """All plans of a workspace, newest first."""
-    return db.query_df(workspace, "SELECT name, method, n_kept, budget, pool_size, params, created_at "
-                                     "FROM plans ORDER BY created_at DESC")
+    return db.list_plans(workspace)
 
 
 def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray]:
     """The plan's row (as a dict, params parsed) and its (N,) bool keep mask."""
     ws = Path(workspace)
-    df = db.query_df(ws, "SELECT * FROM plans WHERE name = ?", [name])
+    df = db.plan_row(ws, validate_plan_name(name))
     if df.empty:
         names = ", ".join(list_plans(ws)["name"]) or "none yet"
         raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
@@ -120,14 +100,12 @@ def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray
 
 
 def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
-    return db.query_df(workspace, "SELECT cluster, eligible, quota, kept FROM plan_clusters WHERE plan = ? ORDER BY cluster", [name])
+    """The per-concept rows of plan ``name``: cluster, eligible, quota, kept (and what else it stored)."""
+    return db.plan_clusters(workspace, validate_plan_name(name))
 
 
 def delete_plan(workspace: str | os.PathLike, name: str) -> None:
+    """Remove plan ``name``: its rows, then its mask file."""
     ws = Path(workspace)
-    with db.connect(ws, read_only=False) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM plans WHERE name = ?", [name])
-        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
-        con.execute("COMMIT")
+    db.delete_plan(ws, validate_plan_name(name))
     _keep_path(ws, name).unlink(missing_ok=True)

@@ -111,8 +111,7 @@ def workspace_eval_set(workspace: str | os.PathLike) -> EvalSet:
     from densprune import db
     from densprune.ingest.sources import read_bytes
 
-    df = db.query_df(workspace, "SELECT row_idx, image_loc, caption, top_category FROM samples "
-                                   "WHERE split = 'eval' AND top_category IS NOT NULL ORDER BY row_idx")
+    df = db.eval_rows(workspace)
     if df.empty:
         raise ValueError(f"workspace {workspace} has no held-out eval images (split = 'eval'); they are chosen at "
                          "precompute time for sources with categories (--eval-per-category)")

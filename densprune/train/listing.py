@@ -94,7 +94,7 @@ def results_table(workspace: str | os.PathLike):
         wide = m.pivot_table(index="run", columns="name", values="value", aggfunc="last")
         wide.columns = [c.split("/", 1)[1] for c in wide.columns]
         runs = runs.merge(wide, left_on="name", right_index=True, how="left")
-    plans = db.query_df(workspace, "SELECT name AS plan, method, n_kept, pool_size FROM plans")
+    plans = db.list_plans(workspace)[["name", "method", "n_kept", "pool_size"]].rename(columns={"name": "plan"})
     return runs.merge(plans, on="plan", how="left") if not plans.empty else runs.assign(method=pd.NA)
 
 

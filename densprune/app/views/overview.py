@@ -60,7 +60,7 @@ with right:
 
 if meta["n_rejects"]:
     with st.expander(f"Rejected inputs ({meta['n_rejects']:,})"):
-        st.dataframe(db.query_df(ws, "SELECT stage, reason, key, image_ref FROM rejects LIMIT 1000"),
+        st.dataframe(db.load_rejects(ws, limit=1000),
                      hide_index=True, width="stretch")
 
 st.subheader("Open another workspace")
