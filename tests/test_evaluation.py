@@ -45,22 +45,15 @@ def test_retrieval_recall_on_known_features():
     assert ev.retrieval_recall(3 * eye, eye)["i2t_r1"] == 1.0
 
 
-def test_class_embeddings_average_normalised_prompts():
-    feats = np.array([[[2.0, 0.0], [0.0, 5.0]], [[1.0, 1.0], [1.0, 1.0]]])  # (C=2, T=2, d=2)
-    emb = ev.class_embeddings(feats)
-    np.testing.assert_allclose(emb[0], [np.sqrt(0.5), np.sqrt(0.5)])
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0)
-
-
 def test_evaluation_metrics_zero_shot_on_separable_features():
     rng = np.random.default_rng(0)
     centers = l2_normalize(rng.normal(size=(3, 8)), dtype=np.float64)
     labels = np.repeat(np.arange(3), 5)
     images = centers[labels] + 0.05 * rng.normal(size=(15, 8))
-    prompts = np.stack([centers + 0.01 * rng.normal(size=(3, 8)) for _ in range(4)], axis=1)  # (3, 4, 8)
-    m = ev.evaluation_metrics(images, images, prompts, labels)
+    classes = l2_normalize(centers + 0.01 * rng.normal(size=(3, 8)), dtype=np.float64)  # (3, 8)
+    m = ev.evaluation_metrics(images, images, classes, labels)
     assert m["zeroshot_top1"] == 1.0 and m["n_images"] == 15 and m["n_classes"] == 3 and m["i2t_r1"] == 1.0
-    assert "i2t_r1" not in ev.evaluation_metrics(images, None, prompts, labels)
+    assert "i2t_r1" not in ev.evaluation_metrics(images, None, classes, labels)
 
 
 def test_class_prompt_names():

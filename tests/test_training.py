@@ -173,8 +173,8 @@ def test_train_end_to_end_writes_checkpoint_progress_and_metrics(tiny_ws, capsys
 
 
 def test_cancel_stops_a_background_run(tiny_ws):
-    name = launch.launch_run(tiny_ws, RunSpec(plan="all", epochs=500, batch_size=8, workers=0, device="cpu",
-                                                name="to-cancel"))
+    [name] = launch.launch_runs(tiny_ws, [RunSpec(plan="all", epochs=500, batch_size=8, workers=0, device="cpu",
+                                                  name="to-cancel")])
     rdir = tiny_ws / "runs" / name
     _wait(lambda: listing.loss_curve(tiny_ws, name), 90, "the first training step")
     assert _row(tiny_ws, name)["status"] == "running"

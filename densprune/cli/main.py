@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX2/AVX512 fallback chatter is not news
     try:
         return int(args.func(args) or 0)
     except (WeightsUnavailable, SourceError, WorkspaceNotFound, FileExistsError, ValueError) as exc:

@@ -10,7 +10,6 @@ every file written.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -23,9 +22,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import webdataset as wds
 
 from densprune import __version__, db
-from densprune.ingest.media import group_tar_members, image_ext
+from densprune.ingest.media import group_tar_members, image_ext, tar_sample_key
 from densprune.ingest.sources import read_bytes
 from densprune.ingest.uids import uids_to_datacomp
 from densprune.prune.plans import load_plan
@@ -103,27 +103,28 @@ def write_webdataset(df: pd.DataFrame, out: Path, shard_size: int = 10_000) -> l
     tmp_dir = _tmp_path(out)
     tmp_dir.mkdir(parents=True)
     tar_index: dict[str, dict[str, list[tarfile.TarInfo]]] = {}
-    n_shards = 0
-    for start in range(0, len(df), shard_size):
-        part = df.iloc[start:start + shard_size]
-        with tarfile.open(tmp_dir / f"{n_shards:05d}.tar", "w") as tf:
-            for rec in part.itertuples(index=False):
-                loc = _loc(rec.image_loc)
-                if loc[0] == "tar":
-                    members = _tar_members(tar_index, loc[1], rec.image_ref.split("#", 1)[1].rsplit(".", 1)[0])
-                    with open(loc[1], "rb") as src:
-                        for info in members:
-                            src.seek(info.offset_data)
-                            _add(tf, info.name, src.read(info.size))
-                    continue
-                data = read_bytes(loc)
-                _add(tf, f"{rec.uid}.{image_ext(data, rec.image_ref)}", data)
-                _add(tf, f"{rec.uid}.txt", (rec.caption or "").encode("utf-8"))
-                meta = {"uid": rec.uid, "row_idx": int(rec.row_idx), "cluster": int(rec.cluster), "caption": rec.caption}
-                _add(tf, f"{rec.uid}.json", json.dumps(meta).encode("utf-8"))
-        n_shards += 1
+    with wds.ShardWriter(str(tmp_dir / "%05d.tar"), maxcount=shard_size, verbose=0, mtime=0) as sink:
+        for rec in df.itertuples(index=False):
+            sink.write(_wds_sample(rec, tar_index))
     _finish(tmp_dir, out)
     return sorted(out.glob("*.tar"))
+
+
+def _wds_sample(rec, tar_index: dict) -> dict[str, object]:
+    """One kept row as a webdataset sample: its source members, or image + txt + json."""
+    loc = _loc(rec.image_loc)
+    if loc[0] == "tar":
+        key = rec.image_ref.split("#", 1)[1].rsplit(".", 1)[0]
+        sample: dict[str, object] = {"__key__": key}
+        with open(loc[1], "rb") as src:
+            for info in _tar_members(tar_index, loc[1], key):
+                src.seek(info.offset_data)
+                sample[tar_sample_key(info.name)[1]] = src.read(info.size)
+        return sample
+    data = read_bytes(loc)
+    meta = {"uid": rec.uid, "row_idx": int(rec.row_idx), "cluster": int(rec.cluster), "caption": rec.caption}
+    return {"__key__": rec.uid, image_ext(data, rec.image_ref): data, "txt": (rec.caption or "").encode("utf-8"),
+            "json": json.dumps(meta).encode("utf-8")}
 
 
 def _tar_members(cache: dict, tar_path: str, key: str) -> list[tarfile.TarInfo]:
@@ -132,13 +133,6 @@ def _tar_members(cache: dict, tar_path: str, key: str) -> list[tarfile.TarInfo]:
         with tarfile.open(tar_path, "r") as tf:
             cache[tar_path] = {k: list(g.values()) for k, g in group_tar_members(tf).items()}
     return cache[tar_path].get(key, [])
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    tf.addfile(info, io.BytesIO(data))
 
 
 def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os.PathLike | None = None) -> Path:

@@ -34,8 +34,3 @@ def uids_to_datacomp(uids: list[str] | np.ndarray) -> np.ndarray:
     arr = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], dtype=np.dtype("u8,u8"))
     arr.sort()
     return arr
-
-
-def datacomp_to_uids(arr: np.ndarray) -> list[str]:
-    """Inverse of :func:`uids_to_datacomp`: (n,) ``u8,u8`` -> 32-hex strings."""
-    return [f"{int(a):016x}{int(b):016x}" for a, b in arr]

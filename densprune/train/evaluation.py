@@ -37,12 +37,6 @@ TEMPLATE_SETS = {"clipart": CLIPART_TEMPLATES, "photo": PHOTO_TEMPLATES}
 # pure metrics
 # --------------------------------------------------------------------------------------------
 
-def class_embeddings(prompt_feats: np.ndarray) -> np.ndarray:
-    """Zero-shot class vectors. prompt_feats: (C, T, d), T prompts per class -> (C, d), unit rows."""
-    assert prompt_feats.ndim == 3, "prompt_feats must be (classes, templates, dim)"
-    return l2_normalize(l2_normalize(prompt_feats, dtype=np.float64).mean(axis=1), dtype=np.float64)
-
-
 def zero_shot_scores(image_feats: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
     """Cosine similarity of every image to every class. (N, d), (C, d) -> (N, C)."""
     return l2_normalize(image_feats, dtype=np.float64) @ l2_normalize(class_emb, dtype=np.float64).T
@@ -72,15 +66,16 @@ def retrieval_recall(image_feats: np.ndarray, text_feats: np.ndarray, ks: tuple[
     return out
 
 
-def evaluation_metrics(image_feats: np.ndarray, caption_feats: np.ndarray | None, prompt_feats: np.ndarray,
+def evaluation_metrics(image_feats: np.ndarray, caption_feats: np.ndarray | None, class_emb: np.ndarray,
                        labels: np.ndarray) -> dict[str, float]:
     """Every metric of one evaluation set from its features.
 
-    image_feats (N, d); caption_feats (N, d) or None (no retrieval); prompt_feats (C, T, d); labels (N,).
+    image_feats (N, d); caption_feats (N, d) or None (no retrieval); class_emb (C, d) zero-shot class
+    vectors; labels (N,).
     """
-    scores = zero_shot_scores(image_feats, class_embeddings(prompt_feats))
+    scores = zero_shot_scores(image_feats, class_emb)
     out = {"zeroshot_top1": topk_accuracy(scores, labels, 1), "zeroshot_top5": topk_accuracy(scores, labels, 5),
-           "n_images": float(labels.size), "n_classes": float(prompt_feats.shape[0])}
+           "n_images": float(labels.size), "n_classes": float(class_emb.shape[0])}
     if caption_feats is not None:
         out.update(retrieval_recall(image_feats, caption_feats))
     return out
@@ -208,8 +203,11 @@ def encode_texts(net, tokenizer, texts: list[str], device: str = "cpu", batch_si
 def evaluate_model(net, preprocess, tokenizer, evalset: EvalSet, templates: tuple[str, ...] = CLIPART_TEMPLATES,
                    device: str = "cpu") -> dict[str, float]:
     """All metrics of ``net`` on ``evalset`` (retrieval only when the set has captions)."""
+    import open_clip
+    import torch
+
     img = encode_images(net, preprocess, evalset.images, device)
-    prompts = [t.format(c) for c in evalset.classnames for t in templates]
-    prompt_feats = encode_texts(net, tokenizer, prompts, device).reshape(len(evalset.classnames), len(templates), -1)
+    with torch.no_grad():  # (d, C): each class the normalised mean of its normalised prompts
+        classifier = open_clip.build_zero_shot_classifier(net, tokenizer, evalset.classnames, templates, device=device)
     caps = encode_texts(net, tokenizer, evalset.captions, device) if evalset.captions is not None else None
-    return evaluation_metrics(img, caps, prompt_feats, evalset.labels)
+    return evaluation_metrics(img, caps, classifier.T.float().cpu().numpy().astype(np.float64), evalset.labels)

@@ -15,11 +15,6 @@ from densprune.train.records import FINAL, create_run, now, read_run_json, run_d
 from densprune.train.supervisor import kill_trainer
 
 
-def launch_run(workspace: str | os.PathLike, spec: RunSpec) -> str:
-    """Create run ``spec`` and supervise it in a background process (returns at once with its name)."""
-    return launch_runs(workspace, [spec])[0]
-
-
 def launch_runs(workspace: str | os.PathLike, specs: list[RunSpec]) -> list[str]:
     """Create every run (all validated before any starts), then train them one after another in one
     background process: runs sharing a machine would only slow each other down."""
