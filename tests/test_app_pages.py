@@ -14,7 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from densprune import db
-from densprune.app.common import VIEWS
+from densprune.app import data as appdata
+from densprune.app.common import PLAN_DEFAULTS, VIEWS
 from densprune.export.writers import DEFAULT_SUFFIX
 from densprune.prune import plans
 from densprune.prune.selection import PlanParams
@@ -54,6 +55,11 @@ def button(at: AppTest, label: str):
         if b.label == label:
             return b
     raise AssertionError(f"no button {label!r}; have {[b.label for b in at.button]}")
+
+
+def plan_state(at: AppTest) -> dict:
+    """The plan knobs of an AppTest session (what the pages compute the current plan from)."""
+    return {k: at.session_state[k] for k in PLAN_DEFAULTS if k in at.session_state}
 
 
 def all_text(at: AppTest) -> str:
@@ -100,15 +106,16 @@ def test_overview_explains_no_clip_scores_and_rejects_bad_path(ws, tmp_path):
     assert Path(at.session_state["workspace"]) == ws  # still on the same workspace
 
 
-def test_budget_lower_keep_lowers_kept(ws):
+def test_budget_shows_exactly_the_planned_counts(ws):
     at = open_app(ws, "budget")
-    kept_30 = as_int(metric(at, "Kept"))
-    at.slider(key="plan_keep_pct").set_value(10).run()
-    no_errors(at)
-    kept_10 = as_int(metric(at, "Kept"))
     pool = db.load_meta(ws)["n_pool"]
-    assert kept_10 < kept_30
-    assert kept_10 == round(0.10 * pool)
+    assert as_int(metric(at, "Eligible")) == pool
+    assert as_int(metric(at, "Kept")) == round(0.30 * pool)
+    at.slider(key="plan_keep_pct").set_value(5).run()
+    no_errors(at)
+    assert as_int(metric(at, "Kept")) == round(0.05 * pool)
+    result = plans.load_index(ws).compute(appdata.params_from_state(plan_state(at), db.load_meta(ws)))
+    assert result.n_kept == round(0.05 * pool)
 
 
 def test_budget_keep_everything_is_explained(ws):
@@ -215,13 +222,16 @@ def test_concepts_search_and_pick(ws):
     assert at.html, "no thumbnail grid"
 
 
-def test_concepts_kept_follows_the_plan(ws):
+def test_concepts_kept_is_the_plans_quota_of_the_picked_concept(ws):
     at = open_app(ws, "concepts")
-    kept_30 = as_int(metric(at, "Kept by the plan"))
-    at.session_state["plan_keep_pct"] = 100
-    at.run()
-    no_errors(at)
-    assert as_int(metric(at, "Kept by the plan")) >= kept_30
+    index, meta = plans.load_index(ws), db.load_meta(ws)
+    for pct in (30, 100):
+        at.session_state["plan_keep_pct"] = pct
+        at.run()
+        no_errors(at)
+        concept = int(at.selectbox(key="concepts_pick").value)
+        result = index.compute(appdata.params_from_state(plan_state(at), meta))
+        assert as_int(metric(at, "Kept by the plan")) == int(result.kept[concept])
 
 
 def test_complexity_temperature_changes_the_story(ws):
@@ -243,10 +253,14 @@ def test_preview_kept_and_dropped_follow_the_budget(ws):
         line = next(m.value for m in at.markdown if m.value.startswith("**Kept:"))
         return int(line.split()[1].replace(",", ""))
 
-    before = kept_count()
-    at.session_state["plan_keep_pct"] = 5
-    at.run()
-    assert kept_count() <= before
+    index, meta = plans.load_index(ws), db.load_meta(ws)
+    concept = int(at.selectbox(key="preview_concept").value)
+    for pct in (30, 5):  # the concept's kept count is the plan's quota for it
+        at.session_state["plan_keep_pct"] = pct
+        at.run()
+        result = index.compute(appdata.params_from_state(plan_state(at), meta))
+        assert result.n_kept == round(pct / 100 * meta["n_pool"])
+        assert kept_count() == int(result.kept[concept])
 
     def dup_count() -> int:
         if any("No near-duplicates" in i.value for i in at.info):

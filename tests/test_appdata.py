@@ -159,24 +159,50 @@ def test_workspace_queries(demo_workspace: Path):
 
 # --- charts ---------------------------------------------------------------------------------
 
-def test_charts_build_and_serialise(tiny):
+def test_charts_draw_the_data_they_are_given(tiny):
     view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
     per = view.per_concept
-    pts = pd.DataFrame({"row_idx": np.arange(N), "cluster": tiny["clusters"], "x": np.zeros(N), "y": np.zeros(N)})
+    pts = pd.DataFrame({"row_idx": np.arange(N), "cluster": tiny["clusters"], "x": np.arange(N, dtype=float),
+                        "y": np.zeros(N)})
+    keep = view.result.keep
+    # the map coloured by kept: the kept trace holds exactly the kept sampled rows
+    fig = charts.concept_map(pts, tiny["concepts"], "kept", keep=keep)
+    traces = {t.name: t for t in fig.data}
+    np.testing.assert_array_equal(np.sort(np.asarray(traces["kept"].x)), np.flatnonzero(keep).astype(float))
+    assert len(traces["dropped"].x) == N - keep.sum()
+    assert fig.data[0].type == "scattergl"  # the big map is WebGL
+    picked = charts.concept_map(pts, tiny["concepts"], "concept", pick=1)
+    assert len(picked.data[1].x) == int((tiny["clusters"] == 1).sum())
+    # per-concept bars: sorted least to most complex, heights = kept %
+    bars = charts.kept_per_concept(per, "dbp").data[0]
+    order = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
+    np.testing.assert_allclose(bars.y, order["kept_pct"])
+    np.testing.assert_array_equal(np.asarray(bars.customdata)[:, 0], order["kept"])
+    # quota against size: one point per concept at (eligible, quota)
+    q = [t for t in charts.quota_vs_size(per, 0.1).data if t.name == "quota"][0]
+    np.testing.assert_array_equal(q.x, per["eligible"])
+    np.testing.assert_array_equal(q.y, per["quota"])
+    # the dedup curve in percent, the current eps marked on it
     curve = pd.DataFrame({"eps": [0.0, 0.1, 0.2], "kept_fraction": [1.0, 0.7, 0.5]})
-    figs = [
-        charts.concept_map(pts, tiny["concepts"], "concept", pick=1),
-        charts.concept_map(pts, tiny["concepts"], "kept", keep=view.result.keep),
-        charts.concept_map(pts, tiny["concepts"], "complexity"),
-        charts.spread_isolation(tiny["concepts"]), charts.complexity_histogram(tiny["concepts"]),
-        charts.kept_vs_complexity(per, 30.0), charts.quota_vs_size(per, 0.1), charts.dedup_curve(curve, 0.05),
-        charts.kept_per_concept(per, "dbp"), charts.coverage_bars(view.coverage),
-        charts.category_bars(pd.DataFrame({"category": ["a"], "pool": [3]})),
-        charts.compare_diff(pd.DataFrame({"name": ["#1"], "diff": [4]})),
-    ]
-    for f in figs:
+    dc = charts.dedup_curve(curve, 0.05)
+    np.testing.assert_allclose(dc.data[0].y, [100.0, 70.0, 50.0])
+    assert dc.data[1].x == (0.05,) and dc.data[1].y == pytest.approx((85.0,))
+    # coverage: the plan's bars are each category's kept share
+    cov = view.coverage[view.coverage["pool"] > 0]
+    plan_bars = charts.coverage_bars(view.coverage).data[0]
+    np.testing.assert_allclose(plan_bars.x, cov["plan_pct"])
+    # spread/isolation: one marker per concept at (d_intra, d_inter)
+    si = charts.spread_isolation(tiny["concepts"]).data[-1]
+    ok = tiny["concepts"][tiny["concepts"]["complexity"].notna()]
+    np.testing.assert_allclose(si.x, ok["d_intra"])
+    np.testing.assert_allclose(si.y, ok["d_inter"])
+    np.testing.assert_allclose(charts.complexity_histogram(tiny["concepts"]).data[0].x, ok["complexity"])
+    cats = pd.DataFrame({"category": ["a", "b"], "pool": [3, 5]})
+    assert list(charts.category_bars(cats).data[0].x) == [3, 5]
+    diff = charts.compare_diff(pd.DataFrame({"name": ["#1", "#2"], "diff": [4, -2]})).data[0]
+    assert list(diff.x) == [4, -2]
+    for f in (fig, picked, dc):
         pio.to_json(f, validate=False)
-    assert figs[0].data[0].type == "scattergl"  # the big map is WebGL
 
 
 # --- appbuild -------------------------------------------------------------------------------

@@ -174,25 +174,8 @@ def budget_view(ws: str, stamp: str, params: PlanParams) -> appdata.BudgetView:
 # --------------------------------------------------------------------------------------------
 
 def current_params(m: dict | None = None) -> PlanParams:
-    """The plan the knobs describe (CLIP filters only where the workspace has CLIP scores)."""
-    ss = st.session_state
-    if m is None:
-        m = meta(*ws_args())
-    has_clip = bool(m.get("has_clip_scores"))
-    method = str(ss.get("plan_method", "dbp"))
-    if method == "clip-score" and not has_clip:
-        method = "dbp"
-    return PlanParams(
-        method=method,
-        keep=float(ss.get("plan_keep_pct", 30)) / 100.0,
-        temperature=float(ss.get("plan_temperature", 0.1)),
-        neighbors=int(m.get("neighbors", 20)),
-        balance=float(ss.get("plan_balance", 0.0)),
-        dedup_eps=float(ss["plan_dedup_eps"]) if ss.get("plan_dedup_on") else None,
-        clip_keep=float(ss["plan_clip_keep_pct"]) / 100.0 if (has_clip and ss.get("plan_clip_on")) else None,
-        within=str(ss.get("plan_within", "hard")),
-        seed=int(ss.get("plan_seed", 0)),
-    )
+    """The plan the knobs of this session describe (see appdata.params_from_state)."""
+    return appdata.params_from_state(st.session_state, m if m is not None else meta(*ws_args()))
 
 
 def describe_params(p: PlanParams) -> str:

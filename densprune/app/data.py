@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,26 @@ def build_stamp(workspace: str | os.PathLike) -> str:
     ws = Path(workspace).resolve()
     cent = ws / "centroids.npy"
     return f"{ws}|{cent.stat().st_mtime_ns if cent.exists() else 0}"
+
+
+def params_from_state(state: Mapping, meta: dict) -> PlanParams:
+    """The plan that the app's knobs (``plan_*`` keys of ``state``) describe on a workspace with ``meta``;
+    CLIP filters and the clip-score method only where the workspace has CLIP scores."""
+    has_clip = bool(meta.get("has_clip_scores"))
+    method = str(state.get("plan_method", "dbp"))
+    if method == "clip-score" and not has_clip:
+        method = "dbp"
+    return PlanParams(
+        method=method,
+        keep=float(state.get("plan_keep_pct", 30)) / 100.0,
+        temperature=float(state.get("plan_temperature", 0.1)),
+        neighbors=int(meta.get("neighbors", 20)),
+        balance=float(state.get("plan_balance", 0.0)),
+        dedup_eps=float(state["plan_dedup_eps"]) if state.get("plan_dedup_on") else None,
+        clip_keep=float(state["plan_clip_keep_pct"]) / 100.0 if (has_clip and state.get("plan_clip_on")) else None,
+        within=str(state.get("plan_within", "hard")),
+        seed=int(state.get("plan_seed", 0)),
+    )
 
 
 def concept_name(cluster: int, label: str | None) -> str:
