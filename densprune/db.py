@@ -292,13 +292,18 @@ def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
     return query_df(workspace, "SELECT * EXCLUDE (plan) FROM plan_clusters WHERE plan = ? ORDER BY cluster", [name])
 
 
-def delete_plan(workspace: str | os.PathLike, name: str) -> None:
-    """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction."""
+def _delete_rows(workspace: str | os.PathLike, where: tuple[tuple[str, str], ...], value: str) -> None:
+    """DELETE FROM each (table, column) the rows whose column equals ``value``, in one transaction."""
     with connect(workspace, read_only=False) as con:
         con.execute("BEGIN")
-        con.execute("DELETE FROM plans WHERE name = ?", [name])
-        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        for table, column in where:
+            con.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
         con.execute("COMMIT")
+
+
+def delete_plan(workspace: str | os.PathLike, name: str) -> None:
+    """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction."""
+    _delete_rows(workspace, (("plans", "name"), ("plan_clusters", "plan")), name)
 
 
 def counts(workspace: str | os.PathLike) -> dict[str, int]:
@@ -393,11 +398,8 @@ def load_run_metrics(workspace: str | os.PathLike, runs: list[str] | None = None
 
 
 def delete_run(workspace: str | os.PathLike, name: str) -> None:
-    with connect(workspace, read_only=False) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM runs WHERE name = ?", [name])
-        con.execute("DELETE FROM run_metrics WHERE run = ?", [name])
-        con.execute("COMMIT")
+    """Remove run ``name``'s rows (runs and run_metrics) in one transaction."""
+    _delete_rows(workspace, (("runs", "name"), ("run_metrics", "run")), name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ Runs on the demo workspace (tests/conftest.py builds it once per session, or $DE
 
 from __future__ import annotations
 
+import subprocess
 import sys
-import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -153,33 +154,47 @@ def test_budget_method_changes_per_concept_kept(ws):
     assert at.select_slider(key="plan_temperature").disabled  # DBP only
 
 
-def test_save_plan_while_another_session_reads(ws):
+WRITER = """
+import pathlib, sys, time
+from densprune import db
+from densprune.prune import plans
+from densprune.prune.selection import PlanParams
+ws, stop = sys.argv[1], pathlib.Path(sys.argv[2])
+index, n = plans.load_index(ws), 0
+while not stop.exists():  # write transactions back to back, as a CLI plan save or a training run does
+    plans.save_plan(ws, "writer-proc", index.compute(PlanParams(keep=0.1 + 0.01 * (n % 20))), overwrite=True)
+    n += 1
+    stop.with_suffix(".tmp").write_text(str(n))
+    stop.with_suffix(".tmp").replace(stop.with_suffix(".count"))
+plans.delete_plan(ws, "writer-proc")
+"""
+
+
+def test_save_plan_while_another_process_writes(ws, tmp_path):
     name = f"t-{uuid.uuid4().hex[:8]}"
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def reader() -> None:  # another session reading the workspace the whole time
-        while not stop.is_set():
-            try:
-                db.query_df(ws, "SELECT count(*) FROM samples WHERE cluster = ?", [1])
-                plans.list_plans(ws)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-                return
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
+    stop = tmp_path / "stop"
+    count = stop.with_suffix(".count")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(ws), str(stop)])
     try:
+        deadline = time.monotonic() + 60
+        while not count.exists():  # the writer is writing
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer process did not start writing"
+            time.sleep(0.1)
+        before = int(count.read_text())
         at = open_app(ws, "budget")
         at.slider(key="plan_keep_pct").set_value(20).run()
         at.text_input(key="budget_save_name").input(name)
         button(at, "Save plan").click().run()
+        no_errors(at)
+        assert any(name in s.value for s in at.success)
+        for page in ("concepts", "preview", "export", "overview"):  # every page reads while the writer writes
+            at.switch_page(str(VIEWS / f"{page}.py")).run()
+            no_errors(at)
+        at.switch_page(str(VIEWS / "budget.py")).run()
+        assert int(count.read_text()) > before, "the writer made no write while the app worked"
     finally:
-        stop.set()
-        t.join(10)
-    no_errors(at)
-    assert not errors, errors
-    assert any(name in s.value for s in at.success)
+        stop.touch()
+        assert writer.wait(60) == 0
     assert name in set(plans.list_plans(ws)["name"])
     # the same name again without overwrite: an error message, not an exception
     at.text_input(key="budget_save_name").input(name)

@@ -26,8 +26,10 @@ WITH_THUMBS = {"concepts", "complexity", "preview"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser "
-                "tests", allow_module_level=True)
+    _why = (f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests")
+    if os.environ.get("DENSPRUNE_REQUIRE_BROWSER") == "1":  # `make test` (and so CI) must not skip them
+        pytest.fail(_why + " (DENSPRUNE_REQUIRE_BROWSER=1)", pytrace=False)
+    pytest.skip(_why, allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
 
 
@@ -108,6 +110,15 @@ def screenshot(pg, path: Path) -> None:
 def kept_value(pg) -> str:
     return pg.locator('[data-testid="stMetric"]').filter(has_text="Kept").first \
         .locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_deep_link_is_the_first_request_of_a_fresh_server(page, app_url):
+    """The server has run no script yet: a link straight to /concepts must open the Concepts page."""
+    page.goto(f"{app_url}/concepts")
+    settle(page)
+    assert page.locator("h1").first.inner_text().strip() == "Concepts"
+    assert page.url.rstrip("/").endswith("/concepts")
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 @pytest.mark.parametrize("name", PAGES)

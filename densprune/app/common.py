@@ -230,6 +230,16 @@ def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str
                       tile_px=tile_px, caption_lines=caption_lines))
 
 
+def saved_plans_or_stop(ws: str, message: str) -> pd.DataFrame:
+    """The saved plans; with none, ``message`` and a link to the Budget page, and the page stops there."""
+    saved = saved_plans(ws)
+    if saved.empty:
+        st.info(message, icon=":material/info:")
+        st.page_link(page("budget"), label="Go to the Budget page", icon=":material/tune:")
+        st.stop()
+    return saved
+
+
 def concept_options(cdf: pd.DataFrame) -> tuple[list[int], dict[int, str]]:
     names = dict(zip(cdf["cluster"].astype(int), cdf["name"]))
     return list(names), names

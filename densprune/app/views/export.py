@@ -25,12 +25,8 @@ FORMAT_HELP = {
 MAX_DOWNLOAD = 200 * 2**20  # bytes; bigger files stay on disk
 
 st.title("Export")
-saved = ui.saved_plans(ws)
-if saved.empty:
-    st.info("No saved plans yet. Set a budget on the Budget page and save it as a named plan; it then "
-            "shows up here.", icon=":material/info:")
-    st.page_link(ui.page("budget"), label="Go to the Budget page", icon=":material/tune:")
-    st.stop()
+saved = ui.saved_plans_or_stop(ws, "No saved plans yet. Set a budget on the Budget page and save it as a named "
+                                   "plan; it then shows up here.")
 
 c1, c2 = st.columns(2)
 plan = c1.selectbox("Plan", saved["name"].tolist(), key="export_plan")

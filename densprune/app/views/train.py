@@ -7,7 +7,6 @@ import streamlit as st
 from densprune.app import common as ui
 from densprune.app import data as appdata
 from densprune.app import run_charts as runcharts
-from densprune.prune import plans
 from densprune.train import launch, listing, records
 from densprune.train.command import RunSpec, fmt_seconds
 from densprune.train.presets import PRESETS, get_preset
@@ -21,12 +20,9 @@ st.caption("Train a CLIP model from scratch on each plan's kept images with open
            "evaluate it on the held-out images: zero-shot classification into their categories and "
            "image↔caption retrieval. Runs train one after another in the background; this page only watches.")
 
-saved = plans.list_plans(ws)
-if saved.empty:
-    st.info("No saved plans yet. Save a plan on the Budget page (for a comparison: the full pool at keep 100%, "
-            "and DBP, SSP and random at the same budget); it then shows up here.", icon=":material/info:")
-    st.page_link(ui.page("budget"), label="Go to the Budget page", icon=":material/tune:")
-    st.stop()
+saved = ui.saved_plans_or_stop(ws, "No saved plans yet. Save a plan on the Budget page (for a comparison: the "
+                                   "full pool at keep 100%, and DBP, SSP and random at the same budget); it then "
+                                   "shows up here.")
 
 # --------------------------------------------------------------------------------------------
 # launch
