@@ -24,7 +24,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clusters.zs_label, clusters.zs_similarity
 
 SAMPLES_DDL = """
 CREATE TABLE samples (
@@ -57,7 +57,9 @@ CREATE TABLE clusters (
     d_intra DOUBLE,
     d_inter DOUBLE,
     complexity DOUBLE,
-    label VARCHAR,
+    label VARCHAR,                -- its most distinctive caption words (c-TF-IDF), <= 40 characters
+    zs_label VARCHAR,             -- zero-shot name: the vocabulary entry nearest its centroid (CLIP text tower); NULL without one
+    zs_similarity DOUBLE,         -- cos(centroid, that entry's text embedding); NULL without one
     x DOUBLE,                     -- centroid position in the 2-D layout
     y DOUBLE
 )"""
@@ -218,7 +220,12 @@ def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -
 
 
 def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
-    return query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
+    """The clusters table; a workspace of schema 1 (no zero-shot columns) gets them as NULL."""
+    df = query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
+    for col, dtype in (("zs_label", object), ("zs_similarity", "float64")):
+        if col not in df:
+            df[col] = pd.Series([None] * len(df), dtype=dtype)
+    return df
 
 
 def load_rejects(workspace: str | os.PathLike) -> pd.DataFrame:

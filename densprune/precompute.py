@@ -29,12 +29,13 @@ import pandas as pd
 
 from densprune import __version__, db
 from densprune.cluster.concepts import (
-    cluster_labels,
     cluster_sizes,
     complexity,
     inter_distance,
     intra_distance,
 )
+from densprune.cluster.labels import cluster_labels
+from densprune.cluster.zeroshot import load_vocabulary, zero_shot_names
 from densprune.cluster.kmeans import (
     assign,
     default_num_clusters,
@@ -68,6 +69,7 @@ class PrecomputeConfig:
     eval_per_category: int = 20  # held-out eval images per top-level category (sources with categories)
     eval_min_category: int = 100  # only categories with at least this many images give eval images
     layout_rows: int = 50_000
+    label_vocabulary: str | None = None  # text file, one name per line; None -> open_clip's ImageNet class names
     dtype: str = "float32"
     image_column: str | None = None
     caption_column: str | None = None
@@ -134,6 +136,21 @@ def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: in
     return xy[: rows.size], xy[rows.size:]
 
 
+def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None):
+    """Zero-shot names of the K concepts: (names, (K,) similarities, Vocabulary), or K Nones, NaNs and
+    None when the embedder has no text tower."""
+    k = centroids.shape[0]
+    if not getattr(embedder, "has_text", False) or not hasattr(embedder, "embed_vocabulary"):
+        if vocabulary:
+            log.warning("--label-vocabulary %s ignored: the %s embedder has no text tower", vocabulary, embedder.name)
+        return [None] * k, np.full(k, np.nan), None
+    vocab = load_vocabulary(vocabulary)
+    log.info("zero-shot names from %d entries (%s)", len(vocab.entries), vocab.source)
+    emb = embedder.embed_vocabulary(vocab.entries)
+    names, sims = zero_shot_names(centroids, emb, vocab.entries)
+    return names, sims, vocab
+
+
 def _cuda() -> bool:
     import torch
 
@@ -155,6 +172,8 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         shutil.rmtree(ws / "plans", ignore_errors=True)  # keep masks of the old build's plans
     ws.mkdir(parents=True, exist_ok=True)
 
+    if cfg.label_vocabulary and cfg.embedder == "openclip":
+        load_vocabulary(cfg.label_vocabulary)  # a bad file fails now, not after the embedding
     listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
     refs = _dedupe_uids(listing)
     log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
@@ -204,6 +223,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     comp = complexity(d_intra, d_inter)
     captions = [r.caption for r in kept_refs]
     names = cluster_labels([captions[i] for i in pool_rows], labels[pool_rows], k, seed=cfg.seed)
+    zs_names, zs_sims, vocab = _zero_shot(embedder, centroids, cfg.label_vocabulary)
     timings["concepts"] = time.perf_counter() - t
 
     log.info("[4/6] SemDeDup similarities inside each concept")
@@ -257,6 +277,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         "size": cluster_sizes(labels, k).astype(np.int32),
         "pool_size": cluster_sizes(labels, k, ~is_eval).astype(np.int32),
         "d_intra": d_intra, "d_inter": d_inter, "complexity": comp, "label": names,
+        "zs_label": pd.Series(zs_names, dtype=object), "zs_similarity": zs_sims,
         "x": cxy[:, 0].astype(np.float64), "y": cxy[:, 1].astype(np.float64),
     })
     layout = pd.DataFrame({"row_idx": layout_rows.astype(np.int64), "cluster": labels[layout_rows].astype(np.int32),
@@ -273,6 +294,9 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         "n_samples": n, "n_pool": int(pool_rows.size), "n_eval": int(is_eval.sum()), "n_rejects": len(rejects),
         "has_clip_scores": clip_score is not None, "has_categories": listing.has_categories,
         "eval_per_category": cfg.eval_per_category if listing.has_categories else 0,
+        "label_source": "caption words (c-TF-IDF)",
+        "zero_shot_vocabulary": vocab.source if vocab else None,
+        "zero_shot_vocabulary_size": len(vocab.entries) if vocab else 0,
         "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
     }
     log.info("[6/6] writing %s", db.db_path(ws))

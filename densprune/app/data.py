@@ -17,13 +17,16 @@ import pandas as pd
 
 from densprune import db
 from densprune.cluster.concepts import nearest_concepts
+from densprune.cluster.labels import shorten
 from densprune.prune.compare import compare_masks
 from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
-SAMPLE_COLUMNS = ("row_idx, caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
+SHOWN_CAPTION_CHARS = 500  # captions are read cut to this many characters (kept whole in the workspace)
+SAMPLE_COLUMNS = (f"row_idx, left(caption, {SHOWN_CAPTION_CHARS}) AS caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
                   "thumb_offset, thumb_size")
 NO_CATEGORY = "(none)"
+LABEL_SHOWN_CHARS = 60  # labels of older workspaces can be any length
 
 
 def build_stamp(workspace: str | os.PathLike) -> str:
@@ -35,8 +38,32 @@ def build_stamp(workspace: str | os.PathLike) -> str:
 
 
 def concept_name(cluster: int, label: str | None) -> str:
-    """'#12 arrows, hole, simple' (just '#12' without a label)."""
+    """'#12 arrows, hole, simple' (just '#12' without a label); labels cut to LABEL_SHOWN_CHARS."""
+    label = shorten(label, LABEL_SHOWN_CHARS) if isinstance(label, str) else ""
     return f"#{int(cluster)} {label}" if label else f"#{int(cluster)}"
+
+
+def zero_shot_name(label: str | None, similarity: float | None) -> str:
+    """'tabby cat (0.27)': a zero-shot name with its similarity ('' without one)."""
+    if not isinstance(label, str) or not label:
+        return ""
+    sim = f" ({similarity:.2f})" if similarity is not None and np.isfinite(similarity) else ""
+    return f"{shorten(label, LABEL_SHOWN_CHARS)}{sim}"
+
+
+def label_sources(meta: dict) -> str:
+    """Where the concept names come from, in words (Markdown)."""
+    text = ("**Names** are each concept's most distinctive caption words (class-based TF-IDF; dates, numbers, "
+            "urls, file formats and words common to most concepts are ignored).")
+    vocab = meta.get("zero_shot_vocabulary")
+    if vocab:
+        n = int(meta.get("zero_shot_vocabulary_size") or 0)
+        text += (f" **Zero-shot names** are the entry of *{escape_markdown(vocab)}* ({n:,} entries) whose "
+                 f"{escape_markdown(str(meta.get('model', 'CLIP')))} text embedding is nearest the concept's "
+                 "centre, with their cosine similarity.")
+    else:
+        text += " No zero-shot names: the embedder has no text tower (build with `--embedder openclip`)."
+    return text
 
 
 def escape_markdown(text: str) -> str:
@@ -133,6 +160,9 @@ def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = 20)
     each concept's complexity percentile (0 = least complex)."""
     df = clusters.copy()
     df["name"] = [concept_name(c, lab) for c, lab in zip(df["cluster"], df["label"].fillna(""))]
+    zs_label = df["zs_label"] if "zs_label" in df else pd.Series([None] * len(df))
+    zs_sim = df["zs_similarity"] if "zs_similarity" in df else pd.Series([np.nan] * len(df))
+    df["zs_name"] = [zero_shot_name(lab, sim) for lab, sim in zip(zs_label, pd.to_numeric(zs_sim))]
     df["d_intra"] = index.d_intra
     df["d_inter"] = index.d_inter(neighbors)
     df["complexity"] = index.complexity(neighbors)
@@ -145,6 +175,30 @@ def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return db.query_df(workspace, "SELECT cluster, count(*) AS matches FROM samples WHERE caption ILIKE ? "
                                      "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [pattern])
+
+
+def has_zero_shot(concepts: pd.DataFrame) -> bool:
+    """Whether the concepts have zero-shot names (a workspace built with a CLIP text tower)."""
+    return "zs_name" in concepts and bool((concepts["zs_name"].fillna("") != "").any())
+
+
+def search_concepts(table: pd.DataFrame, caption_hits: pd.DataFrame, text: str) -> pd.DataFrame:
+    """Rows of ``table`` (one per concept: cluster, name, zs_name, ...) whose name or zero-shot name
+    contains ``text`` (case-insensitive), or whose captions do (``caption_hits``: cluster, matches).
+
+    Adds ``matches`` (captions containing the text, 0 if none) and ``name_match``; name matches
+    come first, then by matches.
+    """
+    needle = text.strip().casefold()
+    out = table.merge(caption_hits[["cluster", "matches"]], on="cluster", how="left")
+    out["matches"] = out["matches"].fillna(0).astype(np.int64)
+    names = out["name"].fillna("").str.casefold()
+    if "zs_name" in out:
+        names = names + "\n" + out["zs_name"].fillna("").str.casefold()
+    out["name_match"] = [needle in n for n in names] if needle else False
+    out = out[out["name_match"] | (out["matches"] > 0)]
+    return out.sort_values(["name_match", "matches", "cluster"], ascending=[False, False, True],
+                           kind="stable").reset_index(drop=True)
 
 
 def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.DataFrame:
@@ -220,8 +274,8 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
     total = db.query_df(workspace, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND dup_of >= 0 "
                                       "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
     df = db.query_df(workspace, (
-        "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, "
-        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
+        f"SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, left(s.caption, {SHOWN_CAPTION_CHARS}) AS caption, "
+        f"s.thumb_offset, s.thumb_size, left(d.caption, {SHOWN_CAPTION_CHARS}) AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
         "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
         "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
         [int(cluster), thr, int(limit)])
@@ -257,7 +311,8 @@ def plan_table(concepts: pd.DataFrame, result: PlanResult, index: PlanIndex | No
     """Per concept: eligible, quota and kept under ``result``, the kept share, and (for DBP with an
     index) the softmax target P_j * budget before it is capped at the concept's size."""
     p = result.params
-    df = concepts[["cluster", "name", "size", "pool_size", "d_intra", "d_inter", "complexity"]].copy()
+    cols = ["cluster", "name"] + (["zs_name"] if "zs_name" in concepts else [])
+    df = concepts[cols + ["size", "pool_size", "d_intra", "d_inter", "complexity"]].copy()
     df["eligible"] = result.eligible
     df["quota"] = result.quota
     df["kept"] = result.kept

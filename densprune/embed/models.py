@@ -243,6 +243,19 @@ class OpenClipEmbedder:
     def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
         return l2_normalize(raw)
 
+    def embed_vocabulary(self, entries: list[str] | tuple[str, ...], batch: int = 50) -> np.ndarray:
+        """Text embeddings of vocabulary entries, open_clip's ImageNet prompt templates averaged per
+        entry (``open_clip.build_zero_shot_classifier``): (V, d) float32, L2-normalised."""
+        import open_clip
+        import torch
+        from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
+        with torch.inference_mode():
+            weights = open_clip.build_zero_shot_classifier(
+                self.net, self.tokenizer, list(entries), SIMPLE_IMAGENET_TEMPLATES,
+                num_classes_per_batch=batch, device=self.device)  # (d, V)
+        return l2_normalize(weights.float().T.cpu().numpy())
+
 
 def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
                   weights: str | None = None, device: str = "auto", seed: int = 0):
