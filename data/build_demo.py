@@ -12,6 +12,15 @@ The output is a small bundle of Parquet shards holding WebP thumbnails plus
 captions and metadata, together with ``categories.json`` (counts) and
 ``skipped.json`` (images that could not be decoded, with the reason).
 
+The caption is what describes the image, ``"<title>: <keywords>. <description>"``, computed by
+:func:`demo_caption` from the raw fields, which stay in the table (``title``, ``description``,
+``keywords``, ``creator``, ``key``): collection titles ("Part of the Flat Icon Collection (...)",
+"gramastar", "Lemon SVG theme") and credits ("Clipart by Nicu Buculei - x") give way to the file
+name in words; author names, dates, urls, e-mail addresses, file formats and catalogue keywords
+("hash", "icons", "theme") are removed; a description is kept when it says something.
+``--recaption`` recomputes the caption column of an existing bundle from its raw fields (no
+download, images untouched).
+
 Usage::
 
     # use already extracted packages (the roots may point either at the
@@ -21,6 +30,9 @@ Usage::
 
     # download the Debian packages with apt-get and extract them to a temp dir
     python data/build_demo.py --out data/openclipart
+
+    # recompute only the caption column from the bundled raw fields (after changing demo_caption)
+    python data/build_demo.py --recaption --out data/openclipart
 
 Requirements: Python >= 3.9, Pillow (with WebP support), pyarrow.  Optional
 but recommended: ``rsvg-convert`` (Debian package ``librsvg2-bin``), used to
@@ -191,8 +203,8 @@ _DATE_RES = (
 _FORMAT_RE = re.compile(r"\b(?:svg|eps|png|jpe?g|gif|pdf|xcf|ai|wmf|bmp|tiff?)\b|\.(?:svg|eps|png|jpe?g|gif|pdf)\b",
                         re.I)
 # Phrases that say where a file came from, not what it shows (whole descriptions or title parts).
-_PROVENANCE_RE = re.compile(r"\b(?:converted|created|made|drawn|traced|uploaded|contact|data)\s+(?:from|by|with)\b"
-                            r"|^\s*(?:contact|source)\s*:|\bpart of\b", re.I)
+_PROVENANCE_RE = re.compile(r"\b(?:converted|created|made|drawn|traced|uploaded|contact|data|derived)\s+"
+                            r"(?:from|by|with)\b|\bbased on\b|^\s*(?:contact|source)\s*:|\bpart of\b", re.I)
 # Keywords that are catalogue plumbing, not content ("hash" is a Perl artefact of the 0.18 export).
 DROP_KEYWORDS = frozenset({
     "hash", "icons", "theme", "lemon theme icon", "unsorted", "mapsym", "networksym", "appicon", "mimetypes",
@@ -212,7 +224,7 @@ def _full_names(authors: tuple[str, ...]) -> tuple[str, ...]:
 def _names_re(names: tuple[str, ...]) -> re.Pattern:
     """One pattern for all ``names`` (longest first), with an optional "by " and "'s"."""
     alts = "|".join(re.escape(n) for n in names)
-    return re.compile(rf"(?<!\w)(?:by\s+)?(?:{alts})(?:'s)?(?!\w)", re.I)
+    return re.compile(rf"(?<!\w)(?:by\s+)?(?:{alts})(?:'s|s'|s)?(?!\w)", re.I)
 
 
 def _scrub(text: str, names: tuple[tuple[str, ...], ...]) -> str:

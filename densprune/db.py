@@ -228,6 +228,15 @@ def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def top_captions(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Each concept's most frequent caption among its pool images: cluster, caption, n (ties: the
+    alphabetically first caption)."""
+    return query_df(workspace, (
+        "SELECT cluster, caption, n FROM (SELECT cluster, caption, count(*) AS n, row_number() OVER "
+        "(PARTITION BY cluster ORDER BY count(*) DESC, caption) AS rk FROM samples WHERE split = 'pool' "
+        "GROUP BY cluster, caption) WHERE rk = 1 ORDER BY cluster"))
+
+
 def load_rejects(workspace: str | os.PathLike) -> pd.DataFrame:
     return query_df(workspace, "SELECT * FROM rejects")
 

@@ -83,3 +83,9 @@ def test_shorten():
     assert shorten("one two three four", 10) == "one two\u2026"
     assert len(shorten("z" * 500, 60)) <= 60
     assert shorten(None) == ""
+
+
+def test_plural_forms_count_once_in_a_label():
+    caps = ["stars star shapes star"] * 4 + ["tree leaf"] * 4
+    out = cluster_labels(caps, np.array([0] * 4 + [1] * 4), 2, top=3)
+    assert out[0] in ("star, shapes", "stars, shapes", "shapes, star", "shapes, stars"), out[0]

@@ -110,10 +110,31 @@ def _join(words: list[str], max_chars: int) -> str:
     return ", ".join(out) if out else shorten(words[0], max_chars) if words else ""
 
 
-def _contrast_word(score: np.ndarray, j: int, others: list[int], taken: set[int]) -> int | None:
-    """The word that scores highest for concept ``j`` above every one of ``others`` (None if none does)."""
+def _singular(word: str) -> str:
+    """'stars' -> 'star' (not 'glass' -> 'glas'): enough to keep 'star, stars' out of one label."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _best_words(score_j: np.ndarray, vocab: np.ndarray, top: int) -> list[int]:
+    """The ``top`` highest-scoring words (score > 0), one per singular form."""
+    out: list[int] = []
+    seen: set[str] = set()
+    for b in np.argsort(-score_j, kind="stable"):
+        if score_j[b] <= 0 or len(out) == top:
+            break
+        s = _singular(str(vocab[b]))
+        if s not in seen:
+            seen.add(s)
+            out.append(int(b))
+    return out
+
+
+def _contrast_word(score: np.ndarray, j: int, others: list[int], taken: list[int],
+                   singulars: np.ndarray) -> int | None:
+    """The word that scores highest for concept ``j`` above every one of ``others`` (None if none does),
+    not a form of a word ``j`` already has (``singulars``: (V,) singular form of each word)."""
     margin = score[j] - score[others].max(axis=0)
-    margin[list(taken)] = -np.inf
+    margin[np.isin(singulars, singulars[taken])] = -np.inf
     margin[score[j] <= 0] = -np.inf
     best = int(np.argmax(margin))
     return best if np.isfinite(margin[best]) and margin[best] > 0 else None
@@ -123,6 +144,7 @@ def _disambiguate(words: list[list[int]], score: np.ndarray, per: np.ndarray, vo
                   max_chars: int, rounds: int = 4) -> list[str]:
     """Labels from word indices; concepts sharing a label get a telling word in second place."""
     tf = per / np.maximum(per.sum(axis=1, keepdims=True), 1.0)
+    singulars = np.asarray([_singular(str(w)) for w in vocab], dtype=object)
     labels = [_join([str(vocab[w]) for w in ws], max_chars) for ws in words]
     for _ in range(rounds):
         groups: dict[str, list[int]] = {}
@@ -136,7 +158,7 @@ def _disambiguate(words: list[list[int]], score: np.ndarray, per: np.ndarray, vo
         for group in clashes:
             distinct = [j for j in group if not all(np.allclose(tf[j], tf[i]) for i in group if i != j)]
             for j in distinct:
-                w = _contrast_word(score, j, [i for i in group if i != j], set(words[j]))
+                w = _contrast_word(score, j, [i for i in group if i != j], words[j], singulars)
                 if w is None:
                     continue
                 words[j] = words[j][:1] + [w] + words[j][1:]
@@ -164,8 +186,5 @@ def cluster_labels(captions: list[str], labels: np.ndarray, k: int, top: int = 3
     if vocab.size == 0:
         return [""] * k
     score = ctfidf(per, max_concept_share)
-    words = []
-    for j in range(k):
-        best = np.argsort(-score[j], kind="stable")[:top]
-        words.append([int(b) for b in best if score[j, b] > 0])
+    words = [_best_words(score[j], vocab, top) for j in range(k)]
     return _disambiguate(words, score, per, vocab, max_chars)
