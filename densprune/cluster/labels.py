@@ -3,8 +3,9 @@
 Any source's captions can be noisy: credits, collection boilerplate, dates, urls, file names, a 200 kB
 paste. The labeller only counts words that can name something:
 
-- letters only, 2 to ``MAX_TOKEN_CHARS`` (40) characters: numbers, codes with digits (``fc23``) and
-  runaway tokens are never words; urls and e-mail addresses are removed before tokenising;
+- letters only, 3 to ``MAX_TOKEN_CHARS`` (40) characters: numbers, codes with digits (``fc23``), two-letter
+  abbreviations (``bb``, ``fs``) and runaway tokens are never words; urls and e-mail addresses are removed
+  before tokenising;
 - not an English stop word, a month or weekday name (dates), or a file format / extension (``svg``,
   ``eps``, ``png``...);
 - not spread over most concepts: a word present in more than ``max_concept_share`` of the non-empty
@@ -29,7 +30,8 @@ MAX_TOKEN_CHARS = 40  # longer "words" are pasted blobs, hashes or urls, never n
 MAX_LABEL_CHARS = 40
 MAX_CAPTION_CHARS = 2_000  # only the start of a caption is read: labels need a few words, not a 200 kB paste
 MIN_CONCEPTS_FOR_SPREAD = 5
-TOKEN_PATTERN = rf"(?u)\b[^\W\d_]{{2,{MAX_TOKEN_CHARS}}}\b"
+MIN_TOKEN_CHARS = 3  # two-letter tokens are mostly file-name abbreviations ("bb", "fs", "gg")
+TOKEN_PATTERN = rf"(?u)\b[^\W\d_]{{{MIN_TOKEN_CHARS},{MAX_TOKEN_CHARS}}}\b"
 
 _URL_RE = re.compile(r"(?:https?://|ftp://|www\.)\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[\w-]+(?:\.[\w-]+)*\."
                      r"(?:org|com|net|edu|gov|io|de|fr|es|it|uk)\b(?:/\S*)?", re.I)
