@@ -39,10 +39,10 @@ if query.strip():
         st.session_state["concepts_pick"] = int(shown["cluster"].iloc[0])
 st.session_state["concepts_last_search"] = query
 
-cols = ["name"] + (["zs_name"] if has_zs else []) + ["pool_size", "complexity", "d_intra", "d_inter", "kept",
-                                                      "kept_pct"] + (["matches"] if "matches" in shown else [])
+cols = (["name"] + (["zs_name"] if has_zs else []) + (["matches"] if "matches" in shown else [])
+        + ["pool_size", "complexity", "d_intra", "d_inter", "kept", "kept_pct"])
 event = st.dataframe(
-    shown[cols], hide_index=True, width="stretch", height=360, key="concepts_table",
+    shown[cols], hide_index=True, width="stretch", height=min(360, 35 * (len(shown) + 1) + 3), key="concepts_table",
     on_select="rerun", selection_mode="single-row",
     column_config={
         "name": st.column_config.TextColumn("concept", width="large",
