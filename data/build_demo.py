@@ -255,23 +255,24 @@ def _file_words(name: str) -> list[str]:
     return [t for t in tokens if len(t) >= 2 and not any(ch.isdigit() for ch in t)]
 
 
-def _stem_words(key: str, creator: str) -> str:
+def _stem_words(key: str, creator: str, names: tuple[tuple[str, ...], ...] = ()) -> str:
     """The file name in words, without its trailing number, the author abbreviation before it (Open
-    Clip Art names files ``<title>_<author prefix>_<nn>``) and collection names."""
+    Clip Art names files ``<title>_<author prefix>_<nn>``), author ``names``, credits and collection names."""
     raw = [t for t in re.split(r"[\W_]+", key.rsplit("/", 1)[-1]) if t]
     while raw and raw[-1].isdigit():
         raw.pop()
-    names = _name_tokens(creator)
-    while len(raw) > 1 and any(len(raw[-1]) >= 3 and n.startswith(raw[-1].casefold()) for n in names):
+    own = _name_tokens(creator)
+    while len(raw) > 1 and any(len(raw[-1]) >= 3 and n.startswith(raw[-1].casefold()) for n in own):
         raw.pop()
-    return " ".join(t for t in _file_words("_".join(raw)) if not _COLLECTION_RE.fullmatch(t))
+    words = " ".join(t for t in _file_words("_".join(raw)) if not _COLLECTION_RE.fullmatch(t))
+    return collapse_ws(re.sub(r"^by\b", " ", _scrub(words, names)))
 
 
 def _clean_title(title: str, key: str, creator: str, names: tuple[tuple[str, ...], ...]) -> str:
     spaced = title.replace("_", " ")
     if (not title.strip() or _CREDIT_PREFIX_RE.match(title) or _COLLECTION_RE.search(spaced)
             or re.search(r"\bpart of\b", spaced, re.I)):
-        return _stem_words(key, creator)
+        return _stem_words(key, creator, names)
     if " " not in title.strip() and "_" in title:  # a file name: "pink_cake", "smiley111"
         spaced = " ".join(_file_words(title))
     spaced = re.sub(r"\b([^\W\d_]{3,})\d+\b", r"\1", spaced)  # "Aircraft3" -> "Aircraft"
@@ -371,7 +372,7 @@ def demo_caption(title: str, description: str, keywords: str, key: str, creator:
         parts = [(head + ": " if head else "") + ", ".join(kws)]
     caption = ". ".join(p.rstrip(" .") for p in parts + ([desc] if desc else []))
     if not caption:
-        caption = _stem_words(key, creator) or key.rsplit("/", 1)[-1]
+        caption = _stem_words(key, creator, names) or key.rsplit("/", 1)[-1]
     caption = caption[:1].upper() + caption[1:]
     return truncate_words(collapse_ws(caption), CAPTION_MAX_CHARS)
 

@@ -186,7 +186,7 @@ class OpenClipEmbedder:
     has_text = True
 
     def __init__(self, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
-                 weights: str | None = None, device: str = "auto") -> None:
+                 weights: str | None = None, device: str = "auto", seed: int = 0) -> None:
         import open_clip
         import torch
 
@@ -204,10 +204,13 @@ class OpenClipEmbedder:
             raise WeightsUnavailable(f"--weights {weights}: file not found")
         if self.pretrained and not weights:
             check_weights_available(model, self.pretrained)
+        self.seed = int(seed)
         try:
-            self.net, _, self.preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=self.pretrained or None, device=self.device
-            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)  # random weights (--pretrained none) are the same in every process
+                self.net, _, self.preprocess = open_clip.create_model_and_transforms(
+                    model, pretrained=self.pretrained or None, device=self.device
+                )
         except Exception as exc:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
             raise WeightsUnavailable(
                 f"cannot load open_clip weights {model} / {self.pretrained or '(none)'}: {type(exc).__name__}: {exc}\n"
@@ -221,7 +224,7 @@ class OpenClipEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return f"openclip-{self.model_name}-{self.pretrained or 'random'}"
+        return f"openclip-{self.model_name}-{self.pretrained or f'random-seed{self.seed}'}"
 
     def transform(self, img: Image.Image, caption: str):
         return self.preprocess(img), self.tokenizer([caption or ""])[0]
@@ -263,5 +266,5 @@ def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | No
     if kind == "offline":
         return OfflineEmbedder(OfflineConfig(seed=seed))
     if kind == "openclip":
-        return OpenClipEmbedder(model=model, pretrained=pretrained, weights=weights, device=device)
+        return OpenClipEmbedder(model=model, pretrained=pretrained, weights=weights, device=device, seed=seed)
     raise ValueError(f"unknown embedder {kind!r}: use 'openclip' or 'offline'")
