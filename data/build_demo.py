@@ -568,7 +568,6 @@ def process_task(task: Task) -> dict[str, Any]:
     rel = task.rel_png
     key = rel[: -len(".png")] if rel.lower().endswith(".png") else rel
     category = key.rsplit("/", 1)[0] if "/" in key else ""
-    stem = key.rsplit("/", 1)[-1]
     result: dict[str, Any] = {"key": key, "warnings": [], "method": None}
 
     meta, warning = read_svg_metadata(task.svg_path)
