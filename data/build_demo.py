@@ -12,6 +12,15 @@ The output is a small bundle of Parquet shards holding WebP thumbnails plus
 captions and metadata, together with ``categories.json`` (counts) and
 ``skipped.json`` (images that could not be decoded, with the reason).
 
+The caption is what describes the image, ``"<title>: <keywords>. <description>"``, computed by
+:func:`demo_caption` from the raw fields, which stay in the table (``title``, ``description``,
+``keywords``, ``creator``, ``key``): collection titles ("Part of the Flat Icon Collection (...)",
+"gramastar", "Lemon SVG theme") and credits ("Clipart by Nicu Buculei - x") give way to the file
+name in words; author names, dates, urls, e-mail addresses, file formats and catalogue keywords
+("hash", "icons", "theme") are removed; a description is kept when it says something.
+``--recaption`` recomputes the caption column of an existing bundle from its raw fields (no
+download, images untouched).
+
 Usage::
 
     # use already extracted packages (the roots may point either at the
@@ -21,6 +30,9 @@ Usage::
 
     # download the Debian packages with apt-get and extract them to a temp dir
     python data/build_demo.py --out data/openclipart
+
+    # recompute only the caption column from the bundled raw fields (after changing demo_caption)
+    python data/build_demo.py --recaption --out data/openclipart
 
 Requirements: Python >= 3.9, Pillow (with WebP support), pyarrow.  Optional
 but recommended: ``rsvg-convert`` (Debian package ``librsvg2-bin``), used to
@@ -32,6 +44,7 @@ thumbnail size instead of decoding the full PNG.  Download mode needs
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -50,7 +63,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,6 +100,7 @@ NS = {
 DC_TITLE = f"{{{NS['dc']}}}title"
 DC_DESCRIPTION = f"{{{NS['dc']}}}description"
 DC_SUBJECT = f"{{{NS['dc']}}}subject"
+DC_CREATOR = f"{{{NS['dc']}}}creator"
 RDF_RDF = f"{{{NS['rdf']}}}RDF"
 RDF_LI = f"{{{NS['rdf']}}}li"
 SVG_METADATA = f"{{{NS['svg']}}}metadata"
@@ -103,6 +117,7 @@ SCHEMA = pa.schema(
         ("title", pa.string()),
         ("description", pa.string()),
         ("keywords", pa.string()),
+        ("creator", pa.string()),
         ("category", pa.string()),
         ("top_category", pa.string()),
         ("width", pa.int32()),
@@ -157,35 +172,208 @@ def truncate_words(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:.-") + "\u2026"
 
 
-def humanise_name(stem: str) -> str:
-    """Turn a file stem like ``red_apple_john_01`` into ``red apple john``."""
-    text = re.sub(r"[_\-.]+", " ", stem)
-    text = re.sub(r"\s+\d+\s*$", "", text)  # trailing version number
-    text = collapse_ws(text)
-    return text[:1].upper() + text[1:] if text else stem
-
-
 def _norm(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.casefold())
 
 
-def make_caption(title: str, description: str, stem: str) -> str:
-    """Build the caption from title, description and file name.
+# --------------------------------------------------------------------------
+# Captions: what describes the image (the rule is demo_caption below)
+# --------------------------------------------------------------------------
 
-    The caption is the title, followed by ``". " + description`` when the
-    description is non-empty, short and different from the title.  Without a
-    title the humanised file name is used.  The result is capped at
-    ``CAPTION_MAX_CHARS`` characters.
+# Titles that name a collection, a theme or a tool rather than the image ("gramastar" is the
+# generator of the 1,375 star renders; "AIGA" the organisation of the 243 symbol signs).
+_COLLECTION_RE = re.compile(
+    r"\b(collection|theme|themes|iconset|icon set|icons|cliparts?|clip art|submission|sibmission|"
+    r"gramastar|aiga)\b", re.I)
+# "Clipart by Nicu Buculei - segmented": a credit, then the file name.
+_CREDIT_PREFIX_RE = re.compile(r"^\s*(?:clip\s*art|image|drawing|picture)s?\s+by\s+[^-]+?\s+-\s+(?P<rest>.+)$", re.I)
+_URL_RE = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:org|com|net|de|fr|es|it|edu|gov)(?:/\S*)?\b",
+                     re.I)
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*"
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*"
+_DATE_RES = (
+    re.compile(rf"\b{_DAY}\.?,?\s+{_MONTH}\.?\s+\d{{1,2}}(?:\s+\d{{1,2}}:\d{{2}}(?::\d{{2}})?)?(?:\s+\d{{4}})?\b", re.I),
+    re.compile(rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I),
+    re.compile(rf"\b\d{{1,2}}\s+{_MONTH}\.?,?\s+\d{{4}}\b", re.I),
+    re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b"),
+    re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"),
+    re.compile(r"\b(?:19|20)\d{2}\b"),
+)
+_FORMAT_RE = re.compile(r"\b(?:svg|eps|png|jpe?g|gif|pdf|xcf|ai|wmf|bmp|tiff?)\b|\.(?:svg|eps|png|jpe?g|gif|pdf)\b",
+                        re.I)
+# Phrases that say where a file came from, not what it shows (whole descriptions or title parts).
+_PROVENANCE_RE = re.compile(r"\b(?:converted|created|made|drawn|traced|uploaded|contact|data|derived)\s+"
+                            r"(?:from|by|with)\b|\bbased on\b|^\s*(?:contact|source)\s*:|\bpart of\b", re.I)
+# Keywords that are catalogue plumbing, not content ("hash" is a Perl artefact of the 0.18 export).
+DROP_KEYWORDS = frozenset({
+    "hash", "icons", "theme", "lemon theme icon", "unsorted", "mapsym", "networksym", "appicon", "mimetypes",
+    "mime types", "magick", "special", "signs and symbols", "united nations member", "subnational", "clipart",
+    "clip art", "svg", "png", "eps", "openclipart", "inkscape", "aiga",
+})
+
+
+@functools.lru_cache(maxsize=8)
+def _full_names(authors: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of two words or more among ``authors``, longest first ("Nicu Buculei" before "Nicu")."""
+    names = {collapse_ws(a) for a in authors}
+    return tuple(sorted((n for n in names if len(n.split()) >= 2), key=lambda n: (-len(n), n)))
+
+
+@functools.lru_cache(maxsize=2048)
+def _names_re(names: tuple[str, ...]) -> re.Pattern:
+    """One pattern for all ``names`` (longest first), with an optional "by " and "'s"."""
+    alts = "|".join(re.escape(n) for n in names)
+    return re.compile(rf"(?<!\w)(?:by\s+)?(?:{alts})(?:'s|s'|s)?(?!\w)", re.I)
+
+
+def _scrub(text: str, names: tuple[tuple[str, ...], ...]) -> str:
+    """Remove urls, e-mail addresses, dates, file formats and the author ``names`` (groups of names,
+    each longest first) from ``text``."""
+    text = _URL_RE.sub(" ", _EMAIL_RE.sub(" ", text))
+    for rx in _DATE_RES:
+        text = rx.sub(" ", text)
+    for group in names:
+        if group:
+            text = _names_re(group).sub(" ", text)
+    text = re.sub(r"\b0x[0-9a-f]+\b", " ", text, flags=re.I)  # Perl addresses ("hash_0x89c79")
+    text = _FORMAT_RE.sub(" ", text)
+    text = re.sub(r"[\(\[\{]\s*[,;:.\-]*\s*[\)\]\}]", " ", text)  # brackets left empty
+    text = re.sub(r"\s+([,;:.!?])", r"\1", collapse_ws(text))
+    text = re.sub(r"([,;:.\-])(?:\s*[,;:.\-])+", r"\1", text)
+    return text.strip(" ,;:-_/")
+
+
+def _name_tokens(creator: str) -> set[str]:
+    return {t for t in re.findall(r"[^\W\d_]+", creator.casefold()) if len(t) >= 2}
+
+
+def _file_words(name: str) -> list[str]:
+    """``aiga_ground_transportation1`` -> [aiga, ground, transportation]: split at non-letters, digits
+    cut off both ends of words; tokens that are numbers or codes (``05pt02step``) dropped."""
+    tokens = (re.sub(r"^\d+(?=[^\W\d_]{2})|(?<=[^\W\d_]{2})\d+$", "", t) for t in re.split(r"[\W_]+", name))
+    return [t for t in tokens if len(t) >= 2 and not any(ch.isdigit() for ch in t)]
+
+
+def _stem_words(key: str, creator: str, names: tuple[tuple[str, ...], ...] = ()) -> str:
+    """The file name in words, without its trailing number, the author abbreviation before it (Open
+    Clip Art names files ``<title>_<author prefix>_<nn>``), author ``names``, credits and collection names."""
+    raw = [t for t in re.split(r"[\W_]+", key.rsplit("/", 1)[-1]) if t]
+    while raw and raw[-1].isdigit():
+        raw.pop()
+    own = _name_tokens(creator)
+    while len(raw) > 1 and any(len(raw[-1]) >= 3 and n.startswith(raw[-1].casefold()) for n in own):
+        raw.pop()
+    words = " ".join(t for t in _file_words("_".join(raw)) if not _COLLECTION_RE.fullmatch(t))
+    return collapse_ws(re.sub(r"^by\b", " ", _scrub(words, names)))
+
+
+def _clean_title(title: str, key: str, creator: str, names: tuple[tuple[str, ...], ...]) -> str:
+    spaced = title.replace("_", " ")
+    if (not title.strip() or _CREDIT_PREFIX_RE.match(title) or _COLLECTION_RE.search(spaced)
+            or re.search(r"\bpart of\b", spaced, re.I)):
+        return _stem_words(key, creator, names)
+    if " " not in title.strip() and "_" in title:  # a file name: "pink_cake", "smiley111"
+        spaced = " ".join(_file_words(title))
+    spaced = re.sub(r"\b([^\W\d_]{3,})\d+\b", r"\1", spaced)  # "Aircraft3" -> "Aircraft"
+    return _scrub(spaced, names)
+
+
+def _clean_keywords(keywords: str, creator: str, names: tuple[tuple[str, ...], ...], title: str) -> list[str]:
+    name_words = _name_tokens(creator)
+    seen = set(re.findall(r"[^\W\d_]+", title.casefold()))
+    out = []
+    for raw in keywords.split(","):
+        kw = collapse_ws(_scrub(raw.replace("_", " "), names)).casefold()
+        words = re.findall(r"[^\W\d_]+", kw)
+        if (not words or kw in DROP_KEYWORDS or all(w in name_words for w in words)
+                or (len(words) == 1 and words[0] in seen)):
+            continue
+        seen.update(words)
+        out.append(kw)
+    return list(dict.fromkeys(out))
+
+
+def _clean_description(description: str, names: tuple[tuple[str, ...], ...], title: str) -> str:
+    if not description or _JUNK_RE.match(description) or _PROVENANCE_RE.search(description) \
+            or _COLLECTION_RE.search(description):
+        return ""
+    text = _scrub(description, names)
+    if len(re.findall(r"[^\W\d_]{2,}", text)) == 0 or len(text) > DESCRIPTION_MAX_CHARS:
+        return ""
+    if _norm(text) in _norm(title) or _norm(title) == _norm(text):
+        return ""
+    return text
+
+
+def caption_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set every row's ``caption`` with :func:`demo_caption` from its raw fields (title, description,
+    keywords, key, creator); the creators of all rows are the author names removed everywhere."""
+    authors = tuple(sorted({r.get("creator") or "" for r in rows} - {""}))
+    for r in rows:
+        r["caption"] = demo_caption(r["title"], r["description"], r["keywords"], r["key"],
+                                    r.get("creator") or "", authors)
+    return rows
+
+
+def recaption(out: Path) -> int:
+    """Recompute the ``caption`` column of the bundle in ``out`` from its raw fields, in place.
+
+    The shards are rewritten with the same writer settings, so a bundle built by :func:`build`
+    comes back byte-identical. Returns the number of captions that changed.
     """
-    base = title or humanise_name(stem)
-    caption = base
-    if (
-        description
-        and len(description) <= DESCRIPTION_MAX_CHARS
-        and _norm(description) != _norm(base)
-        and _norm(description) != ""
-    ):
-        caption = base.rstrip(" .") + ". " + description
+    paths = sorted(out.glob("shard-*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"no shard-*.parquet in {out}")
+    tables = [pq.read_table(p) for p in paths]
+    missing = set(SCHEMA.names) - set(tables[0].column_names)
+    if missing:
+        raise ValueError(f"{paths[0]} lacks columns {sorted(missing)}: rebuild the bundle from the "
+                         "Debian packages (python data/build_demo.py --out ...)")
+    rows = [r for t in tables for r in t.select(SCHEMA.names).to_pylist()]
+    before = [r["caption"] for r in rows]
+    caption_rows(rows)
+    changed = sum(a != r["caption"] for a, r in zip(before, rows))
+    per = [t.num_rows for t in tables]
+    starts = [sum(per[:i]) for i in range(len(per))]
+    for path, start, n in zip(paths, starts, per):
+        _write_shard(rows[start:start + n], path)
+    LOG.info("recaptioned %d rows in %d shards of %s: %d captions changed", len(rows), len(paths), out, changed)
+    return changed
+
+
+def demo_caption(title: str, description: str, keywords: str, key: str, creator: str = "",
+                 authors: Iterable[str] = ()) -> str:
+    """The demo's caption of one image, from what describes it: ``"<title>: <keywords>. <description>"``.
+
+    - title: the ``dc:title`` without urls, e-mail
+      addresses, dates, file formats and author names (``creator``, and every name of two words or
+      more in ``authors``, the bundle's creators; with a "by" before or an "'s" after). A title that names a collection, theme or
+      tool ("Part of the Flat Icon Collection (...)", "Lemon SVG theme", "gramastar", "AIGA_Symbol_Signs"),
+      a credit ("Clipart by Nicu Buculei - segmented", often naming another file of the series) or is
+      empty is replaced by the file name in words, less its number and author abbreviation
+      (``computer/icons/flat-theme/action/editcopy`` gives "editcopy").
+    - keywords: the ``dc:subject`` keywords, underscores as spaces, without catalogue plumbing
+      (:data:`DROP_KEYWORDS`), numbers, author names and one-word repeats of the title.
+    - description: kept when it says something: at most ``DESCRIPTION_MAX_CHARS`` characters after the
+      same scrubbing, not a provenance note ("EPS converted from http://aiga.org", "Part of Hotel Icons
+      Collection", an e-mail address), not a repeat of the title.
+
+    Pure: the same fields always give the same caption, capped at ``CAPTION_MAX_CHARS`` characters.
+    """
+    title = collapse_ws(title or "")
+    creator = collapse_ws(creator or "")
+    names = ((creator,) if len(creator) >= 2 else (), _full_names(tuple(authors)))
+    head = collapse_ws(_clean_title(title, key, creator, names))
+    kws = _clean_keywords(keywords or "", creator, names, head)
+    desc = _clean_description(collapse_ws(description or ""), names, head)
+    parts = [head] if head else []
+    if kws:
+        parts = [(head + ": " if head else "") + ", ".join(kws)]
+    caption = ". ".join(p.rstrip(" .") for p in parts + ([desc] if desc else []))
+    if not caption:
+        caption = _stem_words(key, creator, names) or key.rsplit("/", 1)[-1]
+    caption = caption[:1].upper() + caption[1:]
     return truncate_words(collapse_ws(caption), CAPTION_MAX_CHARS)
 
 
@@ -212,7 +400,7 @@ def _metadata_from_rdf(rdf: ET.Element) -> dict[str, Any]:
     ``dc:title`` (usually ``cc:Work``); the ``dc:title`` elements nested in
     ``cc:Agent`` (creator, publisher, rights) are deliberately ignored.
     """
-    title = description = ""
+    title = description = creator = ""
     keywords: list[str] = []
     for work in rdf:
         t = work.find(DC_TITLE)
@@ -223,13 +411,16 @@ def _metadata_from_rdf(rdf: ET.Element) -> dict[str, Any]:
         title = _text(t) if t is not None else ""
         description = _text(d) if d is not None else ""
         keywords = _keywords_from_subject(s) if s is not None else []
+        c = work.find(DC_CREATOR)
+        creator = _text(c) if c is not None else ""
         break
-    return {"title": title, "description": description, "keywords": keywords}
+    return {"title": title, "description": description, "keywords": keywords, "creator": creator}
 
 
 _RE_TITLE = re.compile(r"<cc:Work\b.*?<dc:title>(.*?)</dc:title>", re.S)
 _RE_DESC = re.compile(r"<cc:Work\b.*?<dc:description>(.*?)</dc:description>", re.S)
 _RE_SUBJECT = re.compile(r"<dc:subject>(.*?)</dc:subject>", re.S)
+_RE_CREATOR = re.compile(r"<dc:creator>.*?<dc:title>(.*?)</dc:title>", re.S)
 _RE_LI = re.compile(r"<rdf:li>(.*?)</rdf:li>", re.S)
 _RE_TAG = re.compile(r"<[^>]+>")
 
@@ -249,11 +440,13 @@ def _metadata_regex(path: str) -> dict[str, Any]:
     title = _RE_TITLE.search(block)
     desc = _RE_DESC.search(block)
     subj = _RE_SUBJECT.search(block)
+    creator = _RE_CREATOR.search(block)
     keywords = [_unescape(k) for k in _RE_LI.findall(subj.group(1))] if subj else []
     return {
         "title": _unescape(title.group(1)) if title else "",
         "description": _unescape(desc.group(1)) if desc else "",
         "keywords": [k for k in keywords if k],
+        "creator": _unescape(creator.group(1)) if creator else "",
     }
 
 
@@ -264,7 +457,7 @@ def read_svg_metadata(path: Optional[str]) -> tuple[dict[str, Any], Optional[str
     stops at the end of the first ``rdf:RDF`` element, so large drawings are
     not parsed completely.
     """
-    empty: dict[str, Any] = {"title": "", "description": "", "keywords": []}
+    empty: dict[str, Any] = {"title": "", "description": "", "keywords": [], "creator": ""}
     if path is None:
         return empty, "no matching SVG"
     try:
@@ -375,7 +568,6 @@ def process_task(task: Task) -> dict[str, Any]:
     rel = task.rel_png
     key = rel[: -len(".png")] if rel.lower().endswith(".png") else rel
     category = key.rsplit("/", 1)[0] if "/" in key else ""
-    stem = key.rsplit("/", 1)[-1]
     result: dict[str, Any] = {"key": key, "warnings": [], "method": None}
 
     meta, warning = read_svg_metadata(task.svg_path)
@@ -412,15 +604,17 @@ def process_task(task: Task) -> dict[str, Any]:
         description = ""
     if _JUNK_RE.match(title):
         title = ""
+    keywords = ", ".join(dict.fromkeys(meta["keywords"]))
     result["row"] = {
         "uid": hashlib.md5(rel.encode("utf-8")).hexdigest(),
         "key": key,
         "image": encode_webp(im, settings.webp_quality),
         "image_format": "webp",
-        "caption": make_caption(title, description, stem),
+        "caption": "",  # set by caption_rows() once every row's creator is known
         "title": title,
         "description": description,
-        "keywords": ", ".join(dict.fromkeys(meta["keywords"])),
+        "keywords": keywords,
+        "creator": meta["creator"],
         "category": category,
         "top_category": category.split("/", 1)[0],
         "width": task.width,
@@ -511,19 +705,22 @@ def write_shards(rows: list[dict[str, Any]], out: Path, rows_per_shard: int) -> 
     per = math.ceil(len(rows) / n_shards) if rows else 0
     paths = []
     for i in range(n_shards):
-        chunk = rows[i * per : (i + 1) * per]
-        table = pa.Table.from_pylist(chunk, schema=SCHEMA)
         path = out / f"shard-{i:05d}.parquet"
-        pq.write_table(
-            table,
-            path,
-            compression="zstd",
-            compression_level=9,
-            row_group_size=len(chunk) or 1,
-            write_statistics=[c for c in SCHEMA.names if c != "image"],
-        )
+        _write_shard(rows[i * per : (i + 1) * per], path)
         paths.append(path)
     return paths
+
+
+def _write_shard(chunk: list[dict[str, Any]], path: Path) -> None:
+    """One Parquet shard with fixed settings (zstd 9, one row group), so rebuilds are byte-identical."""
+    pq.write_table(
+        pa.Table.from_pylist(chunk, schema=SCHEMA),
+        path,
+        compression="zstd",
+        compression_level=9,
+        row_group_size=len(chunk) or 1,
+        write_statistics=[c for c in SCHEMA.names if c != "image"],
+    )
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -572,7 +769,7 @@ def build(
                 LOG.info("processed %d/%d images (%.0fs)", done, len(good),
                          time.monotonic() - start)
 
-    rows = sorted((r["row"] for r in results if "row" in r), key=lambda r: r["key"])
+    rows = caption_rows(sorted((r["row"] for r in results if "row" in r), key=lambda r: r["key"]))
     skipped = sorted(
         ({"key": r["key"], "reason": r["error"]} for r in results if "error" in r),
         key=lambda s: s["key"],
@@ -641,9 +838,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-decode-pixels", type=int, default=DEFAULT_MAX_DECODE_PIXELS,
                    help="PNGs with more pixels are rendered from the SVG with rsvg-convert")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--recaption", action="store_true",
+                   help="only recompute the caption column of the bundle in --out from its raw fields "
+                        "(title, description, keywords, key, creator); no download, images untouched")
     p.add_argument("--log-file", type=Path, help="also write the build log here")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = p.parse_args(argv)
+    if args.recaption and (args.png_root or args.svg_root):
+        p.error("--recaption works on the bundle in --out alone; drop --png-root/--svg-root")
     if (args.png_root is None) != (args.svg_root is None):
         p.error("give both --png-root and --svg-root, or neither (download mode)")
     return args
@@ -660,6 +862,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=handlers,
     )
+    if args.recaption:
+        recaption(args.out.resolve())
+        return 0
     Image.MAX_IMAGE_PIXELS = PIL_MAX_IMAGE_PIXELS
     rsvg = shutil.which("rsvg-convert")
     if rsvg is None:

@@ -23,7 +23,7 @@ from filelock import ReadWriteLock, Timeout
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clusters.zs_label, clusters.zs_similarity
 
 SAMPLES_DDL = """
 CREATE TABLE samples (
@@ -56,7 +56,9 @@ CREATE TABLE clusters (
     d_intra DOUBLE,
     d_inter DOUBLE,
     complexity DOUBLE,
-    label VARCHAR,
+    label VARCHAR,                -- its most distinctive caption words (c-TF-IDF), <= 40 characters
+    zs_label VARCHAR,             -- zero-shot name: the vocabulary entry nearest its centroid (CLIP text tower); NULL without one
+    zs_similarity DOUBLE,         -- cos(centroid, that entry's text embedding); NULL without one
     x DOUBLE,                     -- centroid position in the 2-D layout
     y DOUBLE
 )"""
@@ -221,7 +223,21 @@ def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -
 
 
 def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
-    return query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
+    """The clusters table; a workspace of schema 1 (no zero-shot columns) gets them as NULL."""
+    df = query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
+    for col, dtype in (("zs_label", object), ("zs_similarity", "float64")):
+        if col not in df:
+            df[col] = pd.Series([None] * len(df), dtype=dtype)
+    return df
+
+
+def top_captions(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Each concept's most frequent caption among its pool images: cluster, caption, n (ties: the
+    alphabetically first caption)."""
+    return query_df(workspace, (
+        "SELECT cluster, caption, n FROM (SELECT cluster, caption, count(*) AS n, row_number() OVER "
+        "(PARTITION BY cluster ORDER BY count(*) DESC, caption) AS rk FROM samples WHERE split = 'pool' "
+        "GROUP BY cluster, caption) WHERE rk = 1 ORDER BY cluster"))
 
 
 def load_rejects(workspace: str | os.PathLike, limit: int | None = None) -> pd.DataFrame:
@@ -406,7 +422,8 @@ def delete_run(workspace: str | os.PathLike, name: str) -> None:
 # the app's reads
 # --------------------------------------------------------------------------------------------
 
-SAMPLE_COLUMNS = ("row_idx, caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
+SHOWN_CAPTION_CHARS = 500  # captions are read cut to this many characters (kept whole in the workspace)
+SAMPLE_COLUMNS = (f"row_idx, left(caption, {SHOWN_CAPTION_CHARS}) AS caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
                   "thumb_offset, thumb_size")
 
 
@@ -456,7 +473,7 @@ def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> p
     """The samples at ``rows`` (row_idx), in the given order."""
     rows = [int(r) for r in rows]
     if not rows:
-        return pd.DataFrame(columns=[c.strip() for c in SAMPLE_COLUMNS.split(",")])
+        return pd.DataFrame(columns=[c.strip().split(" AS ")[-1] for c in SAMPLE_COLUMNS.replace(f", {SHOWN_CAPTION_CHARS})", ")").split(",")])
     df = query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE row_idx IN "
                                    "(SELECT UNNEST(?::BIGINT[]))", [rows])
     return df.set_index("row_idx", drop=False).loc[rows].reset_index(drop=True)
@@ -469,8 +486,9 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
     total = query_df(workspace, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND dup_of >= 0 "
                                       "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
     df = query_df(workspace, (
-        "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, "
-        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
+        f"SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, left(s.caption, {SHOWN_CAPTION_CHARS}) AS caption, "
+        f"s.thumb_offset, s.thumb_size, left(d.caption, {SHOWN_CAPTION_CHARS}) AS dup_caption, "
+        "d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
         "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
         "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
         [int(cluster), thr, int(limit)])

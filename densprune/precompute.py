@@ -28,7 +28,6 @@ import pandas as pd
 
 from densprune import __version__, db
 from densprune.cluster.concepts import (
-    cluster_labels,
     cluster_sizes,
     complexity,
     inter_distance,
@@ -41,7 +40,9 @@ from densprune.cluster.kmeans import (
     rank_in_cluster,
     train_spherical_kmeans,
 )
+from densprune.cluster.labels import cluster_labels
 from densprune.cluster.layout import umap_layout
+from densprune.cluster.zeroshot import load_vocabulary, zero_shot_names
 from densprune.devices import resolve_device
 from densprune.embed.runner import Assembled, EmbedSettings, assemble, embed_source, work_dir
 from densprune.ingest.eval_split import choose_eval_split
@@ -70,6 +71,7 @@ class PrecomputeConfig:
     eval_per_category: int = 20  # held-out eval images per top-level category (sources with categories)
     eval_min_category: int = 100  # only categories with at least this many images give eval images
     layout_rows: int = 50_000
+    label_vocabulary: str | None = None  # text file, one name per line; None -> open_clip's ImageNet class names
     dtype: str = "float32"
     image_column: str | None = None
     caption_column: str | None = None
@@ -105,6 +107,7 @@ class Embedded:
     model: str | None
     pretrained: str | None
     work: Path  # the resumable shard folder
+    embedder: object  # the embedder (its text tower names the concepts, where it has one)
 
 
 @dataclass(slots=True)
@@ -137,6 +140,8 @@ def prepare_workspace(cfg: PrecomputeConfig) -> Path:
         db.db_path(ws).unlink()  # from here on the workspace is incomplete until the end
         shutil.rmtree(ws / "plans", ignore_errors=True)  # keep masks of the old build's plans
     ws.mkdir(parents=True, exist_ok=True)
+    if cfg.label_vocabulary and cfg.embedder == "openclip":
+        load_vocabulary(cfg.label_vocabulary)  # a bad file fails now, not after the embedding
     return ws
 
 
@@ -162,7 +167,7 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
     asm = assemble(refs, shards, embedder, ws, dtype=cfg.dtype)
     image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
     return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
-                    embedder.pretrained or None, wd)
+                    embedder.pretrained or None, wd, embedder)
 
 
 def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bool) -> Split:
@@ -183,18 +188,36 @@ def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarra
     return Clustering(k, centroids, labels, dist, rank_in_cluster(labels, dist))
 
 
-def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str]) -> pd.DataFrame:
-    """The clusters table without its map coordinates: sizes, d_intra, d_inter, complexity, label."""
+def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str],
+                   embedder: object) -> tuple[pd.DataFrame, object]:
+    """The clusters table without its map coordinates (sizes, d_intra, d_inter, complexity, caption-word
+    label, zero-shot name and similarity) and the zero-shot vocabulary used (None without a text tower)."""
     k, pool = cl.k, split.pool_rows
     d_intra = intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
     d_inter = inter_distance(cl.centroids, cfg.neighbors)
     names = cluster_labels([captions[i] for i in pool], cl.labels[pool], k, seed=cfg.seed)
+    zs_names, zs_sims, vocab = _zero_shot(embedder, cl.centroids, cfg.label_vocabulary)
     return pd.DataFrame({
         "cluster": np.arange(k, dtype=np.int32),
         "size": cluster_sizes(cl.labels, k).astype(np.int32),
         "pool_size": cluster_sizes(cl.labels, k, ~split.is_eval).astype(np.int32),
         "d_intra": d_intra, "d_inter": d_inter, "complexity": complexity(d_intra, d_inter), "label": names,
-    })
+        "zs_label": pd.Series(zs_names, dtype=object), "zs_similarity": zs_sims,
+    }), vocab
+
+
+def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None):
+    """Zero-shot names of the K concepts: (names, (K,) similarities, Vocabulary), or K Nones, NaNs and
+    None when the embedder has no text tower."""
+    k = centroids.shape[0]
+    if not getattr(embedder, "has_text", False) or not hasattr(embedder, "embed_vocabulary"):
+        if vocabulary:
+            log.warning("--label-vocabulary %s ignored: the %s embedder has no text tower", vocabulary, embedder.name)
+        return [None] * k, np.full(k, np.nan), None
+    vocab = load_vocabulary(vocabulary)
+    log.info("zero-shot names from %d entries (%s)", len(vocab.entries), vocab.source)
+    names, sims = zero_shot_names(centroids, embedder.embed_vocabulary(vocab.entries), vocab.entries)
+    return names, sims, vocab
 
 
 def dedup_stage(image: np.ndarray, cl: Clustering, pool_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -284,7 +307,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     cl = cluster_stage(cfg, emb.image, split.pool_rows)
     lap("cluster")
     log.info("[3/6] concept statistics and labels for %d concepts", cl.k)
-    clusters = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs])
+    clusters, vocab = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs], emb.embedder)
     lap("concepts")
     log.info("[4/6] SemDeDup similarities inside each concept")
     dup_max_sim, dup_of, curve = dedup_stage(emb.image, cl, split.pool_rows)
@@ -300,6 +323,8 @@ def precompute(cfg: PrecomputeConfig) -> Path:
                            columns=["key", "image_ref", "stage", "reason"]).astype(str)
     timings["total"] = time.perf_counter() - t0
     meta = workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings)
+    meta.update({"label_source": "caption words (c-TF-IDF)", "zero_shot_vocabulary": vocab.source if vocab else None,
+                 "zero_shot_vocabulary_size": len(vocab.entries) if vocab else 0})
     log.info("[6/6] writing %s", db.db_path(ws))
     db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta, layout=layout,
                               dedup_curve=curve)

@@ -17,14 +17,17 @@ from densprune.precompute import PrecomputeConfig, precompute
 from densprune.prune import plans
 
 pytestmark = pytest.mark.slow
+VOCAB = ("red circle", "green square", "blue circle", "yellow square", "teapot")
 
 
 @pytest.fixture(scope="module")
 def clip_ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("clipws")
     shards = make_wds_shards(root)
+    (root / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     ws = precompute(PrecomputeConfig(source=str(shards[0].parent), workspace=root / "ws", embedder="openclip",
                                      model="densprune-tiny", pretrained="none", clusters=3,
+                                     label_vocabulary=str(root / "vocab.txt"),
                                      embed=EmbedSettings(batch_size=8, workers=0)))
     assert db.load_meta(ws)["has_clip_scores"]
     return ws
@@ -56,3 +59,48 @@ def test_budget_clip_filter_and_method_work(clip_ws):
     cols = db.load_sample_arrays(clip_ws, ("clip_score", "split"))
     clip, pool = cols["clip_score"], cols["split"] == "pool"
     assert clip[result.keep].min() >= clip[pool & ~result.keep].max()
+
+
+def test_zero_shot_names_are_the_nearest_vocabulary_entries(clip_ws):
+    """The clusters table holds, per concept, the entry nearest its centroid and that similarity."""
+    import numpy as np
+
+    from densprune.cluster.zeroshot import zero_shot_names
+    from densprune.embed.models import OpenClipEmbedder
+
+    cl = db.load_clusters(clip_ws)
+    meta = db.load_meta(clip_ws)
+    assert meta["zero_shot_vocabulary"] == "vocab.txt" and meta["zero_shot_vocabulary_size"] == len(VOCAB)
+    emb = OpenClipEmbedder(model="densprune-tiny", pretrained="none", device="cpu", seed=meta["seed"])
+    names, sims = zero_shot_names(np.load(clip_ws / "centroids.npy"), emb.embed_vocabulary(VOCAB), VOCAB)
+    assert cl["zs_label"].tolist() == names
+    np.testing.assert_allclose(cl["zs_similarity"].to_numpy(), sims, atol=1e-5)
+
+
+def test_concepts_page_shows_both_names_and_finds_zero_shot_names(clip_ws):
+    from densprune.app import data as appdata
+
+    cl = db.load_clusters(clip_ws)
+    at = open_app(clip_ws, "concepts")
+    no_errors(at)
+    table = at.dataframe[0].value
+    expected = [appdata.zero_shot_name(lab, sim) for lab, sim in zip(cl["zs_label"], cl["zs_similarity"])]
+    assert table["zs_name"].tolist() == expected
+    assert appdata.label_sources(db.load_meta(clip_ws)) in [c.value for c in at.caption]
+    assert "Zero-shot names" in appdata.label_sources(db.load_meta(clip_ws))
+    target = cl["zs_label"].iloc[0]
+    at.text_input(key="concepts_search").input(target.upper()).run()
+    no_errors(at)
+    found = at.dataframe[0].value
+    assert sorted(found["name"]) == sorted(appdata.concept_name(c, lab) for c, lab, z in
+                                           zip(cl["cluster"], cl["label"], cl["zs_label"])
+                                           if target in z or target.casefold() in (lab or "").casefold()
+                                           or _caption_has(clip_ws, c, target))
+    pick = int(at.selectbox(key="concepts_pick").value)
+    assert any(m.value.startswith("Zero-shot name: **") for m in at.markdown)
+    assert cl.set_index("cluster").loc[pick, "zs_label"] == target or _caption_has(clip_ws, pick, target)
+
+
+def _caption_has(ws, cluster: int, text: str) -> bool:
+    return bool(db.query_df(ws, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND caption ILIKE ?",
+                            [int(cluster), f"%{text}%"])["n"].iloc[0])

@@ -228,13 +228,37 @@ def test_concepts_search_and_pick(ws):
     assert 0 < len(at.dataframe[0].value) <= len(table)
     at.text_input(key="concepts_search").input("zzqx-no-such-caption").run()
     no_errors(at)
-    assert any("No caption contains" in i.value for i in at.info)
+    assert any("No concept name or caption contains" in i.value for i in at.info)
     current = at.selectbox(key="concepts_pick").value
     other = 0 if current != 0 else 1
     at.selectbox(key="concepts_pick").set_value(other).run()
     no_errors(at)
     assert at.subheader[0].value.replace("\\", "").startswith(f"#{other}")
     assert at.html, "no thumbnail grid"
+
+
+def test_concepts_search_by_label_word_states_the_label_source(ws):
+    """Searching a label word lists the concepts named with it first, then those with the word in captions."""
+    from densprune.app import data as appdata
+
+    cl = db.load_clusters(ws)
+    word = cl.sort_values("pool_size", ascending=False)["label"].iloc[0].split(", ")[0]
+    counts = db.query_df(ws, "SELECT cluster, count(*) AS n FROM samples WHERE caption ILIKE ? GROUP BY cluster",
+                         [f"%{word}%"]).set_index("cluster")["n"].to_dict()
+    named = [c for c, lab in zip(cl["cluster"], cl["label"]) if word in lab.casefold()]
+    by_caption = [c for c in counts if c not in named]
+    expected = (sorted(named, key=lambda c: (-counts.get(c, 0), c)) + sorted(by_caption, key=lambda c: (-counts[c], c)))
+    names = dict(zip(cl["cluster"], cl["label"]))
+    at = open_app(ws, "concepts")
+    assert appdata.label_sources(db.load_meta(ws)) in [c.value for c in at.caption]
+    assert "No zero-shot names" in appdata.label_sources(db.load_meta(ws))  # the demo's embedder has no text tower
+    at.text_input(key="concepts_search").input(word.upper()).run()
+    no_errors(at)
+    table = at.dataframe[0].value
+    assert table["name"].tolist() == [appdata.concept_name(c, names[c]) for c in expected]
+    assert table["matches"].tolist() == [counts.get(c, 0) for c in expected]
+    assert at.selectbox(key="concepts_pick").value == expected[0]
+    assert "zs_name" not in table
 
 
 def test_concepts_kept_is_the_plans_quota_of_the_picked_concept(ws):

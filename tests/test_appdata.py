@@ -225,3 +225,30 @@ def test_image_ext_from_magic_then_suffix():
     assert image_ext(b"\x89PNG\r\n\x1a\n....", "") == "png"
     assert image_ext(b"<svg></svg>", "/a/b/c.SVG#k") == "svg"
     assert image_ext(b"", "") == "img"
+
+
+# --- concept names and search -----------------------------------------------------------------
+
+def test_concept_names_are_bounded_and_zero_shot_names_shown_with_similarity():
+    assert appdata.concept_name(3, "x" * 200_000).startswith("#3 ") and len(appdata.concept_name(3, "x" * 500)) <= 64
+    assert appdata.concept_name(4, None) == "#4"
+    assert appdata.zero_shot_name("tabby cat", 0.2734) == "tabby cat (0.27)"
+    assert appdata.zero_shot_name(None, float("nan")) == ""
+
+
+def test_search_concepts_by_name_zero_shot_name_or_caption_word():
+    table = pd.DataFrame({"cluster": [0, 1, 2, 3], "name": ["#0 star, shapes", "#1 flag, europe", "#2 apple",
+                                                              "#3 card"],
+                          "zs_name": ["starfish (0.21)", "flagpole (0.30)", "Granny Smith (0.25)", ""]})
+    hits = pd.DataFrame({"cluster": [3, 1], "matches": [7, 2]})  # captions containing the text
+    got = appdata.search_concepts(table, hits, " FLAG ")
+    assert got["cluster"].tolist() == [1, 3] and got["matches"].tolist() == [2, 7]
+    assert got["name_match"].tolist() == [True, False]
+    got = appdata.search_concepts(table, hits.iloc[:0], "granny")
+    assert got["cluster"].tolist() == [2] and got["matches"].tolist() == [0]
+    assert appdata.search_concepts(table, hits.iloc[:0], "zebra").empty
+
+
+def test_grid_captions_are_cut_but_escaped():
+    html_ = grid_html([Tile(webp(), "<b>" + "y" * 200_000)])
+    assert "&lt;b&gt;" in html_ and "y" * 400 not in html_ and len(html_) < 5_000

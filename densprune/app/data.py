@@ -18,11 +18,13 @@ import pandas as pd
 
 from densprune import db
 from densprune.cluster.concepts import nearest_concepts
+from densprune.cluster.labels import shorten
 from densprune.prune.compare import compare_masks
 from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
 NO_CATEGORY = "(none)"
+LABEL_SHOWN_CHARS = 60  # labels of older workspaces can be any length
 
 
 def build_stamp(workspace: str | os.PathLike) -> str:
@@ -54,8 +56,32 @@ def params_from_state(state: Mapping, meta: dict) -> PlanParams:
 
 
 def concept_name(cluster: int, label: str | None) -> str:
-    """'#12 arrows, hole, simple' (just '#12' without a label)."""
+    """'#12 arrows, hole, simple' (just '#12' without a label); labels cut to LABEL_SHOWN_CHARS."""
+    label = shorten(label, LABEL_SHOWN_CHARS) if isinstance(label, str) else ""
     return f"#{int(cluster)} {label}" if label else f"#{int(cluster)}"
+
+
+def zero_shot_name(label: str | None, similarity: float | None) -> str:
+    """'tabby cat (0.27)': a zero-shot name with its similarity ('' without one)."""
+    if not isinstance(label, str) or not label:
+        return ""
+    sim = f" ({similarity:.2f})" if similarity is not None and np.isfinite(similarity) else ""
+    return f"{shorten(label, LABEL_SHOWN_CHARS)}{sim}"
+
+
+def label_sources(meta: dict) -> str:
+    """Where the concept names come from, in words (Markdown)."""
+    text = ("**Names** are each concept's most distinctive caption words (class-based TF-IDF; dates, numbers, "
+            "urls, file formats and words common to most concepts are ignored).")
+    vocab = meta.get("zero_shot_vocabulary")
+    if vocab:
+        n = int(meta.get("zero_shot_vocabulary_size") or 0)
+        text += (f" **Zero-shot names** are the entry of *{escape_markdown(vocab)}* ({n:,} entries) whose "
+                 f"{escape_markdown(str(meta.get('model', 'CLIP')))} text embedding is nearest the concept's "
+                 "centre, with their cosine similarity.")
+    else:
+        text += " No zero-shot names: the embedder has no text tower (build with `--embedder openclip`)."
+    return text
 
 
 def escape_markdown(text: str) -> str:
@@ -136,11 +162,38 @@ def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = 20)
     each concept's complexity percentile (0 = least complex)."""
     df = clusters.copy()
     df["name"] = [concept_name(c, lab) for c, lab in zip(df["cluster"], df["label"].fillna(""))]
+    zs_label = df["zs_label"] if "zs_label" in df else pd.Series([None] * len(df))
+    zs_sim = df["zs_similarity"] if "zs_similarity" in df else pd.Series([np.nan] * len(df))
+    df["zs_name"] = [zero_shot_name(lab, sim) for lab, sim in zip(zs_label, pd.to_numeric(zs_sim))]
     df["d_intra"] = index.d_intra
     df["d_inter"] = index.d_inter(neighbors)
     df["complexity"] = index.complexity(neighbors)
     df["complexity_pct"] = df["complexity"].rank(pct=True) * 100.0
     return df
+
+
+def has_zero_shot(concepts: pd.DataFrame) -> bool:
+    """Whether the concepts have zero-shot names (a workspace built with a CLIP text tower)."""
+    return "zs_name" in concepts and bool((concepts["zs_name"].fillna("") != "").any())
+
+
+def search_concepts(table: pd.DataFrame, caption_hits: pd.DataFrame, text: str) -> pd.DataFrame:
+    """Rows of ``table`` (one per concept: cluster, name, zs_name, ...) whose name or zero-shot name
+    contains ``text`` (case-insensitive), or whose captions do (``caption_hits``: cluster, matches).
+
+    Adds ``matches`` (captions containing the text, 0 if none) and ``name_match``; name matches
+    come first, then by matches.
+    """
+    needle = text.strip().casefold()
+    out = table.merge(caption_hits[["cluster", "matches"]], on="cluster", how="left")
+    out["matches"] = out["matches"].fillna(0).astype(np.int64)
+    names = out["name"].fillna("").str.casefold()
+    if "zs_name" in out:
+        names = names + "\n" + out["zs_name"].fillna("").str.casefold()
+    out["name_match"] = [needle in n for n in names] if needle else False
+    out = out[out["name_match"] | (out["matches"] > 0)]
+    return out.sort_values(["name_match", "matches", "cluster"], ascending=[False, False, True],
+                           kind="stable").reset_index(drop=True)
 
 
 def neighbour_concepts(index: PlanIndex, concepts: pd.DataFrame, j: int, n: int = 6) -> pd.DataFrame:
@@ -214,7 +267,8 @@ def plan_table(concepts: pd.DataFrame, result: PlanResult, index: PlanIndex | No
     """Per concept: eligible, quota and kept under ``result``, the kept share, and (for DBP with an
     index) the softmax target P_j * budget before it is capped at the concept's size."""
     p = result.params
-    df = concepts[["cluster", "name", "size", "pool_size", "d_intra", "d_inter", "complexity"]].copy()
+    cols = ["cluster", "name"] + (["zs_name"] if "zs_name" in concepts else [])
+    df = concepts[cols + ["size", "pool_size", "d_intra", "d_inter", "complexity"]].copy()
     df["eligible"] = result.eligible
     df["quota"] = result.quota
     df["kept"] = result.kept

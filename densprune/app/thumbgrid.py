@@ -16,10 +16,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from densprune.cluster.labels import shorten
 from densprune.ingest.media import image_mime
 
 THUMBS_NAME = "thumbs.bin"
 MAX_THUMB_BYTES = 1 << 20  # a thumbnail is a few KB; anything bigger is a corrupt offset
+MAX_SHOWN_CAPTION = 300  # characters of a caption shown under a tile or in its tooltip
 
 
 def read_thumbs(workspace: str | os.PathLike, offsets: Sequence[int] | np.ndarray,
@@ -73,10 +75,11 @@ _CSS = """<style>
 
 
 def grid_html(tiles: Iterable[Tile], tile_px: int = 112, caption_lines: int = 2) -> str:
-    """An HTML grid of thumbnails; captions and notes are escaped, full captions in the tooltip."""
+    """An HTML grid of thumbnails; captions (cut to MAX_SHOWN_CAPTION characters, also in the tooltip) and
+    notes are escaped."""
     cells = []
     for t in tiles:
-        cap = html.escape(t.caption or "", quote=True)
+        cap = html.escape(shorten(t.caption, MAX_SHOWN_CAPTION), quote=True)
         uri = data_uri(t.image) if t.image else None
         img = (f'<img src="{uri}" alt="{cap[:120]}" loading="lazy">' if uri
                else '<div class="dp-miss">no thumbnail</div>')
@@ -106,10 +109,10 @@ def pairs_html(pairs: Iterable[tuple[Tile, Tile, str]], tile_px: int = 88) -> st
         imgs = []
         for t in (a, b):
             uri = data_uri(t.image) if t.image else None
-            cap = html.escape(t.caption or "", quote=True)
+            cap = html.escape(shorten(t.caption, MAX_SHOWN_CAPTION), quote=True)
             imgs.append(f'<img src="{uri}" alt="{cap[:120]}" title="{cap}">' if uri
                         else '<div class="dp-miss">no thumbnail</div>')
-        caps = " | ".join(html.escape(t.caption or "") for t in (a, b))
+        caps = " | ".join(html.escape(shorten(t.caption, MAX_SHOWN_CAPTION)) for t in (a, b))
         cells.append(f'<div class="dp-pair"><div class="dp-pair-imgs">{"".join(imgs)}</div>'
                      f'<div class="dp-pair-sim">{html.escape(head)}</div>'
                      f'<div class="dp-pair-cap" title="{html.escape(caps, quote=True)}">{caps}</div></div>')

@@ -61,6 +61,9 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     c.add_argument("--niter", type=int, default=50, help="k-means iterations (default: %(default)s)")
     c.add_argument("--seed", type=int, default=1234, help="seed for k-means, sampling, layout (default: %(default)s)")
     c.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
+    c.add_argument("--label-vocabulary", default=None, metavar="FILE",
+                   help="zero-shot concept names (open_clip embedder only): one name per line; "
+                        "default: open_clip's 1,000 ImageNet class names")
     c.add_argument("--layout-rows", type=int, default=50_000, help="rows sampled for the 2-D UMAP map (default: %(default)s)")
     e = p.add_argument_group("evaluation split")
     e.add_argument("--eval-per-category", type=int, default=20,
@@ -126,6 +129,7 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         pretrained=args.pretrained, weights=args.weights, device=args.device, clusters=args.clusters,
         niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
         eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
+        label_vocabulary=args.label_vocabulary,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
         force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
         ray_actors=args.ray_actors,
@@ -187,11 +191,14 @@ def workspace_info(ws: Path) -> dict:
     cl = db.load_clusters(ws)
     info["complexity"] = {"min": float(cl.complexity.min()), "median": float(cl.complexity.median()),
                           "max": float(cl.complexity.max())}
-    info["largest_clusters"] = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label"]].to_dict("records")
+    top = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label", "zs_label", "zs_similarity"]]
+    info["largest_clusters"] = top.astype(object).where(top.notna(), None).to_dict("records")
     return info
 
 
 def summary_text(ws: Path) -> str:
+    from densprune.cluster.labels import shorten
+
     info = workspace_info(ws)
     emb = f"{info['embedder']} ({info['model']}{' / ' + info['pretrained'] if info.get('pretrained') else ''})"
     lines = [
@@ -208,7 +215,9 @@ def summary_text(ws: Path) -> str:
         "largest concepts:",
     ]
     for c in info["largest_clusters"]:
-        lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  {c['label']}")
+        zs = f"  [zero-shot: {shorten(c['zs_label'], 40)} {c['zs_similarity']:.2f}]" if c.get("zs_label") else ""
+        lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  "
+                     f"{shorten(c['label'], 60)}{zs}")
     return "\n".join(lines)
 
 

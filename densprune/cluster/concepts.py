@@ -1,4 +1,4 @@
-"""Per-concept (cluster) statistics: size, d_intra, d_inter, complexity, and readable labels."""
+"""Per-concept (cluster) statistics: size, d_intra, d_inter, complexity, nearest concepts (labels: labels.py)."""
 
 from __future__ import annotations
 
@@ -62,43 +62,3 @@ def nearest_concepts(centroids: np.ndarray, j: int, n: int = 5) -> tuple[np.ndar
     d[j] = np.inf
     order = np.argsort(d, kind="stable")[: min(n, d.size - 1)]
     return order, d[order]
-
-
-def cluster_labels(captions: list[str], labels: np.ndarray, k: int, top: int = 3, seed: int = 0,
-                   max_docs: int = 200_000) -> list[str]:
-    """A readable label per cluster: its most distinctive caption words (class-based TF-IDF).
-
-    captions: (N,) strings, labels: (N,) -> K strings ("" where a cluster has no words).
-    """
-    from sklearn.feature_extraction.text import CountVectorizer
-
-    n = len(captions)
-    rows = np.arange(n)
-    if n > max_docs:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_docs, replace=False))
-    docs = [captions[i] or "" for i in rows]
-    if not any(d.strip() for d in docs):
-        return [""] * k
-    vec = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", min_df=1, max_features=50_000)
-    try:
-        counts = vec.fit_transform(docs)
-    except ValueError:
-        return [""] * k
-    import scipy.sparse as sp
-
-    onehot = sp.csr_matrix((np.ones(rows.size), (labels[rows], np.arange(rows.size))), shape=(k, rows.size))
-    per_cluster = np.asarray((onehot @ counts).todense(), dtype=np.float64)  # (K, V)
-    totals = per_cluster.sum(axis=1, keepdims=True)
-    tf = per_cluster / np.maximum(totals, 1)
-    avg_words = max(per_cluster.sum() / max(k, 1), 1.0)
-    idf = np.log1p(avg_words / np.maximum(per_cluster.sum(axis=0), 1))
-    score = tf * idf
-    vocab = np.asarray(vec.get_feature_names_out())
-    out = []
-    for j in range(k):
-        if totals[j, 0] == 0:
-            out.append("")
-            continue
-        best = np.argsort(-score[j], kind="stable")[:top]
-        out.append(", ".join(vocab[b] for b in best if score[j, b] > 0))
-    return out

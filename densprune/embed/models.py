@@ -182,7 +182,7 @@ class OpenClipEmbedder:
     has_text = True
 
     def __init__(self, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
-                 weights: str | None = None, device: str = "auto") -> None:
+                 weights: str | None = None, device: str = "auto", seed: int = 0) -> None:
         import open_clip
         import torch
 
@@ -198,10 +198,13 @@ class OpenClipEmbedder:
             raise WeightsUnavailable(f"--weights {weights}: file not found")
         if self.pretrained and not weights:
             check_weights_available(model, self.pretrained)
+        self.seed = int(seed)
         try:
-            self.net, _, self.preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=self.pretrained or None, device=self.device
-            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)  # random weights (--pretrained none) are the same in every process
+                self.net, _, self.preprocess = open_clip.create_model_and_transforms(
+                    model, pretrained=self.pretrained or None, device=self.device
+                )
         except Exception as exc:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
             raise WeightsUnavailable(
                 f"cannot load open_clip weights {model} / {self.pretrained or '(none)'}: {type(exc).__name__}: {exc}\n"
@@ -215,7 +218,7 @@ class OpenClipEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return f"openclip-{self.model_name}-{self.pretrained or 'random'}"
+        return f"openclip-{self.model_name}-{self.pretrained or f'random-seed{self.seed}'}"
 
     def transform(self, img: Image.Image, caption: str):
         return self.preprocess(img), self.tokenizer([caption or ""])[0]
@@ -237,6 +240,19 @@ class OpenClipEmbedder:
     def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
         return l2_normalize(raw)
 
+    def embed_vocabulary(self, entries: list[str] | tuple[str, ...], batch: int = 50) -> np.ndarray:
+        """Text embeddings of vocabulary entries, open_clip's ImageNet prompt templates averaged per
+        entry (``open_clip.build_zero_shot_classifier``): (V, d) float32, L2-normalised."""
+        import open_clip
+        import torch
+        from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
+        with torch.inference_mode():
+            weights = open_clip.build_zero_shot_classifier(
+                self.net, self.tokenizer, list(entries), SIMPLE_IMAGENET_TEMPLATES,
+                num_classes_per_batch=batch, device=self.device)  # (d, V)
+        return l2_normalize(weights.float().T.cpu().numpy())
+
 
 def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
                   weights: str | None = None, device: str = "auto", seed: int = 0):
@@ -244,5 +260,5 @@ def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | No
     if kind == "offline":
         return OfflineEmbedder(OfflineConfig(seed=seed))
     if kind == "openclip":
-        return OpenClipEmbedder(model=model, pretrained=pretrained, weights=weights, device=device)
+        return OpenClipEmbedder(model=model, pretrained=pretrained, weights=weights, device=device, seed=seed)
     raise ValueError(f"unknown embedder {kind!r}: use 'openclip' or 'offline'")

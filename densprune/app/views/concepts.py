@@ -17,32 +17,38 @@ result = ui.compute(ws, stamp, params)
 table = appdata.plan_table(cdf, result)
 options, names = ui.concept_options(cdf)
 
+has_zs = appdata.has_zero_shot(cdf)
+
 st.title("Concepts")
 st.caption("Every image belongs to the concept (k-means cluster) whose centre is nearest to it. "
            "Pick a concept in the table or the list below to see its images.")
+st.caption(appdata.label_sources(meta))
 ui.plan_banner(params)
 
 # --- search and the table -------------------------------------------------------------------
-query = st.text_input("Search captions", key="concepts_search", placeholder="e.g. flower, arrow, flag",
-                      help="Shows only the concepts with captions that contain this text (case-insensitive).")
+query = st.text_input("Search concepts", key="concepts_search", placeholder="a name or a caption word: flower, arrow, flag",
+                      help="Shows the concepts whose name" + (" or zero-shot name" if has_zs else "")
+                           + " contains this text, then those with captions that contain it (case-insensitive).")
 shown = table
 if query.strip():
-    hits = ui.caption_matches(ws, stamp, query.strip())
-    shown = table.merge(hits, on="cluster").sort_values("matches", ascending=False, kind="stable")
+    shown = appdata.search_concepts(table, ui.caption_matches(ws, stamp, query.strip()), query)
     if shown.empty:
-        st.info(f"No caption contains “{appdata.escape_markdown(query.strip())}”. Try a shorter or different word.",
-                icon=":material/search_off:")
+        st.info(f"No concept name or caption contains “{appdata.escape_markdown(query.strip())}”. "
+                "Try a shorter or different word.", icon=":material/search_off:")
     elif st.session_state.get("concepts_last_search") != query:
         st.session_state["concepts_pick"] = int(shown["cluster"].iloc[0])
 st.session_state["concepts_last_search"] = query
 
-cols = ["name", "pool_size", "complexity", "d_intra", "d_inter", "kept", "kept_pct"] + (
-    ["matches"] if "matches" in shown else [])
+cols = (["name"] + (["zs_name"] if has_zs else []) + (["matches"] if "matches" in shown else [])
+        + ["pool_size", "complexity", "d_intra", "d_inter", "kept", "kept_pct"])
 event = st.dataframe(
-    shown[cols], hide_index=True, width="stretch", height=360, key="concepts_table",
+    shown[cols], hide_index=True, width="stretch", height=min(360, 35 * (len(shown) + 1) + 3), key="concepts_table",
     on_select="rerun", selection_mode="single-row",
     column_config={
-        "name": st.column_config.TextColumn("concept", width="large", help="#id and its most typical caption words"),
+        "name": st.column_config.TextColumn("concept", width="large",
+                                            help="#id and its most distinctive caption words"),
+        "zs_name": st.column_config.TextColumn("zero-shot name", width="medium",
+                                               help="vocabulary entry nearest the concept's centre (cosine similarity)"),
         "pool_size": st.column_config.NumberColumn("images", help="pool images (held-out eval images excluded)"),
         "complexity": st.column_config.NumberColumn("complexity", format="%.3f", help="d_intra × d_inter"),
         "d_intra": st.column_config.NumberColumn("d_intra", format="%.2f",
@@ -81,6 +87,9 @@ with right:
     row = table.set_index("cluster").loc[pick]
     crow = cdf.set_index("cluster").loc[pick]
     st.subheader(appdata.escape_markdown(names[pick]))
+    if has_zs and crow["zs_name"]:
+        st.markdown(f"Zero-shot name: **{appdata.escape_markdown(crow['zs_label'])}** · similarity "
+                    f"{crow['zs_similarity']:.2f}")
     m = st.columns(2)
     m[0].metric("Images in the pool", f"{int(row['pool_size']):,}", help=f"{int(row['size']):,} including held-out eval")
     pct = crow["complexity_pct"]
