@@ -24,7 +24,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: plan_clusters.d_intra/complexity (version-1 workspaces gain them on the next plan save)
 
 SAMPLES_DDL = """
 CREATE TABLE samples (
@@ -43,7 +43,7 @@ CREATE TABLE samples (
     cluster INTEGER,
     dist_to_centroid DOUBLE,      -- 1 - cos(embedding, centroid)
     rank_in_cluster BIGINT,       -- 0 = nearest its centroid (most prototypical)
-    dup_max_sim DOUBLE,           -- SemDeDup: max cos to the members ranked before it (-1: first)
+    dup_max_sim DOUBLE,           -- SemDeDup: max(0, max cos to the members ranked before it); 0: first
     dup_of BIGINT,                -- row_idx of that most similar earlier member (-1: none)
     thumb_offset BIGINT,          -- thumbnail bytes in thumbs.bin
     thumb_size INTEGER
@@ -73,8 +73,14 @@ CREATE TABLE IF NOT EXISTS plans (
 )"""
 PLAN_CLUSTERS_DDL = """
 CREATE TABLE IF NOT EXISTS plan_clusters (
-    plan VARCHAR, cluster INTEGER, eligible BIGINT, quota BIGINT, kept BIGINT
+    plan VARCHAR, cluster INTEGER, eligible BIGINT, quota BIGINT, kept BIGINT,
+    d_intra DOUBLE,               -- mean distance to the centroid of the ELIGIBLE members (what the plan used)
+    complexity DOUBLE             -- d_inter * d_intra as the plan used it
 )"""
+PLAN_COLUMNS = ("name", "method", "params", "n_kept", "budget", "pool_size", "keep_file", "notes", "created_at")
+PLAN_CLUSTER_COLUMNS = ("plan", "cluster", "eligible", "quota", "kept", "d_intra", "complexity")
+# columns added after schema version 1, created on the next write in older workspaces
+ADDED_COLUMNS = {"plan_clusters": (("d_intra", "DOUBLE"), ("complexity", "DOUBLE"))}
 
 # training runs (densprune.training): one row per run, its latest progress mirrored from the run
 # folder's progress.jsonl; run_metrics holds the loss curve and the evaluation results (long format)
@@ -230,6 +236,72 @@ def counts(workspace: str | os.PathLike) -> dict[str, int]:
     with connect(workspace) as con:
         return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
                 for t in ("samples", "clusters", "rejects", "plans")}
+
+
+# --------------------------------------------------------------------------------------------
+# saved plans (densprune.prune.plans): a row in plans, K rows in plan_clusters
+# --------------------------------------------------------------------------------------------
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                      [table]).fetchall()}
+
+
+def plan_exists(workspace: str | os.PathLike, name: str) -> bool:
+    with connect(workspace) as con:
+        return con.execute("SELECT count(*) FROM plans WHERE name = ?", [name]).fetchone()[0] > 0
+
+
+def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame) -> None:
+    """Replace plan ``row['name']`` (keys: PLAN_COLUMNS) and its per-cluster rows (PLAN_CLUSTER_COLUMNS)
+    in one transaction; a workspace of schema version 1 gains the newer plan_clusters columns first."""
+    if set(row) != set(PLAN_COLUMNS) or set(clusters.columns) != set(PLAN_CLUSTER_COLUMNS):
+        raise ValueError(f"a plan needs columns {PLAN_COLUMNS} and {PLAN_CLUSTER_COLUMNS}")
+    cols = ", ".join(PLAN_CLUSTER_COLUMNS)
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        for table, added in ADDED_COLUMNS.items():
+            for col, typ in added:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
+        con.execute("DELETE FROM plans WHERE name = ?", [row["name"]])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [row["name"]])
+        con.execute(f"INSERT INTO plans ({', '.join(PLAN_COLUMNS)}) VALUES ({', '.join('?' * len(PLAN_COLUMNS))})",
+                    [row[c] for c in PLAN_COLUMNS])
+        con.register("_rows", clusters)
+        con.execute(f"INSERT INTO plan_clusters ({cols}) SELECT {cols} FROM _rows")
+        con.unregister("_rows")
+        con.execute("COMMIT")
+
+
+def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
+    """All plans, newest first: name, method, n_kept, budget, eligible (the remaining pool the budget
+    counted), pool_size (the raw pool), params, created_at."""
+    return query_df(workspace, "SELECT p.name, p.method, p.n_kept, p.budget, "
+                               "(SELECT sum(c.eligible) FROM plan_clusters c WHERE c.plan = p.name)::BIGINT AS eligible, "
+                               "p.pool_size, p.params, p.created_at FROM plans p ORDER BY p.created_at DESC")
+
+
+def load_plan_row(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """The ``plans`` row of ``name`` (an empty frame when there is none)."""
+    return query_df(workspace, "SELECT * FROM plans WHERE name = ?", [name])
+
+
+def load_plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """Per cluster of plan ``name``: cluster, eligible, quota, kept, d_intra, complexity (NaN in a
+    workspace of schema version 1, which did not store them)."""
+    with connect(workspace) as con:
+        have = _columns(con, "plan_clusters")
+        cols = [c if c in have else f"NULL::DOUBLE AS {c}" for c in PLAN_CLUSTER_COLUMNS[1:]]
+        return con.execute(f"SELECT {', '.join(cols)} FROM plan_clusters WHERE plan = ? ORDER BY cluster",
+                           [name]).df()
+
+
+def delete_plan(workspace: str | os.PathLike, name: str) -> None:
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM plans WHERE name = ?", [name])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute("COMMIT")
 
 
 # --------------------------------------------------------------------------------------------

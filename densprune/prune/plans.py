@@ -74,8 +74,7 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
     """Store a computed plan under ``name`` (mask file first, then the rows, in one transaction)."""
     ws = Path(workspace)
     validate_plan_name(name)
-    exists = not db.query_df(ws, "SELECT name FROM plans WHERE name = ?", [name]).empty
-    if exists and not overwrite:
+    if db.plan_exists(ws, name) and not overwrite:
         raise FileExistsError(f"plan {name!r} already exists in {ws}; choose another name or overwrite it")
     path = _keep_path(ws, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,34 +84,25 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
     os.replace(tmp, path)
     k = result.eligible.size
     rows = pd.DataFrame({"plan": name, "cluster": np.arange(k, dtype=np.int32), "eligible": result.eligible,
-                         "quota": result.quota, "kept": result.kept})
-    with db.connect(ws, read_only=False) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM plans WHERE name = ?", [name])
-        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
-        con.execute(
-            "INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, result.params.method, params_to_json(result.params), int(result.n_kept), int(result.budget),
-             int(result.pool_size), str(path.relative_to(ws)), "\n".join(result.notes),
-             datetime.now(timezone.utc).replace(tzinfo=None)],
-        )
-        con.register("_rows", rows)
-        con.execute("INSERT INTO plan_clusters SELECT plan, cluster, eligible, quota, kept FROM _rows")
-        con.unregister("_rows")
-        con.execute("COMMIT")
-    log.info("saved plan %s: %d of %d pool samples kept", name, result.n_kept, result.pool_size)
+                         "quota": result.quota, "kept": result.kept, "d_intra": result.d_intra,
+                         "complexity": result.complexity})
+    db.write_plan(ws, {"name": name, "method": result.params.method, "params": params_to_json(result.params),
+                       "n_kept": int(result.n_kept), "budget": int(result.budget), "pool_size": int(result.pool_size),
+                       "keep_file": str(path.relative_to(ws)), "notes": "\n".join(result.notes),
+                       "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}, rows)
+    log.info("saved plan %s: %d of %d remaining (%d in the pool) kept", name, result.n_kept, result.n_eligible,
+             result.pool_size)
 
 
 def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
-    """All plans of a workspace, newest first."""
-    return db.query_df(workspace, "SELECT name, method, n_kept, budget, pool_size, params, created_at "
-                                     "FROM plans ORDER BY created_at DESC")
+    """All plans of a workspace, newest first (eligible: the remaining pool the budget counted)."""
+    return db.list_plans(workspace)
 
 
 def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray]:
     """The plan's row (as a dict, params parsed) and its (N,) bool keep mask."""
     ws = Path(workspace)
-    df = db.query_df(ws, "SELECT * FROM plans WHERE name = ?", [name])
+    df = db.load_plan_row(ws, name)
     if df.empty:
         names = ", ".join(list_plans(ws)["name"]) or "none yet"
         raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
@@ -123,14 +113,12 @@ def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray
 
 
 def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
-    return db.query_df(workspace, "SELECT cluster, eligible, quota, kept FROM plan_clusters WHERE plan = ? ORDER BY cluster", [name])
+    """Per cluster: eligible, quota, kept, and the d_intra / complexity the plan used (NaN for plans
+    saved by densprune before they were stored)."""
+    return db.load_plan_clusters(workspace, name)
 
 
 def delete_plan(workspace: str | os.PathLike, name: str) -> None:
     ws = Path(workspace)
-    with db.connect(ws, read_only=False) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM plans WHERE name = ?", [name])
-        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
-        con.execute("COMMIT")
+    db.delete_plan(ws, name)
     _keep_path(ws, name).unlink(missing_ok=True)
