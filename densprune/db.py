@@ -203,7 +203,8 @@ def query_df(workspace: str | os.PathLike, sql: str, params: list | tuple = ()) 
 def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Columns of ``samples`` as numpy arrays in row_idx order (NULL -> NaN for floats)."""
     allowed = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster", "clip_score", "dup_max_sim",
-               "dup_of", "split", "width", "height", "thumb_offset", "thumb_size", "category", "top_category", "uid"}
+               "dup_of", "split", "width", "height", "thumb_offset", "thumb_size", "category", "top_category", "uid",
+               "caption"}
     bad = set(columns) - allowed
     if bad:
         raise ValueError(f"unknown sample columns {sorted(bad)}")
@@ -227,6 +228,11 @@ def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
     return query_df(workspace, "SELECT * FROM clusters ORDER BY cluster")
 
 
+def load_layout(workspace: str | os.PathLike) -> pd.DataFrame:
+    """The whole 2-D map: row_idx, cluster, x, y."""
+    return query_df(workspace, "SELECT row_idx, cluster, x, y FROM layout ORDER BY row_idx")
+
+
 def load_rejects(workspace: str | os.PathLike) -> pd.DataFrame:
     return query_df(workspace, "SELECT * FROM rejects")
 
@@ -236,6 +242,42 @@ def counts(workspace: str | os.PathLike) -> dict[str, int]:
     with connect(workspace) as con:
         return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
                 for t in ("samples", "clusters", "rejects", "plans")}
+
+
+# --------------------------------------------------------------------------------------------
+# re-clustering (densprune.cluster.recluster)
+# --------------------------------------------------------------------------------------------
+
+def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, clusters: pd.DataFrame,
+                     meta: dict, drop_plans: tuple[str, ...] = ()) -> None:
+    """Replace the cluster assignment in one transaction: ``samples`` (cluster, dist_to_centroid,
+    rank_in_cluster by row_idx, every row), the whole ``clusters`` table, ``layout.cluster``, the
+    given ``meta`` keys, and delete the plans ``drop_plans`` (their rows; the caller removes the masks)."""
+    need = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster"}
+    if set(assignment.columns) != need:
+        raise ValueError(f"assignment needs exactly the columns {sorted(need)}")
+    cols = ", ".join(f'"{c}"' for c in clusters.columns)
+    with connect(workspace, read_only=False) as con:
+        n = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+        if n != len(assignment):
+            raise ValueError(f"assignment has {len(assignment)} rows, samples has {n}")
+        con.execute("BEGIN")
+        con.register("_a", assignment)
+        con.execute("UPDATE samples SET cluster = _a.cluster, dist_to_centroid = _a.dist_to_centroid, "
+                    "rank_in_cluster = _a.rank_in_cluster FROM _a WHERE samples.row_idx = _a.row_idx")
+        con.execute("UPDATE layout SET cluster = _a.cluster FROM _a WHERE layout.row_idx = _a.row_idx")
+        con.unregister("_a")
+        con.execute("DELETE FROM clusters")
+        con.register("_c", clusters)
+        con.execute(f"INSERT INTO clusters ({cols}) SELECT {cols} FROM _c")
+        con.unregister("_c")
+        for key, value in meta.items():
+            con.execute("DELETE FROM meta WHERE key = ?", [key])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
+        for name in drop_plans:
+            con.execute("DELETE FROM plans WHERE name = ?", [name])
+            con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute("COMMIT")
 
 
 # --------------------------------------------------------------------------------------------

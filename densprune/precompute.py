@@ -15,6 +15,7 @@ incomplete, whatever else is there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -228,6 +229,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     with open(tmp_cent, "wb") as fh:
         np.save(fh, centroids.astype(np.float32))
     tmp_cent.replace(ws / "centroids.npy")
+    cent_sha = hashlib.sha256((ws / "centroids.npy").read_bytes()).hexdigest()
 
     samples = pd.DataFrame({
         "row_idx": np.arange(n, dtype=np.int64),
@@ -267,7 +269,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     meta = {
         "embedder": embedder.name, "model": embedder.model, "pretrained": embedder.pretrained or None,
         "image_dim": asm.image_dim, "text_dim": asm.text_dim, "dtype": cfg.dtype,
-        "k": k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
+        "k": k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors, "centroids_sha256": cent_sha,
         "densprune_version": __version__, "source": listing.spec, "source_kind": listing.kind, "engine": cfg.engine,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "n_samples": n, "n_pool": int(pool_rows.size), "n_eval": int(is_eval.sum()), "n_rejects": len(rejects),

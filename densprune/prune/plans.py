@@ -24,7 +24,7 @@ from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_INDEX_CACHE: dict[tuple[str, float], PlanIndex] = {}
+_INDEX_CACHE: dict[tuple[str, int], PlanIndex] = {}
 _INDEX_LOCK = threading.Lock()
 
 
@@ -37,8 +37,12 @@ def validate_plan_name(name: str) -> str:
 
 def load_index(workspace: str | os.PathLike) -> PlanIndex:
     """The plan index of a workspace, built once per process and workspace build."""
+    from densprune.cluster.recluster import verify_centroids
+
     ws = Path(workspace).resolve()
-    cent_key = (str(ws), (ws / "centroids.npy").stat().st_mtime if (ws / "centroids.npy").exists() else 0.0)
+    verify_centroids(ws)  # an interrupted `densprune recluster` is finished first
+    cent = ws / "centroids.npy"
+    cent_key = (str(ws), cent.stat().st_mtime_ns if cent.exists() else 0)
     with _INDEX_LOCK:
         if cent_key in _INDEX_CACHE:
             return _INDEX_CACHE[cent_key]
@@ -53,6 +57,8 @@ def load_index(workspace: str | os.PathLike) -> PlanIndex:
         clip_score=None if np.all(np.isnan(clip)) else clip,
     )
     with _INDEX_LOCK:
+        for old in [key for key in _INDEX_CACHE if key[0] == cent_key[0]]:
+            del _INDEX_CACHE[old]  # an earlier build or clustering of the same workspace
         _INDEX_CACHE[cent_key] = index
     return index
 
