@@ -362,7 +362,12 @@ class PlanIndex:
         notes: list[str] = []
         removed: list[str] = []
         elig = self._eligible(p, notes, removed)
-        c, counts = self._counts(elig)
+        if p.method in ("dbp", "ssp") and p.within == "random":  # rows grouped by cluster, random inside
+            _, frame, frame_inv = self._random_orders(p.seed)
+            e_f = elig[frame]
+        else:  # the hard order itself
+            frame_inv, e_f = self.inv, elig
+        c, counts = self._counts(e_f)  # the frames share the cluster offsets, so counts are the same
         n_elig = int(c[-1])
         budget = budget_count(p.keep, n_elig)
         if budget > n_elig:
@@ -373,7 +378,7 @@ class PlanIndex:
         d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)  # no filter: the pool's
         comp = self.d_inter(p.neighbors) * d_intra
         if p.method in ("dbp", "ssp"):
-            keep, quota = self._by_quota(p, elig, (c, counts), comp, budget, notes)
+            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
         else:
             keep, kept = self._by_order(p, elig, budget)
@@ -400,18 +405,13 @@ class PlanIndex:
         keep_h[sel] = True
         return keep_h[self.inv], np.bincount(self._cl_h[sel], minlength=self.n_clusters).astype(np.int64)
 
-    def _by_quota(self, p: PlanParams, elig: np.ndarray, hard_counts: tuple[np.ndarray, np.ndarray],
+    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray,
                   comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """DBP/SSP: per-cluster quotas from ``comp`` (K,), filled in the `within` order.
-        ``hard_counts`` is (exclusive cumsum, per-cluster counts) of ``elig`` in hard order.
-        Returns keep (N,) and quota (K,)."""
-        if p.within == "random":
-            _, frame, frame_inv = self._random_orders(p.seed)
-            e = elig[frame]
-            c, counts = self._counts(e)
-        else:
-            frame_inv, e = self.inv, elig
-            c, counts = hard_counts
+
+        ``e`` (N,) is the eligible mask in the frame (hard order, or the seeded order that is random
+        inside each cluster), ``c`` (N+1,) its exclusive cumsum, ``counts`` (K,) eligible per cluster,
+        ``frame_inv`` (N,) row -> frame position. Returns keep (N,) in row order and quota (K,)."""
         if p.method == "dbp":
             if budget < counts.sum() and quota_bounds(counts, budget, p.balance)[2]:
                 notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
