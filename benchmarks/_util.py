@@ -81,3 +81,17 @@ def save_result(text: str, out: Path | None, default_name: str, header: str = ""
     head = f"Command: `{command_line()}`\n\nMachine: {machine()}\n\n" + (header + "\n\n" if header else "")
     path.write_text(head + text.rstrip() + "\n")
     return path
+
+
+def median_wall_cpu(fn: Callable[[], object], runs: int, warmup: int = 1) -> tuple[float, float]:
+    """Median wall and median process CPU seconds of ``fn`` (CPU time counts every thread of this
+    process, so it is what the work costs whatever else runs on a shared machine)."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(runs):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)

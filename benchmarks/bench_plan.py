@@ -6,7 +6,8 @@ naive implementation written the obvious way: per plan, group rows by cluster, m
 the eligible rows, and argsort inside each cluster in a Python loop. Both sides get the same cached
 statistics: d_inter is computed once (the index caches it per ``neighbors``; the naive side is handed
 the same array), and both measure d_intra of the remaining pool on every plan. Each naive plan is
-checked to select exactly the rows densprune selects. Every time is reported twice: wall clock and
+checked to select the rows densprune selects (exactly, except where d_intra summed in another
+order tips the rounding of a quota by one unit: see check_same_plan). Every time is reported twice: wall clock and
 the process's CPU time. The code is single-threaded numpy, so on an idle machine the two agree; on
 a shared machine (the load average is recorded in the result file) the CPU time is what the plan
 costs and the wall time what it took while others ran; the speed-up is the ratio of CPU times.
@@ -65,17 +66,30 @@ def naive_dbp(data: dict[str, np.ndarray], p: PlanParams, d_inter: np.ndarray) -
     order = np.argsort(clusters, kind="stable")
     bounds = np.searchsorted(clusters[order], np.arange(k + 1))
     members = [order[bounds[j]:bounds[j + 1]] for j in range(k)]
-    counts = np.array([eligible[m].sum() for m in members])
-    d_intra = np.array([dist[m[eligible[m]]].mean() if c else np.nan for m, c in zip(members, counts)])
+    members = [m[eligible[m]] for m in members]
+    counts = np.array([m.size for m in members])
+    d_intra = np.array([dist[m].mean() if m.size else np.nan for m in members])
     n_remaining = int(counts.sum())  # the budget counts what remains after dedup (the paper's convention)
     budget = int(np.floor(p.keep * n_remaining + 0.5)) if isinstance(p.keep, float) else p.keep
     quota = dbp_quotas(d_inter * d_intra, counts, budget, p.temperature, p.balance)
     keep = np.zeros(len(clusters), dtype=bool)
     for j in range(k):
-        m = members[j][eligible[members[j]]]
-        m = m[np.lexsort((m, -dist[m]))]  # farthest first, ties by row
+        m = members[j][np.lexsort((members[j], -dist[members[j]]))]  # farthest first, ties by row
         keep[m[:quota[j]]] = True
     return keep
+
+
+def check_same_plan(naive: np.ndarray, result, clusters: np.ndarray) -> int:
+    """Assert that the naive plan is densprune's: the same kept count per cluster, up to one unit of
+    quota moved between a few clusters (d_intra summed in another order differs in its last bits,
+    which can tip a largest-remainder rounding), and exactly the same rows in every other cluster.
+    Returns how many clusters differ by that unit."""
+    k = result.kept.size
+    diff = np.bincount(clusters[naive], minlength=k) - result.kept
+    assert diff.sum() == 0 and np.abs(diff).max(initial=0) <= 1 and (diff != 0).sum() <= 4, diff[diff != 0]
+    same = (diff == 0)[clusters]
+    np.testing.assert_array_equal(naive[same], result.keep[same])
+    return int((diff != 0).sum())
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -121,7 +135,9 @@ def run(n: int, k: int, d: int, repeat: int, naive: bool) -> tuple[Timing, dict[
         fast = median_ms(lambda: index.compute(p), repeat)
         slow = None
         if naive and with_naive:
-            np.testing.assert_array_equal(naive_dbp(data, p, d_inter), index.compute(p).keep)  # same plan
+            moved = check_same_plan(naive_dbp(data, p, d_inter), index.compute(p), data["clusters"])
+            if moved:
+                logger.info("N=%d %s: one unit of quota rounded differently in %d clusters", n, label, moved)
             slow = median_ms(lambda: naive_dbp(data, p, d_inter), max(3, repeat // 2))
         out[label] = (fast, slow)
         logger.info("N=%d %s: %.1f ms wall, %.1f ms CPU (naive %s)", n, label, *fast,
