@@ -20,8 +20,9 @@ what dedup left. A count larger than what is eligible is an error, never a silen
 
 "easy" counts the rank from the cluster's end; "random" runs the same pass over a per-seed order
 that is random inside each cluster. Global methods (random, clip-score, dedup) keep the first
-``budget`` eligible rows of a precomputed global order. Measured on a 2-core x86 machine
-(benchmarks/bench_plan.py, K = 1000): 7-18 ms per plan for 1M rows, 0.13-0.45 s for 10M. The index
+``budget`` eligible rows of a precomputed global order. Plan times: benchmarks/bench_plan.py and
+benchmarks/results/plan.md (K = 1000: about 10-60 ms of CPU per plan at 1M rows, 0.25-0.8 s at 10M,
+measured on a shared 2-core machine). The index
 is read-only after build except for small caches guarded by a lock, so one index may be shared
 across threads (e.g. a Streamlit ``cache_resource``).
 """
