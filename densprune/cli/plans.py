@@ -119,6 +119,8 @@ def share(part: int, whole: int) -> str:
 
 
 def cmd_plans(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from densprune.prune.plans import list_plans
 
     df = list_plans(args.workspace)
@@ -128,7 +130,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
         print("no plans yet: create one with `densprune plan DIR --name NAME --keep 0.3`")
     else:
         for r in df.itertuples():
-            remaining = int(r.eligible) if r.eligible == r.eligible else r.pool_size
+            remaining = int(r.eligible) if pd.notna(r.eligible) else r.pool_size  # NULL: no per-cluster rows
             print(f"{r.name:<24} {r.method:<10} kept {r.n_kept:>10,} of {remaining:,} remaining "
                   f"({share(r.n_kept, remaining)}; {share(r.n_kept, r.pool_size)} of the pool of {r.pool_size:,})  "
                   f"{r.created_at:%Y-%m-%d %H:%M}  {r.params}")
