@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import interleaved_medians, table  # noqa: E402
+from _util import interleaved_medians, save_result, table  # noqa: E402
 
 from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans  # noqa: E402
 
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--niter", type=int, default=20)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/clustering.md")
     args = ap.parse_args()
     import faiss
 
@@ -63,7 +64,9 @@ def main() -> None:
     rows = [[f"{args.n:,} x {args.d}", args.k, name, f"{t:.2f}", f"{t_ours:.2f}", f"{t_ours / t:.2f}x"]
             for name, t in (("faiss.Kmeans on the whole array (faiss subsamples)", t_full),
                             ("faiss.Kmeans on the same seeded sample", t_same))]
-    print(table(["N x d", "K", "baseline", "baseline (s)", "densprune (s)", "ratio"], rows))
+    text = table(["N x d", "K", "baseline", "baseline (s)", "densprune (s)", "ratio"], rows)
+    print(text)
+    print(f"wrote {save_result(text, args.out, 'clustering.md')}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import interleaved_medians, table  # noqa: E402
+from _util import interleaved_medians, save_result, table  # noqa: E402
 
 from densprune.embed.models import OpenClipEmbedder  # noqa: E402
 from densprune.embed.runner import EmbedSettings, embed_source  # noqa: E402
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/openclip.md")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     refs = list_source("demo").refs[: args.images]
@@ -73,8 +74,10 @@ def main() -> None:
     med = interleaved_medians({"bare": bare, "ours": ours}, args.runs)
     t_bare, t_ours = med["bare"], med["ours"]
     n = len(refs)
-    print(table(["model", "images", "batch", "bare open_clip (img/s)", "densprune (img/s)", "ratio"],
-                [[args.model, n, args.batch_size, f"{n / t_bare:.1f}", f"{n / t_ours:.1f}", f"{t_bare / t_ours:.2f}x"]]))
+    text = table(["model", "images", "batch", "bare open_clip (img/s)", "densprune (img/s)", "ratio"],
+                 [[args.model, n, args.batch_size, f"{n / t_bare:.1f}", f"{n / t_ours:.1f}", f"{t_bare / t_ours:.2f}x"]])
+    print(text)
+    print(f"wrote {save_result(text, args.out, 'openclip.md')}")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import table  # noqa: E402
+from _util import save_result, table  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/precompute.md")
     args = ap.parse_args()
     walls, stages = [], []
     for _ in range(args.runs):
@@ -38,8 +39,10 @@ def main() -> None:
     med = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
     rows = [[k, f"{v:.1f}"] for k, v in med.items()]
     rows.append(["wall (process)", f"{statistics.median(walls):.1f}"])
-    print(table(["stage", "median seconds"], rows))
-    print(f"\nruns: {', '.join(f'{w:.1f}' for w in walls)} s; goal < 60 s")
+    text = (table(["stage", "median seconds"], rows)
+            + f"\n\nruns: {', '.join(f'{w:.1f}' for w in walls)} s; goal < 60 s")
+    print(text)
+    print(f"wrote {save_result(text, args.out, 'precompute.md')}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import table  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
+from _util import command_line, table  # noqa: E402
 
 from densprune import db
 from densprune.cli.main import REPO_ROOT  # noqa: E402
@@ -183,7 +183,8 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
                   "seeds (paired)"],
                  [[mode_name[d["mode"]], f"{LABELS.get(d['a'], d['a'])} − {LABELS.get(d['b'], d['b'])}",
                    *[_ms(d[m]) for m in METRICS], len(d["seeds"])] for d in diffs])
-    return (f"### DBP on the demo, `{meta['preset']}` from scratch (mean ± sample std over seeds)\n\n{body}\n\n"
+    head = f"Command: `{meta['command']}`\n\n" if meta.get("command") else ""
+    return (f"{head}### DBP on the demo, `{meta['preset']}` from scratch (mean ± sample std over seeds)\n\n{body}\n\n"
             f"Paired by seed (same training seed), in percentage points:\n\n{dtab}\n\n"
             f"Eval: {meta['n_eval']} held-out images (20 per top-level category with >= 100 images, never in the "
             f"pool); zero-shot over {meta['n_classes']} categories (chance {100 / meta['n_classes']:.1f}%), "
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             "samples_seen_target": samples_seen, "equal_epochs": epochs, "k": wsmeta.get("k"),
             "embedder": wsmeta.get("embedder"), "n_eval": int(wsmeta.get("n_eval", 0)), "n_classes": n_classes,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
-            "workspace": str(ws), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "workspace": str(ws), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command_line()}
     log.info("equal compute: %d samples seen (%d epochs of the full pool); equal epochs: %d", samples_seen,
              args.full_epochs, epochs)
     jobs = grid(args.keep, args.seeds)

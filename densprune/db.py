@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 from filelock import ReadWriteLock, Timeout
 
+from densprune.prune.semdedup import dup_threshold
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"
-SCHEMA_VERSION = 2  # 2: clusters.zs_label, clusters.zs_similarity
+SCHEMA_VERSION = 3  # 2: clusters.zs_label/zs_similarity; 3: plan_clusters.d_intra/complexity (added on the next plan save)
 
 SAMPLES_DDL = """
 CREATE TABLE samples (
@@ -42,7 +44,7 @@ CREATE TABLE samples (
     cluster INTEGER,
     dist_to_centroid DOUBLE,      -- 1 - cos(embedding, centroid)
     rank_in_cluster BIGINT,       -- 0 = nearest its centroid (most prototypical)
-    dup_max_sim DOUBLE,           -- SemDeDup: max cos to the members ranked before it (-1: first)
+    dup_max_sim DOUBLE,           -- SemDeDup: max(0, max cos to the members ranked before it); 0: first
     dup_of BIGINT,                -- row_idx of that most similar earlier member (-1: none)
     thumb_offset BIGINT,          -- thumbnail bytes in thumbs.bin
     thumb_size INTEGER
@@ -74,8 +76,14 @@ CREATE TABLE IF NOT EXISTS plans (
 )"""
 PLAN_CLUSTERS_DDL = """
 CREATE TABLE IF NOT EXISTS plan_clusters (
-    plan VARCHAR, cluster INTEGER, eligible BIGINT, quota BIGINT, kept BIGINT
+    plan VARCHAR, cluster INTEGER, eligible BIGINT, quota BIGINT, kept BIGINT,
+    d_intra DOUBLE,               -- mean distance to the centroid of the ELIGIBLE members (what the plan used)
+    complexity DOUBLE             -- d_inter * d_intra as the plan used it
 )"""
+PLAN_COLUMNS = ("name", "method", "params", "n_kept", "budget", "pool_size", "keep_file", "notes", "created_at")
+PLAN_CLUSTER_COLUMNS = ("plan", "cluster", "eligible", "quota", "kept", "d_intra", "complexity")
+# columns added after schema version 1, created on the next write in older workspaces
+ADDED_COLUMNS = {"plan_clusters": (("d_intra", "DOUBLE"), ("complexity", "DOUBLE"))}
 
 # training runs (densprune.training): one row per run, its latest progress mirrored from the run
 # folder's progress.jsonl; run_metrics holds the loss curve and the evaluation results (long format)
@@ -202,7 +210,8 @@ def query_df(workspace: str | os.PathLike, sql: str, params: list | tuple = ()) 
 def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Columns of ``samples`` as numpy arrays in row_idx order (NULL -> NaN for floats)."""
     allowed = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster", "clip_score", "dup_max_sim",
-               "dup_of", "split", "width", "height", "thumb_offset", "thumb_size", "category", "top_category", "uid"}
+               "dup_of", "split", "width", "height", "thumb_offset", "thumb_size", "category", "top_category", "uid",
+               "caption"}
     bad = set(columns) - allowed
     if bad:
         raise ValueError(f"unknown sample columns {sorted(bad)}")
@@ -270,42 +279,112 @@ def kept_samples(workspace: str | os.PathLike, keep: np.ndarray) -> pd.DataFrame
     return df
 
 
+def load_layout(workspace: str | os.PathLike) -> pd.DataFrame:
+    """The whole 2-D map: row_idx, cluster, x, y."""
+    return query_df(workspace, "SELECT row_idx, cluster, x, y FROM layout ORDER BY row_idx")
+
+
+
+
+def counts(workspace: str | os.PathLike) -> dict[str, int]:
+    """Row counts of the main tables."""
+    with connect(workspace) as con:
+        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                for t in ("samples", "clusters", "rejects", "plans")}
+
+
 # --------------------------------------------------------------------------------------------
-# plans
+# re-clustering (densprune.cluster.recluster)
 # --------------------------------------------------------------------------------------------
 
+def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, clusters: pd.DataFrame,
+                     meta: dict, drop_plans: tuple[str, ...] = ()) -> None:
+    """Replace the cluster assignment in one transaction: ``samples`` (cluster, dist_to_centroid,
+    rank_in_cluster by row_idx, every row), the whole ``clusters`` table, ``layout.cluster``, the
+    given ``meta`` keys, and delete the plans ``drop_plans`` (their rows; the caller removes the masks)."""
+    need = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster"}
+    if set(assignment.columns) != need:
+        raise ValueError(f"assignment needs exactly the columns {sorted(need)}")
+    cols = ", ".join(f'"{c}"' for c in clusters.columns)
+    with connect(workspace, read_only=False) as con:
+        n = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+        if n != len(assignment):
+            raise ValueError(f"assignment has {len(assignment)} rows, samples has {n}")
+        con.execute("BEGIN")
+        con.register("_a", assignment)
+        con.execute("UPDATE samples SET cluster = _a.cluster, dist_to_centroid = _a.dist_to_centroid, "
+                    "rank_in_cluster = _a.rank_in_cluster FROM _a WHERE samples.row_idx = _a.row_idx")
+        con.execute("UPDATE layout SET cluster = _a.cluster FROM _a WHERE layout.row_idx = _a.row_idx")
+        con.unregister("_a")
+        con.execute("DELETE FROM clusters")
+        con.register("_c", clusters)
+        con.execute(f"INSERT INTO clusters ({cols}) SELECT {cols} FROM _c")
+        con.unregister("_c")
+        for key, value in meta.items():
+            con.execute("DELETE FROM meta WHERE key = ?", [key])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
+        for name in drop_plans:
+            con.execute("DELETE FROM plans WHERE name = ?", [name])
+            con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute("COMMIT")
+
+
+# --------------------------------------------------------------------------------------------
+# saved plans (densprune.prune.plans): a row in plans, K rows in plan_clusters
+# --------------------------------------------------------------------------------------------
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                      [table]).fetchall()}
+
+
 def plan_exists(workspace: str | os.PathLike, name: str) -> bool:
-    return not query_df(workspace, "SELECT name FROM plans WHERE name = ?", [name]).empty
+    with connect(workspace) as con:
+        return con.execute("SELECT count(*) FROM plans WHERE name = ?", [name]).fetchone()[0] > 0
 
 
 def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame) -> None:
-    """Replace plan ``row['name']``: its ``plans`` row and its ``plan_clusters`` rows, in one transaction
-    (columns matched by name)."""
+    """Replace plan ``row['name']`` (keys: PLAN_COLUMNS) and its per-cluster rows (PLAN_CLUSTER_COLUMNS)
+    in one transaction; a workspace of schema version 1 gains the newer plan_clusters columns first."""
+    if set(row) != set(PLAN_COLUMNS) or set(clusters.columns) != set(PLAN_CLUSTER_COLUMNS):
+        raise ValueError(f"a plan needs columns {PLAN_COLUMNS} and {PLAN_CLUSTER_COLUMNS}")
+    cols = ", ".join(PLAN_CLUSTER_COLUMNS)
     with connect(workspace, read_only=False) as con:
         con.execute("BEGIN")
+        for table, added in ADDED_COLUMNS.items():
+            for col, typ in added:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
         con.execute("DELETE FROM plans WHERE name = ?", [row["name"]])
         con.execute("DELETE FROM plan_clusters WHERE plan = ?", [row["name"]])
-        con.execute(f"INSERT INTO plans ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        con.execute(f"INSERT INTO plans ({', '.join(PLAN_COLUMNS)}) VALUES ({', '.join('?' * len(PLAN_COLUMNS))})",
+                    [row[c] for c in PLAN_COLUMNS])
         con.register("_rows", clusters)
-        con.execute("INSERT INTO plan_clusters BY NAME SELECT * FROM _rows")
+        con.execute(f"INSERT INTO plan_clusters ({cols}) SELECT {cols} FROM _rows")
         con.unregister("_rows")
         con.execute("COMMIT")
 
 
 def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
-    """All plans of a workspace, newest first: name, method, n_kept, budget, pool_size, params, created_at."""
-    return query_df(workspace, "SELECT name, method, n_kept, budget, pool_size, params, created_at "
-                               "FROM plans ORDER BY created_at DESC")
+    """All plans, newest first: name, method, n_kept, budget, eligible (the remaining pool the budget
+    counted), pool_size (the raw pool), params, created_at."""
+    return query_df(workspace, "SELECT p.name, p.method, p.n_kept, p.budget, "
+                               "(SELECT sum(c.eligible) FROM plan_clusters c WHERE c.plan = p.name)::BIGINT AS eligible, "
+                               "p.pool_size, p.params, p.created_at FROM plans p ORDER BY p.created_at DESC")
 
 
-def plan_row(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
-    """Plan ``name``'s row of the plans table (empty when there is none)."""
+def load_plan_row(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """The ``plans`` row of ``name`` (an empty frame when there is none)."""
     return query_df(workspace, "SELECT * FROM plans WHERE name = ?", [name])
 
 
-def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
-    """Plan ``name``'s per-concept rows, by cluster."""
-    return query_df(workspace, "SELECT * EXCLUDE (plan) FROM plan_clusters WHERE plan = ? ORDER BY cluster", [name])
+def load_plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """Per cluster of plan ``name``: cluster, eligible, quota, kept, d_intra, complexity (NaN in a
+    workspace of schema version 1, which did not store them)."""
+    with connect(workspace) as con:
+        have = _columns(con, "plan_clusters")
+        cols = [c if c in have else f"NULL::DOUBLE AS {c}" for c in PLAN_CLUSTER_COLUMNS[1:]]
+        return con.execute(f"SELECT {', '.join(cols)} FROM plan_clusters WHERE plan = ? ORDER BY cluster",
+                           [name]).df()
 
 
 def _delete_rows(workspace: str | os.PathLike, where: tuple[tuple[str, str], ...], value: str) -> None:
@@ -320,13 +399,6 @@ def _delete_rows(workspace: str | os.PathLike, where: tuple[tuple[str, str], ...
 def delete_plan(workspace: str | os.PathLike, name: str) -> None:
     """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction."""
     _delete_rows(workspace, (("plans", "name"), ("plan_clusters", "plan")), name)
-
-
-def counts(workspace: str | os.PathLike) -> dict[str, int]:
-    """Row counts of the main tables."""
-    with connect(workspace) as con:
-        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
-                for t in ("samples", "clusters", "rejects", "plans")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,7 +554,7 @@ def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> p
 def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
     """Near-duplicate pairs of one concept at SemDeDup ``eps`` (max similarity > 1 - eps), most similar
     first: (row_idx, dup_of, sim, caption, dup_caption, thumbs of both), and the total count."""
-    thr = 1.0 - float(eps)
+    thr = dup_threshold(float(eps))
     total = query_df(workspace, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND dup_of >= 0 "
                                       "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
     df = query_df(workspace, (

@@ -15,6 +15,7 @@ incomplete, whatever else is there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -277,12 +278,14 @@ def samples_table(emb: Embedded, split: Split, cl: Clustering, dup_max_sim: np.n
     })
 
 
-def save_centroids(ws: Path, centroids: np.ndarray) -> None:
-    """Write DIR/centroids.npy (K, d) float32 atomically."""
+def save_centroids(ws: Path, centroids: np.ndarray) -> str:
+    """Write DIR/centroids.npy (K, d) float32 atomically; returns its sha256 (kept in meta, so an
+    interrupted `densprune recluster` can be told from a finished one)."""
     tmp = ws / "centroids.npy.tmp"
     with open(tmp, "wb") as fh:
         np.save(fh, centroids.astype(np.float32))
     tmp.replace(ws / "centroids.npy")
+    return hashlib.sha256((ws / "centroids.npy").read_bytes()).hexdigest()
 
 
 def precompute(cfg: PrecomputeConfig) -> Path:
@@ -317,13 +320,13 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     clusters["x"], clusters["y"] = cxy[:, 0].astype(np.float64), cxy[:, 1].astype(np.float64)
     lap("layout")
     clip_score = clip_scores(ws, emb.image)
-    save_centroids(ws, cl.centroids)
+    cent_sha = save_centroids(ws, cl.centroids)
     samples = samples_table(emb, split, cl, dup_max_sim, dup_of, clip_score)
     rejects = pd.DataFrame([asdict(r) for r in listing.rejects + emb.asm.rejects],
                            columns=["key", "image_ref", "stage", "reason"]).astype(str)
     timings["total"] = time.perf_counter() - t0
     meta = workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings)
-    meta.update({"label_source": "caption words (c-TF-IDF)", "zero_shot_vocabulary": vocab.source if vocab else None,
+    meta.update({"centroids_sha256": cent_sha, "label_source": "caption words (c-TF-IDF)", "zero_shot_vocabulary": vocab.source if vocab else None,
                  "zero_shot_vocabulary_size": len(vocab.entries) if vocab else 0})
     log.info("[6/6] writing %s", db.db_path(ws))
     db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta, layout=layout,

@@ -136,6 +136,23 @@ def test_budget_dedup_shrinks_the_eligible_pool(ws):
     assert "duplicates" in all_text(at)
 
 
+def test_budget_counts_the_remaining_pool_and_shows_both_shares(ws):
+    """With dedup on, keep 30% is 30% of what dedup left; the page says so and gives the raw-pool share."""
+    at = open_app(ws, "budget")
+    at.toggle(key="plan_dedup_on").set_value(True).run()
+    at.slider(key="plan_dedup_eps").set_value(0.05).run()
+    at.slider(key="plan_keep_pct").set_value(30).run()
+    no_errors(at)
+    kept, remaining = as_int(metric(at, "Kept")), as_int(metric(at, "Eligible"))
+    pool = db.load_meta(ws)["n_pool"]
+    assert remaining < pool and kept == round(0.3 * remaining)
+    assert metric(at, "Kept of the raw pool") == f"{kept / pool:.1%}"
+    text = all_text(at)
+    assert f"{kept / remaining:.1%} of the {remaining:,} that remain after dedup and the CLIP filter" \
+        in text.replace("\\", "")
+    assert f"{kept / pool:.1%} of the raw pool of {pool:,}" in text.replace("\\", "")
+
+
 def test_budget_disables_clip_widgets_without_clip_scores(ws):
     if db.load_meta(ws)["has_clip_scores"]:
         pytest.skip("workspace has CLIP scores")

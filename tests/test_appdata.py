@@ -102,6 +102,19 @@ def test_budget_view_compares_at_the_same_budget(tiny):
     assert appdata.budget_view(tiny["index"], PlanParams(keep=1.0), tiny["concepts"]).keeps_everything
 
 
+def test_plan_table_and_shares_use_the_remaining_pool(tiny):
+    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3, dedup_eps=0.1), tiny["concepts"])
+    r, per = view.result, view.per_concept
+    np.testing.assert_array_equal(per["d_intra"], r.d_intra)  # what DBP used, not the pool's
+    np.testing.assert_array_equal(per["complexity"], r.complexity)
+    assert not np.allclose(per["d_intra"], tiny["concepts"]["d_intra"])
+    sh = appdata.budget_shares(r)
+    assert (sh.kept, sh.remaining, sh.pool) == (r.n_kept, int(r.eligible.sum()), int(tiny["pool"].sum()))
+    assert sh.remaining < sh.pool and abs(sh.of_remaining - 0.3) < 1e-3 and sh.of_pool < sh.of_remaining
+    assert f"{sh.of_remaining:.1%} of the {sh.remaining:,} that remain" in sh.sentence()
+    assert np.isnan(appdata.BudgetShares(0, 0, 0).of_remaining)
+
+
 def test_coverage_counts_kept_per_category(tiny):
     keep = np.zeros(N, bool)
     keep[:50] = True

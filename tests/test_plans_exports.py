@@ -166,3 +166,55 @@ def test_plan_index_complexity_equals_the_workspace_clusters_table(demo_workspac
     index = load_index(demo_workspace)
     np.testing.assert_allclose(index.complexity(20), c.complexity, rtol=1e-6)
     np.testing.assert_allclose(index.d_intra, c.d_intra, rtol=1e-6)
+
+
+def test_keep_counts_what_remains_after_dedup_and_the_plan_stores_its_statistics(planned, capsys):
+    """--keep 0.3 with --dedup-eps: 30% of what SemDeDup left (the paper's convention), and the
+    plan stores the d_intra / complexity it measured on that remaining pool."""
+    assert main(["plan", str(planned), "--name", "t-dedup30", "--keep", "0.3", "--dedup-eps", "0.05",
+                 "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    row, keep = load_plan(planned, "t-dedup30")
+    pc = plan_clusters(planned, "t-dedup30")
+    remaining = int(pc.eligible.sum())
+    assert remaining < row["pool_size"]
+    assert keep.sum() == row["n_kept"] == row["budget"] == round(0.3 * remaining)
+    assert f"{round(0.3 * remaining):,} = 30.0% of the {remaining:,} remaining" in out
+    arr = db.load_sample_arrays(planned, ("cluster", "dist_to_centroid", "split", "dup_max_sim"))
+    elig = (arr["split"] == "pool") & (arr["dup_max_sim"] <= 0.95)
+    k = len(pc)
+    with np.errstate(invalid="ignore"):
+        direct = np.bincount(arr["cluster"][elig], weights=arr["dist_to_centroid"][elig], minlength=k) \
+            / np.bincount(arr["cluster"][elig], minlength=k)
+    np.testing.assert_allclose(pc.d_intra, direct, rtol=1e-9)
+    index = load_index(planned)
+    np.testing.assert_allclose(pc.complexity, index.d_inter(20) * direct, rtol=1e-9)
+    listed = list_plans(planned).set_index("name").loc["t-dedup30"]
+    assert listed["eligible"] == remaining and listed["pool_size"] == row["pool_size"]
+
+
+def test_a_count_beyond_what_remains_is_an_error_with_the_numbers(planned, capsys):
+    assert main(["plan", str(planned), "--name", "t-toomany", "--keep", "7000", "--dedup-eps", "0.05"]) == 2
+    err = capsys.readouterr().err
+    pool = db.load_meta(planned)["n_pool"]
+    assert "a budget of 7,000 samples is more than the" in err and f"the pool holds {pool:,}" in err
+    assert "SemDeDup eps=0.05 removed" in err
+    assert "t-toomany" not in set(list_plans(planned).name)
+
+
+def test_a_workspace_without_the_newer_plan_columns_still_opens_and_gains_them(planned, tmp_path):
+    """Schema version 1 had plan_clusters(plan, cluster, eligible, quota, kept): reading its plans gives
+    NaN statistics, and the next save adds the columns."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(planned, old, ignore=shutil.ignore_patterns("embeddings", "thumbs.bin", "exports", "runs"))
+    with duckdb.connect(str(old / db.DB_NAME)) as con:
+        con.execute("ALTER TABLE plan_clusters DROP COLUMN d_intra")
+        con.execute("ALTER TABLE plan_clusters DROP COLUMN complexity")
+    pc = plan_clusters(old, "t-dbp30")
+    assert len(pc) > 0 and pc.d_intra.isna().all() and pc.complexity.isna().all()
+    assert "t-dbp30" in set(list_plans(old).name)
+    save_plan(old, "t-new", load_index(old).compute(PlanParams(keep=0.2)))
+    assert plan_clusters(old, "t-new").d_intra.notna().any()
+    assert plan_clusters(old, "t-dbp30").d_intra.isna().all()  # older rows stay as they were

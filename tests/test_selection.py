@@ -26,11 +26,13 @@ def data():
     return dict(clusters=clusters, dist=dist, centroids=centroids, pool=in_pool, dup=dup, clip=clip, index=index)
 
 
-def direct_complexity(d, neighbors):
+def direct_complexity(d, neighbors, eligible=None):
+    """d_inter * d_intra, d_intra over the ``eligible`` rows (default: the pool), one cluster at a time."""
     c = d["centroids"] / np.linalg.norm(d["centroids"], axis=1, keepdims=True)
     d_intra, d_inter = np.full(K, np.nan), np.zeros(K)
+    rows = d["pool"] if eligible is None else eligible
     for j in range(K):
-        members = (d["clusters"] == j) & d["pool"]  # d_intra over pool members only
+        members = (d["clusters"] == j) & rows  # d_intra over what remains only
         if members.any():
             d_intra[j] = d["dist"][members].mean()
         others = sorted(1 - c[j] @ c[i] for i in range(K) if i != j)
@@ -42,10 +44,11 @@ def direct_eligible(d, p):
     e = d["pool"].copy()
     if p.dedup_eps is not None:
         e &= ~(d["dup"].astype(np.float64) > 1 - p.dedup_eps)
+    n_dedup = int(e.sum())
     if p.clip_threshold is not None:
         e &= d["clip"] >= p.clip_threshold
     if p.clip_keep is not None:
-        n_top = budget_count(p.clip_keep, int(d["pool"].sum()))
+        n_top = int(np.floor(p.clip_keep * n_dedup + 0.5))  # a fraction of what dedup left
         rows = np.flatnonzero(e)
         rows = rows[np.lexsort((rows, -d["clip"][rows]))]
         e[rows[n_top:]] = False
@@ -67,7 +70,9 @@ def check_invariants(d, r, eligible_rows):
     assert not (r.keep & ~eligible_rows).any()  # keep within eligible
     assert not (eligible_rows & ~d["pool"]).any()  # eligible within pool
     assert not r.keep[~d["pool"]].any()  # eval rows never kept
-    assert r.n_kept == int(r.keep.sum()) == min(r.budget, int(eligible_rows.sum()))
+    assert r.n_kept == int(r.keep.sum()) == r.budget <= int(eligible_rows.sum()) == r.n_eligible
+    keep = r.params.keep  # a fraction counts the remaining pool, a count is a count
+    assert r.budget == (int(np.floor(keep * r.n_eligible + 0.5)) if isinstance(keep, float) else keep)
     np.testing.assert_array_equal(r.kept, np.bincount(d["clusters"][r.keep], minlength=K))
     np.testing.assert_array_equal(r.eligible, np.bincount(d["clusters"][eligible_rows], minlength=K))
     assert r.pool_size == int(d["pool"].sum())
@@ -80,7 +85,7 @@ def test_complexity_matches_direct(data, neighbors):
 
 
 @pytest.mark.parametrize("within", ["hard", "easy"])
-@pytest.mark.parametrize("keep", [0.0, 0.05, 0.3, 0.77, 1.0, 0, 1, 123, 10**6])
+@pytest.mark.parametrize("keep", [0.0, 0.05, 0.3, 0.77, 1.0, 0, 1, 123])
 @pytest.mark.parametrize("eps", [None, 0.1])
 def test_dbp_matches_direct_loop(data, within, keep, eps):
     p = PlanParams(method="dbp", keep=keep, temperature=0.1, neighbors=3, dedup_eps=eps, within=within)
@@ -88,9 +93,11 @@ def test_dbp_matches_direct_loop(data, within, keep, eps):
     e = direct_eligible(data, p)
     check_invariants(data, r, e)
     counts = np.bincount(data["clusters"][e], minlength=K)
-    budget = int(np.floor(keep * r.pool_size + 0.5)) if isinstance(keep, float) else keep
+    budget = int(np.floor(keep * e.sum() + 0.5)) if isinstance(keep, float) else keep
     assert r.budget == budget
-    np.testing.assert_array_equal(r.quota, dbp_quotas(direct_complexity(data, 3), counts, budget, 0.1))
+    comp = direct_complexity(data, 3, e)  # concepts measured on what remains
+    np.testing.assert_allclose(r.complexity, comp)
+    np.testing.assert_array_equal(r.quota, dbp_quotas(comp, counts, budget, 0.1))
     np.testing.assert_array_equal(r.kept, r.quota)  # every quota is filled
     np.testing.assert_array_equal(r.keep, direct_within(data, e, r.quota, within))
 
@@ -153,16 +160,63 @@ def test_filters_apply_before_every_method(data, method):
     check_invariants(data, r, e)
     assert not (r.keep & (data["dup"] > 0.85)).any()
     assert (data["clip"][r.keep] >= 0.15).all()
-    assert e.sum() <= budget_count(0.6, r.pool_size)
+    assert e.sum() <= budget_count(0.6, int((data["pool"] & ~(data["dup"] > 0.85)).sum()))  # of what dedup left
     assert any("SemDeDup" in n for n in r.notes) and any("CLIP top" in n for n in r.notes)
 
 
-def test_budget_beyond_eligible_is_noted(data):
-    r = data["index"].compute(PlanParams(keep=0.9, dedup_eps=0.3))
+def test_fraction_counts_the_remaining_pool_and_a_count_beyond_it_is_an_error(data):
+    idx = data["index"]
+    r = idx.compute(PlanParams(keep=0.3, dedup_eps=0.3))
     e = direct_eligible(data, r.params)
-    np.testing.assert_array_equal(r.keep, e)
-    assert any("exceeds the eligible pool" in n for n in r.notes)
+    assert r.n_eligible == e.sum() < r.pool_size
+    assert r.budget == r.n_kept == int(np.floor(0.3 * e.sum() + 0.5))  # 30% of what dedup left, not of the pool
     assert any("eval" in n for n in r.notes)
+    full = idx.compute(PlanParams(keep=1.0, dedup_eps=0.3))
+    np.testing.assert_array_equal(full.keep, e)
+    assert idx.compute(PlanParams(keep=int(e.sum()), dedup_eps=0.3)).n_kept == e.sum()
+    with pytest.raises(ValueError, match=rf"budget of {e.sum() + 1:,} samples is more than the {e.sum():,} eligible: "
+                                         rf"the pool holds {r.pool_size:,} and SemDeDup eps=0.3 removed"):
+        idx.compute(PlanParams(keep=int(e.sum()) + 1, dedup_eps=0.3))
+    with pytest.raises(ValueError, match="CLIP top 50.0% removed"):
+        idx.compute(PlanParams(keep=10**6, clip_keep=0.5))
+
+
+def test_concept_statistics_of_the_remaining_pool(data):
+    """d_intra is measured on what survives the filters, for every method; without filters it is the
+    pool's (the index's cached value)."""
+    idx = data["index"]
+    for p in [PlanParams(keep=0.3, dedup_eps=0.2), PlanParams(method="ssp", keep=0.3, clip_keep=0.5),
+              PlanParams(method="random", keep=0.2, dedup_eps=0.1, clip_threshold=0.2)]:
+        r = idx.compute(p)
+        e = direct_eligible(data, p)
+        direct = np.array([data["dist"][(data["clusters"] == j) & e].mean() if ((data["clusters"] == j) & e).any()
+                           else np.nan for j in range(K)])
+        np.testing.assert_allclose(r.d_intra, direct)
+        np.testing.assert_allclose(r.complexity, idx.d_inter(p.neighbors) * direct)
+        assert not np.allclose(r.d_intra, idx.d_intra, equal_nan=True)
+    plain = idx.compute(PlanParams(keep=0.3))
+    np.testing.assert_array_equal(plain.d_intra, idx.d_intra)
+    with pytest.raises(ValueError):
+        plain.d_intra[0] = 1.0  # read-only, and a copy: the index's own array is not handed out
+    assert plain.d_intra is not idx.d_intra
+
+
+def test_duplicates_change_the_quotas_as_in_the_paper():
+    """Clusters full of near-copies look dense (small d_intra) while the copies are counted; measured
+    after dedup (the paper's order) they get the share their distinct members deserve."""
+    rng = np.random.default_rng(11)
+    k, per = 6, 400
+    clusters = np.repeat(np.arange(k), per)
+    dist = rng.uniform(0.2, 0.5, size=k * per)
+    dup = rng.uniform(0.0, 0.8, size=k * per)
+    heavy = clusters < 3  # 40% of these clusters' members are near-copies sitting at the centre
+    copies = heavy & (rng.random(k * per) < 0.4)
+    dist[copies], dup[copies] = 0.02, 0.99
+    idx = PlanIndex.build(clusters, dist, rng.normal(size=(k, 8)), dup_max_sim=dup)
+    r = idx.compute(PlanParams(keep=0.3, dedup_eps=0.05, temperature=0.05))
+    assert (r.d_intra[:3] > idx.d_intra[:3] + 0.05).all()  # the copies no longer pull d_intra down
+    stale = dbp_quotas(idx.complexity(20), r.eligible, r.budget, 0.05)  # pool statistics, same budget
+    assert r.quota[:3].sum() > stale[:3].sum()
 
 
 def test_errors_without_clip_or_dedup(data):
@@ -227,6 +281,8 @@ def test_params_and_budget_validation():
         PlanParams(neighbors=0)
     with pytest.raises(ValueError, match="dedup_eps"):
         PlanParams(dedup_eps=-0.1)
+    with pytest.raises(ValueError, match="dedup_eps"):
+        PlanParams(dedup_eps=1.5)
     with pytest.raises(ValueError, match="clip_keep"):
         PlanParams(clip_keep=2.0)
     with pytest.raises(ValueError, match="seed"):

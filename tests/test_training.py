@@ -180,7 +180,7 @@ def test_cancel_stops_a_background_run(tiny_ws):
     assert _row(tiny_ws, name)["status"] == "running"
     assert supervisor.is_supervised(tiny_ws, name) and listing.refresh_runs(tiny_ws) == 0  # alive: left alone
     trainer_pid = int((rdir / "trainer.pid").read_text())
-    launch.cancel_run(tiny_ws, name)
+    assert main(["cancel", str(tiny_ws), "--run", name]) == 0  # as README documents it
     row = _wait(lambda: (r := _row(tiny_ws, name))["status"] != "running" and r, 60, "the cancellation")
     assert row["status"] == "cancelled" and row["wall_s"] > 0
     assert not (rdir / "checkpoints" / "epoch_500.pt").exists()

@@ -35,7 +35,7 @@ SECTIONS = {"Explore": ["overview", "concepts", "complexity"], "Prune": ["budget
             "Train": ["train"]}
 # the current plan (widget keys); defaults follow the paper: DBP, tau 0.1, keep hard
 PLAN_DEFAULTS: dict[str, object] = {
-    "plan_keep_pct": 30,  # percent of the pool
+    "plan_keep_pct": 30,  # percent of the remaining pool (after dedup and the CLIP filter)
     "plan_method": "dbp",
     "plan_temperature": 0.1,
     "plan_dedup_on": False,

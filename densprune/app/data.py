@@ -263,20 +263,53 @@ class BudgetView:
     keeps_everything: bool  # every eligible sample kept: nothing pruned beyond the filters
 
 
-def plan_table(concepts: pd.DataFrame, result: PlanResult, index: PlanIndex | None = None) -> pd.DataFrame:
-    """Per concept: eligible, quota and kept under ``result``, the kept share, and (for DBP with an
-    index) the softmax target P_j * budget before it is capped at the concept's size."""
+def plan_table(concepts: pd.DataFrame, result: PlanResult) -> pd.DataFrame:
+    """Per concept: d_intra and complexity as the plan measured them (on what remains after its
+    dedup and CLIP filter), eligible, quota and kept under ``result``, the kept share, and (for DBP)
+    the softmax target P_j * budget before it is capped at the concept's size."""
     p = result.params
     cols = ["cluster", "name"] + (["zs_name"] if "zs_name" in concepts else [])
     df = concepts[cols + ["size", "pool_size", "d_intra", "d_inter", "complexity"]].copy()
+    df["d_intra"] = result.d_intra
+    df["complexity"] = result.complexity
     df["eligible"] = result.eligible
     df["quota"] = result.quota
     df["kept"] = result.kept
     with np.errstate(invalid="ignore", divide="ignore"):
         df["kept_pct"] = np.where(result.eligible > 0, 100.0 * result.kept / np.maximum(result.eligible, 1), np.nan)
-    if index is not None and p.method == "dbp":
-        df["target"] = complexity_weights(index.complexity(p.neighbors), p.temperature) * result.budget
+    if p.method == "dbp":
+        df["target"] = complexity_weights(result.complexity, p.temperature) * result.budget
     return df
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetShares:
+    """What a plan keeps, as shares of the remaining pool (what the budget counts) and of the raw pool."""
+
+    kept: int
+    remaining: int  # pool rows left after dedup and the CLIP filter
+    pool: int  # the raw pool (held-out eval rows excluded)
+
+    @property
+    def of_remaining(self) -> float:
+        return self.kept / self.remaining if self.remaining else float("nan")
+
+    @property
+    def of_pool(self) -> float:
+        return self.kept / self.pool if self.pool else float("nan")
+
+    def sentence(self) -> str:
+        """'1,285 images: 30.0% of the 4,284 that remain after dedup and the CLIP filter, 16.3% of the
+        raw pool of 7,861.'"""
+        rem = f"{self.of_remaining:.1%}" if self.remaining else "–"
+        pool = f"{self.of_pool:.1%}" if self.pool else "–"
+        return (f"{self.kept:,} images: {rem} of the {self.remaining:,} that remain after dedup and the CLIP "
+                f"filter, {pool} of the raw pool of {self.pool:,}.")
+
+
+def budget_shares(result: PlanResult) -> BudgetShares:
+    """The Budget page's two shares of one plan."""
+    return BudgetShares(kept=int(result.n_kept), remaining=int(result.n_eligible), pool=int(result.pool_size))
 
 
 def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
@@ -285,7 +318,7 @@ def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
     result = index.compute(params)
     rnd = index.compute(replace(params, method="random"))
     ssp = index.compute(replace(params, method="ssp"))
-    per = plan_table(concepts, result, index)
+    per = plan_table(concepts, result)
     elig = np.maximum(result.eligible, 1)
     for name, r in (("random", rnd), ("ssp", ssp)):
         per[name] = r.kept

@@ -112,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
     p.set_defaults(func=cmd_app)
 
+    p = sub.add_parser("recluster", help="re-run k-means on the deduplicated pool (the paper's full variant)",
+                       description="Re-run spherical k-means on the pool rows that survive SemDeDup at --dedup-eps, "
+                                   "as the paper did for LAION-DeDup-280M, then reassign every row and recompute the "
+                                   "concept statistics, labels and map positions, in one transaction. Plans measure "
+                                   "concepts on what remains anyway; reclustering also moves the centroids. "
+                                   "See docs/method.md for when it is worth it.")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--dedup-eps", type=float, required=True, help="SemDeDup eps in [0, 1] that defines the "
+                                                                  "deduplicated pool k-means is trained on")
+    p.add_argument("--clusters", "-k", type=int, default=None, help="number of concepts K (default: the workspace's)")
+    p.add_argument("--niter", type=int, default=None, help="k-means iterations (default: the workspace's)")
+    p.add_argument("--seed", type=int, default=None, help="k-means seed (default: the workspace's)")
+    p.add_argument("--drop-plans", action="store_true",
+                   help="delete the saved plans (they refer to the old clusters) instead of refusing")
+    p.set_defaults(func=cmd_recluster)
+
     from densprune.cli import plans as cli_plans
     from densprune.cli import train as cli_train
 
@@ -143,6 +159,20 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
     ws = precompute(_precompute_config(args, args.source, args.workspace))
     print(summary_text(ws))
+    return 0
+
+
+def cmd_recluster(args: argparse.Namespace) -> int:
+    from densprune.cluster.recluster import recluster
+
+    if not 0.0 <= args.dedup_eps <= 1.0:
+        raise ValueError(f"--dedup-eps must lie in [0, 1], got {args.dedup_eps}")
+    rep = recluster(args.workspace, args.dedup_eps, clusters=args.clusters, niter=args.niter, seed=args.seed,
+                    drop_plans=args.drop_plans)
+    print(f"reclustered {args.workspace}: K={rep.k} concepts trained on the {rep.train_rows:,} of {rep.pool_rows:,} "
+          f"pool rows that survive SemDeDup eps={rep.dedup_eps:g}, in {rep.seconds:.1f} s"
+          + (f"; deleted plans: {', '.join(rep.dropped_plans)}" if rep.dropped_plans else ""))
+    print(summary_text(args.workspace))
     return 0
 
 

@@ -11,8 +11,17 @@ from pathlib import Path
 log = logging.getLogger("densprune")
 
 
+BUDGET_HELP = """\
+The budget, as in the paper: the pipeline is pool -> SemDeDup (--dedup-eps) -> CLIP filter
+(--clip-keep / --clip-threshold) -> the method, and --keep 0.3 keeps 30% of what REMAINS after
+dedup and the CLIP filter (the paper deduplicates LAION-440M to 277M and keeps 60/40/30% of
+that). --clip-keep is a fraction of what dedup left. An absolute count (--keep 250000) stays a
+count; one larger than what remains is an error that says how much remains. Held-out eval rows
+are never in the pool. DBP measures each concept (d_intra) on what remains."""
+
+
 def parse_keep(text: str) -> float | int:
-    """'0.3' or '30%' -> fraction 0.3 of the pool; a plain integer '250000' -> an absolute count."""
+    """'0.3' or '30%' -> fraction 0.3 of the remaining pool; a plain integer '250000' -> an absolute count."""
     t = text.strip()
     try:
         if t.endswith("%"):
@@ -29,14 +38,17 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
     from densprune.prune.selection import METHODS, WITHIN
 
     p.add_argument("--keep", type=parse_keep, required=True,
-                   help="budget: a fraction of the pool (0.3 or 30%%) or an absolute count (250000)")
+                   help="budget: a fraction of what remains after dedup and the CLIP filter (0.3 or 30%%), "
+                        "or an absolute count (250000)")
     p.add_argument("--method", choices=METHODS, default="dbp",
                    help="dbp (complexity quotas), ssp (same rate per cluster), random, clip-score, dedup (default: %(default)s)")
     p.add_argument("--temperature", "--tau", type=float, default=0.1, help="DBP softmax temperature (paper: 0.1)")
     p.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
     p.add_argument("--balance", type=float, default=0.0, help="cluster balancing ratio; 0 = at least 1 per cluster")
-    p.add_argument("--dedup-eps", type=float, default=None, help="SemDeDup eps: drop members with max similarity > 1 - eps")
-    p.add_argument("--clip-keep", type=float, default=None, help="keep only the top fraction of the pool by CLIP score")
+    p.add_argument("--dedup-eps", type=float, default=None,
+                   help="SemDeDup eps in [0, 1]: drop members with max similarity > 1 - eps (0: exact copies only)")
+    p.add_argument("--clip-keep", type=float, default=None,
+                   help="keep only the top fraction, by CLIP score, of what dedup left")
     p.add_argument("--clip-threshold", type=float, default=None, help="keep only samples with CLIP score >= this")
     p.add_argument("--within", choices=WITHIN, default="hard",
                    help="which members fill a cluster's quota: hard = farthest from the centroid (default)")
@@ -54,7 +66,8 @@ def params_from_args(args: argparse.Namespace):
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from densprune.export.writers import FORMATS
 
-    p = sub.add_parser("plan", help="compute a pruning plan and store it in the workspace")
+    p = sub.add_parser("plan", help="compute a pruning plan and store it in the workspace", description=BUDGET_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workspace", type=Path)
     p.add_argument("--name", required=True, help="plan name (letters, digits, _ . -)")
     add_plan_flags(p)
@@ -92,15 +105,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = index.compute(params)
     ms = (time.perf_counter() - t) * 1000
     save_plan(args.workspace, args.name, result, overwrite=args.overwrite)
-    print(f"plan {args.name}: {params.method}, kept {result.n_kept:,} of {result.pool_size:,} pool samples "
-          f"({result.n_kept / max(result.pool_size, 1):.1%}), eligible {int(result.eligible.sum()):,}, "
-          f"computed in {ms:.1f} ms")
+    print(f"plan {args.name}: {params.method}, kept {result.n_kept:,} = {share(result.n_kept, result.n_eligible)} of "
+          f"the {result.n_eligible:,} remaining after dedup and the CLIP filter, {share(result.n_kept, result.pool_size)} "
+          f"of the {result.pool_size:,} in the pool; computed in {ms:.1f} ms")
     for note in result.notes:
         print(f"note: {note}")
     return 0
 
 
+def share(part: int, whole: int) -> str:
+    """'30.0%' (of a whole of 0: '-')."""
+    return f"{part / whole:.1%}" if whole else "-"
+
+
 def cmd_plans(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from densprune.prune.plans import list_plans
 
     df = list_plans(args.workspace)
@@ -110,7 +130,10 @@ def cmd_plans(args: argparse.Namespace) -> int:
         print("no plans yet: create one with `densprune plan DIR --name NAME --keep 0.3`")
     else:
         for r in df.itertuples():
-            print(f"{r.name:<24} {r.method:<10} kept {r.n_kept:>10,} / {r.pool_size:,} ({r.n_kept / max(r.pool_size, 1):.1%})  {r.created_at:%Y-%m-%d %H:%M}  {r.params}")
+            remaining = int(r.eligible) if pd.notna(r.eligible) else r.pool_size  # NULL: no per-cluster rows
+            print(f"{r.name:<24} {r.method:<10} kept {r.n_kept:>10,} of {remaining:,} remaining "
+                  f"({share(r.n_kept, remaining)}; {share(r.n_kept, r.pool_size)} of the pool of {r.pool_size:,})  "
+                  f"{r.created_at:%Y-%m-%d %H:%M}  {r.params}")
     return 0
 
 

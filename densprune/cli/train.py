@@ -51,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cancel", help="cancel a queued or running training run")
     p.add_argument("workspace", type=Path)
-    p.add_argument("run")
+    p.add_argument("--run", required=True, help="the run's name (see `densprune runs DIR`)")
     p.set_defaults(func=cmd_cancel)
 
 
@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.background:
         pid = launch.start_supervisor(args.workspace, name)
         print(f"started in the background (pid {pid}); watch it with `densprune runs {args.workspace}`, "
-              f"stop it with `densprune cancel {args.workspace} {name}`")
+              f"stop it with `densprune cancel {args.workspace} --run {name}`")
         return 0
     row = supervisor.execute_run(args.workspace, name, echo=_print_progress)
     print(f"run {name}: {row['status']} in {fmt_seconds(row.get('wall_s'))}, {row.get('samples_seen') or 0:,} samples seen"

@@ -31,7 +31,10 @@ def validate_plan_name(name: str) -> str:
 
 def load_index(workspace: str | os.PathLike) -> PlanIndex:
     """The plan index of a workspace (callers that reuse it cache it: the app with st.cache_resource)."""
+    from densprune.cluster.recluster import verify_centroids
+
     ws = Path(workspace).resolve()
+    verify_centroids(ws)  # an interrupted `densprune recluster` is finished first
     cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
     clip = cols["clip_score"]
     index = PlanIndex.build(
@@ -72,24 +75,25 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
     os.replace(tmp, path)
     k = result.eligible.size
     rows = pd.DataFrame({"plan": name, "cluster": np.arange(k, dtype=np.int32), "eligible": result.eligible,
-                         "quota": result.quota, "kept": result.kept})
-    row = {"name": name, "method": result.params.method, "params": params_to_json(result.params),
-           "n_kept": int(result.n_kept), "budget": int(result.budget), "pool_size": int(result.pool_size),
-           "keep_file": str(path.relative_to(ws)), "notes": "\n".join(result.notes),
-           "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}
-    db.write_plan(ws, row, rows)
-    log.info("saved plan %s: %d of %d pool samples kept", name, result.n_kept, result.pool_size)
+                         "quota": result.quota, "kept": result.kept, "d_intra": result.d_intra,
+                         "complexity": result.complexity})
+    db.write_plan(ws, {"name": name, "method": result.params.method, "params": params_to_json(result.params),
+                       "n_kept": int(result.n_kept), "budget": int(result.budget), "pool_size": int(result.pool_size),
+                       "keep_file": str(path.relative_to(ws)), "notes": "\n".join(result.notes),
+                       "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}, rows)
+    log.info("saved plan %s: %d of %d remaining (%d in the pool) kept", name, result.n_kept, result.n_eligible,
+             result.pool_size)
 
 
 def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
-    """All plans of a workspace, newest first."""
+    """All plans of a workspace, newest first (eligible: the remaining pool the budget counted)."""
     return db.list_plans(workspace)
 
 
 def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray]:
     """The plan's row (as a dict, params parsed) and its (N,) bool keep mask."""
     ws = Path(workspace)
-    df = db.plan_row(ws, validate_plan_name(name))
+    df = db.load_plan_row(ws, validate_plan_name(name))
     if df.empty:
         names = ", ".join(list_plans(ws)["name"]) or "none yet"
         raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
@@ -100,8 +104,9 @@ def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray
 
 
 def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
-    """The per-concept rows of plan ``name``: cluster, eligible, quota, kept (and what else it stored)."""
-    return db.plan_clusters(workspace, validate_plan_name(name))
+    """Per cluster: eligible, quota, kept, and the d_intra / complexity the plan used (NaN for plans
+    saved by densprune before they were stored)."""
+    return db.load_plan_clusters(workspace, validate_plan_name(name))
 
 
 def delete_plan(workspace: str | os.PathLike, name: str) -> None:

@@ -1,20 +1,28 @@
 """Interactive pruning plans: everything per-cluster is computed once, a plan is one vectorised pass.
 
 :class:`PlanIndex` holds the rows sorted by (cluster, distance to centroid descending), the "hard"
-order, together with the cluster offsets in that order, d_intra, the pool mask, and the global
-orders by SemDeDup similarity and CLIP score. :meth:`PlanIndex.compute` then turns a
-:class:`PlanParams` into a keep mask without any Python loop over rows or clusters:
+order, together with the cluster offsets in that order, the distances, d_intra of the pool, the
+pool mask, and the global orders by SemDeDup similarity and CLIP score. :meth:`PlanIndex.compute`
+then turns a :class:`PlanParams` into a keep mask without any Python loop over rows or clusters:
 
     eligible = pool & ~duplicate(eps) & CLIP filter                 (hard order, bool)
     c        = exclusive cumsum of eligible                         (rank of a row among eligible)
     counts   = c[offset_{j+1}] - c[offset_j]                        (eligible per cluster)
-    quota    = dbp_quotas(complexity, counts, budget, tau, balance)
+    budget   = keep * counts.sum()  (a fraction of what remains; an int stays a count)
+    d_intra  = segment sums of dist * eligible / counts             (the remaining pool, as the paper)
+    quota    = dbp_quotas(d_inter * d_intra, counts, budget, tau, balance)
     keep     = eligible & (c - c[offset_j] < quota_j)               ("hard": farthest first)
+
+The budget follows the paper: it deduplicates LAION-440M to 277M and keeps a fraction of that
+(the reference code: ``N = int(prune_ratio * total_dataset_size)`` over the deduplicated set), so
+``keep=0.3`` is 30% of what survives dedup and the CLIP filter, and ``clip_keep`` is a fraction of
+what dedup left. A count larger than what is eligible is an error, never a silent no-op.
 
 "easy" counts the rank from the cluster's end; "random" runs the same pass over a per-seed order
 that is random inside each cluster. Global methods (random, clip-score, dedup) keep the first
-``budget`` eligible rows of a precomputed global order. Measured on a 2-core x86 machine
-(benchmarks/bench_plan.py, K = 1000): 7-18 ms per plan for 1M rows, 0.13-0.45 s for 10M. The index
+``budget`` eligible rows of a precomputed global order. Plan times: benchmarks/bench_plan.py and
+benchmarks/results/plan.md (K = 1000: about 10-60 ms of CPU per plan at 1M rows, 0.25-0.8 s at 10M,
+measured on a shared 2-core machine). The index
 is read-only after build except for small caches guarded by a lock, so one index may be shared
 across threads (e.g. a Streamlit ``cache_resource``).
 """
@@ -31,6 +39,7 @@ import numpy as np
 
 from densprune.cluster.concepts import inter_distance, intra_distance
 from densprune.prune.quotas import dbp_quotas, quota_bounds, uniform_rate_quotas
+from densprune.prune.semdedup import dup_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +67,12 @@ class PlanParams:
     """One pruning plan. Hashable, so it can key a cache."""
 
     method: str = "dbp"  # one of METHODS
-    keep: float | int = 0.5  # float in [0, 1]: fraction of the pool (paper); int >= 0: a count
+    keep: float | int = 0.5  # float in [0, 1]: fraction of what dedup + CLIP filter left (paper); int: a count
     temperature: float = 0.1  # DBP softmax tau (paper 0.1; the reference code's default is 0.5)
     neighbors: int = 20  # l nearest centroids for d_inter (reference default 20)
     balance: float = 0.0  # cluster balancing ratio; 0 = floor of 1 per cluster (paper's best)
-    dedup_eps: float | None = None  # SemDeDup eps; None = no dedup
-    clip_keep: float | None = None  # keep the top fraction of the pool by CLIP score, before quotas
+    dedup_eps: float | None = None  # SemDeDup eps in [0, 1]; None = no dedup; 0 = exact copies only
+    clip_keep: float | None = None  # keep the top fraction of what dedup left, by CLIP score, before quotas
     clip_threshold: float | None = None  # keep CLIP score >= threshold, before quotas
     within: str = "hard"  # which members of a cluster fill its quota: one of WITHIN
     seed: int = 0  # for within="random" and method="random"
@@ -87,8 +96,8 @@ class PlanParams:
             raise ValueError(f"neighbors must be an integer >= 1, got {self.neighbors!r}")
         if not (_is_real(self.balance) and self.balance >= 0):
             raise ValueError(f"balance must be a finite number >= 0, got {self.balance!r}")
-        if self.dedup_eps is not None and not (_is_real(self.dedup_eps) and 0 <= self.dedup_eps <= 2):
-            raise ValueError(f"dedup_eps must be None or a number in [0, 2], got {self.dedup_eps!r}")
+        if self.dedup_eps is not None and not (_is_real(self.dedup_eps) and 0 <= self.dedup_eps <= 1):
+            raise ValueError(f"dedup_eps must be None or a number in [0, 1], got {self.dedup_eps!r}")
         if self.clip_keep is not None and not (_is_real(self.clip_keep) and 0 <= self.clip_keep <= 1):
             raise ValueError(f"clip_keep must be None or a fraction in [0, 1], got {self.clip_keep!r}")
         if self.clip_threshold is not None and not _is_real(self.clip_threshold):
@@ -100,16 +109,21 @@ class PlanParams:
 @dataclass(frozen=True, slots=True, eq=False)
 class PlanResult:
     """The outcome of one plan; arrays are read-only. For random, clip-score and dedup (no
-    per-cluster quotas) ``quota`` equals ``kept``."""
+    per-cluster quotas) ``quota`` equals ``kept``. ``d_intra`` and ``complexity`` are the concept
+    statistics of the remaining pool that DBP used (computed for every method, NaN where a concept
+    has nothing eligible)."""
 
     params: PlanParams
     keep: np.ndarray  # (N,) bool, row order
     eligible: np.ndarray  # (K,) int64 pool members surviving dedup and the CLIP filter
     quota: np.ndarray  # (K,) int64
     kept: np.ndarray  # (K,) int64 kept members per cluster
-    budget: int  # requested count (round(keep * pool_size) for a fraction)
-    n_kept: int  # == min(budget, eligible.sum())
-    pool_size: int
+    budget: int  # samples to keep: round(keep * n_eligible) for a fraction, the count itself for an int
+    n_kept: int  # == budget
+    n_eligible: int  # the remaining pool: eligible.sum()
+    pool_size: int  # the raw pool (before dedup and the CLIP filter)
+    d_intra: np.ndarray  # (K,) float64 mean distance to the centroid of the eligible members
+    complexity: np.ndarray  # (K,) float64 d_inter * d_intra as DBP used it
     notes: tuple[str, ...] = field(default=())
 
 
@@ -124,16 +138,17 @@ class PlanComparison:
     both: int  # rows kept by both
 
 
-def budget_count(keep: float | int, pool_size: int) -> int:
-    """Samples to keep: an int is a count; a float in [0, 1] a fraction of the pool (half rounds up)."""
-    if not (_is_int(pool_size) and pool_size >= 0):
-        raise ValueError(f"pool_size must be an integer >= 0, got {pool_size!r}")
+def budget_count(keep: float | int, remaining: int) -> int:
+    """Samples to keep: an int is a count; a float in [0, 1] a fraction of ``remaining`` (half rounds
+    up). For a plan, ``remaining`` is what survives dedup and the CLIP filter (the paper's convention)."""
+    if not (_is_int(remaining) and remaining >= 0):
+        raise ValueError(f"remaining must be an integer >= 0, got {remaining!r}")
     if _is_int(keep):
         if keep < 0:
             raise ValueError(f"keep as a count must be >= 0, got {keep}")
         return int(keep)
     if _is_real(keep) and 0.0 <= float(keep) <= 1.0:
-        return min(int(math.floor(float(keep) * pool_size + 0.5)), int(pool_size))
+        return min(int(math.floor(float(keep) * remaining + 0.5)), int(remaining))
     raise ValueError(f"keep must be a float fraction in [0, 1] or an int count >= 0, got {keep!r}")
 
 
@@ -172,7 +187,8 @@ class PlanIndex:
     _SEED_CACHE = 3  # random orders kept per index (3 int64 arrays of N each per seed)
 
     def __init__(self, *, order: np.ndarray, sizes: np.ndarray, d_intra: np.ndarray, centroids: np.ndarray,
-                 pool_h: np.ndarray, dup_h: np.ndarray | None, clip_h: np.ndarray | None) -> None:
+                 dist_h: np.ndarray, pool_h: np.ndarray, dup_h: np.ndarray | None,
+                 clip_h: np.ndarray | None) -> None:
         """Use :meth:`build`; this stores already-validated arrays (``*_h`` are in hard order)."""
         n, k = order.size, sizes.size
         self.order = order  # (N,) hard position -> row
@@ -180,10 +196,12 @@ class PlanIndex:
         self.inv[order] = np.arange(n)
         self.sizes = sizes  # (K,) members per cluster (eval rows included)
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)  # (K+1,)
-        self.d_intra = d_intra  # (K,) NaN for empty clusters
+        self.d_intra = d_intra  # (K,) over the whole pool; NaN for clusters without pool members
         self.centroids = centroids  # (K, d) float64
         self.n_rows, self.n_clusters = n, k
         self._cl_h = np.repeat(np.arange(k, dtype=np.int32), sizes)  # (N,) cluster per hard position
+        self._dist_h = dist_h  # (N,) float64 distance to the centroid, hard order
+        self._starts = self.offsets[:-1][sizes > 0]  # segment starts of the non-empty clusters
         self._pool_h = pool_h
         self.pool_size = int(np.count_nonzero(pool_h))
         self._dup_h, self._clip_h = dup_h, clip_h
@@ -224,13 +242,16 @@ class PlanIndex:
         pool = np.ones(n, dtype=bool) if in_pool is None else _vector("in_pool", in_pool, n, "bool")
         dup = _vector("dup_max_sim", dup_max_sim, n, "float")
         clip = _vector("clip_score", clip_score, n, "float")
-        order = np.lexsort((-dist.astype(np.float64), cl)).astype(np.intp)  # stable: ties by row
+        dist = dist.astype(np.float64)
+        if dup is not None:  # the original's triu max is >= 0: older workspaces stored -1 for first members
+            dup = np.where(dup < 0, 0.0, dup)
+        order = np.lexsort((-dist, cl)).astype(np.intp)  # stable: ties by row
         sizes = np.bincount(cl, minlength=k).astype(np.int64)
         # d_intra over the pool members only (as the workspace's clusters table): eval rows are held out
         d_intra = intra_distance(cl, dist, k, mask=pool)
         logger.info("plan index: %d rows, %d clusters (%d empty), pool %d", n, k, int((sizes == 0).sum()),
                     int(pool.sum()))
-        return cls(order=order, sizes=sizes, d_intra=d_intra, centroids=cen, pool_h=pool[order],
+        return cls(order=order, sizes=sizes, d_intra=d_intra, centroids=cen, dist_h=dist[order], pool_h=pool[order],
                    dup_h=None if dup is None else dup[order], clip_h=None if clip is None else clip[order])
 
     @property
@@ -255,8 +276,24 @@ class PlanIndex:
         return self._d_inter[l]
 
     def complexity(self, neighbors: int = 20) -> np.ndarray:
-        """(K,) DBP complexity d_inter * d_intra (NaN for empty clusters)."""
+        """(K,) DBP complexity d_inter * d_intra of the whole pool (NaN for empty clusters); a plan
+        uses the d_intra of what remains after its filters (:attr:`PlanResult.complexity`)."""
         return self.d_inter(neighbors) * self.d_intra
+
+    def remaining_intra(self, elig_h: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(K,) d_intra of the eligible rows: mean distance to the centroid of each cluster's
+        eligible members (NaN where none). One weighted segment sum over the stored distances
+        (a bincount by cluster, done with ``np.add.reduceat`` since rows are grouped by cluster).
+
+        Args:
+            elig_h: (N,) bool eligible mask in hard order.
+            counts: (K,) int64 eligible members per cluster (from the same mask).
+        """
+        sums = np.zeros(self.n_clusters)
+        if self._starts.size:
+            sums[self.sizes > 0] = np.add.reduceat(self._dist_h * elig_h, self._starts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
     def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per seed: a global random order of hard positions, the same order grouped by cluster
@@ -282,28 +319,35 @@ class PlanIndex:
         np.cumsum(mask_f, out=c[1:])
         return c, c[self.offsets[1:]] - c[self.offsets[:-1]]
 
-    def _eligible(self, p: PlanParams, notes: list[str]) -> np.ndarray:
-        """(N,) bool in hard order: pool & not duplicate & CLIP filter."""
+    def _eligible(self, p: PlanParams, notes: list[str], removed: list[str]) -> np.ndarray:
+        """(N,) bool in hard order: pool & not duplicate & CLIP filter. ``removed`` collects what
+        each filter took, for the error of a budget that does not fit."""
         e = self._pool_h.copy()
         if self.pool_size < self.n_rows:
             notes.append(f"{self.n_rows - self.pool_size} rows outside the pool (eval) are never kept")
+        n_left = self.pool_size
         if p.dedup_eps is not None:
-            dup = self._dup_h > np.float64(1.0 - p.dedup_eps)
-            before = int(np.count_nonzero(e))
-            e &= ~dup
-            notes.append(f"SemDeDup eps={p.dedup_eps:g}: {before - int(np.count_nonzero(e))} pool samples "
-                         "are duplicates")
+            e &= ~(self._dup_h > dup_threshold(p.dedup_eps))
+            n_dedup = int(np.count_nonzero(e))
+            notes.append(f"SemDeDup eps={p.dedup_eps:g}: {n_left - n_dedup} pool samples are duplicates")
+            removed.append(f"SemDeDup eps={p.dedup_eps:g} removed {n_left - n_dedup:,}")
+            n_left = n_dedup
+        n_after_dedup = n_left
         if p.clip_threshold is not None:
-            before = int(np.count_nonzero(e))
             e &= self._clip_h >= p.clip_threshold
-            notes.append(f"CLIP score >= {p.clip_threshold:g} removes {before - int(np.count_nonzero(e))} samples")
-        if p.clip_keep is not None:
-            n_top = budget_count(float(p.clip_keep), self.pool_size)
+            n_thr = int(np.count_nonzero(e))
+            notes.append(f"CLIP score >= {p.clip_threshold:g} removes {n_left - n_thr} samples")
+            removed.append(f"CLIP score >= {p.clip_threshold:g} removed {n_left - n_thr:,}")
+            n_left = n_thr
+        if p.clip_keep is not None:  # a fraction of what dedup left (the paper: dedup, then the CLIP filter)
+            n_top = budget_count(float(p.clip_keep), n_after_dedup)
             e_o = e[self._clip_order]
             cut = e_o & (np.cumsum(e_o) > n_top)
             e[self._clip_order[cut]] = False
-            notes.append(f"CLIP top {p.clip_keep:.1%} of the pool ({n_top} samples) removes "
-                         f"{int(np.count_nonzero(cut))} samples")
+            n_cut = int(np.count_nonzero(cut))
+            notes.append(f"CLIP top {p.clip_keep:.1%} of what dedup left ({n_top} of {n_after_dedup} samples) "
+                         f"removes {n_cut} samples")
+            removed.append(f"the CLIP top {p.clip_keep:.1%} removed {n_cut:,}")
         return e
 
     def compute(self, params: PlanParams) -> PlanResult:
@@ -317,47 +361,62 @@ class PlanIndex:
         if (p.method == "dedup" or p.dedup_eps is not None) and self._dup_h is None:
             raise ValueError(_NO_DUP)
         notes: list[str] = []
-        budget = budget_count(p.keep, self.pool_size)
-        elig = self._eligible(p, notes)
-        n_elig = int(np.count_nonzero(elig))
+        removed: list[str] = []
+        elig = self._eligible(p, notes, removed)
+        if p.method in ("dbp", "ssp") and p.within == "random":  # rows grouped by cluster, random inside
+            _, frame, frame_inv = self._random_orders(p.seed)
+            e_f = elig[frame]
+        else:  # the hard order itself
+            frame_inv, e_f = self.inv, elig
+        c, counts = self._counts(e_f)  # the frames share the cluster offsets, so counts are the same
+        n_elig = int(c[-1])
+        budget = budget_count(p.keep, n_elig)
         if budget > n_elig:
-            notes.append(f"budget {budget} exceeds the eligible pool ({n_elig}): every eligible sample kept")
+            raise ValueError(f"a budget of {budget:,} samples is more than the {n_elig:,} eligible: the pool holds "
+                             f"{self.pool_size:,}" + (f" and {'; '.join(removed)}" if removed else "")
+                             + ". Lower --keep (a fraction counts what remains), or loosen --dedup-eps / the CLIP filter.")
+        no_filter = p.dedup_eps is None and p.clip_keep is None and p.clip_threshold is None
+        d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)  # no filter: the pool's
+        comp = self.d_inter(p.neighbors) * d_intra
         if p.method in ("dbp", "ssp"):
-            keep, counts, quota = self._by_quota(p, elig, budget, notes)
+            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
         else:
-            _, counts = self._counts(elig)
-            if p.method == "random":
-                glob = self._random_orders(p.seed)[0]
-            elif p.method == "clip-score":
-                glob = self._clip_order
-            else:  # dedup: least duplicated first
-                glob = self._dup_order
-            e_o = elig[glob]
-            sel = glob[e_o & (np.cumsum(e_o) <= budget)]  # hard positions of the first `budget` eligible
-            keep_h = np.zeros(self.n_rows, dtype=bool)
-            keep_h[sel] = True
-            keep = keep_h[self.inv]
-            kept = np.bincount(self._cl_h[sel], minlength=self.n_clusters).astype(np.int64)
+            keep, kept = self._by_order(p, elig, budget)
             quota = kept.copy()
-        for a in (keep, counts, quota, kept):
+        d_intra = np.array(d_intra)  # a copy: the result's, never the index's
+        for a in (keep, counts, quota, kept, d_intra, comp):
             a.setflags(write=False)
         return PlanResult(params=p, keep=keep, eligible=counts, quota=quota, kept=kept, budget=budget,
-                          n_kept=int(kept.sum()), pool_size=self.pool_size, notes=tuple(notes))
+                          n_kept=int(kept.sum()), n_eligible=n_elig, pool_size=self.pool_size, d_intra=d_intra,
+                          complexity=comp, notes=tuple(notes))
 
-    def _by_quota(self, p: PlanParams, elig: np.ndarray, budget: int,
-                  notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """DBP/SSP: per-cluster quotas, filled in the `within` order. Returns keep (N,), counts, quota."""
-        if p.within == "random":
-            _, frame, frame_inv = self._random_orders(p.seed)
-            e = elig[frame]
-        else:
-            frame_inv, e = self.inv, elig
-        c, counts = self._counts(e)
+    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """random / clip-score / dedup: the first ``budget`` eligible rows of a global order.
+        Returns keep (N,) and kept per cluster (K,)."""
+        if p.method == "random":
+            glob = self._random_orders(p.seed)[0]
+        elif p.method == "clip-score":
+            glob = self._clip_order
+        else:  # dedup: least duplicated first
+            glob = self._dup_order
+        e_o = elig[glob]
+        sel = glob[e_o & (np.cumsum(e_o) <= budget)]  # hard positions of the first `budget` eligible
+        keep_h = np.zeros(self.n_rows, dtype=bool)
+        keep_h[sel] = True
+        return keep_h[self.inv], np.bincount(self._cl_h[sel], minlength=self.n_clusters).astype(np.int64)
+
+    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray,
+                  comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """DBP/SSP: per-cluster quotas from ``comp`` (K,), filled in the `within` order.
+
+        ``e`` (N,) is the eligible mask in the frame (hard order, or the seeded order that is random
+        inside each cluster), ``c`` (N+1,) its exclusive cumsum, ``counts`` (K,) eligible per cluster,
+        ``frame_inv`` (N,) row -> frame position. Returns keep (N,) in row order and quota (K,)."""
         if p.method == "dbp":
             if budget < counts.sum() and quota_bounds(counts, budget, p.balance)[2]:
                 notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
-            quota = dbp_quotas(self.complexity(p.neighbors), counts, budget, p.temperature, p.balance)
+            quota = dbp_quotas(comp, counts, budget, p.temperature, p.balance)
         else:
             quota = uniform_rate_quotas(counts, budget)
         start = c[self.offsets[:-1]]
@@ -365,4 +424,4 @@ class PlanIndex:
             keep_f = e & (c[:-1] >= np.repeat(start + counts - quota, self.sizes))
         else:  # the first `quota` eligible: farthest first (hard) or the seeded random order
             keep_f = e & (c[:-1] < np.repeat(start + quota, self.sizes))
-        return keep_f[frame_inv], counts, quota
+        return keep_f[frame_inv], quota

@@ -5,6 +5,15 @@ duplicate at threshold eps when its maximum cosine similarity to the members ran
 exceeds 1 - eps. Storing that maximum (and which member attains it) once makes every eps a free
 threshold on a column: :func:`is_duplicate`, :func:`kept_fraction_curve`.
 
+The rule is facebookresearch/SemDeDup's (``semdedup.py``): there the similarity matrix of a cluster
+has its diagonal and lower triangle set to 0 and ``M = max(triu(S, 1), dim=0)``, so a member's value
+is ``max(0, max_{j<i} cos)`` and the first member of a cluster gets 0; a member is removed when
+``M > 1 - eps``. densprune stores the same value. At eps = 0 the original compares similarities of
+exact copies (1 up to float rounding) with 1, so whether it removes them depends on rounding; here
+eps is floored at :data:`COPY_TOL`, so eps = 0 removes exact copies and nothing else, and every
+eps >= COPY_TOL is exactly the original rule. eps lies in [0, 1] (beyond 1 every member with a
+positive similarity is already a duplicate).
+
 The similarity of a cluster with itself is never materialised: rows are taken in blocks of
 ``row_block``, columns in tiles of ``col_block`` (only columns before the block's last row), and a
 running maximum is kept, as in faiss contrib's big_batch_search. Peak extra memory is about
@@ -20,11 +29,16 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["max_similarity_to_earlier", "semdedup", "is_duplicate", "kept_fraction_curve"]
+__all__ = ["COPY_TOL", "NO_EARLIER", "dup_threshold", "max_similarity_to_earlier", "semdedup", "is_duplicate",
+           "kept_fraction_curve"]
 
-#: max_sim of a member with no earlier member (the first of its cluster): the lowest cosine
-#: similarity, so it is a duplicate for no eps < 2.
-NO_EARLIER = -1.0
+#: max_sim of a member with no earlier member (the first of its cluster), as in the original's
+#: upper-triangular max over a zero-filled matrix; a duplicate for no eps <= 1.
+NO_EARLIER = 0.0
+#: Cosine similarities within COPY_TOL of 1 are copies: float32 dot products of the same unit
+#: vector land within about 1e-6 of 1 (rows are renormalised in float32 first, so float16 storage
+#: does not widen that).
+COPY_TOL = 1e-5
 
 
 def _check_blocks(row_block: int, col_block: int) -> None:
@@ -43,8 +57,10 @@ def max_similarity_to_earlier(
             centroid first. Not renormalised here. Each block is converted to float32.
         row_block, col_block: tile sizes; memory is bounded by row_block * col_block floats.
     Returns:
-        max_sim: (n,) float32, max_{j < i} <x_i, x_j>; row 0 gets -1.0 (``NO_EARLIER``).
-        argmax: (n,) int64, the j attaining it (the smallest j on ties); -1 for row 0.
+        max_sim: (n,) float32, max(0, max_{j < i} <x_i, x_j>) (the original's triu max; row 0 gets
+            0.0, ``NO_EARLIER``).
+        argmax: (n,) int64, the j attaining max_{j < i} <x_i, x_j> (the smallest j on ties), even
+            where that maximum is negative; -1 for row 0.
     """
     _check_blocks(row_block, col_block)
     if x.ndim != 2:
@@ -68,7 +84,7 @@ def max_similarity_to_earlier(
             better = v > d_run  # strict: earlier tiles win ties, so the smallest index is kept
             d_run[better] = v[better]
             i_run[better] = j[better] + c0
-        best[r0:r1] = d_run
+        best[r0:r1] = np.maximum(d_run, NO_EARLIER)  # negative maxima count as 0, as in the original
         arg[r0:r1] = i_run
     return best, arg
 
@@ -86,7 +102,8 @@ def semdedup(
 
     Args:
         embeddings: (N, d) L2-normalised vectors, an array or ``np.memmap`` (float16 is fine);
-            only one cluster's rows are read at a time, in increasing row order.
+            only one cluster's rows are read at a time, in increasing row order, and renormalised
+            in float32 (so copies stored in float16 still have similarity 1 within float32 noise).
         clusters: (N,) int cluster id of every row (any non-negative ids).
         dist_to_centroid: (N,) float distance of each row to its centroid (1 - cos); within a
             cluster members are ranked by it, largest first, ties by row index.
@@ -94,7 +111,7 @@ def semdedup(
         progress: log progress (INFO) about every 10 seconds.
     Returns:
         max_sim: (N,) float32, each row's max cosine similarity to the earlier-ranked members of
-            its cluster (-1.0 for the first member of each cluster).
+            its cluster, floored at 0 (0.0 for the first member of each cluster), at most 1.
         dup_of: (N,) int64 GLOBAL row index of that most similar earlier member, -1 for none.
     """
     _check_blocks(row_block, col_block)
@@ -128,7 +145,8 @@ def semdedup(
     for c, (s, e) in enumerate(zip(starts, ends)):
         idx = order[s:e]  # increasing row indices
         rank = np.argsort(-dist[idx], kind="stable")  # farthest first, ties by row index
-        x = np.asarray(embeddings[idx])[rank]  # one sequential-ish read of this cluster
+        x = np.asarray(embeddings[idx], dtype=np.float32)[rank]  # one sequential-ish read of this cluster
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         sim, arg = max_similarity_to_earlier(x, row_block=row_block, col_block=col_block)
         rows = idx[rank]
         max_sim[rows] = np.minimum(sim, 1.0)  # a cosine: float32 rounding can put exact copies at 1 + 1e-7
@@ -141,23 +159,32 @@ def semdedup(
 
 def _check_eps(eps: np.ndarray) -> np.ndarray:
     eps = np.asarray(eps, dtype=np.float64)
-    if not np.isfinite(eps).all() or (eps < 0).any():
-        raise ValueError("eps must be finite and >= 0")
+    if not np.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
+        raise ValueError(f"eps must lie in [0, 1], got {eps.min() if eps.size else eps}..{eps.max() if eps.size else eps}")
     return eps
 
 
+def dup_threshold(eps: float | np.ndarray) -> float | np.ndarray:
+    """The similarity above which a member is a duplicate: 1 - max(eps, COPY_TOL), float64.
+
+    Equal to the original's 1 - eps for every eps >= COPY_TOL; at eps = 0 it removes exact copies.
+    """
+    eps = _check_eps(eps)
+    t = 1.0 - np.maximum(eps, COPY_TOL)
+    return float(t) if t.ndim == 0 else t
+
+
 def is_duplicate(max_sim: np.ndarray, eps: float) -> np.ndarray:
-    """Duplicate mask at threshold eps: max_sim > 1 - eps. NaN is never a duplicate.
+    """Duplicate mask at threshold eps: max_sim > :func:`dup_threshold` (eps). NaN is never a duplicate.
 
     Args:
         max_sim: (N,) float from :func:`semdedup`.
-        eps: >= 0; larger eps removes more.
+        eps: in [0, 1]; larger eps removes more; 0 removes exact copies.
     Returns:
         (N,) bool.
     """
-    _check_eps(eps)
     # float64 threshold: float32 max_sim is compared exactly, as in kept_fraction_curve
-    return np.asarray(max_sim) > np.float64(1.0 - float(eps))
+    return np.asarray(max_sim) > np.float64(dup_threshold(float(eps)))
 
 
 def kept_fraction_curve(max_sim: np.ndarray, eps: np.ndarray) -> np.ndarray:
@@ -169,11 +196,11 @@ def kept_fraction_curve(max_sim: np.ndarray, eps: np.ndarray) -> np.ndarray:
     Returns:
         (E,) float64 fraction kept, mean(~is_duplicate(max_sim, eps_e)); 1.0 for N = 0.
     """
-    eps = _check_eps(eps)
+    thr = np.asarray(dup_threshold(eps), dtype=np.float64)
     m = np.asarray(max_sim, dtype=np.float64).ravel()
     if m.size == 0:
-        return np.ones(eps.shape)
+        return np.ones(thr.shape)
     nan = np.isnan(m)
     s = np.sort(m[~nan])
-    kept = np.searchsorted(s, 1.0 - eps, side="right") + nan.sum()  # rows with max_sim <= 1 - eps
+    kept = np.searchsorted(s, thr, side="right") + nan.sum()  # rows with max_sim <= the threshold
     return kept / m.size

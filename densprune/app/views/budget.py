@@ -25,8 +25,9 @@ def knobs() -> None:
     methods = [m for m in ui.METHOD_NAMES if m != "clip-score" or has_clip]
     if st.session_state.get("plan_method") not in methods:
         st.session_state["plan_method"] = "dbp"
-    st.slider("Keep (% of the pool)", 1, 100, key="plan_keep_pct", format="%d%%",
-              help="The budget: how much of the prunable pool the plan keeps.")
+    st.slider("Keep (% of the remaining pool)", 1, 100, key="plan_keep_pct", format="%d%%",
+              help="The budget, as in the paper: a share of what remains after deduplication and the CLIP "
+                   "filter (the paper deduplicated LAION to 277M and kept 30-60% of that).")
     method = st.selectbox("Method", methods, key="plan_method", format_func=ui.METHOD_NAMES.get,
                           help="DBP gives complex concepts more of the budget; SSP keeps the same share of "
                                "every concept; random ignores concepts.")
@@ -51,7 +52,7 @@ def knobs() -> None:
               help="Keep only the images whose caption matches them best (top share by CLIP score) before "
                    "the budget is shared out." if has_clip else
               "Unavailable: this workspace has no CLIP scores (offline embedder).")
-    st.slider("CLIP: keep top (% of the pool)", 1, 100, key="plan_clip_keep_pct", format="%d%%",
+    st.slider("CLIP: keep top (% of what dedup left)", 1, 100, key="plan_clip_keep_pct", format="%d%%",
               disabled=not (has_clip and st.session_state["plan_clip_on"]))
     if not has_clip:
         st.caption(":material/info: No CLIP scores in this workspace: it was embedded offline (no text "
@@ -64,12 +65,16 @@ def results() -> None:
     params = ui.current_params(meta)
     view = ui.budget_view(ws, stamp, params)
     r = view.result
-    st.caption(f"Plan: **{ui.describe_params(params)}**")
+    shares = appdata.budget_shares(r)
+    st.caption(f"Plan: **{ui.describe_params(params)}** · keeps {appdata.escape_markdown(shares.sentence())}")
     m = st.columns(4)
-    m[0].metric("Kept", f"{r.n_kept:,}", delta=f"{r.n_kept / max(r.pool_size, 1):.1%} of the pool",
-                delta_color="off", delta_arrow="off")
-    m[1].metric("Pruned", f"{r.pool_size - r.n_kept:,}")
-    m[2].metric("Eligible", f"{int(r.eligible.sum()):,}", help="Pool images left after the dedup and CLIP filters.")
+    m[0].metric("Kept", f"{r.n_kept:,}", delta=f"{shares.of_remaining:.1%} of the remaining pool",
+                delta_color="off", delta_arrow="off", help=shares.sentence())
+    m[1].metric("Kept of the raw pool", f"{shares.of_pool:.1%}", delta=f"{r.pool_size - r.n_kept:,} pruned",
+                delta_color="off", delta_arrow="off", help=f"The raw pool: {r.pool_size:,} images (held-out eval "
+                                                         "images excluded), before dedup and the CLIP filter.")
+    m[2].metric("Eligible", f"{r.n_eligible:,}", help="The remaining pool: pool images left after the dedup and "
+                                                      "CLIP filters. The budget is a share of it.")
     full = int(((r.kept == r.eligible) & (r.eligible > 0)).sum())
     m[3].metric("Concepts kept whole", f"{full:,} of {int((r.eligible > 0).sum()):,}")
     if view.keeps_everything:

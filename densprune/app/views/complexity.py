@@ -34,7 +34,8 @@ c1, c2 = st.columns(2)
 c1.select_slider("Temperature τ", ui.TEMPERATURES, key="plan_temperature",
                  help="DBP shares the budget by softmax(complexity / τ). Small τ: the budget goes to the most "
                       "complex concepts. Large τ: every concept gets the same number of images.")
-c2.slider("Keep (% of the pool)", 1, 100, key="plan_keep_pct", format="%d%%")
+c2.slider("Keep (% of the remaining pool)", 1, 100, key="plan_keep_pct", format="%d%%",
+          help="A share of what remains after deduplication and the CLIP filter, as in the paper.")
 params = ui.current_params(meta)
 if params.method != "dbp":
     st.info(f"The current plan uses **{params.method}**, not DBP; the charts below show DBP at the same budget.")
@@ -49,7 +50,7 @@ if view.keeps_everything:
 elif not groups.empty:
     lo, hi = groups["kept_pct"].iloc[0], groups["kept_pct"].iloc[-1]
     st.markdown(f"At τ = {params.temperature:g} and a budget of {view.result.budget:,} images "
-                f"({params.keep:.0%} of the pool), the **least complex fifth** of the concepts keeps "
+                f"({params.keep:.0%} of the remaining pool), the **least complex fifth** of the concepts keeps "
                 f"**{lo:.0f}%** of its images and the **most complex fifth** keeps **{hi:.0f}%**.")
 
 a, b = st.columns(2, gap="medium")

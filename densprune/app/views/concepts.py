@@ -50,9 +50,11 @@ event = st.dataframe(
         "zs_name": st.column_config.TextColumn("zero-shot name", width="medium",
                                                help="vocabulary entry nearest the concept's centre (cosine similarity)"),
         "pool_size": st.column_config.NumberColumn("images", help="pool images (held-out eval images excluded)"),
-        "complexity": st.column_config.NumberColumn("complexity", format="%.3f", help="d_intra × d_inter"),
+        "complexity": st.column_config.NumberColumn("complexity", format="%.3f",
+                                                    help="d_intra × d_inter, as the current plan measures it"),
         "d_intra": st.column_config.NumberColumn("d_intra", format="%.2f",
-                                                 help="spread: mean distance of its images to its centre"),
+                                                 help="spread: mean distance to its centre of the images that remain "
+                                                      "after the plan's dedup and CLIP filter"),
         "d_inter": st.column_config.NumberColumn("d_inter", format="%.2f",
                                                  help="isolation: mean distance of its centre to the nearest concepts"),
         "kept": st.column_config.NumberColumn("kept", help="images kept by the current plan"),

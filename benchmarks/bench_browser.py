@@ -1,0 +1,138 @@
+"""Benchmark: the Budget page in a real browser, from one key press on the keep slider to the new count.
+
+Starts ``streamlit run app.py`` on the demo workspace (a free local port), drives Debian's chromium
+with Playwright, opens the Budget page and waits until it has settled. Then, ``--runs`` times, it
+presses one arrow key on the "Keep" slider (alternating left and right, so the budget moves by 1%
+each time) and measures, with no fixed sleep anywhere:
+
+- until the "Kept" metric shows the new count (what the user sees change), and
+- until the whole page has settled (the script run is over and Streamlit's running indicator gone).
+
+Both include Streamlit's own slider debounce, the websocket round trip, the script rerun (plan,
+random and SSP at the same budget, tables, figures) and the browser drawing. Medians are written,
+headed by the command, to benchmarks/results/browser.md (``--out``).
+
+    python benchmarks/bench_browser.py [--workspace DIR] [--runs 15] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
+
+from _util import save_result, table  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+KEPT_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
+                       .find(e => e.innerText.startsWith('Kept'));
+                     return m ? m.querySelector('[data-testid="stMetricValue"]').innerText : null; }"""
+SETTLED_JS = """() => !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+                      && !document.querySelector('[data-testid="stStatusWidget"]')"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(ws: Path, port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none", "--", "--workspace", str(ws)],
+        cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"streamlit did not start (exit code {proc.poll()}), see {log}")
+        time.sleep(0.2)
+
+
+def measure(url: str, runs: int) -> tuple[list[float], list[float], str, str]:
+    """(ms to the new Kept count, ms to a settled page) per key press; first and last Kept values."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/budget")
+        page.wait_for_function(f"() => ({SETTLED_JS})() && ({KEPT_JS})() !== null", timeout=120_000)
+        slider = page.get_by_role("slider").first  # "Keep (% of the remaining pool)"
+        slider.focus()
+        first = page.evaluate(KEPT_JS)
+        to_count, to_settled = [], []
+        for i in range(runs):
+            before = page.evaluate(KEPT_JS)
+            t0 = time.perf_counter()
+            slider.press("ArrowLeft" if i % 2 == 0 else "ArrowRight")
+            page.wait_for_function(f"(b) => ({KEPT_JS})() !== b", arg=before, timeout=60_000, polling=5)
+            t1 = time.perf_counter()
+            page.wait_for_function(SETTLED_JS, timeout=60_000, polling=5)
+            t2 = time.perf_counter()
+            to_count.append((t1 - t0) * 1000)
+            to_settled.append((t2 - t0) * 1000)
+        last = page.evaluate(KEPT_JS)
+        browser.close()
+    return to_count, to_settled, first, last
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", type=Path, default=None, help="demo workspace (default: densprune's demo path)")
+    ap.add_argument("--runs", type=int, default=15, help="key presses to time (median)")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/browser.md)")
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from densprune import db
+    from densprune.cli.main import default_demo_workspace
+
+    ws = (args.workspace or default_demo_workspace()).resolve()
+    if not db.is_complete(ws):
+        ap.error(f"no workspace at {ws}: build it with `python -m densprune demo --no-app --workspace {ws}`")
+    port = free_port()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{port}.log"
+    proc = start_app(ws, port, log)
+    try:
+        to_count, to_settled, first, last = measure(f"http://127.0.0.1:{port}", args.runs)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    meta = db.load_meta(ws)
+    rows = [["key press -> the new Kept count is shown", f"{statistics.median(to_count):.0f}",
+             f"{min(to_count):.0f}-{max(to_count):.0f}"],
+            ["key press -> the page has settled (script run over)", f"{statistics.median(to_settled):.0f}",
+             f"{min(to_settled):.0f}-{max(to_settled):.0f}"]]
+    text = (f"Budget page of the demo ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
+            f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)\n\n"
+            + table(["what", "median ms", "range ms"], rows))
+    print(text)
+    print(f"wrote {save_result(text, args.out, 'browser.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""``densprune recluster``: k-means again on the deduplicated pool, as the paper did for LAION-DeDup-280M.
+
+A workspace is clustered once, over the whole pool. A plan already measures each concept on what
+survives its dedup and CLIP filter (d_intra is re-weighted per plan), but the concepts themselves
+-- where the centroids sit -- were found with the duplicates in: k-means may have spent centroids
+on piles of near-copies. The paper clustered the deduplicated set (k = 500 on LAION-DeDup-280M).
+:func:`recluster` does that on an existing workspace:
+
+1. the training rows are the pool rows that survive SemDeDup at ``dedup_eps`` (the stored
+   similarities: the dedup decision stays the one made on the original clusters, SemDeDup first,
+   then k-means on what it kept, as in the paper);
+2. spherical k-means on them (same K, seed and iterations as the workspace unless given);
+3. every row (duplicates and held-out eval rows too) is assigned to its nearest new centroid, so
+   any plan still sees the whole pool; distances, ranks, concept statistics and labels are
+   recomputed, and each centroid is placed on the 2-D map at its most similar mapped row;
+4. the database changes in one transaction that records the new centroids' sha256 in ``meta``;
+   the centroid file is renamed into place right after. Should the process die between the two,
+   :func:`verify_centroids` (called whenever a plan index is loaded) finishes the rename.
+
+Saved plans refer to the old clusters, so a workspace with saved plans is refused unless
+``drop_plans`` (their masks and rows are deleted in the same transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from densprune import db
+from densprune.cluster.concepts import cluster_labels, cluster_sizes, complexity, inter_distance, intra_distance
+from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans
+from densprune.prune.semdedup import is_duplicate
+
+log = logging.getLogger(__name__)
+
+CENTROIDS = "centroids.npy"
+
+
+@dataclass(frozen=True, slots=True)
+class ReclusterReport:
+    """What :func:`recluster` did."""
+
+    k: int
+    dedup_eps: float
+    train_rows: int  # pool rows that survived SemDeDup: what k-means was trained on
+    pool_rows: int
+    dropped_plans: tuple[str, ...]
+    seconds: float
+
+
+def centroids_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_centroids(workspace: str | os.PathLike) -> None:
+    """Finish an interrupted :func:`recluster`: when the database already describes the new
+    centroids (meta ``centroids_sha256``) but they still lie under their temporary name, move them
+    into place. A temporary file the database does not describe (a recluster that died before its
+    commit, or one still running) is left alone.
+    """
+    ws = Path(workspace)
+    tmp = ws / (CENTROIDS + ".tmp")
+    if not tmp.exists():
+        return  # the common case costs one stat
+    want = db.load_meta(ws).get("centroids_sha256")
+    if want and centroids_sha256(tmp) == want:
+        log.warning("finishing an interrupted recluster of %s: moving %s into place", ws, tmp.name)
+        try:
+            os.replace(tmp, ws / CENTROIDS)
+        except FileNotFoundError:  # the recluster itself got there first
+            pass
+
+
+def _concepts_table(labels: np.ndarray, dist: np.ndarray, pool: np.ndarray, centroids: np.ndarray,
+                    captions: np.ndarray, centre_xy: np.ndarray, neighbors: int, seed: int) -> pd.DataFrame:
+    """The clusters table for a new assignment (same definitions as precompute: pool rows)."""
+    k = centroids.shape[0]
+    d_intra = intra_distance(labels, dist, k, mask=pool)
+    d_inter = inter_distance(centroids, neighbors)
+    rows = np.flatnonzero(pool)
+    names = cluster_labels([captions[i] or "" for i in rows], labels[rows], k, seed=seed)
+    return pd.DataFrame({
+        "cluster": np.arange(k, dtype=np.int32),
+        "size": cluster_sizes(labels, k).astype(np.int32),
+        "pool_size": cluster_sizes(labels, k, pool).astype(np.int32),
+        "d_intra": d_intra, "d_inter": d_inter, "complexity": complexity(d_intra, d_inter), "label": names,
+        "x": centre_xy[:, 0].astype(np.float64), "y": centre_xy[:, 1].astype(np.float64),
+    })
+
+
+def centre_positions(image: np.ndarray, centroids: np.ndarray, layout: pd.DataFrame) -> np.ndarray:
+    """(K, 2) map position of each centroid: that of its most similar mapped row (layout: row_idx, x, y)."""
+    if layout.empty:
+        return np.zeros((centroids.shape[0], 2))
+    rows = layout["row_idx"].to_numpy()
+    order = np.argsort(rows)
+    x = np.asarray(image[rows[order]], dtype=np.float32)  # sorted reads from the memmap
+    best = np.argmax(np.asarray(centroids, np.float32) @ x.T, axis=1)
+    return layout[["x", "y"]].to_numpy(dtype=np.float64)[order][best]
+
+
+def recluster(workspace: str | os.PathLike, dedup_eps: float, *, clusters: int | None = None,
+              niter: int | None = None, seed: int | None = None, drop_plans: bool = False) -> ReclusterReport:
+    """Re-run spherical k-means on the pool rows that survive SemDeDup at ``dedup_eps`` and rewrite the
+    workspace's cluster assignment and concept statistics (see the module docstring).
+
+    Args:
+        workspace: a complete workspace with embeddings/image.npy.
+        dedup_eps: SemDeDup eps in [0, 1] defining the deduplicated training set.
+        clusters, niter, seed: k-means settings; default: the workspace's own (meta k, niter, seed).
+        drop_plans: delete the saved plans (they refer to the old clusters) instead of refusing.
+    """
+    t0 = time.perf_counter()
+    ws = Path(workspace)
+    verify_centroids(ws)
+    meta = db.load_meta(ws)
+    k = int(clusters or meta["k"])
+    niter = int(niter or meta.get("niter", 50))
+    seed = int(meta.get("seed", 1234) if seed is None else seed)
+    saved = tuple(db.list_plans(ws)["name"])
+    if saved and not drop_plans:
+        raise ValueError(f"{ws} has {len(saved)} saved plan(s) made on the current clusters ({', '.join(saved)}); "
+                         "their per-concept tables would no longer match. Pass --drop-plans to delete them.")
+    arr = db.load_sample_arrays(ws, ("split", "dup_max_sim", "caption"))
+    pool = arr["split"] == "pool"
+    train = pool & ~is_duplicate(arr["dup_max_sim"], dedup_eps)
+    if train.sum() < k:
+        raise ValueError(f"only {int(train.sum()):,} pool rows survive SemDeDup at eps={dedup_eps:g}: fewer than "
+                         f"K={k} clusters; lower --clusters or --dedup-eps")
+    image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
+    log.info("recluster: k-means K=%d on %d of %d pool rows (SemDeDup eps=%g)", k, int(train.sum()),
+             int(pool.sum()), dedup_eps)
+    centroids = train_spherical_kmeans(image, k, niter=niter, seed=seed, train_rows=np.flatnonzero(train))
+    labels, sims = assign(image, centroids, progress=True)
+    dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
+    layout = db.load_layout(ws)
+    table = _concepts_table(labels, dist, pool, centroids, arr["caption"], centre_positions(image, centroids, layout),
+                            int(meta.get("neighbors", 20)), seed)
+    assignment = pd.DataFrame({"row_idx": np.arange(labels.size, dtype=np.int64), "cluster": labels.astype(np.int32),
+                               "dist_to_centroid": dist, "rank_in_cluster": rank_in_cluster(labels, dist)})
+    tmp = ws / (CENTROIDS + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, centroids.astype(np.float32))
+    seconds = time.perf_counter() - t0
+    updates = {"k": k, "niter": niter, "seed": seed, "centroids_sha256": centroids_sha256(tmp),
+               "reclustered": {"dedup_eps": float(dedup_eps), "train_rows": int(train.sum()), "k": k,
+                               "previous_k": int(meta["k"]), "seconds": round(seconds, 3),
+                               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+    db.rewrite_clusters(ws, assignment=assignment, clusters=table, meta=updates, drop_plans=saved)
+    try:
+        os.replace(tmp, ws / CENTROIDS)
+    except FileNotFoundError:  # a reader's verify_centroids moved it in the meantime
+        if centroids_sha256(ws / CENTROIDS) != updates["centroids_sha256"]:
+            raise
+    for name in saved:
+        (ws / "plans" / f"{name}.npy").unlink(missing_ok=True)
+    log.info("recluster: %s now has %d concepts from %d deduplicated rows in %.1f s", ws, k, int(train.sum()), seconds)
+    return ReclusterReport(k=k, dedup_eps=float(dedup_eps), train_rows=int(train.sum()), pool_rows=int(pool.sum()),
+                           dropped_plans=saved, seconds=seconds)
