@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
-from densprune.cluster.concepts import cluster_labels, cluster_sizes, complexity, inter_distance, intra_distance
+from densprune.cluster.concepts import cluster_sizes, complexity, inter_distance, intra_distance
 from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans
+from densprune.cluster.labels import cluster_labels
 from densprune.prune.semdedup import is_duplicate
 
 log = logging.getLogger(__name__)
