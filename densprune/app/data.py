@@ -22,7 +22,7 @@ from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
 SAMPLE_COLUMNS = ("row_idx, caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
-                  "thumb_offset, thumb_size")
+                  "thumb_offset, thumb_size, image_loc")
 NO_CATEGORY = "(none)"
 
 
@@ -220,8 +220,9 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
     total = db.query_df(workspace, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND dup_of >= 0 "
                                       "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
     df = db.query_df(workspace, (
-        "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, "
-        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
+        "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, s.image_loc, "
+        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size, "
+        "d.image_loc AS dup_image_loc "
         "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
         "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
         [int(cluster), thr, int(limit)])
