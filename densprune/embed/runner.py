@@ -1,18 +1,22 @@
 """The embedding stage: decode and embed a source into resumable shards, keeping the model busy.
 
-Three things run at once. DataLoader workers read and decode batch k+1 (and the ones after it)
-into whole-batch arrays (:mod:`densprune.embed.batches`); the main thread moves batch k to the
-device (pinned memory, non-blocking copies), decodes its JPEGs there when device decoding is on,
-and runs the model; a writer thread (:class:`densprune.embed.shards.ShardWriter`) waits for batch
-k-1's vectors to reach the host and writes the shards.
+Four things run at once. DataLoader workers read and decode batches k+2, k+3, ... into whole-batch
+arrays (:mod:`densprune.embed.batches`); a prefetch thread moves batch k+1 to the device (pinned
+memory, non-blocking copies, its own CUDA stream) and decodes its JPEGs there when device decoding
+is on; the main thread runs the model on batch k and starts copying its vectors back; a writer
+thread (:class:`densprune.embed.shards.ShardWriter`) waits for batch k-1's vectors to reach the
+host and writes the shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -96,25 +100,38 @@ def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSetti
                         prefetch_factor=settings.prefetch if settings.workers > 0 else None)
     writer = ShardWriter([(paths[k], e - s) for k, (s, e) in todo], embedder.has_text, on_shard,
                          depth=settings.write_queue)
+    feeder = Prefetcher(loader, lambda batch: prepare_batch(batch, embedder, prep, settings.max_pixels),
+                        embedder.device)
     bar = tqdm(total=sum(e - s for _, (s, e) in todo), desc="embed", unit="img", disable=None if progress else True)
     writer.start()
+    feeder.start()
     try:
-        for batch in loader:
-            writer.put(encode_batch(batch, embedder, prep, settings, device_decode))
-            bar.update(len(batch.idx))
+        for ready in feeder:
+            writer.put(embed_batch(ready, embedder, settings.dtype))
+            bar.update(len(ready.batch.idx))
         writer.finish()
     finally:
+        feeder.stop()
         writer.stop()
         bar.close()
     return paths
 
 
-def encode_batch(batch: DecodedBatch, embedder, prep, settings: EmbedSettings, device_decode: bool) -> BatchResult:
-    """Run one decoded batch through the model; the vectors are copied to the host without waiting.
+@dataclass
+class ReadyBatch:
+    """A batch on the model's device: the accepted rows' pixels and tokens, and what the writer needs."""
 
-    JPEGs left to the device are decoded and resized there; one that fails is decoded with PIL here
-    (and rejected with PIL's reason when that fails too).
-    """
+    batch: DecodedBatch  # sizes, thumbnails and indices of every row, as the worker made them
+    reasons: list[str]  # (b,) with the rejects found while decoding on the device
+    pixels: torch.Tensor | None  # (m, ...) model inputs of the m accepted rows, in row order
+    tokens: torch.Tensor | None  # (m, ctx)
+    ready: object = None  # CUDA event recorded on the prefetch stream after the copies and decoding
+
+
+def prepare_batch(batch: DecodedBatch, embedder, prep, max_pixels: int) -> ReadyBatch:
+    """Move a decoded batch to the embedder's device (non-blocking from pinned memory) and decode its
+    JPEGs there; one the device cannot decode is decoded with PIL here, and rejected with PIL's reason
+    when that fails too. Returns the accepted rows in row order."""
     dev = embedder.device
     non_blocking = dev.type == "cuda"
     reasons = list(batch.reasons)
@@ -122,27 +139,37 @@ def encode_batch(batch: DecodedBatch, embedder, prep, settings: EmbedSettings, d
     if batch.pixels is not None:
         parts.append((batch.pixel_rows, batch.pixels.to(dev, non_blocking=non_blocking)))
     if batch.jpeg_rows.size:
-        parts += _device_jpegs(batch, embedder, prep, settings.max_pixels, reasons)
+        parts += _device_jpegs(batch, embedder, prep, max_pixels, reasons)
     rows = np.flatnonzero([not r for r in reasons])
-    image = text = ready = None
-    if rows.size:
+    if not rows.size:
+        return ReadyBatch(batch, reasons, None, None)
+    tokens = batch.tokens.to(dev, non_blocking=non_blocking) if batch.tokens is not None else None
+    if len(parts) == 1 and np.array_equal(parts[0][0], rows):  # the usual case: one path, no late rejects
+        pixels = parts[0][1]
+    else:
         first = parts[0][1]
         pixels = torch.empty((len(reasons), *first.shape[1:]), dtype=first.dtype, device=dev)
         for pos, t in parts:
             pixels[torch.as_tensor(pos, device=dev)] = t
         pixels = pixels[torch.as_tensor(rows, device=dev)]
-        tokens = batch.tokens[torch.as_tensor(rows)].to(dev, non_blocking=non_blocking) if batch.tokens is not None else None
-        img, txt = embedder.embed(pixels, tokens)
-        out_dtype = getattr(torch, settings.dtype)
-        image, text, ready = _to_host([img.to(out_dtype), txt.to(out_dtype) if txt is not None else None], dev)
-    return BatchResult(batch.idx, reasons, batch.sizes, batch.thumbs, batch.thumb_offsets, image, text, ready)
+    if tokens is not None and rows.size < len(reasons):
+        tokens = tokens[torch.as_tensor(rows, device=dev)]
+    return ReadyBatch(batch, reasons, pixels, tokens)
+
+
+def embed_batch(rb: ReadyBatch, embedder, dtype: str) -> BatchResult:
+    """Run the model on a ready batch; the vectors are copied to the host without waiting for them."""
+    image = text = done = None
+    if rb.pixels is not None:
+        img, txt = embedder.embed(rb.pixels, rb.tokens)
+        out = getattr(torch, dtype)
+        image, text, done = _to_host([img.to(out), txt.to(out) if txt is not None else None], embedder.device)
+    b = rb.batch
+    return BatchResult(b.idx, rb.reasons, b.sizes, b.thumbs, b.thumb_offsets, image, text, done)
 
 
 def _device_jpegs(batch: DecodedBatch, embedder, prep, max_pixels: int, reasons: list[str]) -> list[tuple[np.ndarray, torch.Tensor]]:
-    """Decode and resize the batch's JPEGs on the embedder's device: [(positions, uint8 (n, 3, S, S))].
-
-    Files the device cannot decode go through PIL on the CPU; rows PIL rejects get its reason.
-    """
+    """Decode and resize the batch's JPEGs on the embedder's device: [(positions, uint8 (n, 3, S, S))]."""
     dev = embedder.device
     images, why = decode_jpegs(batch.jpeg_data, batch.jpeg_offsets, dev)
     good = [i for i, im in enumerate(images) if im is not None]
@@ -173,6 +200,79 @@ def _to_host(tensors: list[torch.Tensor | None], dev: torch.device) -> list:
         h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
         h.copy_(t, non_blocking=True)
         hosts.append(h)
-    ready = torch.cuda.Event()
-    ready.record()
-    return [*hosts, ready]
+    done = torch.cuda.Event()
+    done.record()
+    return [*hosts, done]
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class Prefetcher(threading.Thread):
+    """Takes batches from the DataLoader and readies them on the device ``depth`` batches ahead, so
+    that copying and decoding batch k+1 overlaps the model on batch k.
+
+    On CUDA it works on its own stream; each :class:`ReadyBatch` carries an event the consumer's stream
+    waits on (:meth:`__iter__` does it). An exception in this thread is raised by the iteration.
+    """
+
+    def __init__(self, loader: Iterable, prepare: Callable[[DecodedBatch], ReadyBatch], device: torch.device,
+                 depth: int = 2) -> None:
+        super().__init__(name="densprune-prefetch", daemon=True)
+        self.loader, self.prepare, self.device = loader, prepare, device
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stopping = False
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def run(self) -> None:
+        try:
+            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                for batch in self.loader:
+                    if self.stopping:
+                        return
+                    rb = self.prepare(batch)
+                    if self.stream is not None:
+                        rb.ready = torch.cuda.Event()
+                        rb.ready.record(self.stream)
+                    self._put(rb)
+            self._put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - raised in the consumer
+            self._put(_Failed(exc))
+
+    def _put(self, item) -> None:
+        while not self.stopping:
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            if item.ready is not None:
+                current = torch.cuda.current_stream(self.device)
+                current.wait_event(item.ready)
+                for t in (item.pixels, item.tokens):
+                    if t is not None:
+                        t.record_stream(current)  # allocated on the prefetch stream, used on this one
+            yield item
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the batch in hand (the DataLoader's workers end with its iterator); idempotent."""
+        self.stopping = True
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.join(timeout)
