@@ -171,6 +171,36 @@ def runners(args: argparse.Namespace, refs: list[SampleRef], emb: OpenClipEmbedd
     return fns
 
 
+def thumbnail_costs(refs: list[SampleRef], n: int = 200) -> str:
+    """Per-image cost and size of a 128 px thumbnail of the first n samples, one core: the source reused
+    as is (densprune for small JPEG/WebP), a fast JPEG re-encode (densprune otherwise), and the WebP
+    method 4 + LANCZOS encode densprune made for every image before."""
+    from densprune.ingest.images import decode_image, thumbnail_bytes
+
+    def old_webp(img: Image.Image) -> bytes:
+        thumb = img.copy()
+        thumb.thumbnail((128, 128), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        thumb.save(buf, format="WEBP", quality=80, method=4)
+        return buf.getvalue()
+
+    datas = [read_bytes(r.loc) for r in refs[:n]]
+    images = [decode_image(d) for d in datas]
+    ways = {"source reused (JPEG/WebP <= 256 px, <= 64 KB)": lambda im, d: thumbnail_bytes(im, 128, source=d),
+            "JPEG q80 re-encode (box reduce + bilinear)": lambda im, d: thumbnail_bytes(im, 128),
+            "before: WebP method 4 + LANCZOS": lambda im, d: old_webp(im)}
+    rows = []
+    for name, fn in ways.items():
+        best, sizes = float("inf"), []
+        for _ in range(3):
+            t = time.perf_counter()
+            sizes = [len(fn(im, d)) for im, d in zip(images, datas)]
+            best = min(best, (time.perf_counter() - t) / len(images))
+        rows.append([name, f"{best * 1e3:.3f}", f"{np.mean(sizes) / 1000:.1f}", f"{np.mean(sizes) * 1e8 / 1e9:,.0f}"])
+    return table(["thumbnail (decoded 256 px image in, 128 px out)", "ms / image (best of 3)", "KB / image",
+                  "GB per 100M rows"], rows)
+
+
 def interleaved(fns: dict, runs: int) -> dict[str, list[float]]:
     for fn in fns.values():  # warm-up round (model init, page cache, cuDNN autotune)
         fn()
@@ -199,7 +229,7 @@ def report(args: argparse.Namespace, refs: list[SampleRef], emb: OpenClipEmbedde
             f"device: {emb.device.type} ({card}); {os.cpu_count()} CPU cores; torch {torch.__version__}; "
             f"model {args.model} (random weights), {n:,} img2dataset-style samples (256 px JPEG q95, mean "
             f"{jpeg / 1000:.1f} KB, + caption), batch {args.batch_size}, {args.workers} workers, "
-            f"thumbnails {args.thumbnails}; median of {args.runs} interleaved rounds after a warm-up round.\n\n")
+            f"thumbnails {args.thumbnails}; {torch.get_num_threads()} torch threads in the main process; median of {args.runs} interleaved rounds after a warm-up round.\n\n")
     return head + table(["what", "pairs/s (median)", "vs bare (data path: vs bare loader)", "each round"], rows)
 
 
@@ -217,9 +247,13 @@ def main() -> None:
                     help="densprune makes thumbnails of every row (the default up to 1M rows) or none")
     ap.add_argument("--no-data-path", dest="data_path", action="store_false", help="skip the no-model modes")
     ap.add_argument("--shard-size", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the main process, for "
+                                                              "every mode (default: torch's choice)")
     ap.add_argument("--data", type=Path, default=None, help="folder for the generated shards (kept; reused when present)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/embed-DEVICE.md)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.decode = (args.decode or ("cpu,device" if args.device == "cuda" else "cpu")).split(",")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: torch sees no GPU here")
@@ -228,7 +262,7 @@ def main() -> None:
     refs = refs[:args.images]
     emb = OpenClipEmbedder(args.model, pretrained="none", device=args.device)
     times = interleaved(runners(args, refs, emb), args.runs)
-    text = report(args, refs, emb, times)
+    text = report(args, refs, emb, times) + "\n\n" + thumbnail_costs(refs)
     print(text)
     out = args.out or RESULTS / f"embed-{args.device}.md"
     out.write_text(text + "\n")

@@ -208,3 +208,21 @@ def test_batches_pin_their_tensors(image_folder, tiny):
     ds = BatchDataset(refs, tiny.worker_prep(), max_pixels=10**8, thumb_size=128, thumbnails=False, device_decode=True)
     pinned = ds[list(range(8))].pin_memory()
     assert pinned.tokens.is_pinned() and pinned.jpeg_data.is_pinned()
+
+
+def test_prefetcher_hands_over_in_order_and_raises_the_loaders_error():
+    from densprune.embed.runner import Prefetcher
+
+    def loader():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    feeder = Prefetcher(loader(), lambda x: type("RB", (), {"ready": None, "value": x * 10})(), torch.device("cpu"))
+    feeder.start()
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for rb in feeder:
+            got.append(rb.value)
+    feeder.stop()
+    assert got == [10, 20] and not feeder.is_alive()

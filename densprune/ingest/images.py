@@ -89,17 +89,22 @@ def reusable_thumbnail(source: bytes, width: int, height: int, size: int = THUMB
             and (source[:2] == b"\xff\xd8" or (source[:4] == b"RIFF" and source[8:12] == b"WEBP")))
 
 
-def thumbnail_bytes(img: Image.Image, size: int = THUMB_SIZE, quality: int = 85, source: bytes | None = None) -> bytes:
+def thumbnail_bytes(img: Image.Image, size: int = THUMB_SIZE, quality: int = 80, source: bytes | None = None) -> bytes:
     """Thumbnail of a decoded RGB image: longest side at most ``size`` px, JPEG bytes.
 
     ``source`` (the encoded original) is returned as is when :func:`reusable_thumbnail` allows it.
-    Otherwise the image is shrunk with ``reduce`` then bilinear (``reducing_gap``) and encoded as JPEG
-    (libjpeg-turbo): about 10x faster than WebP at a similar size for 128 px images.
+    Otherwise the image is shrunk by an integer box ``reduce`` then bilinear (``reducing_gap=1``) and
+    encoded as JPEG (libjpeg-turbo): several times faster than a LANCZOS resize + WebP encode, for
+    thumbnails ~1.7x larger.
     """
     if source is not None and reusable_thumbnail(source, *img.info.get("original_size", img.size), size=size):
         return source
-    thumb = img.copy()
-    thumb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    width, height = img.size
+    scale = size / max(width, height)
+    thumb = img
+    if scale < 1:
+        thumb = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR,
+                           reducing_gap=1.0)
     buf = io.BytesIO()
     thumb.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
