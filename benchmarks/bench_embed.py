@@ -225,11 +225,12 @@ def report(args: argparse.Namespace, refs: list[SampleRef], emb: OpenClipEmbedde
                      " / ".join(f"{n / t:,.0f}" for t in times[name])])
     jpeg = np.mean([r.loc[3] for r in refs])
     card = torch.cuda.get_device_name(emb.device) if emb.device.type == "cuda" else platform.processor() or "cpu"
-    head = (f"`{' '.join(['python', *sys.argv])}`\n\n"
+    load = f"; load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
+    head = (f"`python -m benchmarks.bench_embed {' '.join(sys.argv[1:])}`\n\n"
             f"device: {emb.device.type} ({card}); {os.cpu_count()} CPU cores; torch {torch.__version__}; "
             f"model {args.model} (random weights), {n:,} img2dataset-style samples (256 px JPEG q95, mean "
             f"{jpeg / 1000:.1f} KB, + caption), batch {args.batch_size}, {args.workers} workers, "
-            f"thumbnails {args.thumbnails}; {torch.get_num_threads()} torch threads in the main process; median of {args.runs} interleaved rounds after a warm-up round.\n\n")
+            f"thumbnails {args.thumbnails}; {torch.get_num_threads()} torch threads in the main process; median of {args.runs} interleaved rounds after a warm-up round{load}.\n\n")
     return head + table(["what", "pairs/s (median)", "vs bare (data path: vs bare loader)", "each round"], rows)
 
 

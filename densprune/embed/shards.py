@@ -226,10 +226,9 @@ def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: 
                 row += m
     src = np.concatenate(source_idx)
     if embedder.rowwise:
-        for k, arr in outs.items():
+        for arr in outs.values():
             arr.flush()
-            del arr
-        outs.clear()
+        outs.clear()  # closes the memmaps before the rename
         for k in names:
             os.replace(emb_dir / f"{k}.npy.tmp", emb_dir / f"{k}.npy")
     else:
