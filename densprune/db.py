@@ -496,7 +496,7 @@ def delete_run(workspace: str | os.PathLike, name: str) -> None:
 
 SHOWN_CAPTION_CHARS = 500  # captions are read cut to this many characters (kept whole in the workspace)
 SAMPLE_COLUMNS = (f"row_idx, left(caption, {SHOWN_CAPTION_CHARS}) AS caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
-                  "thumb_offset, thumb_size")
+                  "thumb_offset, thumb_size, image_loc")
 
 
 def category_code_rows(workspace: str | os.PathLike, no_category: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -559,8 +559,8 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
                                       "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
     df = query_df(workspace, (
         f"SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, left(s.caption, {SHOWN_CAPTION_CHARS}) AS caption, "
-        f"s.thumb_offset, s.thumb_size, left(d.caption, {SHOWN_CAPTION_CHARS}) AS dup_caption, "
-        "d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
+        f"s.thumb_offset, s.thumb_size, s.image_loc, left(d.caption, {SHOWN_CAPTION_CHARS}) AS dup_caption, "
+        "d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size, d.image_loc AS dup_image_loc "
         "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
         "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
         [int(cluster), thr, int(limit)])

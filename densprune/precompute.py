@@ -6,7 +6,7 @@ Workspace layout (docs/formats.md)::
     DIR/embeddings/image.npy      (N, d) L2-normalised, row i = row_idx i
     DIR/embeddings/text.npy       (N, d) caption embeddings (open_clip only)
     DIR/centroids.npy             (K, d) L2-normalised
-    DIR/thumbs.bin                thumbnails (WebP), addressed by samples.thumb_offset/thumb_size
+    DIR/thumbs.bin                thumbnails (JPEG/WebP), addressed by samples.thumb_offset/thumb_size
     DIR/.work/                    resumable embedding shards (removed after success)
 
 The DuckDB file is renamed into place as the very last step: a workspace without it is
@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +45,9 @@ from densprune.cluster.labels import cluster_labels
 from densprune.cluster.layout import umap_layout
 from densprune.cluster.zeroshot import load_vocabulary, zero_shot_names
 from densprune.devices import resolve_device
-from densprune.embed.runner import Assembled, EmbedSettings, assemble, embed_source, work_dir
+from densprune.embed.runner import EmbedSettings, embed_source
+from densprune.embed.shards import Assembled, assemble, work_dir
+from densprune.embed.thumbnails import THUMBS_PER_CONCEPT, resolve_thumbnails, sample_rows, write_thumbnails
 from densprune.ingest.eval_split import choose_eval_split
 from densprune.ingest.sources import Reject, SampleRef, SourceListing, list_source
 
@@ -73,7 +75,9 @@ class PrecomputeConfig:
     eval_min_category: int = 100  # only categories with at least this many images give eval images
     layout_rows: int = 50_000
     label_vocabulary: str | None = None  # text file, one name per line; None -> open_clip's ImageNet class names
-    dtype: str = "float32"
+    dtype: str = "auto"  # of the .npy vectors: auto = float16 for open_clip (as LAION/DataComp ship them), float32 offline
+    thumbnails: str = "auto"  # all | sample | none | auto (all up to 1M rows, else sample)
+    thumbs_per_concept: int = THUMBS_PER_CONCEPT  # rows per concept with a thumbnail in ``sample`` mode
     image_column: str | None = None
     caption_column: str | None = None
     force: bool = False
@@ -109,6 +113,8 @@ class Embedded:
     pretrained: str | None
     work: Path  # the resumable shard folder
     embedder: object  # the embedder (its text tower names the concepts, where it has one)
+    dtype: str = "float32"  # of the .npy vectors
+    thumbnails: str = "all"  # the resolved --thumbnails mode
 
 
 @dataclass(slots=True)
@@ -148,27 +154,37 @@ def prepare_workspace(cfg: PrecomputeConfig) -> Path:
 
 def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: list[SampleRef]) -> Embedded:
     """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
-    from densprune.embed.models import make_embedder
+    from densprune.embed.models import make_embedder, vector_dtype
 
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)
     wd = work_dir(ws, listing.spec, embedder, len(refs))
+    dtype, thumbs = vector_dtype(cfg.dtype, embedder), resolve_thumbnails(cfg.thumbnails, len(refs))
+    settings = replace(cfg.embed, thumbnails=thumbs == "all", dtype=dtype if embedder.rowwise else "float32")
     if cfg.engine == "ray":
         from densprune.embed.ray_engine import embed_with_ray
 
         kwargs = {"kind": cfg.embedder, "model": cfg.model, "pretrained": cfg.pretrained, "weights": cfg.weights,
                   "device": cfg.device, "seed": cfg.seed}
         gpus = 1.0 if cfg.embedder == "openclip" and resolve_device(cfg.device) == "cuda" else 0.0
-        shards = embed_with_ray(refs, kwargs, wd, cfg.embed, address=cfg.ray_address, actors=cfg.ray_actors,
+        shards = embed_with_ray(refs, kwargs, wd, settings, address=cfg.ray_address, actors=cfg.ray_actors,
                                 gpus_per_actor=gpus)
     elif cfg.engine == "local":
-        shards = embed_source(refs, embedder, wd, cfg.embed)
+        shards = embed_source(refs, embedder, wd, settings)
     else:
         raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
-    asm = assemble(refs, shards, embedder, ws, dtype=cfg.dtype)
+    asm = assemble(refs, shards, embedder, ws, dtype=dtype, thumbnails=thumbs == "all")
     image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
     return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
-                    embedder.pretrained or None, wd, embedder)
+                    embedder.pretrained or None, wd, embedder, dtype, thumbs)
+
+
+def thumbs_stage(cfg: PrecomputeConfig, ws: Path, emb: Embedded, cl: Clustering) -> None:
+    """``--thumbnails sample``: thumbnails of each concept's rows nearest its centroid, into thumbs.bin."""
+    if emb.thumbnails == "sample":
+        rows = sample_rows(cl.ranks, cfg.thumbs_per_concept)
+        emb.asm.thumb_offsets = write_thumbnails(emb.refs, rows, ws / "thumbs.bin", size=cfg.embed.thumb_size,
+                                                 max_pixels=cfg.embed.max_pixels, workers=cfg.embed.workers)
 
 
 def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bool) -> Split:
@@ -309,6 +325,8 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     log.info("[2/6] spherical k-means on %d pool rows", split.pool_rows.size)
     cl = cluster_stage(cfg, emb.image, split.pool_rows)
     lap("cluster")
+    thumbs_stage(cfg, ws, emb, cl)
+    lap("thumbnails")
     log.info("[3/6] concept statistics and labels for %d concepts", cl.k)
     clusters, vocab = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs], emb.embedder)
     lap("concepts")
@@ -343,7 +361,7 @@ def workspace_meta(cfg: PrecomputeConfig, listing: SourceListing, emb: Embedded,
     """The meta table: how the workspace was built (docs/formats.md)."""
     return {
         "embedder": emb.embedder_name, "model": emb.model, "pretrained": emb.pretrained,
-        "image_dim": emb.asm.image_dim, "text_dim": emb.asm.text_dim, "dtype": cfg.dtype,
+        "image_dim": emb.asm.image_dim, "text_dim": emb.asm.text_dim, "dtype": emb.dtype, "thumbnails": emb.thumbnails,
         "k": cl.k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
         "densprune_version": __version__, "source": listing.spec, "source_kind": listing.kind, "engine": cfg.engine,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

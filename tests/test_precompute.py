@@ -58,9 +58,17 @@ def test_folder_source_builds_complete_workspace(image_folder, tmp_path):
     assert not (ws / ".work").exists() or not any((ws / ".work").iterdir())
 
 
+def _interrupt_after(n: int):
+    """An on_shard callback that interrupts the stage (as Ctrl-C would) once n shards are written."""
+    def on_shard(written: int, path) -> None:
+        if written >= n:
+            raise KeyboardInterrupt(f"interrupted after {written} shards")
+    return on_shard
+
+
 def test_interrupted_run_resumes_and_matches_a_clean_run(image_folder, tmp_path, monkeypatch, caplog):
     real = workspace.embed_source
-    monkeypatch.setattr(workspace, "embed_source", lambda *a, **k: real(*a, **k, stop_after_shards=2))
+    monkeypatch.setattr(workspace, "embed_source", lambda *a, **k: real(*a, **k, on_shard=_interrupt_after(2)))
     ws = tmp_path / "ws"
     with pytest.raises(KeyboardInterrupt):
         precompute(_cfg(image_folder, ws))
@@ -93,6 +101,8 @@ def test_openclip_path_with_random_tiny_model(wds_shards, tmp_path):
     img = np.load(ws / "embeddings/image.npy")
     txt = np.load(ws / "embeddings/text.npy")
     assert img.shape == txt.shape == (19, 128)
+    assert img.dtype == txt.dtype == np.float16 and meta["dtype"] == "float16"  # the open_clip default
+    img, txt = img.astype(np.float32), txt.astype(np.float32)
     s = db.query_df(ws, "SELECT uid, clip_score FROM samples ORDER BY row_idx")
     np.testing.assert_allclose(s.clip_score, np.sum(img * txt, axis=1), atol=1e-5)
     assert s.uid[0] == f"{0:032x}"  # the shard's own DataComp uid is kept

@@ -94,11 +94,19 @@ def test_pixel_cap_and_corrupt_images_are_rejected_with_reason():
         decode_image(b"")
 
 
-def test_thumbnail_is_bounded_webp():
+def test_thumbnail_is_a_bounded_jpeg_or_the_small_source_itself():
     img = Image.new("RGB", (640, 320), (10, 20, 30))
     data = thumbnail_bytes(img, 128)
     thumb = Image.open(io.BytesIO(data))
-    assert thumb.format == "WEBP" and max(thumb.size) == 128
+    assert thumb.format == "JPEG" and thumb.size == (128, 64)
+    small = encode(make_image((0, 200, 0), "circle", size=200), "JPEG")
+    assert thumbnail_bytes(decode_image(small), 128, source=small) is small  # <= 2x the size: reused
+    webp = encode(make_image((0, 200, 0), "circle", size=256), "WEBP")
+    assert thumbnail_bytes(decode_image(webp), 128, source=webp) is webp
+    big = encode(make_image((0, 200, 0), "circle", size=300), "JPEG")
+    assert Image.open(io.BytesIO(thumbnail_bytes(decode_image(big), 128, source=big))).size == (128, 128)
+    png = encode(make_image((0, 200, 0), "circle", size=100), "PNG")
+    assert thumbnail_bytes(decode_image(png), 128, source=png)[:2] == b"\xff\xd8"  # PNG: re-encoded
 
 
 def test_uid_round_trip_datacomp():

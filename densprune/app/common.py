@@ -154,8 +154,10 @@ def rows(ws: str, stamp: str, row_idx: tuple[int, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def thumbs(ws: str, stamp: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> list[bytes]:
-    return read_thumbs(ws, offsets, sizes)
+def thumbs(ws: str, stamp: str, offsets: tuple[int, ...], sizes: tuple[int, ...],
+           locs: tuple[str, ...] = ()) -> list[bytes]:
+    """Thumbnails from thumbs.bin; rows without one (``--thumbnails sample|none``) from their source."""
+    return read_thumbs(ws, offsets, sizes, locs or None)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -216,12 +218,14 @@ def plan_banner(p: PlanParams) -> None:
 
 def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str] | None = None,
                tile_px: int = 104, caption_lines: int = 2, empty: str = "No images.") -> None:
-    """A grid of the thumbnails of ``df`` (rows with thumb_offset, thumb_size, caption), escaped captions."""
+    """A grid of the thumbnails of ``df`` (rows with thumb_offset, thumb_size, caption and, for rows without a
+    thumbnail in thumbs.bin, image_loc), escaped captions."""
     if df is None or len(df) == 0:
         st.caption(empty)
         return
     ws, stamp = ws_args()
-    data = thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]))
+    data = thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]),
+                  tuple(df["image_loc"]) if "image_loc" in df else ())
     n = len(df)
     notes = notes or [""] * n
     tones = tones or [""] * n

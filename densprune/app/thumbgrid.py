@@ -1,14 +1,19 @@
-"""Thumbnails for the app: read them from a workspace's thumbs.bin and lay them out as an HTML grid.
+"""Thumbnails for the app: read them from a workspace's thumbs.bin (or the source) and lay them out as HTML.
 
-Only bytes from ``DIR/thumbs.bin`` are ever read (offsets checked against the file size), and every
-caption is HTML-escaped, so a caption can neither inject markup nor make the app serve other files.
-The grid embeds the images as ``data:`` URIs: one response, no extra routes, nothing to clean up.
+Thumbnails come from ``DIR/thumbs.bin`` (offsets checked against the file size). A row without one
+(``--thumbnails sample`` or ``none``) is read from its source at ``samples.image_loc``, which only
+precompute writes, and served only as a thumbnail re-encoded from a decoded image. Every caption is
+HTML-escaped, so a caption can neither inject markup nor make the app serve other files. The grid
+embeds the images as ``data:`` URIs: one response, no extra routes, nothing to clean up.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +22,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from densprune.cluster.labels import shorten
+from densprune.ingest.images import ImageDecodeError, thumbnail_from_bytes
 from densprune.ingest.media import image_mime
+from densprune.ingest.sources import read_bytes
+
+log = logging.getLogger(__name__)
 
 THUMBS_NAME = "thumbs.bin"
 MAX_THUMB_BYTES = 1 << 20  # a thumbnail is a few KB; anything bigger is a corrupt offset
@@ -25,25 +34,38 @@ MAX_SHOWN_CAPTION = 300  # characters of a caption shown under a tile or in its 
 
 
 def read_thumbs(workspace: str | os.PathLike, offsets: Sequence[int] | np.ndarray,
-                sizes: Sequence[int] | np.ndarray) -> list[bytes]:
+                sizes: Sequence[int] | np.ndarray, locs: Sequence[str] | None = None) -> list[bytes]:
     """The encoded thumbnails at ``offsets``/``sizes`` (samples.thumb_offset/thumb_size) of thumbs.bin.
 
-    An entry outside the file (or absurdly large) comes back as ``b""`` instead of raising.
+    An entry with no thumbnail there (size 0) is made from its source when ``locs`` (samples.image_loc)
+    is given. An entry outside the file (or absurdly large), or an unreadable source, comes back as
+    ``b""`` instead of raising.
     """
     path = Path(workspace) / THUMBS_NAME
-    if not path.exists():
-        return [b""] * len(offsets)
-    total = path.stat().st_size
+    total = path.stat().st_size if path.exists() else 0
     out: list[bytes] = []
-    with open(path, "rb") as fh:
-        for off, size in zip(offsets, sizes):
+    with open(path, "rb") if total else contextlib.nullcontext() as fh:  # no file: every span is out of range
+        for i, (off, size) in enumerate(zip(offsets, sizes)):
             off, size = int(off), int(size)
-            if off < 0 or size <= 0 or size > MAX_THUMB_BYTES or off + size > total:
+            if size == 0 and locs is not None:
+                out.append(source_thumbnail(locs[i]))
+            elif off < 0 or size <= 0 or size > MAX_THUMB_BYTES or off + size > total:
                 out.append(b"")
-                continue
-            fh.seek(off)
-            out.append(fh.read(size))
+            else:
+                fh.seek(off)
+                out.append(fh.read(size))
     return out
+
+
+def source_thumbnail(image_loc: str | None) -> bytes:
+    """A thumbnail made from a sample's source image (``samples.image_loc``: the JSON of its location,
+    a file, a tar member or a parquet row); ``b""`` when it cannot be read or decoded."""
+    try:
+        loc = tuple(json.loads(image_loc or "null") or ())
+        return thumbnail_from_bytes(read_bytes(loc)) if loc else b""
+    except (OSError, ValueError, TypeError, ImageDecodeError) as exc:  # ImageDecodeError is a ValueError
+        log.debug("no thumbnail from %s: %s", image_loc, exc)
+        return b""
 
 
 def data_uri(data: bytes) -> str | None:

@@ -50,7 +50,20 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--workers", type=int, default=2, help="DataLoader decode workers (default: %(default)s)")
     g.add_argument("--shard-size", type=int, default=4096, help="samples per resumable shard (default: %(default)s)")
     g.add_argument("--max-pixels", type=int, default=100_000_000, help="reject images with more decoded pixels (default: %(default)s)")
-    g.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="dtype of the .npy vectors")
+    g.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
+                   help="dtype of the .npy vectors; auto: float16 for openclip (as LAION and DataComp ship them), "
+                        "float32 for offline (default: %(default)s)")
+    g.add_argument("--decode", choices=["auto", "cpu", "device"], default="auto",
+                   help="where JPEGs are decoded: auto = on the GPU (nvJPEG, batched) when the model runs on CUDA, "
+                        "else with PIL in the workers; other formats and JPEGs the GPU cannot decode always go "
+                        "through PIL (default: %(default)s)")
+    g.add_argument("--thumbnails", choices=["auto", "all", "sample", "none"], default="auto",
+                   help="thumbnails in DIR/thumbs.bin: all rows (~3.5 KB a row; ~350 GB at 100M rows), a sample "
+                        "(the --thumbs-per-concept rows nearest each concept's centre, the ones the app shows "
+                        "first), or none; the app reads any other image from its source. auto: all up to 1M "
+                        "rows, else sample (default: %(default)s)")
+    g.add_argument("--thumbs-per-concept", type=int, default=96,
+                   help="rows per concept with a thumbnail under --thumbnails sample (default: %(default)s)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: DataLoader on this machine; ray: one embedder actor per worker slot of a Ray "
                         "cluster, one task per shard (the workspace must be on storage every node sees)")
@@ -146,11 +159,12 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
         eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
         label_vocabulary=args.label_vocabulary,
+        thumbnails=args.thumbnails, thumbs_per_concept=args.thumbs_per_concept,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
         force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
         ray_actors=args.ray_actors,
         embed=EmbedSettings(batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-                            max_pixels=args.max_pixels),
+                            max_pixels=args.max_pixels, decode=args.decode),
     )
 
 

@@ -1,8 +1,11 @@
 """The two embedders: open_clip (the real one) and an offline one that needs no weights.
 
-Both split their work in two: ``transform`` runs inside DataLoader workers on one decoded image,
-``embed`` runs in the main process on a batch. The offline embedder also has a ``finalize`` step
-that fits its reductions on the whole dataset once every shard is done.
+Both split their work in two. ``worker_prep()`` is a small picklable object, without the model,
+that DataLoader workers use: ``image(img)`` turns one decoded image into a model input (open_clip:
+resized and cropped uint8 pixels, normalised later on the device) and ``text(captions)`` tokenises
+a batch of captions. ``embed(pixels, tokens)`` runs in the main process on a whole batch on the
+embedder's device. The offline embedder also has a ``finalize`` step that fits its reductions on
+the whole dataset once every shard is done (``rowwise = False``); open_clip's is row by row.
 """
 
 from __future__ import annotations
@@ -81,6 +84,17 @@ def pixel_features(img: Image.Image) -> np.ndarray:
     return np.concatenate([b / max(float(np.linalg.norm(b)), 1e-6) for b in blocks]).astype(np.float32)
 
 
+class OfflinePrep:
+    """Worker side of the offline embedder: pixel features, no text tower."""
+
+    def image(self, img: Image.Image) -> np.ndarray:
+        """One RGB image -> (720,) float32 features."""
+        return pixel_features(img)
+
+    def text(self, captions: list[str]) -> None:
+        return None
+
+
 class OfflineEmbedder:
     """Deterministic embedder with no weights: pixel features + caption TF-IDF, reduced, L2-normalised."""
 
@@ -88,20 +102,25 @@ class OfflineEmbedder:
     model = "pixels+tfidf"
     pretrained = ""
     has_text = False
+    rowwise = False  # finalize fits PCA / TF-IDF on all rows
+    pixel_spec = None  # no device decoding: the features are made from PIL images in the workers
 
     def __init__(self, config: OfflineConfig | None = None) -> None:
+        import torch
+
         self.config = config or OfflineConfig()
+        self.device = torch.device("cpu")
 
     @property
     def fingerprint(self) -> str:
         return f"offline-v2-{self.config.image_dims}-{self.config.text_dims}-{self.config.text_weight}-{self.config.seed}"
 
-    def transform(self, img: Image.Image, caption: str) -> tuple[np.ndarray, None]:
-        return pixel_features(img), None
+    def worker_prep(self) -> OfflinePrep:
+        return OfflinePrep()
 
-    def embed(self, images: list, texts: list) -> tuple[np.ndarray, None]:
-        """images: list of (720,) arrays -> raw (b, 720) float32; reduction happens in finalize."""
-        return np.stack(images).astype(np.float32), None
+    def embed(self, pixels, tokens=None):
+        """pixels: (b, 720) float32 tensor of features -> the same as raw vectors; reduction happens in finalize."""
+        return pixels.float(), None
 
     def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
         """Fit the reductions on all rows. raw: (N, 720) pixel features -> (N, d) L2-normalised."""
@@ -175,16 +194,52 @@ def check_weights_available(model: str, pretrained: str) -> None:
     )
 
 
+class OpenClipPrep:
+    """Worker side of open_clip: the PIL part of the preprocess, and the tokenizer on a batch."""
+
+    def __init__(self, transform, uint8: bool, tokenizer) -> None:
+        self.transform, self.uint8, self.tokenizer = transform, uint8, tokenizer
+
+    def image(self, img: Image.Image):
+        """One RGB image -> (3, S, S): uint8 pixels (resized, cropped) or, for preprocesses that cannot be
+        split, the full preprocess's float32 tensor."""
+        import torch
+
+        out = self.transform(img)
+        if not self.uint8:
+            return out
+        return torch.from_numpy(np.array(out if out.mode == "RGB" else out.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+
+    def text(self, captions: list[str]):
+        """(b,) captions -> (b, ctx) int64 tokens."""
+        return self.tokenizer([c or "" for c in captions])
+
+
+def split_preprocess(preprocess) -> tuple[object | None, tuple | None, tuple | None]:
+    """Split an open_clip preprocess ``Compose([...PIL steps, ToTensor, Normalize])`` into its PIL steps
+    and the normalisation's mean and std; (None, None, None) when it does not end that way."""
+    from torchvision.transforms import Compose, Normalize
+
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or type(steps[-2]).__name__ not in ("ToTensor", "MaybeToTensor") or not isinstance(steps[-1], Normalize):
+        return None, None, None
+    norm = steps[-1]
+    return Compose(steps[:-2]), tuple(float(v) for v in norm.mean), tuple(float(v) for v in norm.std)
+
+
 class OpenClipEmbedder:
     """Image and caption embeddings from any open_clip model; CLIP score = cos(image, caption)."""
 
     name = "openclip"
     has_text = True
+    rowwise = True  # finalize is a row-wise L2 normalisation
 
     def __init__(self, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
                  weights: str | None = None, device: str = "auto", seed: int = 0) -> None:
         import open_clip
         import torch
+
+        from densprune.embed.pixels import spec_from_preprocess_cfg
 
         register_model_configs()
         self.model_name = model
@@ -215,27 +270,37 @@ class OpenClipEmbedder:
             log.warning("open_clip model %s is RANDOMLY INITIALISED (--pretrained none): vectors are not meaningful", model)
         self.net.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
+        self._pil_steps, self.mean, self.std = split_preprocess(self.preprocess)
+        cfg = getattr(self.net.visual, "preprocess_cfg", None) or {}
+        spec = spec_from_preprocess_cfg(cfg) if self._pil_steps is not None and cfg else None
+        # the device path must do what the PIL path does: same mean/std as the preprocess it replaces
+        self.pixel_spec = spec if spec and (spec.mean, spec.std) == (self.mean, self.std) else None
 
     @property
     def fingerprint(self) -> str:
         return f"openclip-{self.model_name}-{self.pretrained or f'random-seed{self.seed}'}"
 
-    def transform(self, img: Image.Image, caption: str):
-        return self.preprocess(img), self.tokenizer([caption or ""])[0]
+    def worker_prep(self) -> OpenClipPrep:
+        if self._pil_steps is None:
+            return OpenClipPrep(self.preprocess, False, self.tokenizer)
+        return OpenClipPrep(self._pil_steps, True, self.tokenizer)
 
-    def embed(self, images: list, texts: list) -> tuple[np.ndarray, np.ndarray]:
-        """images: list of (3, H, W) tensors, texts: list of (ctx,) token tensors -> two (b, d) float32."""
+    def embed(self, pixels, tokens):
+        """pixels: (b, 3, S, S) on ``self.device``, uint8 (normalised here) or float (already normalised);
+        tokens: (b, ctx) int64. Returns two (b, d) float32 L2-normalised tensors on the device."""
         import torch
 
-        pixels = torch.stack(images).to(self.device, non_blocking=True)
-        tokens = torch.stack(texts).to(self.device, non_blocking=True)
+        from densprune.embed.pixels import normalize
+
+        if pixels.dtype == torch.uint8:
+            pixels = normalize(pixels, self.mean, self.std)
         use_amp = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
             img = self.net.encode_image(pixels)
             txt = self.net.encode_text(tokens)
         img = torch.nn.functional.normalize(img.float(), dim=-1)
         txt = torch.nn.functional.normalize(txt.float(), dim=-1)
-        return img.cpu().numpy(), txt.cpu().numpy()
+        return img, txt
 
     def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
         return l2_normalize(raw)
@@ -252,6 +317,16 @@ class OpenClipEmbedder:
                 self.net, self.tokenizer, list(entries), SIMPLE_IMAGENET_TEMPLATES,
                 num_classes_per_batch=batch, device=self.device)  # (d, V)
         return l2_normalize(weights.float().T.cpu().numpy())
+
+
+def vector_dtype(requested: str, embedder) -> str:
+    """dtype of the stored vectors: ``auto`` is float16 for open_clip (as LAION and DataComp ship
+    them; cosines change by < 1e-3) and float32 for the offline embedder."""
+    if requested not in ("auto", "float16", "float32"):
+        raise ValueError(f"--dtype must be auto, float16 or float32, not {requested!r}")
+    if requested == "auto":
+        return "float16" if embedder.name == "openclip" else "float32"
+    return requested
 
 
 def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from densprune.embed.runner import EmbedSettings, embed_source, shard_bounds, shard_path
+from densprune.embed.runner import EmbedSettings, embed_source
+from densprune.embed.shards import shard_bounds, shard_path
 from densprune.ingest.sources import SampleRef
 
 log = logging.getLogger(__name__)

@@ -1,31 +1,37 @@
-"""Decode and embed a source in resumable shards, then assemble the ``.npy`` memmaps.
+"""The embedding stage: decode and embed a source into resumable shards, keeping the model busy.
 
-Images are decoded in a torch DataLoader with workers (RGB, transparency onto white, pixel cap);
-each worker also makes the sample's thumbnail. Results go to ``DIR/.work/<fingerprint>/shard-NNNNN.npz``,
-written atomically, so an interrupted run resumes at the first missing shard.
+Four things run at once. DataLoader workers read and decode batches k+2, k+3, ... into whole-batch
+arrays (:mod:`densprune.embed.batches`); a prefetch thread moves batch k+1 to the device (pinned
+memory, non-blocking copies, its own CUDA stream) and decodes its JPEGs there when device decoding
+is on; the main thread runs the model on batch k and starts copying its vectors back; a writer
+thread (:class:`densprune.embed.shards.ShardWriter`) waits for batch k-1's vectors to reach the
+host and writes the shards.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
-import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from densprune.ingest.images import (
-    DEFAULT_MAX_PIXELS,
-    ImageDecodeError,
-    decode_image,
-    thumbnail_bytes,
-)
-from densprune.ingest.sources import Reject, SampleRef, read_bytes
+from densprune.embed.batches import BatchDataset, DecodedBatch, ShardBatches, no_collate
+from densprune.embed.pixels import decode_jpegs, resize_crop
+from densprune.embed.shards import BatchResult, ShardWriter, shard_bounds, shard_path
+from densprune.ingest.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from densprune.ingest.sources import SampleRef
 
 log = logging.getLogger(__name__)
+
+DECODE_MODES = ("auto", "cpu", "device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,106 +43,46 @@ class EmbedSettings:
     shard_size: int = 4096  # samples per resumable shard
     max_pixels: int = DEFAULT_MAX_PIXELS
     thumb_size: int = 128
+    thumbnails: bool = True  # workers make a thumbnail of every row (``--thumbnails all``)
+    decode: str = "auto"  # auto: JPEGs decoded on the GPU when the model is on CUDA; cpu: PIL in the workers; device: always on the model's device
+    dtype: str = "float32"  # of the vectors in the shards (float16 halves them)
+    prefetch: int = 2  # batches decoded ahead per worker
+    write_queue: int = 4  # embedded batches waiting for the writer thread
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, not {self.decode!r}")
+        if self.batch_size < 1 or self.shard_size < 1 or self.workers < 0:
+            raise ValueError("batch_size and shard_size must be >= 1 and workers >= 0")
 
 
-class _DecodeDataset(Dataset):
-    """Item i -> decoded, transformed sample i of ``refs`` (or the reason it failed)."""
-
-    def __init__(self, refs: list[SampleRef], embedder, settings: EmbedSettings) -> None:
-        self.refs = refs
-        self.embedder = embedder
-        self.settings = settings
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i: int) -> dict:
-        ref = self.refs[i]
-        try:
-            data = read_bytes(ref.loc)
-            img = decode_image(data, self.settings.max_pixels)
-            width, height = img.info.get("original_size", img.size)
-            if ref.orig_width > 0 and ref.orig_height > 0:
-                width, height = ref.orig_width, ref.orig_height
-            image_input, text_input = self.embedder.transform(img, ref.caption)
-            thumb = thumbnail_bytes(img, self.settings.thumb_size, source=data)
-            return {"i": i, "ok": True, "image": image_input, "text": text_input, "thumb": thumb,
-                    "width": width, "height": height, "reason": ""}
-        except ImageDecodeError as exc:
-            reason = str(exc)
-        except OSError as exc:
-            reason = f"cannot read: {exc}"
-        return {"i": i, "ok": False, "reason": reason}
+def uses_device_decode(decode: str, embedder) -> bool:
+    """Whether JPEGs are decoded on the model's device: ``device`` always (when the embedder's
+    preprocess can be reproduced on tensors), ``auto`` only on CUDA, ``cpu`` never."""
+    if decode == "cpu":
+        return False
+    spec = getattr(embedder, "pixel_spec", None)
+    if spec is None:
+        if decode == "device":
+            log.warning("device decoding is not available for this embedder; decoding with PIL in the workers")
+        return False
+    return decode == "device" or embedder.device.type == "cuda"
 
 
-def _collate(items: list[dict]) -> list[dict]:
-    return items
-
-
-class _ShardBatches(Sampler):
-    """Batches of indices that never cross a shard boundary, for the shards still to do."""
-
-    def __init__(self, shards: list[tuple[int, int]], batch_size: int) -> None:
-        self.batches = [list(range(s, min(s + batch_size, e))) for start, e in shards for s in range(start, e, batch_size)]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def work_dir(workspace: Path, source_spec: str, embedder, n_refs: int) -> Path:
-    """Per-run staging folder, keyed by source, embedder and sample count so a resume matches."""
-    key = hashlib.sha1(f"{source_spec}|{embedder.fingerprint}|{n_refs}".encode()).hexdigest()[:12]
-    return workspace / ".work" / f"embed-{key}"
-
-
-def shard_path(wd: Path, s: int) -> Path:
-    return wd / f"shard-{s:05d}.npz"
-
-
-def _save_shard(path: Path, idx: list[int], results: dict[int, dict], has_text: bool) -> None:
-    ok = np.array([results[i]["ok"] for i in idx], dtype=bool)
-    good = [results[i] for i in idx if results[i]["ok"]]
-    thumbs = [r["thumb"] for r in good]
-    offsets = np.cumsum([0] + [len(t) for t in thumbs]).astype(np.int64)
-    arrays = {
-        "idx": np.asarray(idx, dtype=np.int64),
-        "ok": ok,
-        "reasons": np.array([results[i]["reason"] for i in idx], dtype=object).astype(str),
-        "image": np.stack([r["emb_image"] for r in good]).astype(np.float32) if good else np.zeros((0, 0), np.float32),
-        "width": np.array([r["width"] for r in good], dtype=np.int64),
-        "height": np.array([r["height"] for r in good], dtype=np.int64),
-        "thumbs": np.frombuffer(b"".join(thumbs), dtype=np.uint8),
-        "thumb_offsets": offsets,
-    }
-    if has_text:
-        arrays["text"] = np.stack([r["emb_text"] for r in good]).astype(np.float32) if good else np.zeros((0, 0), np.float32)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
-    """[start, end) sample ranges of the resumable shards."""
-    return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-
-
-def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSettings,
-                 stop_after_shards: int | None = None, only_shards: list[int] | None = None,
-                 progress: bool = True) -> list[Path]:
+def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSettings, *,
+                 only_shards: list[int] | None = None, progress: bool = True,
+                 on_shard: Callable[[int, Path], None] | None = None) -> list[Path]:
     """Embed every ref into shard files under ``wd``, skipping shards already done.
 
     Args:
-        stop_after_shards: stop after writing this many new shards (simulates an interruption in tests).
         only_shards: embed only these shard numbers (a distributed worker's share).
+        on_shard: called as ``on_shard(n_written, path)`` after each new shard is in place (from the
+            writer thread); an exception it raises stops the stage and is raised here.
     Returns:
         The shard paths, in order.
     """
     wd.mkdir(parents=True, exist_ok=True)
-    n = len(refs)
-    bounds = shard_bounds(n, settings.shard_size)
+    bounds = shard_bounds(len(refs), settings.shard_size)
     paths = [shard_path(wd, k) for k in range(len(bounds))]
     todo = [(k, b) for k, (b, p) in enumerate(zip(bounds, paths))
             if not p.exists() and (only_shards is None or k in only_shards)]
@@ -144,103 +90,189 @@ def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSetti
         log.info("resuming: %d of %d shards already embedded in %s", len(bounds) - len(todo), len(bounds), wd)
     if not todo:
         return paths
-    dataset = _DecodeDataset(refs, embedder, settings)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=_ShardBatches([b for _, b in todo], settings.batch_size),
-        num_workers=settings.workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-        prefetch_factor=4 if settings.workers > 0 else None,
-    )
-    pending: dict[int, dict] = {}
-    current = 0
-    written = 0
+    device_decode = uses_device_decode(settings.decode, embedder)
+    prep = embedder.worker_prep()
+    dataset = BatchDataset(refs, prep, max_pixels=settings.max_pixels, thumb_size=settings.thumb_size,
+                           thumbnails=settings.thumbnails, device_decode=device_decode)
+    loader = DataLoader(dataset, sampler=ShardBatches([b for _, b in todo], settings.batch_size), batch_size=None,
+                        collate_fn=no_collate, num_workers=settings.workers,
+                        pin_memory=embedder.device.type == "cuda",
+                        prefetch_factor=settings.prefetch if settings.workers > 0 else None)
+    writer = ShardWriter([(paths[k], e - s) for k, (s, e) in todo], embedder.has_text, on_shard,
+                         depth=settings.write_queue)
+    feeder = Prefetcher(loader, lambda batch: prepare_batch(batch, embedder, prep, settings.max_pixels),
+                        embedder.device)
     bar = tqdm(total=sum(e - s for _, (s, e) in todo), desc="embed", unit="img", disable=None if progress else True)
-    for items in loader:
-        good = [it for it in items if it["ok"]]
-        if good:
-            img_emb, txt_emb = embedder.embed([it["image"] for it in good], [it["text"] for it in good])
-            for j, it in enumerate(good):
-                it["emb_image"] = img_emb[j]
-                it["emb_text"] = txt_emb[j] if txt_emb is not None else None
-                it.pop("image"), it.pop("text")
-        for it in items:
-            pending[it["i"]] = it
-        bar.update(len(items))
-        k, (s, e) = todo[current]
-        if all(i in pending for i in range(s, e)):
-            _save_shard(paths[k], list(range(s, e)), pending, embedder.has_text)
-            pending = {i: v for i, v in pending.items() if i >= e}
-            current += 1
-            written += 1
-            if stop_after_shards is not None and written >= stop_after_shards:
-                bar.close()
-                raise KeyboardInterrupt(f"stopped after {written} shards (test hook)")
-    bar.close()
+    writer.start()
+    feeder.start()
+    try:
+        for ready in feeder:
+            writer.put(embed_batch(ready, embedder, settings.dtype))
+            bar.update(len(ready.batch.idx))
+        writer.finish()
+    finally:
+        feeder.stop()
+        writer.stop()
+        bar.close()
     return paths
 
 
 @dataclass
-class Assembled:
-    """What the shards hold, in source order, for the accepted samples only."""
+class ReadyBatch:
+    """A batch on the model's device: the accepted rows' pixels and tokens, and what the writer needs."""
 
-    source_idx: np.ndarray  # (N,) int64 index into refs
-    width: np.ndarray  # (N,)
-    height: np.ndarray  # (N,)
-    rejects: list[Reject]
-    thumb_offsets: np.ndarray  # (N + 1,) int64 into thumbs.bin
-    image_dim: int
-    text_dim: int
+    batch: DecodedBatch  # sizes, thumbnails and indices of every row, as the worker made them
+    reasons: list[str]  # (b,) with the rejects found while decoding on the device
+    pixels: torch.Tensor | None  # (m, ...) model inputs of the m accepted rows, in row order
+    tokens: torch.Tensor | None  # (m, ctx)
+    ready: object = None  # CUDA event recorded on the prefetch stream after the copies and decoding
 
 
-def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: Path, *, dtype: str = "float32") -> Assembled:
-    """Concatenate shards into ``out_dir/embeddings/{image,text}.npy`` and ``out_dir/thumbs.bin``.
+def prepare_batch(batch: DecodedBatch, embedder, prep, max_pixels: int) -> ReadyBatch:
+    """Move a decoded batch to the embedder's device (non-blocking from pinned memory) and decode its
+    JPEGs there; one the device cannot decode is decoded with PIL here, and rejected with PIL's reason
+    when that fails too. Returns the accepted rows in row order."""
+    dev = embedder.device
+    non_blocking = dev.type == "cuda"
+    reasons = list(batch.reasons)
+    parts: list[tuple[np.ndarray, torch.Tensor]] = []
+    if batch.pixels is not None:
+        parts.append((batch.pixel_rows, batch.pixels.to(dev, non_blocking=non_blocking)))
+    if batch.jpeg_rows.size:
+        parts += _device_jpegs(batch, embedder, prep, max_pixels, reasons)
+    rows = np.flatnonzero([not r for r in reasons])
+    if not rows.size:
+        return ReadyBatch(batch, reasons, None, None)
+    tokens = batch.tokens.to(dev, non_blocking=non_blocking) if batch.tokens is not None else None
+    if len(parts) == 1 and np.array_equal(parts[0][0], rows):  # the usual case: one path, no late rejects
+        pixels = parts[0][1]
+    else:
+        first = parts[0][1]
+        pixels = torch.empty((len(reasons), *first.shape[1:]), dtype=first.dtype, device=dev)
+        for pos, t in parts:
+            pixels[torch.as_tensor(pos, device=dev)] = t
+        pixels = pixels[torch.as_tensor(rows, device=dev)]
+    if tokens is not None and rows.size < len(reasons):
+        tokens = tokens[torch.as_tensor(rows, device=dev)]
+    return ReadyBatch(batch, reasons, pixels, tokens)
 
-    Offline embeddings are reduced by ``embedder.finalize`` over all rows. Files are written under
-    temporary names and renamed, so a crash leaves no complete-looking output.
+
+def embed_batch(rb: ReadyBatch, embedder, dtype: str) -> BatchResult:
+    """Run the model on a ready batch; the vectors are copied to the host without waiting for them."""
+    image = text = done = None
+    if rb.pixels is not None:
+        img, txt = embedder.embed(rb.pixels, rb.tokens)
+        out = getattr(torch, dtype)
+        image, text, done = _to_host([img.to(out), txt.to(out) if txt is not None else None], embedder.device)
+    b = rb.batch
+    return BatchResult(b.idx, rb.reasons, b.sizes, b.thumbs, b.thumb_offsets, image, text, done)
+
+
+def _device_jpegs(batch: DecodedBatch, embedder, prep, max_pixels: int, reasons: list[str]) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """Decode and resize the batch's JPEGs on the embedder's device: [(positions, uint8 (n, 3, S, S))]."""
+    dev = embedder.device
+    images, why = decode_jpegs(batch.jpeg_data, batch.jpeg_offsets, dev)
+    good = [i for i, im in enumerate(images) if im is not None]
+    parts = []
+    if good:
+        parts.append((batch.jpeg_rows[good], resize_crop([images[i] for i in good], embedder.pixel_spec)))
+    for i in (i for i, im in enumerate(images) if im is None):
+        pos = int(batch.jpeg_rows[i])
+        data = batch.jpeg_data[int(batch.jpeg_offsets[i]):int(batch.jpeg_offsets[i + 1])].numpy().tobytes()
+        log.debug("%s; decoding sample %d with PIL", why[i], int(batch.idx[pos]))
+        try:
+            parts.append((np.array([pos]), prep.image(decode_image(data, max_pixels))[None].to(dev)))
+        except ImageDecodeError as exc:
+            reasons[pos] = str(exc)
+    return parts
+
+
+def _to_host(tensors: list[torch.Tensor | None], dev: torch.device) -> list:
+    """Start copying device tensors into pinned host memory; returns the host tensors and a CUDA event
+    that completes with the copies (None on the CPU, where nothing needs copying)."""
+    if dev.type != "cuda":
+        return [*tensors, None]
+    hosts = []
+    for t in tensors:
+        if t is None:
+            hosts.append(None)
+            continue
+        h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        h.copy_(t, non_blocking=True)
+        hosts.append(h)
+    done = torch.cuda.Event()
+    done.record()
+    return [*hosts, done]
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class Prefetcher(threading.Thread):
+    """Takes batches from the DataLoader and readies them on the device ``depth`` batches ahead, so
+    that copying and decoding batch k+1 overlaps the model on batch k.
+
+    On CUDA it works on its own stream; each :class:`ReadyBatch` carries an event the consumer's stream
+    waits on (:meth:`__iter__` does it). An exception in this thread is raised by the iteration.
     """
-    emb_dir = out_dir / "embeddings"
-    emb_dir.mkdir(parents=True, exist_ok=True)
-    source_idx, widths, heights, rejects, img_parts, txt_parts, offsets = [], [], [], [], [], [], [np.zeros(1, np.int64)]
-    thumbs_tmp = out_dir / "thumbs.bin.tmp"
-    base = 0
-    with open(thumbs_tmp, "wb") as thumbs:
-        for p in shard_paths:
-            with np.load(p, allow_pickle=False) as z:
-                idx, ok = z["idx"], z["ok"]
-                for i, reason in zip(idx[~ok], z["reasons"][~ok]):
-                    r = refs[int(i)]
-                    rejects.append(Reject(r.key, r.image_ref, "decode", str(reason)))
-                source_idx.append(idx[ok])
-                widths.append(z["width"])
-                heights.append(z["height"])
-                if ok.any():
-                    img_parts.append(z["image"])
-                    if "text" in z:
-                        txt_parts.append(z["text"])
-                thumbs.write(z["thumbs"].tobytes())
-                offsets.append(z["thumb_offsets"][1:] + base)
-                base += int(z["thumb_offsets"][-1])
-    if not img_parts:
-        raise ValueError("no image could be decoded: see the rejects for the reasons")
-    src = np.concatenate(source_idx)
-    raw = np.concatenate(img_parts)
-    captions = [refs[int(i)].caption for i in src]
-    image = embedder.finalize(raw, captions)
-    _save_npy(emb_dir / "image.npy", image, dtype)
-    text_dim = 0
-    if txt_parts:
-        text = embedder.finalize(np.concatenate(txt_parts), captions)
-        _save_npy(emb_dir / "text.npy", text, dtype)
-        text_dim = text.shape[1]
-    os.replace(thumbs_tmp, out_dir / "thumbs.bin")
-    return Assembled(src, np.concatenate(widths), np.concatenate(heights), rejects,
-                     np.concatenate(offsets), image.shape[1], text_dim)
 
+    def __init__(self, loader: Iterable, prepare: Callable[[DecodedBatch], ReadyBatch], device: torch.device,
+                 depth: int = 2) -> None:
+        super().__init__(name="densprune-prefetch", daemon=True)
+        self.loader, self.prepare, self.device = loader, prepare, device
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stopping = False
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-def _save_npy(path: Path, arr: np.ndarray, dtype: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
-    os.replace(tmp, path)
+    def run(self) -> None:
+        try:
+            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                for batch in self.loader:
+                    if self.stopping:
+                        return
+                    rb = self.prepare(batch)
+                    if self.stream is not None:
+                        rb.ready = torch.cuda.Event()
+                        rb.ready.record(self.stream)
+                    self._put(rb)
+            self._put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - raised in the consumer
+            self._put(_Failed(exc))
+
+    def _put(self, item) -> None:
+        while not self.stopping:
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            if item.ready is not None:
+                current = torch.cuda.current_stream(self.device)
+                current.wait_event(item.ready)
+                for t in (item.pixels, item.tokens):
+                    if t is not None:
+                        t.record_stream(current)  # allocated on the prefetch stream, used on this one
+            yield item
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the batch in hand (the DataLoader's workers end with its iterator); idempotent."""
+        self.stopping = True
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.join(timeout)

@@ -10,6 +10,7 @@ from PIL import Image
 
 DEFAULT_MAX_PIXELS = 100_000_000  # reject decodes above this (a 10k x 10k image)
 THUMB_SIZE = 128
+REUSE_MAX_BYTES = 64_000  # a source image this small (and <= 2x the thumbnail size) is its own thumbnail
 
 
 class ImageDecodeError(ValueError):
@@ -63,16 +64,53 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def thumbnail_bytes(img: Image.Image, size: int = THUMB_SIZE, quality: int = 80, source: bytes | None = None) -> bytes:
-    """Encode a copy of ``img`` with its longest side at most ``size`` px as WebP bytes.
+def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, int, int]:
+    """Read only the header of encoded image bytes: (format, mode, width, height), with the pixel cap.
 
-    When ``source`` (the encoded original) is already a small WebP/JPEG, it is reused as is.
+    Raises ImageDecodeError with the same reasons as :func:`decode_image` for empty, unreadable or
+    too large images (nothing is decoded, so a corrupt body is only found when decoding).
     """
-    if source is not None and max(img.size) <= size * 1.25 and len(source) < 64_000 and (
-            source[:2] == b"\xff\xd8" or (source[:4] == b"RIFF" and source[8:12] == b"WEBP")):
+    if not data:
+        raise ImageDecodeError("empty image file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, mode, (width, height) = img.format or "", img.mode, img.size
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"{width}x{height} = {width * height:,} pixels exceeds --max-pixels {max_pixels:,}")
+    return fmt, mode, width, height
+
+
+def reusable_thumbnail(source: bytes, width: int, height: int, size: int = THUMB_SIZE) -> bool:
+    """Whether encoded ``source`` bytes can serve as the thumbnail as they are: a JPEG or WebP whose
+    longest side is at most twice ``size`` (sharp on high-density screens) and at most ``REUSE_MAX_BYTES``."""
+    return (max(width, height) <= 2 * size and len(source) <= REUSE_MAX_BYTES
+            and (source[:2] == b"\xff\xd8" or (source[:4] == b"RIFF" and source[8:12] == b"WEBP")))
+
+
+def thumbnail_bytes(img: Image.Image, size: int = THUMB_SIZE, quality: int = 80, source: bytes | None = None) -> bytes:
+    """Thumbnail of a decoded RGB image: longest side at most ``size`` px, JPEG bytes.
+
+    ``source`` (the encoded original) is returned as is when :func:`reusable_thumbnail` allows it.
+    Otherwise the image is shrunk by an integer box ``reduce`` then bilinear (``reducing_gap=1``) and
+    encoded as JPEG (libjpeg-turbo): several times faster than a LANCZOS resize + WebP encode, for
+    thumbnails ~1.7x larger.
+    """
+    if source is not None and reusable_thumbnail(source, *img.info.get("original_size", img.size), size=size):
         return source
-    thumb = img.copy()
-    thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    width, height = img.size
+    scale = size / max(width, height)
+    thumb = img
+    if scale < 1:
+        thumb = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR,
+                           reducing_gap=1.0)
     buf = io.BytesIO()
-    thumb.save(buf, format="WEBP", quality=quality, method=4)
+    thumb.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def thumbnail_from_bytes(data: bytes, size: int = THUMB_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Thumbnail of encoded image bytes (the source bytes when reusable; JPEGs decoded at reduced size)."""
+    img = decode_image(data, max_pixels, target=size)
+    return thumbnail_bytes(img, size, source=data)

@@ -23,6 +23,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from densprune.ingest.media import IMAGE_EXTS, group_tar_members
@@ -315,9 +316,16 @@ def _read_member(tf: tarfile.TarFile, info: tarfile.TarInfo | None) -> str | Non
     return fh.read().decode("utf-8", errors="replace") if fh else None
 
 
+@functools.lru_cache(maxsize=64)
+def _row_group_starts(path: str) -> np.ndarray:
+    """First row of each row group of a parquet file, and its row count at the end: (groups + 1,)."""
+    meta = pq.ParquetFile(path).metadata
+    return np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+
+
 @functools.lru_cache(maxsize=4)
-def _parquet_column(path: str, column: str) -> list:
-    return pq.read_table(path, columns=[column]).column(column).to_pylist()
+def _parquet_row_group(path: str, column: str, group: int) -> list:
+    return pq.ParquetFile(path).read_row_group(group, columns=[column]).column(0).to_pylist()
 
 
 def read_bytes(loc: tuple) -> bytes:
@@ -333,6 +341,10 @@ def read_bytes(loc: tuple) -> bytes:
             return fh.read(size)
     if kind == "parquet":
         _, path, row, column = loc
-        value = _parquet_column(path, column)[row]
+        starts = _row_group_starts(path)
+        if not 0 <= row < starts[-1]:
+            raise OSError(f"{path} has no row {row}")
+        group = int(np.searchsorted(starts, row, side="right")) - 1
+        value = _parquet_row_group(path, column, group)[row - starts[group]]
         return bytes(value) if value is not None else b""
     raise ValueError(f"unknown sample location {loc!r}")

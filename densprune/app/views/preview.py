@@ -76,7 +76,8 @@ else:
                 f"(similarity above {1 - eps:.3f}); the most similar pairs first:")
     offsets = pd.concat([pairs["thumb_offset"], pairs["dup_thumb_offset"]])
     sizes = pd.concat([pairs["thumb_size"], pairs["dup_thumb_size"]])
-    data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes))
+    locs = pd.concat([pairs["image_loc"], pairs["dup_image_loc"]])
+    data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes), tuple(locs))
     k = len(pairs)
     st.html(pairs_html([(Tile(data[i], str(pairs["caption"].iloc[i] or "")),
                          Tile(data[k + i], str(pairs["dup_caption"].iloc[i] or "")),

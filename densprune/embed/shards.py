@@ -1,0 +1,249 @@
+"""Resumable embedding shards: where they live, the thread that writes them, and their assembly.
+
+A run stages its results in ``DIR/.work/embed-<key>/shard-NNNNN.npz`` (one per ``shard_size``
+samples, written atomically), so an interrupted run resumes at the first missing shard. Once all
+are there, :func:`assemble` streams them into ``embeddings/{image,text}.npy`` and ``thumbs.bin``.
+
+Shard arrays: ``idx`` (n,) int64 sample index, ``ok`` (n,) bool, ``reasons`` (n,) str, and for the m
+accepted rows ``image`` (m, d) [``text`` (m, d)] float16/float32, ``width``/``height`` (m,) int64,
+``thumbs`` (bytes,) uint8 with ``thumb_offsets`` (m + 1,) int64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from densprune.ingest.sources import Reject, SampleRef
+
+log = logging.getLogger(__name__)
+
+SHARD_FORMAT = "v3"  # part of the work folder's key: shards of another layout are never resumed
+
+
+def work_dir(workspace: Path, source_spec: str, embedder, n_refs: int) -> Path:
+    """Per-run staging folder, keyed by source, embedder, sample count and shard format so a resume matches."""
+    key = hashlib.sha1(f"{source_spec}|{embedder.fingerprint}|{n_refs}|{SHARD_FORMAT}".encode()).hexdigest()[:12]
+    return workspace / ".work" / f"embed-{key}"
+
+
+def shard_path(wd: Path, s: int) -> Path:
+    return wd / f"shard-{s:05d}.npz"
+
+
+def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """[start, end) sample ranges of the resumable shards."""
+    return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+
+
+@dataclass
+class BatchResult:
+    """One embedded batch on its way to the writer thread."""
+
+    idx: np.ndarray  # (b,) int64
+    reasons: list[str]  # (b,) "" for accepted rows
+    sizes: np.ndarray  # (b, 2) int64 width, height
+    thumbs: np.ndarray  # (bytes,) uint8
+    thumb_offsets: np.ndarray  # (b + 1,) int64
+    image: object  # (m, d) torch tensor of the accepted rows (host; may still be filling, see ``ready``)
+    text: object  # (m, d) or None
+    ready: object = None  # a torch.cuda.Event recorded after the device-to-host copies, or None
+
+
+class ShardWriter(threading.Thread):
+    """Writes shards from embedded batches, in order, while the main thread embeds the next batches.
+
+    Batches arrive through a bounded queue (the main thread waits when the writer is behind).
+    ``on_shard(n_written, path)`` is called in this thread after each shard is renamed into place;
+    an exception there, or in writing, stops the writer and is re-raised in the main thread by the
+    next :meth:`put` or by :meth:`finish`.
+    """
+
+    def __init__(self, shards: list[tuple[Path, int]], has_text: bool,
+                 on_shard: Callable[[int, Path], None] | None = None, depth: int = 4) -> None:
+        super().__init__(name="densprune-shard-writer", daemon=True)
+        self.shards, self.has_text, self.on_shard = list(shards), has_text, on_shard
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.error: BaseException | None = None
+        self.stopping = False
+        self.written = 0
+
+    def put(self, item: BatchResult) -> None:
+        """Hand a batch over (waits while the queue is full); raises the writer's error if it failed."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Write what is left, wait for the thread, and raise its error if it failed."""
+        if self.is_alive():
+            self.put(None)
+            self.join()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """Stop without writing anything more (after an error in the main thread); idempotent."""
+        self.stopping = True
+        while self.is_alive():
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                pass
+            self.join(timeout=0.1)
+
+    def run(self) -> None:
+        pending: list[BatchResult] = []
+        rows = 0
+        try:
+            while not self.stopping:
+                item = self.queue.get()
+                if item is None or self.stopping:
+                    break
+                if item.ready is not None:
+                    item.ready.synchronize()
+                pending.append(item)
+                rows += len(item.idx)
+                path, size = self.shards[self.written]
+                if rows == size:
+                    save_shard(path, pending, self.has_text)
+                    pending, rows = [], 0
+                    self.written += 1
+                    if self.on_shard is not None:
+                        self.on_shard(self.written, path)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            self.error = exc
+
+
+def save_shard(path: Path, batches: list[BatchResult], has_text: bool) -> None:
+    """Write one shard from its batches (in order) under a temporary name, then rename it into place."""
+    ok = np.concatenate([np.array([not r for r in b.reasons], bool) for b in batches])
+    thumbs: list[bytes] = []
+    for b in batches:
+        buf = b.thumbs.tobytes()
+        thumbs += [buf[b.thumb_offsets[p]:b.thumb_offsets[p + 1]] for p in range(len(b.reasons)) if not b.reasons[p]]
+    sizes = np.concatenate([b.sizes for b in batches])[ok]
+    arrays = {
+        "idx": np.concatenate([b.idx for b in batches]).astype(np.int64),
+        "ok": ok,
+        "reasons": np.array([r for b in batches for r in b.reasons], dtype=str),
+        "image": _rows(batches, "image"),
+        "width": sizes[:, 0].astype(np.int64),
+        "height": sizes[:, 1].astype(np.int64),
+        "thumbs": np.frombuffer(b"".join(thumbs), dtype=np.uint8),
+        "thumb_offsets": np.concatenate([[0], np.cumsum([len(t) for t in thumbs])]).astype(np.int64),
+    }
+    if has_text:
+        arrays["text"] = _rows(batches, "text")
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _rows(batches: list[BatchResult], name: str) -> np.ndarray:
+    parts = [getattr(b, name).numpy() for b in batches if getattr(b, name) is not None and len(getattr(b, name))]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class Assembled:
+    """What the shards hold, in source order, for the accepted samples only."""
+
+    source_idx: np.ndarray  # (N,) int64 index into refs
+    width: np.ndarray  # (N,)
+    height: np.ndarray  # (N,)
+    rejects: list[Reject]
+    thumb_offsets: np.ndarray  # (N + 1,) int64 into thumbs.bin (empty spans: no thumbnail)
+    image_dim: int
+    text_dim: int
+
+
+def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: Path, *, dtype: str = "float32",
+             thumbnails: bool = True) -> Assembled:
+    """Gather the shards into ``out_dir/embeddings/{image,text}.npy`` and ``out_dir/thumbs.bin``.
+
+    Row-wise embedders (open_clip) are streamed shard by shard into the ``.npy`` files (memory: one
+    shard); the offline embedder's ``finalize`` fits its reductions over all rows at once. Files are
+    written under temporary names and renamed, so a crash leaves no complete-looking output.
+    ``thumbnails=False`` leaves thumbs.bin empty (every row then reads its image from the source).
+    """
+    emb_dir = out_dir / "embeddings"
+    emb_dir.mkdir(parents=True, exist_ok=True)
+    counts, image_dim, text_dim = [], 0, 0
+    for p in shard_paths:
+        with np.load(p, allow_pickle=False) as z:
+            counts.append(int(z["ok"].sum()))
+            if counts[-1]:
+                image_dim = z["image"].shape[1]
+                text_dim = z["text"].shape[1] if "text" in z else 0
+    n = sum(counts)
+    if n == 0:
+        raise ValueError("no image could be decoded: see the rejects for the reasons")
+    source_idx, widths, heights, rejects, offsets = [], [], [], [], [np.zeros(1, np.int64)]
+    names = ["image"] + (["text"] if text_dim else [])
+    if embedder.rowwise:
+        outs = {k: np.lib.format.open_memmap(emb_dir / f"{k}.npy.tmp", mode="w+", dtype=dtype,
+                                             shape=(n, image_dim if k == "image" else text_dim)) for k in names}
+    else:
+        raw: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    row = base = 0
+    with open(out_dir / "thumbs.bin.tmp", "wb") as thumbs:
+        for p, m in zip(shard_paths, counts):
+            with np.load(p, allow_pickle=False) as z:
+                idx, ok = z["idx"], z["ok"]
+                rejects += [Reject(refs[int(i)].key, refs[int(i)].image_ref, "decode", str(reason))
+                            for i, reason in zip(idx[~ok], z["reasons"][~ok])]
+                source_idx.append(idx[ok])
+                widths.append(z["width"])
+                heights.append(z["height"])
+                for k in names if m else []:
+                    if embedder.rowwise:
+                        outs[k][row:row + m] = embedder.finalize(z[k], [])
+                    else:
+                        raw[k].append(z[k])
+                t_off = z["thumb_offsets"] if thumbnails else np.zeros(m + 1, np.int64)
+                if thumbnails:
+                    thumbs.write(z["thumbs"].tobytes())
+                offsets.append(t_off[1:] + base)
+                base += int(t_off[-1])
+                row += m
+    src = np.concatenate(source_idx)
+    if embedder.rowwise:
+        for arr in outs.values():
+            arr.flush()
+        outs.clear()  # closes the memmaps before the rename
+        for k in names:
+            os.replace(emb_dir / f"{k}.npy.tmp", emb_dir / f"{k}.npy")
+    else:
+        captions = [refs[int(i)].caption for i in src]
+        for k in names:
+            vectors = embedder.finalize(np.concatenate(raw[k]), captions)
+            image_dim = vectors.shape[1] if k == "image" else image_dim
+            _save_npy(emb_dir / f"{k}.npy", vectors, dtype)
+    os.replace(out_dir / "thumbs.bin.tmp", out_dir / "thumbs.bin")
+    return Assembled(src, np.concatenate(widths), np.concatenate(heights), rejects,
+                     np.concatenate(offsets), image_dim, text_dim)
+
+
+def _save_npy(path: Path, arr: np.ndarray, dtype: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
+    os.replace(tmp, path)
