@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    p.add_argument("--allow-root", action="append", type=Path, default=[], metavar="DIR",
+                   help="the app may open (and train in) workspaces under DIR; repeatable (default: the folder "
+                        "holding WORKSPACE)")
+    p.add_argument("--allow-custom-models", action="store_true",
+                   help="let the Train page take any open_clip model name (local-dir:, hf-hub: included) instead "
+                        "of one from open_clip's list")
     p.set_defaults(func=cmd_app)
 
     from densprune.cli import plans as cli_plans
@@ -164,16 +170,23 @@ def cmd_app(args: argparse.Namespace) -> int:
         if args.workspace is not None:
             print(f"error: no workspace at {ws}; build one with `densprune precompute SOURCE --workspace {ws}`", file=sys.stderr)
             return 2
-    return launch_app(ws, args.port, args.host)
+    return launch_app(ws, args.port, args.host, allow_roots=args.allow_root, allow_custom_models=args.allow_custom_models)
 
 
-def launch_app(ws: Path, port: int, host: str = "127.0.0.1") -> int:
-    """Run the app (``streamlit run densprune/app/main.py``) on ``ws``; it builds the demo itself when missing."""
+def launch_app(ws: Path, port: int, host: str = "127.0.0.1", allow_roots: list[Path] | None = None,
+               allow_custom_models: bool = False) -> int:
+    """Run the app (``streamlit run densprune/app/main.py``) on ``ws``; it builds the demo itself when missing.
+
+    ``allow_roots``: the folders whose workspaces the app may open and train in (default: ``ws``'s folder);
+    ``allow_custom_models``: free-text model names on the Train page (see densprune.app.policy).
+    """
+    from densprune.app.policy import app_args
+
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the app listens on %s: anyone who can reach port %d can browse this workspace, save plans "
                     "and exports, and start training", host, port)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
-           "--server.address", host, *APP_FLAGS, "--", "--workspace", str(Path(ws).resolve())]
+           "--server.address", host, *APP_FLAGS, "--", *app_args(ws, allow_roots, allow_custom_models)]
     log.info("opening the app at http://%s:%d", host, port)
     return subprocess.call(cmd)
 
