@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("verify", help="check a workspace and its exports for consistency (exit code 1 on problems)",
+                       description="Row counts across tables and .npy files, centroids, plan masks, and every export "
+                                   "in DIR/exports (plus --export FILE) against its manifest (sha256, counts). "
+                                   "Prints one line per problem, naming the file; exit code 0 when all holds.")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--export", action="append", type=Path, default=[], metavar="FILE",
+                   help="an export (file, folder or its .manifest.json) outside DIR/exports to check too; repeatable")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("app", help="open the exploration app on a workspace (default: the demo)")
     p.add_argument("workspace", type=Path, nargs="?", default=None)
     p.add_argument("--port", type=int, default=8501)
@@ -231,6 +240,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print(summary_text(args.workspace))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from densprune.verify import verify_export, verify_workspace
+
+    problems = verify_workspace(args.workspace)
+    for path in args.export:
+        problems += verify_export(path)
+    for p in problems:
+        print(p)
+    if not problems:
+        print(f"ok: {args.workspace} holds together" + (f" (and {len(args.export)} export(s))" if args.export else ""))
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:
