@@ -9,41 +9,17 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from conftest import COLORS, SHAPES, encode, make_image
 
 from densprune import db
 from densprune.cli.main import main
-from densprune.embed.runner import EmbedSettings
 from densprune.export.writers import FORMATS, export_plan
-from densprune.precompute import PrecomputeConfig, precompute
 from densprune.prune import plans
-from densprune.prune.selection import PlanParams
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """A 32-image workspace (offline embedder, K=4) with two plans and no exports."""
-    root = tmp_path_factory.mktemp("verify") / "images"
-    for i, (color, rgb) in enumerate(COLORS.items()):
-        (root / color).mkdir(parents=True)
-        for j in range(8):
-            img = make_image(rgb, SHAPES[j % 2], seed=10 * i + j)
-            (root / color / f"s{j}.jpg").write_bytes(encode(img, "JPEG"))
-            (root / color / f"s{j}.txt").write_text(f"a {color} {SHAPES[j % 2]}")
-    (root / "red" / "empty.jpg").write_bytes(b"")
-    ws = precompute(PrecomputeConfig(source=str(root), workspace=root.parent / "ws", embedder="offline", clusters=4,
-                                     layout_rows=1000, eval_per_category=0,
-                                     embed=EmbedSettings(batch_size=8, workers=0, shard_size=16)))
-    index = plans.load_index(ws)
-    plans.save_plan(ws, "half", index.compute(PlanParams(keep=0.5)))
-    plans.save_plan(ws, "all", index.compute(PlanParams(keep=1.0)))
-    return ws
 
 
 @pytest.fixture
-def ws(built, tmp_path) -> Path:
+def ws(small_workspace, tmp_path) -> Path:
     """A fresh copy of the built workspace to corrupt."""
-    return Path(shutil.copytree(built, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock")))
+    return Path(shutil.copytree(small_workspace, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock")))
 
 
 def verify(ws: Path, capsys, *extra: str) -> tuple[int, list[str]]:

@@ -133,6 +133,14 @@ def top_categories(ws: str, stamp: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def reject_summary(ws: str, stamp: str) -> pd.DataFrame:
+    """Rejects by stage and kind of reason: stage, kind, count, example."""
+    from densprune.ingest.reject_kinds import summarise_rejects
+
+    return summarise_rejects(db.reject_summary(ws))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
 def layout(ws: str, stamp: str) -> pd.DataFrame:
     return db.layout_sample(ws, MAX_MAP_POINTS)
 

@@ -210,7 +210,16 @@ def workspace_info(ws: Path) -> dict:
     info["complexity"] = {"min": float(cl.complexity.min()), "median": float(cl.complexity.median()),
                           "max": float(cl.complexity.max())}
     info["largest_clusters"] = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label"]].to_dict("records")
+    info["rejects_by_reason"] = reject_summary(ws).to_dict("records")
     return info
+
+
+def reject_summary(ws: Path):
+    """Rejects counted by stage and kind of reason (densprune.ingest.reject_kinds): stage, kind, count, example."""
+    from densprune import db
+    from densprune.ingest.reject_kinds import summarise_rejects
+
+    return summarise_rejects(db.reject_summary(ws))
 
 
 def summary_text(ws: Path) -> str:
@@ -227,8 +236,11 @@ def summary_text(ws: Path) -> str:
         f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
         f"plans          {info['tables']['plans']}",
         f"built          {info['created']} by densprune {info['densprune_version']} in {info['timings_s'].get('total', 0):.1f} s",
-        "largest concepts:",
     ]
+    if info["rejects_by_reason"]:
+        lines.append("rejected by reason:")
+        lines += [f"  {r['count']:>6,}  {r['stage']:<7} {r['kind']}" for r in info["rejects_by_reason"]]
+    lines.append("largest concepts:")
     for c in info["largest_clusters"]:
         lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  {c['label']}")
     return "\n".join(lines)

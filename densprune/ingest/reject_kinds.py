@@ -45,4 +45,5 @@ def summarise_rejects(by_reason: pd.DataFrame) -> pd.DataFrame:
     df = by_reason.assign(kind=by_reason["reason"].map(reason_kind))
     out = (df.groupby(["stage", "kind"], sort=False)
              .agg(count=("count", "sum"), example=("reason", "first")).reset_index())
+    out["example"] = out["example"].map(lambda t: t if len(t) <= 160 else t[:159] + "…")
     return out.sort_values(["count", "stage", "kind"], ascending=[False, True, True], ignore_index=True)
