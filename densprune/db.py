@@ -401,6 +401,34 @@ def delete_plan(workspace: str | os.PathLike, name: str) -> None:
     _delete_rows(workspace, (("plans", "name"), ("plan_clusters", "plan")), name)
 
 
+def integrity_facts(workspace: str | os.PathLike) -> dict:
+    """What ``densprune verify`` compares with the files: row counts and ranges of ``samples``, ``clusters``,
+    ``rejects``, the plans (keep_file, n_kept, pool_size) and their ``plan_clusters`` sums."""
+    with connect(workspace) as con:
+        s = con.execute(
+            "SELECT count(*), count(DISTINCT row_idx), min(row_idx), max(row_idx), min(cluster), max(cluster), "
+            "count(*) FILTER (WHERE cluster IS NULL), max(thumb_offset + thumb_size), "
+            "count(*) FILTER (WHERE split = 'pool') FROM samples").fetchone()
+        c = con.execute("SELECT count(*), coalesce(sum(size), 0), coalesce(sum(pool_size), 0) FROM clusters").fetchone()
+        sizes = con.execute("SELECT s.cluster, count(*) AS n, c.size FROM samples s FULL JOIN clusters c "
+                            "USING (cluster) GROUP BY s.cluster, c.size").fetchall()
+        n_rejects = con.execute("SELECT count(*) FROM rejects").fetchone()[0]
+        plan_rows = con.execute("SELECT name, keep_file, n_kept, pool_size FROM plans ORDER BY name").df()
+        pc = con.execute("SELECT plan, count(*) AS n_clusters, sum(kept) AS kept, sum(eligible) AS eligible "
+                         "FROM plan_clusters GROUP BY plan").df()
+    keys = ("n", "n_distinct_rows", "min_row", "max_row", "min_cluster", "max_cluster", "null_clusters",
+            "thumbs_end", "n_pool")
+    return {"samples": dict(zip(keys, s)), "clusters": {"n": c[0], "sum_size": c[1], "sum_pool_size": c[2]},
+            "size_mismatch": [(cl, n, size) for cl, n, size in sizes if n != size],
+            "n_rejects": int(n_rejects), "plans": plan_rows, "plan_clusters": pc}
+
+
+def reject_summary(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Rejects counted by stage and reason, most frequent first: stage, reason, count."""
+    return query_df(workspace, "SELECT stage, reason, count(*) AS count FROM rejects GROUP BY stage, reason "
+                               "ORDER BY count DESC, stage, reason")
+
+
 # --------------------------------------------------------------------------------------------
 # training runs (written by densprune.training with one short transaction per update)
 # --------------------------------------------------------------------------------------------

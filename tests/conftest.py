@@ -105,3 +105,31 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("demo") / "ws"
     assert main(["demo", "--no-app", "--workspace", str(ws)]) == 0
     return ws
+
+
+@pytest.fixture(scope="session")
+def small_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32-image workspace (offline embedder, K=4; two empty files and one non-image rejected) with plans ``half`` and ``all``.
+    Tests that change it work on a copy."""
+    from densprune.embed.runner import EmbedSettings
+    from densprune.precompute import PrecomputeConfig, precompute
+    from densprune.prune import plans
+    from densprune.prune.selection import PlanParams
+
+    root = tmp_path_factory.mktemp("verify") / "images"
+    for i, (color, rgb) in enumerate(COLORS.items()):
+        (root / color).mkdir(parents=True)
+        for j in range(8):
+            img = make_image(rgb, SHAPES[j % 2], seed=10 * i + j)
+            (root / color / f"s{j}.jpg").write_bytes(encode(img, "JPEG"))
+            (root / color / f"s{j}.txt").write_text(f"a {color} {SHAPES[j % 2]}")
+    (root / "red" / "empty.jpg").write_bytes(b"")
+    (root / "green" / "empty.png").write_bytes(b"")
+    (root / "blue" / "text.jpg").write_bytes(b"this is not an image")
+    ws = precompute(PrecomputeConfig(source=str(root), workspace=root.parent / "ws", embedder="offline", clusters=4,
+                                     layout_rows=1000, eval_per_category=0,
+                                     embed=EmbedSettings(batch_size=8, workers=0, shard_size=16)))
+    index = plans.load_index(ws)
+    plans.save_plan(ws, "half", index.compute(PlanParams(keep=0.5)))
+    plans.save_plan(ws, "all", index.compute(PlanParams(keep=1.0)))
+    return ws

@@ -96,7 +96,8 @@ def test_router_explains_a_missing_workspace(tmp_path):
     assert any("No complete workspace" in e.value for e in at.error)
 
 
-def test_overview_explains_no_clip_scores_and_rejects_bad_path(ws, tmp_path):
+def test_overview_explains_no_clip_scores_and_rejects_bad_path(ws, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["app.py", "--workspace", str(ws), "--allow-root", str(tmp_path)])
     at = open_app(ws)
     if not db.load_meta(ws)["has_clip_scores"]:
         assert any("No CLIP scores" in i.value for i in at.info)

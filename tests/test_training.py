@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -218,8 +219,10 @@ def test_a_run_whose_supervisor_died_is_marked_failed(tiny_ws):
     assert row["status"] == "failed" and "supervisor" in row["error"]
 
 
-def test_train_page_launches_watches_and_compares(tiny_ws):
+def test_train_page_launches_watches_and_compares(tiny_ws, monkeypatch):
     from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["app.py", "--workspace", str(tiny_ws)])  # the server's own workspace
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=90)
     at.session_state["workspace"] = str(tiny_ws)

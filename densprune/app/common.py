@@ -7,6 +7,7 @@ and ``<page>_*`` for each page's own widgets.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import streamlit as st
 
 from densprune import db
 from densprune.app import data as appdata
+from densprune.app.policy import AppPolicy, parse_app_args
 from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
 from densprune.prune import plans
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
@@ -57,6 +59,19 @@ def keep_plan_state() -> None:
     the plan knobs are re-assigned to survive page switches."""
     for key, default in PLAN_DEFAULTS.items():
         st.session_state[key] = st.session_state.get(key, default)
+
+
+def policy() -> AppPolicy:
+    """The limits this server was started with (``densprune app DIR --allow-root ... --allow-custom-models``)."""
+    from densprune.cli.main import default_demo_workspace
+
+    return parse_app_args(sys.argv[1:], default_demo_workspace())
+
+
+def outside_roots_message(what: str) -> str:
+    """The error shown for a workspace outside the allowed roots (the same whether it exists or not)."""
+    return (f"{what} is limited to workspaces under {appdata.escape_markdown(policy().describe_roots() or '(none)')}. "
+            f"To allow more, start the app with `densprune app DIR --allow-root FOLDER`.")
 
 
 def workspace() -> Path:
@@ -115,6 +130,14 @@ def row_arrays(ws: str, stamp: str) -> dict[str, np.ndarray]:
 @st.cache_data(show_spinner=False, max_entries=8)
 def top_categories(ws: str, stamp: str) -> pd.DataFrame:
     return db.top_categories(ws, appdata.NO_CATEGORY)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def reject_summary(ws: str, stamp: str) -> pd.DataFrame:
+    """Rejects by stage and kind of reason: stage, kind, count, example."""
+    from densprune.ingest.reject_kinds import summarise_rejects
+
+    return summarise_rejects(db.reject_summary(ws))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -259,6 +282,9 @@ def open_workspace_form(key: str = "overview") -> None:
         go = c2.form_submit_button("Open", width="stretch")
     if go and path.strip():
         p = Path(path.strip()).expanduser()
+        if not policy().allows(p):  # checked first: a path outside is not even probed
+            st.error(outside_roots_message("Opening a workspace from this app"))
+            return
         if not db.is_complete(p):
             st.error(f"No complete workspace at `{appdata.escape_markdown(str(p))}` (it has no "
                      f"{db.DB_NAME}). Build one with `densprune precompute SOURCE --workspace DIR`.")

@@ -13,7 +13,6 @@ Which workspace is open lives in ``st.session_state["workspace"]``; the Overview
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -25,15 +24,14 @@ from densprune import db
 from densprune.app import build as appbuild
 from densprune.app import common as ui
 from densprune.app import data as appdata
+from densprune.app.policy import parse_app_args
 from densprune.cli.main import default_demo_workspace
 
 
 def cli_workspace(argv: list[str]) -> Path | None:
-    """``--workspace DIR`` from the arguments after ``streamlit run app.py --``."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--workspace", "-w", default=None)
-    args, _ = parser.parse_known_args(argv)
-    return Path(args.workspace).expanduser().resolve() if args.workspace else None
+    """``--workspace DIR`` from the arguments after ``streamlit run app.py --`` (see densprune.app.policy
+    for ``--allow-root`` and ``--allow-custom-models``)."""
+    return parse_app_args(argv).workspace
 
 
 @st.cache_resource(show_spinner=False)

@@ -118,11 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("verify", help="check a workspace and its exports for consistency (exit code 1 on problems)",
+                       description="Row counts across tables and .npy files, centroids, plan masks, and every export "
+                                   "in DIR/exports (plus --export FILE) against its manifest (sha256, counts). "
+                                   "Prints one line per problem, naming the file; exit code 0 when all holds.")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--export", action="append", type=Path, default=[], metavar="FILE",
+                   help="an export (file, folder or its .manifest.json) outside DIR/exports to check too; repeatable")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("app", help="open the exploration app on a workspace (default: the demo)")
     p.add_argument("workspace", type=Path, nargs="?", default=None)
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    p.add_argument("--allow-root", action="append", type=Path, default=[], metavar="DIR",
+                   help="the app may open (and train in) workspaces under DIR; repeatable (default: the folder "
+                        "holding WORKSPACE)")
+    p.add_argument("--allow-custom-models", action="store_true",
+                   help="let the Train page take any open_clip model name (local-dir:, hf-hub: included) instead "
+                        "of one from open_clip's list")
     p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("recluster", help="re-run k-means on the deduplicated pool (the paper's full variant)",
@@ -212,16 +227,23 @@ def cmd_app(args: argparse.Namespace) -> int:
         if args.workspace is not None:
             print(f"error: no workspace at {ws}; build one with `densprune precompute SOURCE --workspace {ws}`", file=sys.stderr)
             return 2
-    return launch_app(ws, args.port, args.host)
+    return launch_app(ws, args.port, args.host, allow_roots=args.allow_root, allow_custom_models=args.allow_custom_models)
 
 
-def launch_app(ws: Path, port: int, host: str = "127.0.0.1") -> int:
-    """Run the app (``streamlit run densprune/app/main.py``) on ``ws``; it builds the demo itself when missing."""
+def launch_app(ws: Path, port: int, host: str = "127.0.0.1", allow_roots: list[Path] | None = None,
+               allow_custom_models: bool = False) -> int:
+    """Run the app (``streamlit run densprune/app/main.py``) on ``ws``; it builds the demo itself when missing.
+
+    ``allow_roots``: the folders whose workspaces the app may open and train in (default: ``ws``'s folder);
+    ``allow_custom_models``: free-text model names on the Train page (see densprune.app.policy).
+    """
+    from densprune.app.policy import app_args
+
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the app listens on %s: anyone who can reach port %d can browse this workspace, save plans "
                     "and exports, and start training", host, port)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
-           "--server.address", host, *APP_FLAGS, "--", "--workspace", str(Path(ws).resolve())]
+           "--server.address", host, *APP_FLAGS, "--", *app_args(ws, allow_roots, allow_custom_models)]
     log.info("opening the app at http://%s:%d", host, port)
     return subprocess.call(cmd)
 
@@ -237,7 +259,16 @@ def workspace_info(ws: Path) -> dict:
                           "max": float(cl.complexity.max())}
     top = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label", "zs_label", "zs_similarity"]]
     info["largest_clusters"] = top.astype(object).where(top.notna(), None).to_dict("records")
+    info["rejects_by_reason"] = reject_summary(ws).to_dict("records")
     return info
+
+
+def reject_summary(ws: Path):
+    """Rejects counted by stage and kind of reason (densprune.ingest.reject_kinds): stage, kind, count, example."""
+    from densprune import db
+    from densprune.ingest.reject_kinds import summarise_rejects
+
+    return summarise_rejects(db.reject_summary(ws))
 
 
 def summary_text(ws: Path) -> str:
@@ -256,8 +287,11 @@ def summary_text(ws: Path) -> str:
         f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
         f"plans          {info['tables']['plans']}",
         f"built          {info['created']} by densprune {info['densprune_version']} in {info['timings_s'].get('total', 0):.1f} s",
-        "largest concepts:",
     ]
+    if info["rejects_by_reason"]:
+        lines.append("rejected by reason:")
+        lines += [f"  {r['count']:>6,}  {r['stage']:<7} {r['kind']}" for r in info["rejects_by_reason"]]
+    lines.append("largest concepts:")
     for c in info["largest_clusters"]:
         zs = f"  [zero-shot: {shorten(c['zs_label'], 40)} {c['zs_similarity']:.2f}]" if c.get("zs_label") else ""
         lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  "
@@ -271,6 +305,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print(summary_text(args.workspace))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from densprune.verify import verify_export, verify_workspace
+
+    problems = verify_workspace(args.workspace)
+    for path in args.export:
+        problems += verify_export(path)
+    for p in problems:
+        print(p)
+    if not problems:
+        print(f"ok: {args.workspace} holds together" + (f" (and {len(args.export)} export(s))" if args.export else ""))
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:

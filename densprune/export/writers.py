@@ -3,7 +3,8 @@
 Formats: parquet, csv (open_clip_train's CsvDataset), datacomp (sorted ``u8,u8`` uids), mask
 (bool .npy), keys (one uid per line), webdataset (new tar shards with the kept samples only).
 Everything is written under a temporary name and renamed into place; the manifest
-(``PATH.manifest.json``) records the plan, the embedder, K, seed, source, counts and the sha256 of
+(``PATH.manifest.json``) is removed first and written last, so an export with a manifest is complete
+(an interrupted one has none: ``densprune verify`` reports it). It records the plan, the embedder, K, seed, source, counts and the sha256 of
 every file written.
 """
 
@@ -150,6 +151,8 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
     else:
         out_path = ws / "exports" / (f"{plan}-wds" if fmt == "webdataset" else f"{plan}{DEFAULT_SUFFIX[fmt]}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    man = out_path.with_name(out_path.name + ".manifest.json")
+    man.unlink(missing_ok=True)  # the manifest marks a complete export: gone until this one is complete
     df = db.kept_samples(ws, keep) if fmt not in ("mask",) else None
     if fmt == "parquet":
         files = write_parquet(df, out_path)
@@ -188,7 +191,6 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
                    "budget": int(row["budget"])},
         "files": [{"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files],
     }
-    man = out_path.with_name(out_path.name + ".manifest.json")
     tmp = _tmp_path(man)
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     os.replace(tmp, man)

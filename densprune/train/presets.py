@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-__all__ = ["Preset", "PRESETS", "get_preset", "preset_names"]
+__all__ = ["Preset", "PRESETS", "get_preset", "open_clip_models", "preset_names"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,17 @@ PRESETS: dict[str, Preset] = {
 
 def preset_names() -> list[str]:
     return list(PRESETS)
+
+
+def open_clip_models() -> list[str]:
+    """The open_clip model names a run may use by name (open_clip's registry plus densprune's own
+    configs): the list the app offers when it does not accept free-text model names."""
+    import open_clip
+
+    from densprune.embed.models import register_model_configs
+
+    register_model_configs()
+    return list(open_clip.list_models())
 
 
 def get_preset(name: str) -> Preset:

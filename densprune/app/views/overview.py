@@ -59,7 +59,11 @@ with right:
         st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
 
 if meta["n_rejects"]:
-    with st.expander(f"Rejected inputs ({meta['n_rejects']:,})"):
+    st.subheader("Rejected inputs")
+    st.dataframe(ui.reject_summary(ws, stamp), hide_index=True, width="stretch", key="overview_reject_kinds",
+                 column_config={"count": st.column_config.NumberColumn(format="%d"),
+                                "example": st.column_config.TextColumn(width="large")})
+    with st.expander(f"Every rejected input ({meta['n_rejects']:,}, first 1,000 shown)"):
         st.dataframe(db.load_rejects(ws, limit=1000),
                      hide_index=True, width="stretch")
 

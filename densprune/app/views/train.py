@@ -9,9 +9,10 @@ from densprune.app import data as appdata
 from densprune.app import run_charts as runcharts
 from densprune.train import launch, listing, records
 from densprune.train.command import RunSpec, fmt_seconds
-from densprune.train.presets import PRESETS, get_preset
+from densprune.train.presets import PRESETS, get_preset, open_clip_models
 
 ws, stamp = ui.ws_args()
+policy = ui.policy()
 NO_BAR = {"displayModeBar": False}
 OTHER = "another open_clip model…"
 
@@ -35,8 +36,12 @@ chosen = c1.multiselect("Plans", names, default=names[: min(4, len(names))], key
 preset_choice = c2.selectbox("Preset", [*PRESETS, OTHER], key="train_preset",
                              format_func=lambda p: p if p == OTHER else f"{p}: {PRESETS[p].description}")
 preset_name = preset_choice
-if preset_choice == OTHER:
+if preset_choice == OTHER and policy.allow_custom_models:  # any name, local-dir: and hf-hub: included
     preset_name = c2.text_input("open_clip model name", key="train_model", placeholder="ViT-B-16").strip()
+elif preset_choice == OTHER:
+    preset_name = c2.selectbox("open_clip model", open_clip_models(), key="train_model_pick",
+                               help="open_clip's registered models. Other names (local-dir:, hf-hub:) need the "
+                                    "app started with --allow-custom-models, or the CLI: densprune train.")
 try:
     preset = get_preset(preset_name) if preset_name else None
 except ValueError as exc:
@@ -76,8 +81,11 @@ if preset and chosen:
                  column_config={"samples seen": st.column_config.NumberColumn(format="%d")})
     problems = preview[preview["problem"] != ""]
     n_runs = (len(chosen) - len(problems)) * n_seeds
-    if st.button(f"Launch {n_runs} run{'s' * (n_runs != 1)}", type="primary", disabled=n_runs == 0,
-                 key="train_launch", icon=":material/play_arrow:"):
+    may_launch = policy.allows(ws)
+    if not may_launch:
+        st.error(ui.outside_roots_message("Training from this app"))
+    if st.button(f"Launch {n_runs} run{'s' * (n_runs != 1)}", type="primary", disabled=n_runs == 0 or not may_launch,
+                 key="train_launch", icon=":material/play_arrow:") and may_launch:
         specs = [RunSpec(plan=p, preset=preset_name, samples_seen=samples, epochs=epochs, device=device, seed=s,
                          batch_size=batch or None, workers=None if workers < 0 else workers)
                  for s in range(seed0, seed0 + n_seeds) for p in chosen if p not in set(problems["plan"])]

@@ -1,0 +1,90 @@
+"""Run the densprune CLI and stop it dead at a named point, for SIGKILL tests (tests/test_crash_safety.py).
+
+    python tests/crash_harness.py POINT MARKER -- precompute SOURCE --workspace DIR ...
+
+At POINT the process writes the file MARKER and sleeps until it is killed; the test kills it with
+SIGKILL there. Nothing in densprune changes: the points are wrappers around its own functions.
+
+POINT: embedding (after the 2nd embedding shard is saved), after-embedding (the .npy files assembled,
+before clustering), clustering (inside k-means), dedup (inside SemDeDup), duckdb-write (densprune.duckdb.tmp
+created, two tables filled), plan-save (mask renamed into place, rows not written), export (data file
+written, manifest not).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's densprune, not an installed one
+
+
+def stop_here(marker: Path) -> None:
+    marker.write_text("stopped")
+    while True:  # until SIGKILL
+        time.sleep(1)
+
+
+def after_calls(module, name: str, n: int, marker: Path, before: bool = False) -> None:
+    """Wrap ``module.name``: stop after (or before) its ``n``-th call."""
+    real, calls = getattr(module, name), [0]
+
+    def wrapper(*a, **k):
+        calls[0] += 1
+        if before and calls[0] == n:
+            stop_here(marker)
+        out = real(*a, **k)
+        if not before and calls[0] == n:
+            stop_here(marker)
+        return out
+
+    setattr(module, name, wrapper)
+
+
+def install(point: str, marker: Path) -> None:
+    from densprune import db, precompute
+    from densprune.embed import runner
+    from densprune.export import writers
+
+    if point == "embedding":
+        after_calls(runner, "_save_shard", 2, marker)
+    elif point == "after-embedding":
+        after_calls(precompute, "split_stage", 1, marker, before=True)
+    elif point == "clustering":
+        after_calls(precompute, "train_spherical_kmeans", 1, marker, before=True)
+    elif point == "dedup":
+        after_calls(precompute, "dedup_stage", 1, marker, before=True)
+    elif point == "duckdb-write":
+        real_connect = db.duckdb.connect
+
+        class Con:  # the real connection, stopped at its 3rd table
+            def __init__(self, con):
+                self._con, self._n = con, 0
+
+            def register(self, *a):
+                self._n += 1
+                if self._n == 3:
+                    stop_here(marker)
+                return self._con.register(*a)
+
+            def __getattr__(self, name):
+                return getattr(self._con, name)
+
+        db.duckdb.connect = lambda path, *a, **k: Con(real_connect(path, *a, **k)) if str(path).endswith(".tmp") \
+            else real_connect(path, *a, **k)
+    elif point == "plan-save":
+        after_calls(db, "write_plan", 1, marker, before=True)
+    elif point == "export":
+        after_calls(writers, "sha256_file", 1, marker, before=True)
+    else:
+        raise SystemExit(f"unknown point {point!r}")
+
+
+if __name__ == "__main__":
+    point, marker, sep, *argv = sys.argv[1:]
+    assert sep == "--", "usage: crash_harness.py POINT MARKER -- densprune arguments"
+    install(point, Path(marker))
+    from densprune.cli.main import main
+
+    sys.exit(main(argv))

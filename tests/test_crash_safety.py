@@ -1,0 +1,122 @@
+"""SIGKILL at named points (tests/crash_harness.py): the rerun of precompute gives the clusters and centroids
+of an uninterrupted run; a killed plan save or export leaves nothing that looks complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import COLORS, SHAPES, encode, make_image
+
+from densprune import db
+from densprune.prune import plans
+from densprune.verify import verify_workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "tests" / "crash_harness.py"
+PRECOMPUTE_POINTS = ["embedding", "after-embedding", "clustering", "dedup", "duckdb-write"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """48 images in 4 colour folders with captions (6 embedding shards of 8)."""
+    root = tmp_path_factory.mktemp("crash") / "images"
+    for i, (color, rgb) in enumerate(COLORS.items()):
+        (root / color).mkdir(parents=True)
+        for j in range(12):
+            (root / color / f"s{j}.png").write_bytes(encode(make_image(rgb, SHAPES[j % 2], seed=20 * i + j), "PNG"))
+            (root / color / f"s{j}.txt").write_text(f"a {color} {SHAPES[j % 2]} {j}")
+    return root
+
+
+def precompute_args(source: Path, ws: Path) -> list[str]:
+    return ["precompute", str(source), "--workspace", str(ws), "--embedder", "offline", "--clusters", "4",
+            "--shard-size", "8", "--batch-size", "8", "--workers", "0", "--layout-rows", "1000"]
+
+
+def run_cli(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "densprune", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def kill_at(point: str, args: list[str], tmp_path: Path) -> None:
+    """Run the CLI under the harness, SIGKILL it once it reaches ``point``."""
+    marker = tmp_path / f"{point}.reached"
+    proc = subprocess.Popen([sys.executable, str(HARNESS), point, str(marker), "--", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"{point}: the process ended (rc {proc.returncode}) before the point: {proc.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"{point} not reached in time"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+
+
+def state(ws: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    clusters = db.load_clusters(ws)[["cluster", "size", "pool_size", "d_intra", "d_inter", "complexity", "label"]]
+    samples = db.load_sample_arrays(ws, ("cluster",))["cluster"]
+    return clusters, samples, np.load(ws / "centroids.npy")
+
+
+@pytest.fixture(scope="module")
+def clean(source, tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("clean") / "ws"
+    run_cli(precompute_args(source, ws))
+    return ws
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", PRECOMPUTE_POINTS)
+def test_precompute_killed_then_rerun_matches_a_clean_run(point, source, clean, tmp_path):
+    ws = tmp_path / "ws"
+    kill_at(point, precompute_args(source, ws), tmp_path)
+    assert not db.is_complete(ws), "a killed precompute left a workspace that looks complete"
+    assert [p.message for p in verify_workspace(ws)][0].startswith("missing")
+    run_cli(precompute_args(source, ws))  # the same command again
+    got, want = state(ws), state(clean)
+    pd.testing.assert_frame_equal(got[0], want[0], check_exact=False, rtol=1e-5)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[2], want[2], atol=1e-6)
+    assert verify_workspace(ws) == []
+    assert not list(ws.glob("*.tmp")) and not any((ws / ".work").rglob("*.npz"))  # no leftovers
+
+
+@pytest.mark.slow
+def test_killed_plan_save_leaves_no_plan(small_workspace, tmp_path):
+    import shutil
+
+    ws = Path(shutil.copytree(small_workspace, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock")))
+    kill_at("plan-save", ["plan", str(ws), "--name", "killed", "--keep", "0.3"], tmp_path)
+    assert "killed" not in set(plans.list_plans(ws)["name"])  # the mask may be there, the plan is not
+    with pytest.raises(ValueError, match="no plan named"):
+        plans.load_plan(ws, "killed")
+    problems = verify_workspace(ws)
+    assert [p.file for p in problems] == [str(ws / "plans" / "killed.npy")] and "no plan row" in problems[0].message
+    run_cli(["plan", str(ws), "--name", "killed", "--keep", "0.3"])  # saving again works and verifies clean
+    assert verify_workspace(ws) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
+def test_killed_export_leaves_nothing_complete(small_workspace, tmp_path, fmt):
+    import shutil
+
+    ws = Path(shutil.copytree(small_workspace, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock")))
+    out = ws / "exports" / ("half-wds" if fmt == "webdataset" else "half.parquet")
+    man = out.with_name(out.name + ".manifest.json")
+    run_cli(["export", str(ws), "--plan", "half", "--format", fmt])  # a complete export first
+    assert man.exists() and verify_workspace(ws) == []
+    kill_at("export", ["export", str(ws), "--plan", "all", "--format", fmt, "--out", str(out)], tmp_path)
+    assert not man.exists(), "the old manifest still vouches for the overwritten export"
+    problems = verify_workspace(ws)
+    assert [p.file for p in problems] == [str(out)] and "no manifest" in problems[0].message
