@@ -44,11 +44,11 @@ def after_calls(module, name: str, n: int, marker: Path, before: bool = False) -
 
 def install(point: str, marker: Path) -> None:
     from densprune import db, precompute
-    from densprune.embed import runner
+    from densprune.embed import shards
     from densprune.export import writers
 
     if point == "embedding":
-        after_calls(runner, "_save_shard", 2, marker)
+        after_calls(shards, "save_shard", 2, marker)
     elif point == "after-embedding":
         after_calls(precompute, "split_stage", 1, marker, before=True)
     elif point == "clustering":
