@@ -52,32 +52,42 @@ from densprune.ingest.sources import SampleRef, list_source, read_bytes  # noqa:
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_shards(out: Path, n: int, per_shard: int = 10_000, size: int = 256, quality: int = 95) -> list[SampleRef]:
-    """Write n img2dataset-style samples (demo images, centre-cropped to size x size, JPEG) and list them."""
-    demo = list_source("demo").refs
+def make_shards(out: Path, n: int, shards: int = 8, size: int = 256, quality: int = 95) -> list[SampleRef]:
+    """Write n img2dataset-style samples in ``shards`` tar files (one process each) and list them."""
+    from concurrent.futures import ProcessPoolExecutor
+
     out.mkdir(parents=True, exist_ok=True)
-    for s in range(0, n, per_shard):
-        with tarfile.open(out / f"{s // per_shard:05d}.tar", "w") as tf:
-            for i in range(s, min(s + per_shard, n)):
-                ref = demo[i % len(demo)]
-                img = Image.open(io.BytesIO(read_bytes(ref.loc))).convert("RGB")
-                if i >= len(demo):  # later copies are mirrored / rotated so no two files are alike
-                    img = img.transpose([Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90,
-                                         Image.Transpose.ROTATE_270][(i // len(demo) - 1) % 3])
-                scale = size / min(img.size)
-                img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))),
-                                 Image.Resampling.BICUBIC)
-                left, top = (img.width - size) // 2, (img.height - size) // 2
-                buf = io.BytesIO()
-                img.crop((left, top, left + size, top + size)).save(buf, "JPEG", quality=quality)
-                members = {f"{i:09d}.jpg": buf.getvalue(), f"{i:09d}.txt": ref.caption.encode(),
-                           f"{i:09d}.json": json.dumps({"uid": f"{i:032x}", "caption": ref.caption,
-                                                        "width": size, "height": size}).encode()}
-                for name, data in members.items():
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
+    per = -(-n // shards)
+    jobs = [(out / f"{k:05d}.tar", k * per, min(n, (k + 1) * per), size, quality) for k in range(shards) if k * per < n]
+    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        list(pool.map(_write_shard, *zip(*jobs)))
     return list_source(str(out)).refs
+
+
+def _write_shard(path: Path, start: int, end: int, size: int, quality: int) -> None:
+    """Samples start..end-1: demo images (mirrored / rotated on later passes, so no two files are
+    alike) centre-cropped to size x size, JPEG, with the demo caption and a DataComp-style json."""
+    demo = list_source("demo").refs
+    turns = [Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270]
+    with tarfile.open(path, "w") as tf:
+        for i in range(start, end):
+            ref = demo[i % len(demo)]
+            img = Image.open(io.BytesIO(read_bytes(ref.loc))).convert("RGB")
+            if i >= len(demo):
+                img = img.transpose(turns[(i // len(demo) - 1) % 3])
+            scale = size / min(img.size)
+            img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))),
+                             Image.Resampling.BICUBIC)
+            left, top = (img.width - size) // 2, (img.height - size) // 2
+            buf = io.BytesIO()
+            img.crop((left, top, left + size, top + size)).save(buf, "JPEG", quality=quality)
+            members = {f"{i:09d}.jpg": buf.getvalue(), f"{i:09d}.txt": ref.caption.encode(),
+                       f"{i:09d}.json": json.dumps({"uid": f"{i:032x}", "caption": ref.caption,
+                                                    "width": size, "height": size}).encode()}
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
 
 
 class BareDataset(Dataset):

@@ -133,7 +133,7 @@ def test_resize_crop_matches_the_pil_preprocess(tiny):
     rng = np.random.default_rng(0)
     prep = tiny.worker_prep()
     for w, h in [(64, 64), (100, 80), (300, 97), (50, 40), (1000, 700)]:
-        yy, xx = np.mgrid[:h, :w]
+        xx = np.mgrid[:h, :w][1]
         arr = np.stack([np.sin(xx / 7 + c) * 100 + 120 + rng.normal(0, 10, (h, w)) for c in range(3)], -1)
         data = encode(Image.fromarray(arr.clip(0, 255).astype(np.uint8)), "JPEG")
         pil = prep.image(decode_image(data))

@@ -94,6 +94,25 @@ def test_pixel_cap_and_corrupt_images_are_rejected_with_reason():
         decode_image(b"")
 
 
+def test_probe_image_gives_the_reasons_decode_image_gives(monkeypatch):
+    from densprune.ingest.images import probe_image
+
+    jpeg = encode(make_image((0, 0, 200), "circle", size=100), "JPEG")
+    assert probe_image(jpeg) == ("JPEG", "RGB", 100, 100)
+    def same_reason(data: bytes, cap: int, expected: str) -> None:
+        with pytest.raises(ImageDecodeError, match=expected) as probed:
+            probe_image(data, cap)
+        with pytest.raises(ImageDecodeError) as decoded:
+            decode_image(data, cap)
+        assert str(probed.value).split(" <")[0] == str(decoded.value).split(" <")[0]
+
+    same_reason(b"", 10**8, "empty")
+    same_reason(b"\x89PNG garbage", 10**8, "cannot decode")
+    same_reason(jpeg, 5000, "exceeds --max-pixels")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # 100 x 100 is now a decompression bomb
+    same_reason(jpeg, 10**8, "decompression bomb")
+
+
 def test_thumbnail_is_a_bounded_jpeg_or_the_small_source_itself():
     img = Image.new("RGB", (640, 320), (10, 20, 30))
     data = thumbnail_bytes(img, 128)

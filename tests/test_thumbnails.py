@@ -15,7 +15,11 @@ from PIL import Image
 from densprune import db
 from densprune.app.thumbgrid import read_thumbs, source_thumbnail
 from densprune.embed.runner import EmbedSettings
-from densprune.embed.thumbnails import AUTO_ALL_MAX_ROWS, resolve_thumbnails, sample_rows
+from densprune.embed.thumbnails import (
+    AUTO_ALL_MAX_ROWS,
+    resolve_thumbnails,
+    sample_rows,
+)
 from densprune.precompute import PrecomputeConfig, precompute
 
 

@@ -58,7 +58,8 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
                         "else with PIL in the workers; other formats and JPEGs the GPU cannot decode always go "
                         "through PIL (default: %(default)s)")
     g.add_argument("--thumbnails", choices=["auto", "all", "sample", "none"], default="auto",
-                   help="thumbnails in DIR/thumbs.bin: all rows (~3.5 KB a row; ~350 GB at 100M rows), a sample "
+                   help="thumbnails in DIR/thumbs.bin: all rows (a 128 px JPEG, ~4 KB: ~400 GB at 100M rows; "
+                        "small JPEG/WebP sources are kept as they are), a sample "
                         "(the --thumbs-per-concept rows nearest each concept's centre, the ones the app shows "
                         "first), or none; the app reads any other image from its source. auto: all up to 1M "
                         "rows, else sample (default: %(default)s)")

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from densprune.ingest.images import DEFAULT_MAX_PIXELS, THUMB_SIZE, ImageDecodeError, thumbnail_from_bytes
+from densprune.ingest.images import (
+    DEFAULT_MAX_PIXELS,
+    THUMB_SIZE,
+    ImageDecodeError,
+    thumbnail_from_bytes,
+)
 from densprune.ingest.sources import SampleRef, read_bytes
 
 log = logging.getLogger(__name__)

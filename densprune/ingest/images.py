@@ -67,14 +67,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, int, int]:
     """Read only the header of encoded image bytes: (format, mode, width, height), with the pixel cap.
 
-    Raises ImageDecodeError with the same reasons as :func:`decode_image` for empty, unreadable or
-    too large images (nothing is decoded, so a corrupt body is only found when decoding).
+    Raises ImageDecodeError with the reasons :func:`decode_image` gives for empty, unreadable, too
+    large images and decompression bombs (nothing is decoded: a corrupt body is found when decoding).
     """
     if not data:
         raise ImageDecodeError("empty image file")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, mode, (width, height) = img.format or "", img.mode, img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, mode, (width, height) = img.format or "", img.mode, img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from exc
     except Exception as exc:  # PIL raises many types for corrupt files
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     if width * height > max_pixels:
