@@ -45,7 +45,8 @@ from densprune.cluster.layout import umap_layout
 from densprune.devices import resolve_device
 from densprune.embed.runner import Assembled, EmbedSettings, assemble, embed_source, work_dir
 from densprune.ingest.eval_split import choose_eval_split
-from densprune.ingest.sources import Reject, SampleRef, SourceListing, list_source
+from densprune.ingest.released import ReleasedSource, detect_layout, open_released
+from densprune.ingest.sources import Reject, SampleRef, SourceError, SourceListing, list_source
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class PrecomputeConfig:
     eval_per_category: int = 20  # held-out eval images per top-level category (sources with categories)
     eval_min_category: int = 100  # only categories with at least this many images give eval images
     layout_rows: int = 50_000
-    dtype: str = "float32"
+    dtype: str | None = None  # None: float32 for embedded sources, the stored dtype for released embeddings
     image_column: str | None = None
     caption_column: str | None = None
     force: bool = False
@@ -79,6 +80,10 @@ class PrecomputeConfig:
     ray_address: str | None = None
     ray_actors: int | None = None
     embed: EmbedSettings = field(default_factory=EmbedSettings)
+    # released embeddings (densprune.ingest.released): None detects a released layout and otherwise reads
+    # SOURCE as images; "auto" requires one of the layouts; "clip-retrieval" / "datacomp" name it
+    embeddings_layout: str | None = None
+    embedding_key: str | None = None  # DataComp .npz member of the image vectors (None: b32_img)
 
 
 def _dedupe_uids(listing: SourceListing) -> list[SampleRef]:
@@ -159,7 +164,7 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
         shards = embed_source(refs, embedder, wd, cfg.embed)
     else:
         raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
-    asm = assemble(refs, shards, embedder, ws, dtype=cfg.dtype)
+    asm = assemble(refs, shards, embedder, ws, dtype=cfg.dtype or "float32")
     image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
     return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
                     embedder.pretrained or None, wd)
@@ -185,10 +190,16 @@ def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarra
 
 def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str]) -> pd.DataFrame:
     """The clusters table without its map coordinates: sizes, d_intra, d_inter, complexity, label."""
-    k, pool = cl.k, split.pool_rows
+    pool = split.pool_rows
+    names = cluster_labels([captions[i] for i in pool], cl.labels[pool], cl.k, seed=cfg.seed)
+    return clusters_frame(cfg, cl, split, names)
+
+
+def clusters_frame(cfg: PrecomputeConfig, cl: Clustering, split: Split, names: list[str]) -> pd.DataFrame:
+    """The clusters table from the clustering and the K concept labels (no map coordinates yet)."""
+    k = cl.k
     d_intra = intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
     d_inter = inter_distance(cl.centroids, cfg.neighbors)
-    names = cluster_labels([captions[i] for i in pool], cl.labels[pool], k, seed=cfg.seed)
     return pd.DataFrame({
         "cluster": np.arange(k, dtype=np.int32),
         "size": cluster_sizes(cl.labels, k).astype(np.int32),
@@ -262,6 +273,20 @@ def save_centroids(ws: Path, centroids: np.ndarray) -> None:
     tmp.replace(ws / "centroids.npy")
 
 
+def released_source(cfg: PrecomputeConfig) -> ReleasedSource | None:
+    """The released-embeddings folder ``cfg.source`` (validated), or None when SOURCE is to be embedded."""
+    layout = cfg.embeddings_layout
+    if layout is None:
+        layout = detect_layout(cfg.source)
+        if layout is None:
+            if cfg.embedding_key:
+                raise SourceError(f"--embedding-key applies to released embeddings, and {cfg.source} is in neither "
+                                  "released layout (clip-retrieval or datacomp)")
+            return None
+        log.info("%s holds released embeddings (%s layout): no image is decoded or embedded", cfg.source, layout)
+    return open_released(cfg.source, layout, cfg.embedding_key)
+
+
 def precompute(cfg: PrecomputeConfig) -> Path:
     """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``: one call per stage."""
     timings: dict[str, float] = {}
@@ -271,6 +296,11 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         nonlocal t
         timings[stage], t = time.perf_counter() - t, time.perf_counter()
 
+    released = released_source(cfg)
+    if released is not None:
+        from densprune.precompute_released import precompute_released
+
+        return precompute_released(cfg, released)
     ws = prepare_workspace(cfg)
     listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
     refs = _dedupe_uids(listing)
@@ -315,7 +345,7 @@ def workspace_meta(cfg: PrecomputeConfig, listing: SourceListing, emb: Embedded,
     """The meta table: how the workspace was built (docs/formats.md)."""
     return {
         "embedder": emb.embedder_name, "model": emb.model, "pretrained": emb.pretrained,
-        "image_dim": emb.asm.image_dim, "text_dim": emb.asm.text_dim, "dtype": cfg.dtype,
+        "image_dim": emb.asm.image_dim, "text_dim": emb.asm.text_dim, "dtype": cfg.dtype or "float32",
         "k": cl.k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
         "densprune_version": __version__, "source": listing.spec, "source_kind": listing.kind, "engine": cfg.engine,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -323,4 +353,5 @@ def workspace_meta(cfg: PrecomputeConfig, listing: SourceListing, emb: Embedded,
         "n_rejects": n_rejects, "has_clip_scores": has_clip, "has_categories": listing.has_categories,
         "eval_per_category": cfg.eval_per_category if listing.has_categories else 0,
         "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
+        "has_thumbnails": True,
     }

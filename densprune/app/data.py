@@ -22,7 +22,7 @@ from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
 SAMPLE_COLUMNS = ("row_idx, caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
-                  "thumb_offset, thumb_size")
+                  "thumb_offset, thumb_size, image_ref, width, height")
 NO_CATEGORY = "(none)"
 
 
@@ -66,16 +66,25 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
     rows = [
         ("1. list the source", "done", f"{meta.get('source')} ({meta.get('source_kind')}): {n:,} samples, "
                                         f"{n_rej:,} rejected{sec('list')}"),
-        ("2. embed images", "done", f"{emb}, {meta.get('image_dim')}-d vectors{sec('embed')}"),
+        ("2. embed images", "done", f"{emb}, {meta.get('image_dim')}-d vectors{sec('embed')}")
+        if meta.get("embedder") != "released" else
+        ("2. read released embeddings", "done", f"{meta.get('source_kind')} layout ({meta.get('model')}), "
+                                                f"{meta.get('image_dim')}-d {meta.get('dtype')} vectors, not re-embedded"
+                                                f"{sec('copy')}"),
         ("3. cluster into concepts", "done",
          f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
         ("4. concept complexity", "done", f"d_intra, d_inter over the {meta.get('neighbors', 20)} nearest concepts"
                                           f"{sec('concepts')}"),
         ("5. SemDeDup similarities", "done", f"nearest earlier member of every image{sec('dedup')}"),
         ("6. 2-D map", "done", f"UMAP of up to {counts.get('layout', n):,} images and the centroids{sec('layout')}"),
+        ("thumbnails", "available" if meta.get("has_thumbnails", True) else "not available",
+         "a small image of every sample" if meta.get("has_thumbnails", True)
+         else "released embeddings carry no images: the app shows caption, size and URL instead"),
         ("CLIP scores", "available" if meta.get("has_clip_scores") else "not available",
          "image-caption similarity per sample" if meta.get("has_clip_scores")
-         else "the offline embedder has no text tower: CLIP-score filters are off"),
+         else ("the source has neither caption vectors nor a similarity column: CLIP-score filters are off"
+               if meta.get("embedder") == "released"
+               else "the offline embedder has no text tower: CLIP-score filters are off")),
         ("plans", f"{counts.get('plans', 0)} saved", "save one on the Budget page"),
         ("exports", f"{n_exports} written", "write one on the Export page"),
     ]
@@ -221,11 +230,28 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
                                       "AND dup_max_sim > ?", [int(cluster), thr])["n"].iloc[0]
     df = db.query_df(workspace, (
         "SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, s.caption, s.thumb_offset, s.thumb_size, "
-        "d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size "
+        "s.image_ref, s.width, s.height, d.caption AS dup_caption, d.thumb_offset AS dup_thumb_offset, "
+        "d.thumb_size AS dup_thumb_size, d.image_ref AS dup_image_ref, d.width AS dup_width, d.height AS dup_height "
         "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
         "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
         [int(cluster), thr, int(limit)])
     return df, int(total)
+
+
+def size_text(width: object, height: object) -> str:
+    """'640×480', or 'size unknown' where the source did not record it."""
+    try:
+        w, h = int(width), int(height)
+    except (TypeError, ValueError):
+        return "size unknown"
+    return f"{w}×{h}" if w > 0 and h > 0 else "size unknown"
+
+
+def no_thumbnails_note(meta: dict) -> str:
+    """What a grid says instead of thumbnails in a workspace built from released embeddings."""
+    return (f"No thumbnails: this workspace was built from released embeddings ({meta.get('source_kind')}), "
+            "which carry no images. Tiles show the caption, the original size and the URL; the app never "
+            "fetches an image: click a URL to open it in your browser, where your network reaches it.")
 
 
 def extremes(concepts: pd.DataFrame, n: int = 3, min_pool: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -50,7 +50,8 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--workers", type=int, default=2, help="DataLoader decode workers (default: %(default)s)")
     g.add_argument("--shard-size", type=int, default=4096, help="samples per resumable shard (default: %(default)s)")
     g.add_argument("--max-pixels", type=int, default=100_000_000, help="reject images with more decoded pixels (default: %(default)s)")
-    g.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="dtype of the .npy vectors")
+    g.add_argument("--dtype", choices=["float32", "float16"], default=None,
+                   help="dtype of the .npy vectors (default: float32; released embeddings keep their own dtype)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: DataLoader on this machine; ray: one embedder actor per worker slot of a Ray "
                         "cluster, one task per shard (the workspace must be on storage every node sees)")
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", required=True, type=Path, help="workspace folder to create")
     p.add_argument("--image-column", default=None, help="table column with image paths (or bytes)")
     p.add_argument("--caption-column", default=None, help="table column with captions")
+    r = p.add_argument_group("released embeddings (no image is decoded or embedded)")
+    r.add_argument("--embeddings-layout", choices=["auto", "clip-retrieval", "datacomp"], default=None,
+                   help="SOURCE is a folder of released embeddings: clip-retrieval (LAION: img_emb/img_emb_K.npy, "
+                        "text_emb/text_emb_K.npy, metadata/metadata_K.parquet) or datacomp (SHARD.parquet + "
+                        "SHARD.npz); auto: whichever matches. Default: detected, else SOURCE holds images")
+    r.add_argument("--embedding-key", default=None,
+                   help="datacomp: the .npz array of image vectors, b32_img (default) or l14_img")
     _add_precompute_flags(p)
     p.set_defaults(func=cmd_precompute)
 
@@ -128,7 +136,8 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
         force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
-        ray_actors=args.ray_actors,
+        ray_actors=args.ray_actors, embeddings_layout=getattr(args, "embeddings_layout", None),
+        embedding_key=getattr(args, "embedding_key", None),
         embed=EmbedSettings(batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
                             max_pixels=args.max_pixels),
     )
@@ -200,7 +209,7 @@ def summary_text(ws: Path) -> str:
         f"samples        {info['n_samples']:,} ({info['n_pool']:,} pool, {info['n_eval']:,} held-out eval), "
         f"{info['n_rejects']:,} rejected",
         f"embedder       {emb}, {info['image_dim']}-d"
-        + ("" if info["has_clip_scores"] else "  [no CLIP scores: offline embedder]"),
+        + ("" if info["has_clip_scores"] else f"  [no CLIP scores: {_no_clip_reason(info)}]"),
         f"concepts       K={info['k']} (seed {info['seed']}), complexity min {info['complexity']['min']:.4f} / "
         f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
         f"plans          {info['tables']['plans']}",
@@ -210,6 +219,12 @@ def summary_text(ws: Path) -> str:
     for c in info["largest_clusters"]:
         lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  {c['label']}")
     return "\n".join(lines)
+
+
+def _no_clip_reason(info: dict) -> str:
+    if info.get("embedder") == "released":
+        return "the source has neither caption vectors nor a similarity column"
+    return "offline embedder"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
