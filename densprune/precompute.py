@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -43,10 +44,19 @@ from densprune.cluster.kmeans import (
 )
 from densprune.cluster.layout import umap_layout
 from densprune.devices import resolve_device
-from densprune.embed.runner import Assembled, EmbedSettings, assemble, embed_source, work_dir
+from densprune.embed.settings import EmbedSettings
 from densprune.ingest.eval_split import choose_eval_split
 from densprune.ingest.released import ReleasedSource, detect_layout, open_released
-from densprune.ingest.sources import Reject, SampleRef, SourceError, SourceListing, list_source
+from densprune.ingest.sources import (
+    Reject,
+    SampleRef,
+    SourceError,
+    SourceListing,
+    list_source,
+)
+
+if TYPE_CHECKING:  # the runner imports torch: only the embedding stage needs it
+    from densprune.embed.runner import Assembled
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +80,8 @@ class PrecomputeConfig:
     neighbors: int = 20
     eval_per_category: int = 20  # held-out eval images per top-level category (sources with categories)
     eval_min_category: int = 100  # only categories with at least this many images give eval images
-    layout_rows: int = 50_000
+    layout_rows: int = 20_000  # the app draws at most 20,000 points of the map
+    dedup_clusters: int | str = "auto"  # SemDeDup groups: "auto" (split concepts > 2,000 rows), "concepts", or a total
     dtype: str | None = None  # None: float32 for embedded sources, the stored dtype for released embeddings
     image_column: str | None = None
     caption_column: str | None = None
@@ -148,6 +159,7 @@ def prepare_workspace(cfg: PrecomputeConfig) -> Path:
 def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: list[SampleRef]) -> Embedded:
     """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
     from densprune.embed.models import make_embedder
+    from densprune.embed.runner import assemble, embed_source, work_dir
 
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)
@@ -208,14 +220,36 @@ def clusters_frame(cfg: PrecomputeConfig, cl: Clustering, split: Split, names: l
     })
 
 
-def dedup_stage(image: np.ndarray, cl: Clustering, pool_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """SemDeDup inside each concept: per row (N,) max similarity to an earlier member and its row; the
-    pool's kept-fraction curve over ``DEDUP_EPS_GRID``."""
+@dataclass(slots=True)
+class Dedup:
+    """SemDeDup per row (N,): max similarity to an earlier member of its group and that member's row;
+    the pool's kept-fraction curve over ``DEDUP_EPS_GRID``; the groups it searched."""
+
+    max_sim: np.ndarray
+    dup_of: np.ndarray
+    curve: pd.DataFrame
+    groups: int  # SemDeDup groups (K when concepts are not split)
+    pairs: int  # similarity pairs compared
+
+
+def dedup_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering, pool_rows: np.ndarray) -> Dedup:
+    """SemDeDup inside each concept, or inside finer groups of the large ones (``cfg.dedup_clusters``)."""
+    from densprune.cluster.subclusters import (
+        describe,
+        groups_per_concept,
+        pair_count,
+        split_concepts,
+    )
     from densprune.prune.semdedup import kept_fraction_curve, semdedup
 
-    dup_max_sim, dup_of = semdedup(image, cl.labels, cl.dist, progress=True)
+    sizes = cluster_sizes(cl.labels, cl.k)
+    per = groups_per_concept(sizes, cfg.dedup_clusters)
+    if per.sum() > cl.k:
+        log.info("SemDeDup inside %s", describe(per, sizes))
+    groups, gdist, n_groups = split_concepts(image, cl.labels, cl.dist, per, seed=cfg.seed)
+    dup_max_sim, dup_of = semdedup(image, groups, gdist, progress=True)
     curve = pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)})
-    return dup_max_sim, dup_of, curve
+    return Dedup(dup_max_sim, dup_of, curve, n_groups, pair_count(np.bincount(groups, minlength=n_groups)))
 
 
 def layout_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering) -> tuple[pd.DataFrame, np.ndarray]:
@@ -317,7 +351,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     clusters = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs])
     lap("concepts")
     log.info("[4/6] SemDeDup similarities inside each concept")
-    dup_max_sim, dup_of, curve = dedup_stage(emb.image, cl, split.pool_rows)
+    dd = dedup_stage(cfg, emb.image, cl, split.pool_rows)
     lap("dedup")
     log.info("[5/6] 2-D UMAP map of %d rows", min(len(emb.refs), cfg.layout_rows))
     layout, cxy = layout_stage(cfg, emb.image, cl)
@@ -325,14 +359,15 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     lap("layout")
     clip_score = clip_scores(ws, emb.image)
     save_centroids(ws, cl.centroids)
-    samples = samples_table(emb, split, cl, dup_max_sim, dup_of, clip_score)
+    samples = samples_table(emb, split, cl, dd.max_sim, dd.dup_of, clip_score)
     rejects = pd.DataFrame([asdict(r) for r in listing.rejects + emb.asm.rejects],
                            columns=["key", "image_ref", "stage", "reason"]).astype(str)
     timings["total"] = time.perf_counter() - t0
-    meta = workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings)
+    meta = {**workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings),
+            "dedup_groups": dd.groups, "dedup_pairs": dd.pairs}
     log.info("[6/6] writing %s", db.db_path(ws))
     db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta, layout=layout,
-                              dedup_curve=curve)
+                              dedup_curve=dd.curve)
     if not cfg.keep_work:
         shutil.rmtree(emb.work, ignore_errors=True)
     log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),

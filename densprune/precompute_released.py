@@ -23,10 +23,10 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,14 @@ import pyarrow.parquet as pq
 from densprune import __version__, db
 from densprune.cluster.concepts import cluster_labels
 from densprune.cluster.kmeans import faiss_gpu_count
-from densprune.ingest.released import Block, ReleasedSource, block_keys, block_uids, iter_blocks, row_problems
+from densprune.ingest.released import (
+    Block,
+    ReleasedSource,
+    block_keys,
+    block_uids,
+    iter_blocks,
+    row_problems,
+)
 from densprune.ingest.sources import Reject
 from densprune.ingest.uids import first_occurrences, uid_ints
 from densprune.precompute import (
@@ -291,7 +298,7 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
     clusters = clusters_frame(cfg, cl, split, labels_stage(cfg, cl, copied.staging))
     lap("concepts")
     log.info("[5/7] SemDeDup similarities inside each concept")
-    dup_max_sim, dup_of, curve = dedup_stage(image, cl, pool_rows)
+    dd = dedup_stage(cfg, image, cl, pool_rows)
     lap("dedup")
     log.info("[6/7] 2-D UMAP map of %d rows", min(copied.n, cfg.layout_rows))
     layout, cxy = layout_stage(cfg, image, cl)
@@ -300,10 +307,11 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
     save_centroids(ws, cl.centroids)
     (ws / "thumbs.bin").unlink(missing_ok=True)  # a rebuild over an image workspace
     rej = pd.DataFrame([asdict(r) for r in rejects], columns=["key", "image_ref", "stage", "reason"]).astype(str)
-    meta = released_meta(cfg, src, copied, cl, len(rej), timings)
+    meta = {**released_meta(cfg, src, copied, cl, len(rej), timings), "dedup_groups": dd.groups,
+            "dedup_pairs": dd.pairs}
     log.info("[7/7] writing %s", db.db_path(ws))
-    db.write_new_workspace_db(ws, samples=sample_batches(copied.staging, cl, dup_max_sim, dup_of), clusters=clusters,
-                              rejects=rej, meta=meta, layout=layout, dedup_curve=curve, memory_limit=DB_MEMORY_LIMIT)
+    db.write_new_workspace_db(ws, samples=sample_batches(copied.staging, cl, dd.max_sim, dd.dup_of), clusters=clusters,
+                              rejects=rej, meta=meta, layout=layout, dedup_curve=dd.curve, memory_limit=DB_MEMORY_LIMIT)
     lap("write")
     timings["total"] = time.perf_counter() - t0
     db.set_meta(ws, "timings_s", {k: round(v, 3) for k, v in timings.items()})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from densprune import db
-from densprune import precompute as workspace
+from densprune.embed import runner as workspace  # precompute imports the (torch) runner when it embeds
 from densprune.cli.main import main
 from densprune.embed.runner import EmbedSettings
 from densprune.precompute import PrecomputeConfig, precompute

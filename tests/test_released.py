@@ -19,7 +19,12 @@ import pytest
 from densprune import db
 from densprune.cli.main import main
 from densprune.export.writers import export_plan
-from densprune.ingest.released import ReleasedError, detect_layout, open_released, row_problems
+from densprune.ingest.released import (
+    ReleasedError,
+    detect_layout,
+    open_released,
+    row_problems,
+)
 from densprune.ingest.uids import datacomp_to_uids, first_occurrences, uid_ints
 from densprune.precompute import PrecomputeConfig, precompute
 from densprune.precompute_released import copy_stage, scan_stage
@@ -388,7 +393,7 @@ def test_clip_retrieval_without_text_uses_the_similarity_column(tmp_path):
 def test_app_pages_show_caption_url_and_size_instead_of_thumbnails(clip_retrieval_ws):
     from test_app_pages import PAGES, all_text, no_errors, open_app
 
-    ws, rows = clip_retrieval_ws
+    ws, _ = clip_retrieval_ws
     for page in PAGES:
         at = open_app(ws, page)
         no_errors(at)

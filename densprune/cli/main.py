@@ -34,7 +34,18 @@ def default_demo_workspace() -> Path:
     return Path(cache) / "densprune" / "demo"
 
 
+def _arg_type(parse):
+    """An argparse ``type`` that shows ``parse``'s own ValueError message."""
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return wrapped
+
+
 def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    from densprune.cluster.subclusters import parse_dedup_clusters
     from densprune.embed.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
     g = p.add_argument_group("embedding")
@@ -62,7 +73,12 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     c.add_argument("--niter", type=int, default=50, help="k-means iterations (default: %(default)s)")
     c.add_argument("--seed", type=int, default=1234, help="seed for k-means, sampling, layout (default: %(default)s)")
     c.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
-    c.add_argument("--layout-rows", type=int, default=50_000, help="rows sampled for the 2-D UMAP map (default: %(default)s)")
+    c.add_argument("--layout-rows", type=int, default=20_000,
+                   help="rows sampled for the 2-D UMAP map; the app draws at most 20,000 (default: %(default)s)")
+    c.add_argument("--dedup-clusters", type=_arg_type(parse_dedup_clusters), default="auto",
+                   help="groups SemDeDup searches: 'auto' splits concepts of more than 2,000 rows into sub-clusters "
+                        "of about that size (cost ~N x 2,000 pairs instead of ~N^2/K), 'concepts' searches whole "
+                        "concepts, a number sets the total (default: %(default)s)")
     e = p.add_argument_group("evaluation split")
     e.add_argument("--eval-per-category", type=int, default=20,
                    help="held-out eval images per top-level category, for sources with categories (default: %(default)s)")
@@ -134,6 +150,7 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         pretrained=args.pretrained, weights=args.weights, device=args.device, clusters=args.clusters,
         niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
         eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
+        dedup_clusters=args.dedup_clusters,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
         force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
         ray_actors=args.ray_actors, embeddings_layout=getattr(args, "embeddings_layout", None),

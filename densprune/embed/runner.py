@@ -23,20 +23,10 @@ from densprune.ingest.images import (
     decode_image,
     thumbnail_bytes,
 )
+from densprune.embed.settings import EmbedSettings  # noqa: F401 (re-exported: its historical home)
 from densprune.ingest.sources import Reject, SampleRef, read_bytes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EmbedSettings:
-    """How the embedding stage runs."""
-
-    batch_size: int = 64
-    workers: int = 2
-    shard_size: int = 4096  # samples per resumable shard
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    thumb_size: int = 128
 
 
 class _DecodeDataset(Dataset):

@@ -8,7 +8,8 @@ threshold on a column: :func:`is_duplicate`, :func:`kept_fraction_curve`.
 The similarity of a cluster with itself is never materialised: rows are taken in blocks of
 ``row_block``, columns in tiles of ``col_block`` (only columns before the block's last row), and a
 running maximum is kept, as in faiss contrib's big_batch_search. Peak extra memory is about
-``row_block * col_block * 4`` bytes (32 MiB with the defaults) plus one cluster's rows.
+``row_block * col_block * 4`` bytes (32 MiB with the defaults) plus one cluster's rows (in float32
+when that takes at most ``FLOAT32_CLUSTER_BYTES``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = ["max_similarity_to_earlier", "semdedup", "is_duplicate", "kept_fraction_curve"]
+
+#: a cluster up to this size in float32 is converted once before its tiles (larger ones tile by tile)
+FLOAT32_CLUSTER_BYTES = 512 * 2**20
 
 #: max_sim of a member with no earlier member (the first of its cluster): the lowest cosine
 #: similarity, so it is a duplicate for no eps < 2.
@@ -129,6 +133,8 @@ def semdedup(
         idx = order[s:e]  # increasing row indices
         rank = np.argsort(-dist[idx], kind="stable")  # farthest first, ties by row index
         x = np.asarray(embeddings[idx])[rank]  # one sequential-ish read of this cluster
+        if x.dtype != np.float32 and x.nbytes * 4 // x.itemsize <= FLOAT32_CLUSTER_BYTES:
+            x = x.astype(np.float32)  # once, instead of once per tile (1.3-1.9x faster for float16)
         sim, arg = max_similarity_to_earlier(x, row_block=row_block, col_block=col_block)
         rows = idx[rank]
         max_sim[rows] = np.minimum(sim, 1.0)  # a cosine: float32 rounding can put exact copies at 1 + 1e-7
