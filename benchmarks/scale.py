@@ -127,6 +127,7 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
     """Run the CLI in a child; its wall time, peak RSS (ru_maxrss) and peak RssAnon (sampled), and timings."""
     cmd = [sys.executable, "-m", "densprune", "precompute", str(pool), "--workspace", str(ws), "-k", str(k), "--force"]
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     with open(ws.with_suffix(".log"), "w") as err:
         child = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=err)
     peak_anon = [0]
@@ -141,14 +142,17 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
+    load_after = os.getloadavg()[0]
     sampler.join()
     if child.returncode != 0:
         raise RuntimeError(f"precompute failed ({child.returncode}): see {ws.with_suffix('.log')}")
     from densprune import db
 
     meta = db.load_meta(ws)
-    return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "peak_anon_mib": peak_anon[0] / 1024,
-            "timings_s": meta["timings_s"], "n_samples": meta["n_samples"], "k": meta["k"]}
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "peak_anon_mib": peak_anon[0] / 1024, "timings_s": meta["timings_s"], "stage_cpu_s": meta.get("cpu_s", {}),
+            "n_samples": meta["n_samples"], "k": meta["k"], "dedup_groups": meta.get("dedup_groups"),
+            "dedup_pairs": meta.get("dedup_pairs"), "load_before": load_before, "load_after": load_after}
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,16 +200,28 @@ STAGES = ("scan", "copy", "cluster", "concepts", "dedup", "layout", "write", "to
 
 
 def report(results: list[dict], command: str) -> str:
-    rows = []
+    rows, cpu_rows = [], []
     for r in results:
-        t = r["timings_s"]
+        t, c = r["timings_s"], r.get("stage_cpu_s", {})
         rows.append([f"{r['rows']:,}", f"{r['peak_rss_mib']:,.0f}", f"{r['peak_anon_mib']:,.0f}"]
-                    + [f"{t.get(s, float('nan')):.1f}" for s in STAGES] + [f"{r['wall_s']:.1f}"])
+                    + [f"{t.get(s, float('nan')):.1f}" for s in STAGES] + [f"{r['wall_s']:.1f}",
+                                                                             f"{r['load_before']:.1f} / {r['load_after']:.1f}"])
+        cpu_rows.append([f"{r['rows']:,}"] + [f"{c.get(s, float('nan')):.1f}" for s in STAGES]
+                        + [f"{r['cpu_s']:.1f}", f"{r['cpu_s'] / 2:.1f}", f"{r.get('dedup_groups')}",
+                           f"{r.get('dedup_pairs', 0):.2g}"])
     out = [f"# Scale: precompute from released embeddings (clip-retrieval layout, {DIM}-d float16, K=500)", "",
            f"Command: `{command}`", "",
            (f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}"), "",
-           table(["rows", "peak RSS MiB", "peak RssAnon MiB"] + [f"{s} s" for s in STAGES] + ["process wall s"], rows)]
+           ("Wall-clock seconds per stage (the machine's 1-minute load average before / after the run in the last "
+           "column: above 2, other jobs shared the 2 cores):"), "",
+           table(["rows", "peak RSS MiB", "peak RssAnon MiB"] + [f"{s} s" for s in STAGES]
+                 + ["process wall s", "load"], rows), "",
+           ("CPU seconds per stage (all threads of the precompute process: the work, whatever the load), the "
+           "process total, that total over 2 cores (the wall time an idle 2-core machine would need at best), "
+           "and the SemDeDup groups and pairs:"), "",
+           table(["rows"] + [f"{s} cpu s" for s in STAGES] + ["process cpu s", "cpu s / 2 cores", "dedup groups",
+                                                                "dedup pairs"], cpu_rows)]
     if len(results) >= 2:
         a, b = results[0], results[-1]
         dn = b["rows"] - a["rows"]

@@ -142,6 +142,7 @@ class Clustering:
     labels: np.ndarray
     dist: np.ndarray
     ranks: np.ndarray
+    d_intra: np.ndarray | None = None  # (K,) when the assignment pass already summed it (Ray engine)
 
 
 def prepare_workspace(cfg: PrecomputeConfig) -> Path:
@@ -195,9 +196,27 @@ def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarra
     """Spherical k-means trained on the pool rows, then every row assigned to its nearest centroid."""
     k = cfg.clusters or default_num_clusters(pool_rows.size)
     centroids = train_spherical_kmeans(image, k, niter=cfg.niter, seed=cfg.seed, train_rows=pool_rows)
-    labels, sims = assign(image, centroids, progress=True)
+    d_intra = None
+    if cfg.engine == "ray":
+        from densprune.ray_stages import assign_on_ray
+
+        pool = None
+        if pool_rows.size < image.shape[0]:
+            pool = np.zeros(image.shape[0], dtype=bool)
+            pool[pool_rows] = True
+        labels, sims, d_intra = assign_on_ray(vector_file(image), centroids, pool, address=cfg.ray_address)
+    else:
+        labels, sims = assign(image, centroids, progress=True)
     dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
-    return Clustering(k, centroids, labels, dist, rank_in_cluster(labels, dist))
+    return Clustering(k, centroids, labels, dist, rank_in_cluster(labels, dist), d_intra)
+
+
+def vector_file(image: np.ndarray) -> Path:
+    """The ``.npy`` file behind a workspace's vectors (a memmap or NpyRows): what Ray tasks open."""
+    path = getattr(image, "path", None) or getattr(image, "filename", None)
+    if path is None:
+        raise ValueError("--engine ray needs the vectors in a .npy file that every node can read")
+    return Path(path)
 
 
 def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str]) -> pd.DataFrame:
@@ -210,7 +229,7 @@ def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions
 def clusters_frame(cfg: PrecomputeConfig, cl: Clustering, split: Split, names: list[str]) -> pd.DataFrame:
     """The clusters table from the clustering and the K concept labels (no map coordinates yet)."""
     k = cl.k
-    d_intra = intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
+    d_intra = cl.d_intra if cl.d_intra is not None else intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
     d_inter = inter_distance(cl.centroids, cfg.neighbors)
     return pd.DataFrame({
         "cluster": np.arange(k, dtype=np.int32),
@@ -247,7 +266,12 @@ def dedup_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering, pool_r
     if per.sum() > cl.k:
         log.info("SemDeDup inside %s", describe(per, sizes))
     groups, gdist, n_groups = split_concepts(image, cl.labels, cl.dist, per, seed=cfg.seed)
-    dup_max_sim, dup_of = semdedup(image, groups, gdist, progress=True)
+    if cfg.engine == "ray":
+        from densprune.ray_stages import semdedup_on_ray
+
+        dup_max_sim, dup_of = semdedup_on_ray(vector_file(image), groups, gdist, address=cfg.ray_address)
+    else:
+        dup_max_sim, dup_of = semdedup(image, groups, gdist, progress=True)
     curve = pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)})
     return Dedup(dup_max_sim, dup_of, curve, n_groups, pair_count(np.bincount(groups, minlength=n_groups)))
 
