@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -130,11 +131,11 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
     load_before = os.getloadavg()[0]
     with open(ws.with_suffix(".log"), "w") as err:
         child = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=err)
-    peak_anon = [0]
+    timeline: list[tuple[str, int]] = []  # (HH:MM:SS, RssAnon KiB) every 0.2 s
 
     def sample() -> None:
         while child.poll() is None:
-            peak_anon[0] = max(peak_anon[0], _proc_kib(child.pid, "RssAnon"))
+            timeline.append((time.strftime("%H:%M:%S"), _proc_kib(child.pid, "RssAnon")))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -149,10 +150,25 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
     from densprune import db
 
     meta = db.load_meta(ws)
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
+    peak_anon = [max((a for _, a in timeline), default=0)]
+    return {"stage_peak_anon_mib": stage_peaks(ws.with_suffix(".log"), timeline), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
             "peak_anon_mib": peak_anon[0] / 1024, "timings_s": meta["timings_s"], "stage_cpu_s": meta.get("cpu_s", {}),
             "n_samples": meta["n_samples"], "k": meta["k"], "dedup_groups": meta.get("dedup_groups"),
             "dedup_pairs": meta.get("dedup_pairs"), "load_before": load_before, "load_after": load_after}
+
+
+def stage_peaks(log_path: Path, timeline: list[tuple[str, int]]) -> dict[str, float]:
+    """Peak RssAnon (MiB) of each stage: the child logs "HH:MM:SS ... [k/7]" as each stage starts."""
+    starts = []
+    for line in log_path.read_text().splitlines():
+        m = re.match(r"^(\d\d:\d\d:\d\d) INFO densprune\.precompute_released: \[(\d)/7\]", line)
+        if m:
+            starts.append((m.group(1), STAGES[int(m.group(2)) - 1]))
+    peaks: dict[str, float] = {}
+    for stamp, kib in timeline:
+        stage = next((name for t, name in reversed(starts) if t <= stamp), "startup")
+        peaks[stage] = max(peaks.get(stage, 0.0), kib / 1024)
+    return peaks
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +237,11 @@ def report(results: list[dict], command: str) -> str:
            "process total, that total over 2 cores (the wall time an idle 2-core machine would need at best), "
            "and the SemDeDup groups and pairs:"), "",
            table(["rows"] + [f"{s} cpu s" for s in STAGES] + ["process cpu s", "cpu s / 2 cores", "dedup groups",
-                                                                "dedup pairs"], cpu_rows)]
+                                                                "dedup pairs"], cpu_rows), "",
+           "Peak RssAnon (MiB) in each stage:", "",
+           table(["rows"] + list(STAGES[:-1]),
+                 [[f"{r['rows']:,}"] + [f"{r.get('stage_peak_anon_mib', {}).get(s, float('nan')):,.0f}"
+                                        for s in STAGES[:-1]] for r in results])]
     if len(results) >= 2:
         a, b = results[0], results[-1]
         dn = b["rows"] - a["rows"]

@@ -42,6 +42,7 @@ from densprune.ingest.released import (
     block_keys,
     block_uids,
     iter_blocks,
+    row_group_slices,
     row_problems,
 )
 from densprune.ingest.sources import Reject
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_ROWS = 16_384  # rows per read/copy block: 16k x 768 float32 = 48 MiB at most
 DB_BATCH_ROWS = 262_144  # samples rows per DuckDB insert
-DB_MEMORY_LIMIT = "1GB"  # DuckDB's own buffers while the workspace file is built
+DB_MEMORY_LIMIT = "128MB"  # DuckDB's own buffers while the workspace file is built (its peak, whatever N)
 LABEL_DOCS = 200_000  # captions sampled for the concept labels
 ROWS_SCHEMA = pa.schema([
     ("row_idx", pa.int64()), ("uid", pa.string()), ("key", pa.string()), ("caption", pa.string()),
@@ -226,7 +227,7 @@ def caption_sample(staging: Path, rows: np.ndarray, batch_rows: int = DB_BATCH_R
     """The captions of the sorted row indices ``rows`` (M,), read from the staging parquet in batches."""
     out: list[str] = []
     start = 0
-    for batch in pq.ParquetFile(staging).iter_batches(batch_size=batch_rows, columns=["caption"]):
+    for batch in row_group_slices(staging, batch_rows, ["caption"]):
         m = batch.num_rows
         lo, hi = np.searchsorted(rows, [start, start + m])
         if hi > lo:
@@ -244,14 +245,27 @@ def labels_stage(cfg: PrecomputeConfig, cl: Clustering, staging: Path) -> list[s
     return cluster_labels(caption_sample(staging, rows), cl.labels[rows], cl.k, seed=cfg.seed)
 
 
+def _coalesced(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Consecutive small tables joined into tables of about ``rows`` rows (fewer, larger inserts)."""
+    parts: list[pa.Table] = []
+    have = 0
+    for t in tables:
+        parts.append(t)
+        have += t.num_rows
+        if have >= rows:
+            yield pa.concat_tables(parts)
+            parts, have = [], 0
+    if parts:
+        yield pa.concat_tables(parts)
+
+
 def sample_batches(staging: Path, cl: Clustering, dup_max_sim: np.ndarray, dup_of: np.ndarray,
                    batch_rows: int = DB_BATCH_ROWS) -> Iterator[pa.Table]:
     """The ``samples`` table in row_idx order, one Arrow table of at most ``batch_rows`` rows at a time."""
     start = 0
-    for batch in pq.ParquetFile(staging).iter_batches(batch_size=batch_rows):
-        m = batch.num_rows
+    for t in _coalesced(row_group_slices(staging, batch_rows), batch_rows):
+        m = t.num_rows
         s = slice(start, start + m)
-        t = pa.Table.from_batches([batch])
         extra = {
             "category": pa.nulls(m, pa.string()), "top_category": pa.nulls(m, pa.string()),
             "split": pa.array(["pool"] * m, pa.string()),

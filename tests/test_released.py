@@ -402,3 +402,10 @@ def test_app_pages_show_caption_url_and_size_instead_of_thumbnails(clip_retrieva
             body = " ".join(h.proto.body for h in at.get("html"))
             assert 'href="https://img.example/' in body and 'rel="noopener noreferrer nofollow"' in body
             assert re.search(r"<div>\d+×\d+</div>", body), "the original size is shown"
+    from densprune.prune.plans import load_index
+
+    save_plan(ws, "app-check", load_index(ws).compute(PlanParams(method="dbp", keep=0.5)), overwrite=True)
+    at = open_app(ws, "export")
+    no_errors(at)
+    formats = next(s.options for s in at.selectbox if s.label == "Format")
+    assert "datacomp" in formats and "csv" not in formats and "webdataset" not in formats

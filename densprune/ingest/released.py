@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from densprune.ingest.sources import SourceError
 from densprune.ingest.uids import normalize_uid, uid_from_key
+from densprune.vectors import NpyRows
 
 log = logging.getLogger(__name__)
 
@@ -349,9 +350,9 @@ class Block:
 def iter_blocks(src: ReleasedSource, block_rows: int = 16384) -> Iterator[Block]:
     """Every row of ``src`` in order, in blocks of at most ``block_rows`` rows that never cross a shard.
 
-    Memory: a clip-retrieval shard is memory-mapped only while one block is copied out of it, so a
-    block's vectors are all that stays resident; a DataComp ``.npz`` member is loaded one shard at
-    a time (those shards are small).
+    Memory: a clip-retrieval shard is read block by block (``pread``, never mapped), so a block's
+    vectors are all that is resident; a DataComp ``.npz`` member is loaded one shard at a time
+    (those shards are small).
     """
     cols = src.columns.names()
     for shard in src.shards:
@@ -360,15 +361,15 @@ def iter_blocks(src: ReleasedSource, block_rows: int = 16384) -> Iterator[Block]
             image = npz[src.image_key] if npz is not None else None
             text = npz[src.text_key] if npz is not None and src.text_key else None
             start = 0
-            for batch in pq.ParquetFile(shard.metadata).iter_batches(batch_size=block_rows, columns=cols):
-                end = start + batch.num_rows
+            for part in row_group_slices(shard.metadata, block_rows, cols):
+                end = start + part.num_rows
                 if npz is None:
                     img = _rows_of_npy(shard.image, start, end)
                     txt = _rows_of_npy(shard.text, start, end) if shard.text is not None else None
                 else:
                     img = image[start:end]
                     txt = text[start:end] if text is not None else None
-                yield Block(shard, start, img, txt, pa.Table.from_batches([batch]))
+                yield Block(shard, start, img, txt, part)
                 start = end
             if start != shard.rows:
                 raise ReleasedError(f"{shard.metadata}: read {start:,} rows, its footer says {shard.rows:,}")
@@ -377,13 +378,22 @@ def iter_blocks(src: ReleasedSource, block_rows: int = 16384) -> Iterator[Block]
                 npz.close()
 
 
+def row_group_slices(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The rows of a parquet file in order, as tables of at most ``rows`` rows, read one row group at a time.
+
+    (``ParquetFile.iter_batches`` reads ahead across row groups and holds far more than a batch.)
+    Memory: one row group of the chosen columns.
+    """
+    pf = pq.ParquetFile(path)
+    for rg in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(rg, columns=columns)
+        for off in range(0, table.num_rows, rows):
+            yield table.slice(off, rows)
+
+
 def _rows_of_npy(path: Path, start: int, end: int) -> np.ndarray:
-    """Rows [start, end) of a .npy file as an in-memory array (the map is released on return)."""
-    mm = np.load(path, mmap_mode="r")
-    try:
-        return np.array(mm[start:end])
-    finally:
-        del mm
+    """Rows [start, end) of a .npy file as an in-memory array (read, not mapped)."""
+    return NpyRows(path)[start:end]
 
 
 def row_problems(image: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
