@@ -12,12 +12,14 @@ import contextlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from filelock import ReadWriteLock, Timeout
 
 from densprune.prune.semdedup import dup_threshold
@@ -158,24 +160,31 @@ def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: flo
 # building a workspace
 # --------------------------------------------------------------------------------------------
 
-def write_new_workspace_db(workspace: Path, *, samples: pd.DataFrame, clusters: pd.DataFrame,
+def write_new_workspace_db(workspace: Path, *, samples: pd.DataFrame | Iterable[pa.Table], clusters: pd.DataFrame,
                            rejects: pd.DataFrame, meta: dict, layout: pd.DataFrame,
-                           dedup_curve: pd.DataFrame) -> Path:
-    """Create ``densprune.duckdb`` under a temporary name, fill every table, then rename it in place."""
+                           dedup_curve: pd.DataFrame, memory_limit: str | None = None) -> Path:
+    """Create ``densprune.duckdb`` under a temporary name, fill every table, then rename it in place.
+
+    ``samples`` is one frame, or an iterable of Arrow tables (batches in row_idx order) that are
+    inserted one at a time, so the rows never have to be in memory together. ``memory_limit``
+    (e.g. "1GB") caps DuckDB's own buffers while the file is built.
+    """
     final = db_path(workspace)
     tmp = final.with_name(final.name + ".tmp")
     for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
         stale.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     try:
-        for ddl, name, df in ((SAMPLES_DDL, "samples", samples), (CLUSTERS_DDL, "clusters", clusters),
-                              (REJECTS_DDL, "rejects", rejects), (LAYOUT_DDL, "layout", layout),
-                              (DEDUP_CURVE_DDL, "dedup_curve", dedup_curve)):
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{_size_setting(memory_limit)}'")
+        con.execute(SAMPLES_DDL)
+        batches = [samples] if isinstance(samples, pd.DataFrame) else samples
+        for batch in batches:
+            _insert(con, "samples", batch)
+        for ddl, name, df in ((CLUSTERS_DDL, "clusters", clusters), (REJECTS_DDL, "rejects", rejects),
+                              (LAYOUT_DDL, "layout", layout), (DEDUP_CURVE_DDL, "dedup_curve", dedup_curve)):
             con.execute(ddl)
-            cols = ", ".join(f'"{c}"' for c in df.columns)
-            con.register("_df", df)
-            con.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _df")
-            con.unregister("_df")
+            _insert(con, name, df)
         con.execute(META_DDL)
         meta = {**meta, "schema_version": SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v, default=str)) for k, v in meta.items()])
@@ -188,6 +197,24 @@ def write_new_workspace_db(workspace: Path, *, samples: pd.DataFrame, clusters: 
         con.close()
     os.replace(tmp, final)
     return final
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame | pa.Table) -> None:
+    """INSERT the columns of a frame or Arrow table into ``table`` by name."""
+    names = list(data.columns) if isinstance(data, pd.DataFrame) else list(data.column_names)
+    cols = ", ".join(f'"{c}"' for c in names)
+    con.register("_df", data)
+    try:
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _df")
+    finally:
+        con.unregister("_df")
+
+
+def _size_setting(value: str) -> str:
+    """A DuckDB size such as '1GB' or '512MB' (checked: it goes into a SET statement)."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
+        raise ValueError(f"not a memory size: {value!r} (e.g. '1GB')")
+    return value.strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +256,15 @@ def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -
         else:
             out[c] = np.asarray(col.to_pylist(), dtype=object)
     return out
+
+
+def set_meta(workspace: str | os.PathLike, key: str, value: object) -> None:
+    """Set one ``meta`` entry of a complete workspace (one short read-write transaction)."""
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM meta WHERE key = ?", [key])
+        con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
+        con.execute("COMMIT")
 
 
 def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
@@ -524,7 +560,7 @@ def delete_run(workspace: str | os.PathLike, name: str) -> None:
 
 SHOWN_CAPTION_CHARS = 500  # captions are read cut to this many characters (kept whole in the workspace)
 SAMPLE_COLUMNS = (f"row_idx, left(caption, {SHOWN_CAPTION_CHARS}) AS caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
-                  "thumb_offset, thumb_size, image_loc")
+                  "thumb_offset, thumb_size, image_loc, image_ref, width, height")
 
 
 def category_code_rows(workspace: str | os.PathLike, no_category: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -588,7 +624,8 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
     df = query_df(workspace, (
         f"SELECT s.row_idx, s.dup_of, s.dup_max_sim AS sim, left(s.caption, {SHOWN_CAPTION_CHARS}) AS caption, "
         f"s.thumb_offset, s.thumb_size, s.image_loc, left(d.caption, {SHOWN_CAPTION_CHARS}) AS dup_caption, "
-        "d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size, d.image_loc AS dup_image_loc "
+        "d.thumb_offset AS dup_thumb_offset, d.thumb_size AS dup_thumb_size, d.image_loc AS dup_image_loc, "
+        "s.image_ref, s.width, s.height, d.image_ref AS dup_image_ref, d.width AS dup_width, d.height AS dup_height "
         "FROM samples s JOIN samples d ON d.row_idx = s.dup_of "
         "WHERE s.cluster = ? AND s.dup_of >= 0 AND s.dup_max_sim > ? ORDER BY s.dup_max_sim DESC, s.row_idx LIMIT ?"),
         [int(cluster), thr, int(limit)])

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,11 +46,19 @@ from densprune.cluster.labels import cluster_labels
 from densprune.cluster.layout import umap_layout
 from densprune.cluster.zeroshot import load_vocabulary, zero_shot_names
 from densprune.devices import resolve_device
-from densprune.embed.runner import EmbedSettings, embed_source
-from densprune.embed.shards import Assembled, assemble, work_dir
-from densprune.embed.thumbnails import THUMBS_PER_CONCEPT, resolve_thumbnails, sample_rows, write_thumbnails
+from densprune.embed.settings import EmbedSettings
 from densprune.ingest.eval_split import choose_eval_split
-from densprune.ingest.sources import Reject, SampleRef, SourceListing, list_source
+from densprune.ingest.released import ReleasedSource, detect_layout, open_released
+from densprune.ingest.sources import (
+    Reject,
+    SampleRef,
+    SourceError,
+    SourceListing,
+    list_source,
+)
+
+if TYPE_CHECKING:  # the runner imports torch: only the embedding stage needs it
+    from densprune.embed.runner import Assembled
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +82,13 @@ class PrecomputeConfig:
     neighbors: int = 20
     eval_per_category: int = 20  # held-out eval images per top-level category (sources with categories)
     eval_min_category: int = 100  # only categories with at least this many images give eval images
-    layout_rows: int = 50_000
+    layout_rows: int = 20_000  # the app draws at most 20,000 points of the map
     label_vocabulary: str | None = None  # text file, one name per line; None -> open_clip's ImageNet class names
-    dtype: str = "auto"  # of the .npy vectors: auto = float16 for open_clip (as LAION/DataComp ship them), float32 offline
+    dedup_clusters: int | str = "auto"  # SemDeDup groups: "auto" (split concepts > 2,000 rows), "concepts", or a total
+    dtype: str = "auto"  # of the .npy vectors: auto = float16 for open_clip (as LAION/DataComp ship them), float32
+    #                      offline, the stored dtype for released embeddings
     thumbnails: str = "auto"  # all | sample | none | auto (all up to 1M rows, else sample)
-    thumbs_per_concept: int = THUMBS_PER_CONCEPT  # rows per concept with a thumbnail in ``sample`` mode
+    thumbs_per_concept: int = 96  # rows per concept with a thumbnail in ``sample`` mode
     image_column: str | None = None
     caption_column: str | None = None
     force: bool = False
@@ -86,6 +97,10 @@ class PrecomputeConfig:
     ray_address: str | None = None
     ray_actors: int | None = None
     embed: EmbedSettings = field(default_factory=EmbedSettings)
+    # released embeddings (densprune.ingest.released): None detects a released layout and otherwise reads
+    # SOURCE as images; "auto" requires one of the layouts; "clip-retrieval" / "datacomp" name it
+    embeddings_layout: str | None = None
+    embedding_key: str | None = None  # DataComp .npz member of the image vectors (None: b32_img)
 
 
 def _dedupe_uids(listing: SourceListing) -> list[SampleRef]:
@@ -136,6 +151,7 @@ class Clustering:
     labels: np.ndarray
     dist: np.ndarray
     ranks: np.ndarray
+    d_intra: np.ndarray | None = None  # (K,) when the assignment pass already summed it (Ray engine)
 
 
 def prepare_workspace(cfg: PrecomputeConfig) -> Path:
@@ -155,6 +171,9 @@ def prepare_workspace(cfg: PrecomputeConfig) -> Path:
 def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: list[SampleRef]) -> Embedded:
     """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
     from densprune.embed.models import make_embedder, vector_dtype
+    from densprune.embed.runner import embed_source
+    from densprune.embed.shards import assemble, work_dir
+    from densprune.embed.thumbnails import resolve_thumbnails
 
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)
@@ -182,6 +201,8 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
 def thumbs_stage(cfg: PrecomputeConfig, ws: Path, emb: Embedded, cl: Clustering) -> None:
     """``--thumbnails sample``: thumbnails of each concept's rows nearest its centroid, into thumbs.bin."""
     if emb.thumbnails == "sample":
+        from densprune.embed.thumbnails import sample_rows, write_thumbnails
+
         rows = sample_rows(cl.ranks, cfg.thumbs_per_concept)
         emb.asm.thumb_offsets = write_thumbnails(emb.refs, rows, ws / "thumbs.bin", size=cfg.embed.thumb_size,
                                                  max_pixels=cfg.embed.max_pixels, workers=cfg.embed.workers)
@@ -200,27 +221,52 @@ def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarra
     """Spherical k-means trained on the pool rows, then every row assigned to its nearest centroid."""
     k = cfg.clusters or default_num_clusters(pool_rows.size)
     centroids = train_spherical_kmeans(image, k, niter=cfg.niter, seed=cfg.seed, train_rows=pool_rows)
-    labels, sims = assign(image, centroids, progress=True)
+    d_intra = None
+    if cfg.engine == "ray":
+        from densprune.ray_stages import assign_on_ray
+
+        pool = None
+        if pool_rows.size < image.shape[0]:
+            pool = np.zeros(image.shape[0], dtype=bool)
+            pool[pool_rows] = True
+        labels, sims, d_intra = assign_on_ray(vector_file(image), centroids, pool, address=cfg.ray_address)
+    else:
+        labels, sims = assign(image, centroids, progress=True)
     dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
-    return Clustering(k, centroids, labels, dist, rank_in_cluster(labels, dist))
+    return Clustering(k, centroids, labels, dist, rank_in_cluster(labels, dist), d_intra)
+
+
+def vector_file(image: np.ndarray) -> Path:
+    """The ``.npy`` file behind a workspace's vectors (a memmap or NpyRows): what Ray tasks open."""
+    path = getattr(image, "path", None) or getattr(image, "filename", None)
+    if path is None:
+        raise ValueError("--engine ray needs the vectors in a .npy file that every node can read")
+    return Path(path)
 
 
 def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str],
                    embedder: object) -> tuple[pd.DataFrame, object]:
     """The clusters table without its map coordinates (sizes, d_intra, d_inter, complexity, caption-word
     label, zero-shot name and similarity) and the zero-shot vocabulary used (None without a text tower)."""
-    k, pool = cl.k, split.pool_rows
-    d_intra = intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
-    d_inter = inter_distance(cl.centroids, cfg.neighbors)
-    names = cluster_labels([captions[i] for i in pool], cl.labels[pool], k, seed=cfg.seed)
+    pool = split.pool_rows
+    names = cluster_labels([captions[i] for i in pool], cl.labels[pool], cl.k, seed=cfg.seed)
     zs_names, zs_sims, vocab = _zero_shot(embedder, cl.centroids, cfg.label_vocabulary)
+    df = clusters_frame(cfg, cl, split, names)
+    df["zs_label"], df["zs_similarity"] = pd.Series(zs_names, dtype=object), zs_sims
+    return df, vocab
+
+
+def clusters_frame(cfg: PrecomputeConfig, cl: Clustering, split: Split, names: list[str]) -> pd.DataFrame:
+    """The clusters table from the clustering and the K concept labels (no map coordinates yet)."""
+    k = cl.k
+    d_intra = cl.d_intra if cl.d_intra is not None else intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
+    d_inter = inter_distance(cl.centroids, cfg.neighbors)
     return pd.DataFrame({
         "cluster": np.arange(k, dtype=np.int32),
         "size": cluster_sizes(cl.labels, k).astype(np.int32),
         "pool_size": cluster_sizes(cl.labels, k, ~split.is_eval).astype(np.int32),
         "d_intra": d_intra, "d_inter": d_inter, "complexity": complexity(d_intra, d_inter), "label": names,
-        "zs_label": pd.Series(zs_names, dtype=object), "zs_similarity": zs_sims,
-    }), vocab
+    })
 
 
 def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None):
@@ -237,14 +283,41 @@ def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None):
     return names, sims, vocab
 
 
-def dedup_stage(image: np.ndarray, cl: Clustering, pool_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """SemDeDup inside each concept: per row (N,) max similarity to an earlier member and its row; the
-    pool's kept-fraction curve over ``DEDUP_EPS_GRID``."""
+@dataclass(slots=True)
+class Dedup:
+    """SemDeDup per row (N,): max similarity to an earlier member of its group and that member's row;
+    the pool's kept-fraction curve over ``DEDUP_EPS_GRID``; the groups it searched."""
+
+    max_sim: np.ndarray
+    dup_of: np.ndarray
+    curve: pd.DataFrame
+    groups: int  # SemDeDup groups (K when concepts are not split)
+    pairs: int  # similarity pairs compared
+
+
+def dedup_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering, pool_rows: np.ndarray) -> Dedup:
+    """SemDeDup inside each concept, or inside finer groups of the large ones (``cfg.dedup_clusters``)."""
+    from densprune.cluster.subclusters import (
+        describe,
+        groups_per_concept,
+        pair_count,
+        split_concepts,
+    )
     from densprune.prune.semdedup import kept_fraction_curve, semdedup
 
-    dup_max_sim, dup_of = semdedup(image, cl.labels, cl.dist, progress=True)
+    sizes = cluster_sizes(cl.labels, cl.k)
+    per = groups_per_concept(sizes, cfg.dedup_clusters)
+    if per.sum() > cl.k:
+        log.info("SemDeDup inside %s", describe(per, sizes))
+    groups, gdist, n_groups = split_concepts(image, cl.labels, cl.dist, per, seed=cfg.seed)
+    if cfg.engine == "ray":
+        from densprune.ray_stages import semdedup_on_ray
+
+        dup_max_sim, dup_of = semdedup_on_ray(vector_file(image), groups, gdist, address=cfg.ray_address)
+    else:
+        dup_max_sim, dup_of = semdedup(image, groups, gdist, progress=True)
     curve = pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)})
-    return dup_max_sim, dup_of, curve
+    return Dedup(dup_max_sim, dup_of, curve, n_groups, pair_count(np.bincount(groups, minlength=n_groups)))
 
 
 def layout_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering) -> tuple[pd.DataFrame, np.ndarray]:
@@ -304,6 +377,20 @@ def save_centroids(ws: Path, centroids: np.ndarray) -> str:
     return hashlib.sha256((ws / "centroids.npy").read_bytes()).hexdigest()
 
 
+def released_source(cfg: PrecomputeConfig) -> ReleasedSource | None:
+    """The released-embeddings folder ``cfg.source`` (validated), or None when SOURCE is to be embedded."""
+    layout = cfg.embeddings_layout
+    if layout is None:
+        layout = detect_layout(cfg.source)
+        if layout is None:
+            if cfg.embedding_key:
+                raise SourceError(f"--embedding-key applies to released embeddings, and {cfg.source} is in neither "
+                                  "released layout (clip-retrieval or datacomp)")
+            return None
+        log.info("%s holds released embeddings (%s layout): no image is decoded or embedded", cfg.source, layout)
+    return open_released(cfg.source, layout, cfg.embedding_key)
+
+
 def precompute(cfg: PrecomputeConfig) -> Path:
     """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``: one call per stage."""
     timings: dict[str, float] = {}
@@ -313,6 +400,11 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         nonlocal t
         timings[stage], t = time.perf_counter() - t, time.perf_counter()
 
+    released = released_source(cfg)
+    if released is not None:
+        from densprune.precompute_released import precompute_released
+
+        return precompute_released(cfg, released)
     ws = prepare_workspace(cfg)
     listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
     refs = _dedupe_uids(listing)
@@ -331,7 +423,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     clusters, vocab = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs], emb.embedder)
     lap("concepts")
     log.info("[4/6] SemDeDup similarities inside each concept")
-    dup_max_sim, dup_of, curve = dedup_stage(emb.image, cl, split.pool_rows)
+    dd = dedup_stage(cfg, emb.image, cl, split.pool_rows)
     lap("dedup")
     log.info("[5/6] 2-D UMAP map of %d rows", min(len(emb.refs), cfg.layout_rows))
     layout, cxy = layout_stage(cfg, emb.image, cl)
@@ -339,16 +431,17 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     lap("layout")
     clip_score = clip_scores(ws, emb.image)
     cent_sha = save_centroids(ws, cl.centroids)
-    samples = samples_table(emb, split, cl, dup_max_sim, dup_of, clip_score)
+    samples = samples_table(emb, split, cl, dd.max_sim, dd.dup_of, clip_score)
     rejects = pd.DataFrame([asdict(r) for r in listing.rejects + emb.asm.rejects],
                            columns=["key", "image_ref", "stage", "reason"]).astype(str)
     timings["total"] = time.perf_counter() - t0
-    meta = workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings)
-    meta.update({"centroids_sha256": cent_sha, "label_source": "caption words (c-TF-IDF)", "zero_shot_vocabulary": vocab.source if vocab else None,
-                 "zero_shot_vocabulary_size": len(vocab.entries) if vocab else 0})
+    meta = {**workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timings),
+            "dedup_groups": dd.groups, "dedup_pairs": dd.pairs, "centroids_sha256": cent_sha,
+            "label_source": "caption words (c-TF-IDF)", "zero_shot_vocabulary": vocab.source if vocab else None,
+            "zero_shot_vocabulary_size": len(vocab.entries) if vocab else 0}
     log.info("[6/6] writing %s", db.db_path(ws))
     db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta, layout=layout,
-                              dedup_curve=curve)
+                              dedup_curve=dd.curve)
     if not cfg.keep_work:
         shutil.rmtree(emb.work, ignore_errors=True)
     log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),
@@ -369,4 +462,5 @@ def workspace_meta(cfg: PrecomputeConfig, listing: SourceListing, emb: Embedded,
         "n_rejects": n_rejects, "has_clip_scores": has_clip, "has_categories": listing.has_categories,
         "eval_per_category": cfg.eval_per_category if listing.has_categories else 0,
         "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
+        "has_thumbnails": True,
     }

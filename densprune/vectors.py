@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 
@@ -9,3 +12,80 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12, dtype: type = np.float32) ->
     """Row-wise L2 normalisation. x: (n, d) -> (n, d) of ``dtype``; zero rows stay zero."""
     x = np.asarray(x, dtype=dtype)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class NpyRows:
+    """Rows of an (N, d) ``.npy`` file, read with ``pread`` into fresh arrays: no memory map at all.
+
+    ``x[a:b]`` and ``x[rows]`` (an index array, best sorted) return in-memory copies, like a
+    read-only memmap does, but nothing of the file is mapped into the process: the pages stay in the
+    OS page cache (shared, reclaimable) and the resident set is the rows asked for. (A memory map
+    would not do: indexing a few scattered rows of a map faults whole 64 KiB neighbourhoods in, so
+    a 6% sample of the rows puts the whole file in the resident set.) Stages that read blocks
+    (k-means training sample, assignment, SemDeDup's groups, the map's sample) take it wherever
+    they take an array.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+            self.offset = fh.tell()
+        if len(shape) != 2 or fortran:
+            raise ValueError(f"{self.path}: expected a C-ordered (N, d) array, got shape {shape}")
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype: np.dtype = np.dtype(dtype)
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, item) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(item, slice):
+            a, b, step = item.indices(n)
+            if step == 1:
+                return self._read_runs(np.array([a]), np.array([max(a, b)]))
+            item = np.arange(a, b, step)
+        if isinstance(item, (int, np.integer)):
+            i = int(item) + (n if item < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"row {item} out of range for {n} rows")
+            return self._read_runs(np.array([i]), np.array([i + 1]))[0]
+        idx = np.asarray(item)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = np.where(idx < 0, idx + n, idx).astype(np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1  # runs of consecutive rows: one read each
+        starts, ends = np.r_[0, breaks], np.r_[breaks, idx.size]
+        return self._read_runs(idx[starts] if idx.size else idx, idx[ends - 1] + 1 if idx.size else idx)
+
+    def _read_runs(self, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        """Rows [first[i], stop[i]) for every run i, one after the other: (sum of run lengths, d)."""
+        lengths = stop - first
+        out = np.empty((int(lengths.sum()), self.shape[1]), dtype=self.dtype)
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            pos = 0
+            for f, ln in zip(first.tolist(), lengths.tolist()):
+                want = ln * self.row_bytes
+                got = os.preadv(fd, [buf[pos:pos + want]], self.offset + f * self.row_bytes)
+                if got != want:
+                    raise OSError(f"{self.path}: short read at row {f} ({got} of {want} bytes)")
+                pos += want
+        finally:
+            os.close(fd)
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)

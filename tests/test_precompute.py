@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from densprune import db
-from densprune import precompute as workspace
 from densprune.cli.main import main
+from densprune.embed import runner as workspace  # precompute imports the (torch) runner when it embeds
 from densprune.embed.runner import EmbedSettings
 from densprune.precompute import PrecomputeConfig, precompute
 

@@ -247,14 +247,20 @@ def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str
         st.caption(empty)
         return
     ws, stamp = ws_args()
-    data = thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]),
-                  tuple(df["image_loc"]) if "image_loc" in df else ())
     n = len(df)
     notes = notes or [""] * n
     tones = tones or [""] * n
     caps = df["caption"].fillna("").astype(str).tolist()
-    st.html(grid_html([Tile(b, c, nt, tn) for b, c, nt, tn in zip(data, caps, notes, tones)],
-                      tile_px=tile_px, caption_lines=caption_lines))
+    m = meta(ws, stamp)
+    if m.get("has_thumbnails", True):
+        data = thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]),
+                      tuple(df["image_loc"]) if "image_loc" in df else ())
+        tiles = [Tile(b, c, nt, tn) for b, c, nt, tn in zip(data, caps, notes, tones)]
+    else:
+        st.caption(appdata.no_thumbnails_note(m))
+        tiles = [Tile(b"", c, nt, tn, url=u if isinstance(u, str) else "", size=appdata.size_text(w, h))
+                 for c, nt, tn, u, w, h in zip(caps, notes, tones, df["image_ref"], df["width"], df["height"])]
+    st.html(grid_html(tiles, tile_px=tile_px, caption_lines=caption_lines))
 
 
 def saved_plans_or_stop(ws: str, message: str) -> pd.DataFrame:

@@ -111,16 +111,25 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
     rows = [
         ("1. list the source", "done", f"{meta.get('source')} ({meta.get('source_kind')}): {n:,} samples, "
                                         f"{n_rej:,} rejected{sec('list')}"),
-        ("2. embed images", "done", f"{emb}, {meta.get('image_dim')}-d vectors{sec('embed')}"),
+        ("2. embed images", "done", f"{emb}, {meta.get('image_dim')}-d vectors{sec('embed')}")
+        if meta.get("embedder") != "released" else
+        ("2. read released embeddings", "done", f"{meta.get('source_kind')} layout ({meta.get('model')}), "
+                                                f"{meta.get('image_dim')}-d {meta.get('dtype')} vectors, not re-embedded"
+                                                f"{sec('copy')}"),
         ("3. cluster into concepts", "done",
          f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
         ("4. concept complexity", "done", f"d_intra, d_inter over the {meta.get('neighbors', 20)} nearest concepts"
                                           f"{sec('concepts')}"),
         ("5. SemDeDup similarities", "done", f"nearest earlier member of every image{sec('dedup')}"),
         ("6. 2-D map", "done", f"UMAP of up to {counts.get('layout', n):,} images and the centroids{sec('layout')}"),
+        ("thumbnails", "available" if meta.get("has_thumbnails", True) else "not available",
+         "a small image of every sample" if meta.get("has_thumbnails", True)
+         else "released embeddings carry no images: the app shows caption, size and URL instead"),
         ("CLIP scores", "available" if meta.get("has_clip_scores") else "not available",
          "image-caption similarity per sample" if meta.get("has_clip_scores")
-         else "the offline embedder has no text tower: CLIP-score filters are off"),
+         else ("the source has neither caption vectors nor a similarity column: CLIP-score filters are off"
+               if meta.get("embedder") == "released"
+               else "the offline embedder has no text tower: CLIP-score filters are off")),
         ("plans", f"{counts.get('plans', 0)} saved", "save one on the Budget page"),
         ("exports", f"{n_exports} written", "write one on the Export page"),
     ]
@@ -236,6 +245,22 @@ def kept_and_dropped(index: PlanIndex, j: int, keep: np.ndarray, pool: np.ndarra
         return a[np.unique(np.linspace(0, a.size - 1, n).round().astype(np.int64))]
 
     return spread(kept), spread(dropped), int(kept.size), int(dropped.size)
+
+
+def size_text(width: object, height: object) -> str:
+    """'640×480', or 'size unknown' where the source did not record it."""
+    try:
+        w, h = int(width), int(height)
+    except (TypeError, ValueError):
+        return "size unknown"
+    return f"{w}×{h}" if w > 0 and h > 0 else "size unknown"
+
+
+def no_thumbnails_note(meta: dict) -> str:
+    """What a grid says instead of thumbnails in a workspace built from released embeddings."""
+    return (f"No thumbnails: this workspace was built from released embeddings ({meta.get('source_kind')}), "
+            "which carry no images. Tiles show the caption, the original size and the URL; the app never "
+            "fetches an image: click a URL to open it in your browser, where your network reaches it.")
 
 
 def extremes(concepts: pd.DataFrame, n: int = 3, min_pool: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:

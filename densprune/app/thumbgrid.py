@@ -81,13 +81,38 @@ class Tile:
     caption: str = ""
     note: str = ""  # a short line under the caption (distance, similarity, ...)
     tone: str = ""  # "", "kept" (green frame) or "dropped" (faded, red frame)
+    url: str = ""  # where the original image is on the web (workspaces without thumbnails)
+    size: str = ""  # its original size, "640×480"
+
+
+def web_url(url: str) -> str | None:
+    """``url`` when it is an http(s) address (the only kind the app links to), else None."""
+    u = (url or "").strip()
+    return u if u.lower().startswith(("http://", "https://")) else None
+
+
+def missing_html(t: Tile) -> str:
+    """The stand-in for a tile without a thumbnail: its size and, for an http(s) URL, a link that opens
+    the image in the viewer's browser only when clicked (the app itself never fetches it)."""
+    size = html.escape(t.size) if t.size else "no thumbnail"
+    url = web_url(t.url)
+    if url is None:
+        text = html.escape(t.url or "")
+        link = f'<div class="dp-url">{text}</div>' if text else ""
+    else:
+        href = html.escape(url, quote=True)
+        link = (f'<a class="dp-url" href="{href}" target="_blank" rel="noopener noreferrer nofollow" '
+                f'title="{href}">{html.escape(url)}</a>')
+    return f'<div class="dp-miss"><div>{size}</div>{link}</div>'
 
 
 _CSS = """<style>
 .dp-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(%(px)dpx,1fr));gap:8px;margin:2px 0 10px 0}
 .dp-tile{margin:0;border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:4px;background:#fff;min-width:0}
 .dp-tile img{display:block;width:100%%;height:%(px)dpx;object-fit:contain;background:#fff}
-.dp-miss{height:%(px)dpx;display:flex;align-items:center;justify-content:center;color:#888;font-size:11px}
+.dp-miss{height:%(px)dpx;display:flex;flex-direction:column;align-items:center;justify-content:center;color:#888;
+ font-size:11px;gap:4px;background:#f6f6f6;min-width:0}
+.dp-url{font-size:10px;max-width:100%%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding:0 3px}
 .dp-tile figcaption{font-size:11px;line-height:1.25;color:#333;margin-top:3px;overflow:hidden;display:-webkit-box;
  -webkit-line-clamp:%(lines)d;-webkit-box-orient:vertical;word-break:break-word}
 .dp-note{font-size:10px;color:#777;margin-top:1px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
@@ -103,8 +128,7 @@ def grid_html(tiles: Iterable[Tile], tile_px: int = 112, caption_lines: int = 2)
     for t in tiles:
         cap = html.escape(shorten(t.caption, MAX_SHOWN_CAPTION), quote=True)
         uri = data_uri(t.image) if t.image else None
-        img = (f'<img src="{uri}" alt="{cap[:120]}" loading="lazy">' if uri
-               else '<div class="dp-miss">no thumbnail</div>')
+        img = f'<img src="{uri}" alt="{cap[:120]}" loading="lazy">' if uri else missing_html(t)
         cls = {"kept": " dp-kept", "dropped": " dp-dropped"}.get(t.tone, "")
         note = f'<div class="dp-note">{html.escape(t.note)}</div>' if t.note else ""
         cells.append(f'<figure class="dp-tile{cls}" title="{cap}">{img}'
@@ -118,7 +142,9 @@ _PAIR_CSS = """<style>
 .dp-pair{border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:4px;background:#fff;min-width:0}
 .dp-pair-imgs{display:flex;gap:4px}
 .dp-pair-imgs img,.dp-pair-imgs .dp-miss{flex:1;min-width:0;height:%(px)dpx;object-fit:contain;background:#fff}
-.dp-miss{display:flex;align-items:center;justify-content:center;color:#888;font-size:11px}
+.dp-miss{display:flex;flex-direction:column;align-items:center;justify-content:center;color:#888;font-size:11px;
+ gap:4px;background:#f6f6f6}
+.dp-url{font-size:10px;max-width:100%%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding:0 3px}
 .dp-pair-sim{font-size:11px;font-weight:600;color:#333;margin-top:3px}
 .dp-pair-cap{font-size:10px;color:#666;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 </style>"""
@@ -132,8 +158,7 @@ def pairs_html(pairs: Iterable[tuple[Tile, Tile, str]], tile_px: int = 88) -> st
         for t in (a, b):
             uri = data_uri(t.image) if t.image else None
             cap = html.escape(shorten(t.caption, MAX_SHOWN_CAPTION), quote=True)
-            imgs.append(f'<img src="{uri}" alt="{cap[:120]}" title="{cap}">' if uri
-                        else '<div class="dp-miss">no thumbnail</div>')
+            imgs.append(f'<img src="{uri}" alt="{cap[:120]}" title="{cap}">' if uri else missing_html(t))
         caps = " | ".join(html.escape(shorten(t.caption, MAX_SHOWN_CAPTION)) for t in (a, b))
         cells.append(f'<div class="dp-pair"><div class="dp-pair-imgs">{"".join(imgs)}</div>'
                      f'<div class="dp-pair-sim">{html.escape(head)}</div>'

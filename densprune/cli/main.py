@@ -34,7 +34,18 @@ def default_demo_workspace() -> Path:
     return Path(cache) / "densprune" / "demo"
 
 
+def _arg_type(parse):
+    """An argparse ``type`` that shows ``parse``'s own ValueError message."""
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return wrapped
+
+
 def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    from densprune.cluster.subclusters import parse_dedup_clusters
     from densprune.embed.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
     g = p.add_argument_group("embedding")
@@ -52,7 +63,7 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--max-pixels", type=int, default=100_000_000, help="reject images with more decoded pixels (default: %(default)s)")
     g.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
                    help="dtype of the .npy vectors; auto: float16 for openclip (as LAION and DataComp ship them), "
-                        "float32 for offline (default: %(default)s)")
+                        "float32 for offline; released embeddings keep their own dtype (default: %(default)s)")
     g.add_argument("--decode", choices=["auto", "cpu", "device"], default="auto",
                    help="where JPEGs are decoded: auto = on the GPU (nvJPEG, batched) when the model runs on CUDA, "
                         "else with PIL in the workers; other formats and JPEGs the GPU cannot decode always go "
@@ -78,7 +89,12 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     c.add_argument("--label-vocabulary", default=None, metavar="FILE",
                    help="zero-shot concept names (open_clip embedder only): one name per line; "
                         "default: open_clip's 1,000 ImageNet class names")
-    c.add_argument("--layout-rows", type=int, default=50_000, help="rows sampled for the 2-D UMAP map (default: %(default)s)")
+    c.add_argument("--layout-rows", type=int, default=20_000,
+                   help="rows sampled for the 2-D UMAP map; the app draws at most 20,000 (default: %(default)s)")
+    c.add_argument("--dedup-clusters", type=_arg_type(parse_dedup_clusters), default="auto",
+                   help="groups SemDeDup searches: 'auto' splits concepts of more than 2,000 rows into sub-clusters "
+                        "of about that size (cost ~N x 2,000 pairs instead of ~N^2/K), 'concepts' searches whole "
+                        "concepts, a number sets the total (default: %(default)s)")
     e = p.add_argument_group("evaluation split")
     e.add_argument("--eval-per-category", type=int, default=20,
                    help="held-out eval images per top-level category, for sources with categories (default: %(default)s)")
@@ -102,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", required=True, type=Path, help="workspace folder to create")
     p.add_argument("--image-column", default=None, help="table column with image paths (or bytes)")
     p.add_argument("--caption-column", default=None, help="table column with captions")
+    r = p.add_argument_group("released embeddings (no image is decoded or embedded)")
+    r.add_argument("--embeddings-layout", choices=["auto", "clip-retrieval", "datacomp"], default=None,
+                   help="SOURCE is a folder of released embeddings: clip-retrieval (LAION: img_emb/img_emb_K.npy, "
+                        "text_emb/text_emb_K.npy, metadata/metadata_K.parquet) or datacomp (SHARD.parquet + "
+                        "SHARD.npz); auto: whichever matches. Default: detected, else SOURCE holds images")
+    r.add_argument("--embedding-key", default=None,
+                   help="datacomp: the .npz array of image vectors, b32_img (default) or l14_img")
     _add_precompute_flags(p)
     p.set_defaults(func=cmd_precompute)
 
@@ -176,9 +199,11 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
         label_vocabulary=args.label_vocabulary,
         thumbnails=args.thumbnails, thumbs_per_concept=args.thumbs_per_concept,
+        dedup_clusters=args.dedup_clusters,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
         force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
-        ray_actors=args.ray_actors,
+        ray_actors=args.ray_actors, embeddings_layout=getattr(args, "embeddings_layout", None),
+        embedding_key=getattr(args, "embedding_key", None),
         embed=EmbedSettings(batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
                             max_pixels=args.max_pixels, decode=args.decode),
     )
@@ -283,7 +308,7 @@ def summary_text(ws: Path) -> str:
         f"samples        {info['n_samples']:,} ({info['n_pool']:,} pool, {info['n_eval']:,} held-out eval), "
         f"{info['n_rejects']:,} rejected",
         f"embedder       {emb}, {info['image_dim']}-d"
-        + ("" if info["has_clip_scores"] else "  [no CLIP scores: offline embedder]"),
+        + ("" if info["has_clip_scores"] else f"  [no CLIP scores: {_no_clip_reason(info)}]"),
         f"concepts       K={info['k']} (seed {info['seed']}), complexity min {info['complexity']['min']:.4f} / "
         f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
         f"plans          {info['tables']['plans']}",
@@ -298,6 +323,12 @@ def summary_text(ws: Path) -> str:
         lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  "
                      f"{shorten(c['label'], 60)}{zs}")
     return "\n".join(lines)
+
+
+def _no_clip_reason(info: dict) -> str:
+    if info.get("embedder") == "released":
+        return "the source has neither caption vectors nor a similarity column"
+    return "offline embedder"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

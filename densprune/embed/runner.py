@@ -25,35 +25,13 @@ from tqdm.auto import tqdm
 
 from densprune.embed.batches import BatchDataset, DecodedBatch, ShardBatches, no_collate
 from densprune.embed.pixels import decode_jpegs, resize_crop
+from densprune.embed.settings import DECODE_MODES, EmbedSettings  # noqa: F401 (EmbedSettings re-exported)
 from densprune.embed.shards import BatchResult, ShardWriter, shard_bounds, shard_path
-from densprune.ingest.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from densprune.ingest.images import ImageDecodeError, decode_image
 from densprune.ingest.sources import SampleRef
 
 log = logging.getLogger(__name__)
 
-DECODE_MODES = ("auto", "cpu", "device")
-
-
-@dataclass(frozen=True, slots=True)
-class EmbedSettings:
-    """How the embedding stage runs."""
-
-    batch_size: int = 64
-    workers: int = 2
-    shard_size: int = 4096  # samples per resumable shard
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    thumb_size: int = 128
-    thumbnails: bool = True  # workers make a thumbnail of every row (``--thumbnails all``)
-    decode: str = "auto"  # auto: JPEGs decoded on the GPU when the model is on CUDA; cpu: PIL in the workers; device: always on the model's device
-    dtype: str = "float32"  # of the vectors in the shards (float16 halves them)
-    prefetch: int = 2  # batches decoded ahead per worker
-    write_queue: int = 4  # embedded batches waiting for the writer thread
-
-    def __post_init__(self) -> None:
-        if self.decode not in DECODE_MODES:
-            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, not {self.decode!r}")
-        if self.batch_size < 1 or self.shard_size < 1 or self.workers < 0:
-            raise ValueError("batch_size and shard_size must be >= 1 and workers >= 0")
 
 
 def uses_device_decode(decode: str, embedder) -> bool:

@@ -34,6 +34,12 @@ from densprune.prune.plans import load_plan
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv", "datacomp", "mask", "keys", "webdataset")
+IMAGE_FORMATS = ("csv", "webdataset")  # formats that copy the images: not for workspaces without image files
+
+
+def formats_for(meta: dict) -> tuple[str, ...]:
+    """The export formats a workspace supports (no image-copying format without image files)."""
+    return FORMATS if meta.get("embedder") != "released" else tuple(f for f in FORMATS if f not in IMAGE_FORMATS)
 DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".uids.npy", "mask": ".mask.npy", "keys": ".keys.txt", "webdataset": ""}
 
 
@@ -146,6 +152,10 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
     ws = Path(workspace)
     row, keep = load_plan(ws, plan)
     meta = db.load_meta(ws)
+    if fmt not in formats_for(meta):
+        raise ValueError(f"{ws} was built from released embeddings ({meta.get('source_kind')}) and holds no image files, "
+                         f"so it cannot be exported as {fmt}: export 'datacomp' (uids for DataComp's resharder) or "
+                         "'parquet' (url, caption, uid) and download the images with img2dataset")
     if out:
         out_path = Path(out)
     else:

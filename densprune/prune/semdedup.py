@@ -17,7 +17,8 @@ positive similarity is already a duplicate).
 The similarity of a cluster with itself is never materialised: rows are taken in blocks of
 ``row_block``, columns in tiles of ``col_block`` (only columns before the block's last row), and a
 running maximum is kept, as in faiss contrib's big_batch_search. Peak extra memory is about
-``row_block * col_block * 4`` bytes (32 MiB with the defaults) plus one cluster's rows.
+``row_block * col_block * 4`` bytes (32 MiB with the defaults) plus one cluster's rows (in float32
+when that takes at most ``FLOAT32_CLUSTER_BYTES``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COPY_TOL", "NO_EARLIER", "dup_threshold", "max_similarity_to_earlier", "semdedup", "is_duplicate",
-           "kept_fraction_curve"]
+__all__ = ["COPY_TOL", "NO_EARLIER", "dup_threshold", "max_similarity_to_earlier", "semdedup", "semdedup_group",
+           "is_duplicate", "kept_fraction_curve"]
+
+#: a cluster up to this size in float32 is converted once before its tiles (larger ones tile by tile)
+FLOAT32_CLUSTER_BYTES = 512 * 2**20
 
 #: max_sim of a member with no earlier member (the first of its cluster), as in the original's
 #: upper-triangular max over a zero-filled matrix; a duplicate for no eps <= 1.
@@ -144,17 +148,37 @@ def semdedup(
     t_last = time.monotonic()
     for c, (s, e) in enumerate(zip(starts, ends)):
         idx = order[s:e]  # increasing row indices
-        rank = np.argsort(-dist[idx], kind="stable")  # farthest first, ties by row index
-        x = np.asarray(embeddings[idx], dtype=np.float32)[rank]  # one sequential-ish read of this cluster
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        sim, arg = max_similarity_to_earlier(x, row_block=row_block, col_block=col_block)
-        rows = idx[rank]
-        max_sim[rows] = np.minimum(sim, 1.0)  # a cosine: float32 rounding can put exact copies at 1 + 1e-7
-        dup_of[rows] = np.where(arg >= 0, rows[np.maximum(arg, 0)], -1)
+        max_sim[idx], dup_of[idx] = semdedup_group(embeddings, idx, dist[idx], row_block=row_block,
+                                                   col_block=col_block)
         if progress and time.monotonic() - t_last > 10:
             t_last = time.monotonic()
             logger.info("SemDeDup: %d / %d clusters, %d / %d rows", c + 1, starts.size, e, n)
     return max_sim, dup_of
+
+
+def semdedup_group(embeddings: np.ndarray, idx: np.ndarray, dist: np.ndarray, *, row_block: int = 1024,
+                   col_block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """SemDeDup inside one group (a cluster): the work :func:`semdedup` does per cluster.
+
+    Args:
+        embeddings: (N, d) all vectors (only the rows ``idx`` are read).
+        idx: (n,) the group's rows, increasing; dist: (n,) their distances to the group's centroid.
+    Returns:
+        max_sim (n,) float32 and dup_of (n,) int64 (global rows, -1 for none), aligned with ``idx``.
+    """
+    rank = np.argsort(-np.asarray(dist, dtype=np.float64), kind="stable")  # farthest first, ties by row index
+    x = np.asarray(embeddings[idx])[rank]  # one sequential-ish read of this cluster
+    if x.dtype != np.float32 and x.nbytes * 4 // x.itemsize <= FLOAT32_CLUSTER_BYTES:
+        x = x.astype(np.float32)  # once, instead of once per tile (1.3-1.9x faster for float16)
+    if x.dtype == np.float32:
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # unit rows: the similarity is a cosine
+    sim, arg = max_similarity_to_earlier(x, row_block=row_block, col_block=col_block)
+    rows = idx[rank]
+    out_sim = np.empty(idx.size, dtype=np.float32)
+    out_of = np.empty(idx.size, dtype=np.int64)
+    out_sim[rank] = np.minimum(sim, 1.0)  # a cosine: float32 rounding can put exact copies at 1 + 1e-7
+    out_of[rank] = np.where(arg >= 0, rows[np.maximum(arg, 0)], -1)
+    return out_sim, out_of
 
 
 def _check_eps(eps: np.ndarray) -> np.ndarray:

@@ -30,7 +30,11 @@ saved = ui.saved_plans_or_stop(ws, "No saved plans yet. Set a budget on the Budg
 
 c1, c2 = st.columns(2)
 plan = c1.selectbox("Plan", saved["name"].tolist(), key="export_plan")
-fmt = c2.selectbox("Format", list(exports.FORMATS), key="export_format")
+formats = exports.formats_for(ui.meta(ws, stamp))
+fmt = c2.selectbox("Format", list(formats), key="export_format",
+                   help=None if formats == exports.FORMATS else
+                   "This workspace was built from released embeddings and holds no image files: csv and "
+                   "webdataset, which copy images, are not offered.")
 row = saved.set_index("name").loc[plan]
 c1.caption(f"{ui.describe_saved(row['params'])}: keeps {int(row['n_kept']):,} of "
            f"{int(row['pool_size']):,} pool samples")

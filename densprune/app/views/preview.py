@@ -79,7 +79,20 @@ else:
     locs = pd.concat([pairs["image_loc"], pairs["dup_image_loc"]])
     data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes), tuple(locs))
     k = len(pairs)
-    st.html(pairs_html([(Tile(data[i], str(pairs["caption"].iloc[i] or "")),
-                         Tile(data[k + i], str(pairs["dup_caption"].iloc[i] or "")),
-                         f"similarity {pairs['sim'].iloc[i]:.3f}") for i in range(k)]))
+    if meta.get("has_thumbnails", True):
+        offsets = pd.concat([pairs["thumb_offset"], pairs["dup_thumb_offset"]])
+        sizes = pd.concat([pairs["thumb_size"], pairs["dup_thumb_size"]])
+        data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes))
+    else:
+        st.caption(appdata.no_thumbnails_note(meta))
+        data = [b""] * (2 * k)
+
+    def tile(i: int, pre: str, image: bytes) -> Tile:
+        p = pairs.iloc[i]
+        url = p[f"{pre}image_ref"]
+        return Tile(image, str(p[f"{pre}caption"] or ""), url=url if isinstance(url, str) else "",
+                    size=appdata.size_text(p[f"{pre}width"], p[f"{pre}height"]))
+
+    st.html(pairs_html([(tile(i, "", data[i]), tile(i, "dup_", data[k + i]), f"similarity {pairs['sim'].iloc[i]:.3f}")
+                        for i in range(k)]))
     st.caption("Left: the duplicate that SemDeDup drops; right: the earlier image it resembles, which stays.")

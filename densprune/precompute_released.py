@@ -1,0 +1,357 @@
+"""``densprune precompute`` from released embeddings: validate, copy shard by shard, then the shared stages.
+
+No image is decoded or embedded. Two passes over the source (:mod:`densprune.ingest.released`):
+
+1. scan: every row's vectors (NaN/inf, zero) and uid are checked; repeated uids are found with
+   one sort of 16-byte integers. Rows that fail become rejects with their reason.
+2. copy: the accepted rows are L2-normalised and written block by block into
+   ``embeddings/image.npy`` (and ``text.npy``), preallocated with ``numpy.lib.format.open_memmap``
+   in the stored dtype (float16 stays float16); their metadata goes to a staging parquet.
+
+Then k-means, concept statistics, SemDeDup and the map run as for any workspace, on the vector
+file read in blocks (:class:`densprune.vectors.NpyRows`), and the ``samples`` table is loaded
+into DuckDB from the staging parquet in batches. No (N, d) array is ever in memory; the per-row
+arrays (cluster, distance, rank, SemDeDup columns) are what grows with N (docs/scaling.md).
+
+The workspace has no thumbnails and no image files: ``samples.image_ref`` is the URL, and
+``image_loc`` is ``["url", URL]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from densprune import __version__, db
+from densprune.cluster.concepts import cluster_labels
+from densprune.cluster.kmeans import faiss_gpu_count
+from densprune.ingest.released import (
+    Block,
+    ReleasedSource,
+    block_keys,
+    block_uids,
+    iter_blocks,
+    row_group_slices,
+    row_problems,
+)
+from densprune.ingest.sources import Reject
+from densprune.ingest.uids import first_occurrences, uid_ints
+from densprune.precompute import (
+    Clustering,
+    PrecomputeConfig,
+    Split,
+    cluster_stage,
+    clusters_frame,
+    dedup_stage,
+    layout_stage,
+    prepare_workspace,
+    save_centroids,
+)
+from densprune.vectors import NpyRows, l2_normalize
+
+log = logging.getLogger(__name__)
+
+BLOCK_ROWS = 16_384  # rows per read/copy block: 16k x 768 float32 = 48 MiB at most
+DB_BATCH_ROWS = 262_144  # samples rows per DuckDB insert
+DB_MEMORY_LIMIT = "128MB"  # DuckDB's own buffers while the workspace file is built (its peak, whatever N)
+LABEL_DOCS = 200_000  # captions sampled for the concept labels
+ROWS_SCHEMA = pa.schema([
+    ("row_idx", pa.int64()), ("uid", pa.string()), ("key", pa.string()), ("caption", pa.string()),
+    ("image_ref", pa.string()), ("image_loc", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("clip_score", pa.float64()),
+])
+
+
+@dataclass(slots=True)
+class Scan:
+    """Pass 1 over the R source rows: which are accepted, which repeat an earlier uid, what was rejected."""
+
+    ok: np.ndarray  # (R,) bool: vectors and uid usable
+    repeat: np.ndarray  # (R,) bool: usable but an earlier row has the uid (rejected in pass 2)
+    rejects: list[Reject]
+
+    @property
+    def accepted(self) -> int:
+        return int(self.ok.sum() - self.repeat.sum())
+
+
+@dataclass(slots=True)
+class Copied:
+    """Pass 2: the workspace rows written."""
+
+    n: int
+    dtype: str
+    clip_from: str | None  # "vectors", the metadata column name, or None (no CLIP scores)
+    rejects: list[Reject]
+    staging: Path
+
+
+def _source_ref(src: ReleasedSource, block: Block, keys: list[str], i: int) -> tuple[str, str]:
+    """(key, image_ref) of row i of a block for a reject: its key and its URL (else file:row)."""
+    url = block.meta.column(src.columns.url)[i].as_py() if src.columns.url else None
+    return keys[i], url or f"{block.shard.metadata}#row={block.start + i}"
+
+
+def scan_stage(src: ReleasedSource, block_rows: int = BLOCK_ROWS) -> Scan:
+    """Pass 1: check every row's vectors and uid; find repeated uids (the first occurrence stays)."""
+    r = src.n_rows
+    ok = np.zeros(r, dtype=bool)
+    pairs = np.zeros((r, 2), dtype=np.uint64)  # 16 bytes per row: the uids as two integers
+    rejects: list[Reject] = []
+    g = 0
+    for block in iter_blocks(src, block_rows):
+        m = len(block)
+        reasons = row_problems(block.image, block.text)
+        uids, uid_reasons = block_uids(src, block)
+        good = np.array([not a and not b for a, b in zip(reasons, uid_reasons)], dtype=bool)
+        if not good.all():
+            keys = block_keys(src, block)
+            for i in np.flatnonzero(~good):
+                key, ref = _source_ref(src, block, keys, int(i))
+                why = reasons[i] or uid_reasons[i]
+                rejects.append(Reject(key, ref, "validate", f"{block.shard.metadata.name} row {block.start + i}: {why}"))
+        idx = np.flatnonzero(good)
+        pairs[g + idx] = uid_ints([uids[i] for i in idx])
+        ok[g:g + m] = good
+        g += m
+    repeat = ok & ~first_occurrences(pairs, ok)
+    del pairs
+    log.info("scanned %d rows in %d shards: %d rejected, %d repeat an earlier uid", r, len(src.shards), len(rejects),
+             int(repeat.sum()))
+    return Scan(ok, repeat, rejects)
+
+
+def _preallocate(path: Path, n: int, d: int, dtype: str) -> Path:
+    """An (n, d) ``.npy`` of ``dtype`` at ``path``.tmp, created with open_memmap and closed again."""
+    tmp = path.with_name(path.name + ".tmp")
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, d))
+    del mm
+    return tmp
+
+
+def _write_rows(path: Path, start: int, rows: np.ndarray) -> None:
+    """Write rows [start, start + len(rows)) of a preallocated ``.npy``; the map lives for this call only."""
+    mm = np.load(path, mmap_mode="r+")
+    try:
+        mm[start:start + rows.shape[0]] = rows
+        mm.flush()
+    finally:
+        del mm
+
+
+def _rows_table(src: ReleasedSource, block: Block, take: np.ndarray, row0: int, uids: list[str | None],
+                keys: list[str], clip: np.ndarray | None) -> pa.Table:
+    """The staging rows (ROWS_SCHEMA) of the accepted rows ``take`` of a block, numbered from ``row0``."""
+    cols, meta = src.columns, block.meta.take(pa.array(take, pa.int64()))
+    n = take.size
+
+    def col(name: str | None, typ: pa.DataType) -> pa.Array:
+        if name is None:
+            return pa.nulls(n, typ)
+        return meta.column(name).combine_chunks().cast(typ, safe=False)
+
+    urls = col(cols.url, pa.string())
+    url_list = urls.to_pylist()
+    return pa.table({
+        "row_idx": pa.array(np.arange(row0, row0 + n, dtype=np.int64)),
+        "uid": pa.array([uids[i] for i in take], pa.string()),
+        "key": pa.array([keys[i] for i in take], pa.string()),
+        "caption": col(cols.caption, pa.string()).fill_null(""),
+        "image_ref": urls,
+        "image_loc": pa.array([json.dumps(["url", u]) if u else None for u in url_list], pa.string()),
+        "width": col(cols.width, pa.int32()),
+        "height": col(cols.height, pa.int32()),
+        "clip_score": pa.array(clip, pa.float64()) if clip is not None else col(cols.score, pa.float64()),
+    }, schema=ROWS_SCHEMA)
+
+
+def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows: int = BLOCK_ROWS) -> Copied:
+    """Pass 2: the accepted rows, L2-normalised, into the preallocated ``embeddings/*.npy``; their metadata
+    into a staging parquet. Rows repeating an earlier uid are rejected here."""
+    emb_dir = ws / "embeddings"
+    emb_dir.mkdir(parents=True, exist_ok=True)
+    staging = ws / ".work" / "released" / "rows.parquet"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    n = scan.accepted
+    if n == 0:
+        first = scan.rejects[0].reason if scan.rejects else "-"
+        raise ValueError(f"{src.root}: none of its {src.n_rows:,} rows can be used (first reason: {first}); "
+                         "see the reasons above")
+    img_tmp = _preallocate(emb_dir / "image.npy", n, src.dim, dtype)
+    txt_tmp = _preallocate(emb_dir / "text.npy", n, src.dim, dtype) if src.has_text else None
+    take_mask = scan.ok & ~scan.repeat
+    rejects: list[Reject] = []
+    w = g = 0
+    with pq.ParquetWriter(staging, ROWS_SCHEMA) as writer:
+        for block in iter_blocks(src, block_rows):
+            m = len(block)
+            take = np.flatnonzero(take_mask[g:g + m])
+            uids, _ = block_uids(src, block)
+            keys = block_keys(src, block)
+            for i in np.flatnonzero(scan.repeat[g:g + m]):
+                key, ref = _source_ref(src, block, keys, int(i))
+                rejects.append(Reject(key, ref, "validate", f"{block.shard.metadata.name} row {block.start + i}: "
+                                                            f"duplicate uid {uids[i]} (an earlier row has it)"))
+            img = l2_normalize(block.image[take]).astype(dtype)
+            _write_rows(img_tmp, w, img)
+            clip = None
+            if txt_tmp is not None:
+                txt = l2_normalize(block.text[take]).astype(dtype)
+                _write_rows(txt_tmp, w, txt)
+                clip = np.einsum("ij,ij->i", img.astype(np.float32), txt.astype(np.float32)).astype(np.float64)
+            writer.write_table(_rows_table(src, block, take, w, uids, keys, clip))
+            w += take.size
+            g += m
+    assert w == n, (w, n)
+    img_tmp.replace(emb_dir / "image.npy")
+    if txt_tmp is not None:
+        txt_tmp.replace(emb_dir / "text.npy")
+    else:
+        (emb_dir / "text.npy").unlink(missing_ok=True)  # a rebuild from a source without caption vectors
+    clip_from = "vectors" if src.has_text else src.columns.score
+    return Copied(n, dtype, clip_from, rejects, staging)
+
+
+def caption_sample(staging: Path, rows: np.ndarray, batch_rows: int = DB_BATCH_ROWS) -> list[str]:
+    """The captions of the sorted row indices ``rows`` (M,), read from the staging parquet in batches."""
+    out: list[str] = []
+    start = 0
+    for batch in row_group_slices(staging, batch_rows, ["caption"]):
+        m = batch.num_rows
+        lo, hi = np.searchsorted(rows, [start, start + m])
+        if hi > lo:
+            caps = batch.column(0).take(pa.array(rows[lo:hi] - start, pa.int64())).to_pylist()
+            out.extend(c or "" for c in caps)
+        start += m
+    return out
+
+
+def labels_stage(cfg: PrecomputeConfig, cl: Clustering, staging: Path) -> list[str]:
+    """Concept labels from at most LABEL_DOCS captions, sampled with the seed."""
+    n = cl.labels.size
+    rows = np.arange(n) if n <= LABEL_DOCS else np.sort(
+        np.random.default_rng(cfg.seed).choice(n, size=LABEL_DOCS, replace=False))
+    return cluster_labels(caption_sample(staging, rows), cl.labels[rows], cl.k, seed=cfg.seed)
+
+
+def _coalesced(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Consecutive small tables joined into tables of about ``rows`` rows (fewer, larger inserts)."""
+    parts: list[pa.Table] = []
+    have = 0
+    for t in tables:
+        parts.append(t)
+        have += t.num_rows
+        if have >= rows:
+            yield pa.concat_tables(parts)
+            parts, have = [], 0
+    if parts:
+        yield pa.concat_tables(parts)
+
+
+def sample_batches(staging: Path, cl: Clustering, dup_max_sim: np.ndarray, dup_of: np.ndarray,
+                   batch_rows: int = DB_BATCH_ROWS) -> Iterator[pa.Table]:
+    """The ``samples`` table in row_idx order, one Arrow table of at most ``batch_rows`` rows at a time."""
+    start = 0
+    for t in _coalesced(row_group_slices(staging, batch_rows), batch_rows):
+        m = t.num_rows
+        s = slice(start, start + m)
+        extra = {
+            "category": pa.nulls(m, pa.string()), "top_category": pa.nulls(m, pa.string()),
+            "split": pa.array(["pool"] * m, pa.string()),
+            "cluster": pa.array(cl.labels[s].astype(np.int32)),
+            "dist_to_centroid": pa.array(cl.dist[s].astype(np.float64)),
+            "rank_in_cluster": pa.array(cl.ranks[s].astype(np.int64)),
+            "dup_max_sim": pa.array(dup_max_sim[s].astype(np.float64)),
+            "dup_of": pa.array(dup_of[s].astype(np.int64)),
+            "thumb_offset": pa.array(np.full(m, -1, np.int64)), "thumb_size": pa.array(np.zeros(m, np.int32)),
+        }
+        for name, arr in extra.items():
+            t = t.append_column(name, arr)
+        yield t
+        start += m
+
+
+def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
+    """Build the workspace ``cfg.workspace`` from the released embeddings ``src``: one call per stage."""
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of this process (all its threads) per stage
+    t0 = t = time.perf_counter()
+    c0 = c = time.process_time()
+
+    def lap(stage: str) -> None:
+        nonlocal t, c
+        timings[stage], t = time.perf_counter() - t, time.perf_counter()
+        cpu[stage], c = time.process_time() - c, time.process_time()
+
+    ws = prepare_workspace(cfg)
+    dtype = cfg.dtype if cfg.dtype not in (None, "auto") else ("float32" if src.dtype == "float64" else src.dtype)
+    log.info("[1/7] checking %d rows of %d-d %s vectors in %d %s shards", src.n_rows, src.dim, src.dtype,
+             len(src.shards), src.layout)
+    scan = scan_stage(src)
+    lap("scan")
+    log.info("[2/7] copying %d rows into %s", scan.accepted, ws / "embeddings")
+    copied = copy_stage(src, ws, scan, dtype)
+    image = NpyRows(ws / "embeddings" / "image.npy")
+    rejects = scan.rejects + copied.rejects
+    del scan
+    lap("copy")
+    pool_rows = np.arange(copied.n, dtype=np.int64)
+    split = Split(np.empty(0, object), np.empty(0, object), np.zeros(copied.n, bool), pool_rows)
+    log.info("[3/7] spherical k-means on %d rows", copied.n)
+    cl = cluster_stage(cfg, image, pool_rows)
+    lap("cluster")
+    log.info("[4/7] concept statistics and labels for %d concepts", cl.k)
+    clusters = clusters_frame(cfg, cl, split, labels_stage(cfg, cl, copied.staging))
+    lap("concepts")
+    log.info("[5/7] SemDeDup similarities inside each concept")
+    dd = dedup_stage(cfg, image, cl, pool_rows)
+    lap("dedup")
+    log.info("[6/7] 2-D UMAP map of %d rows", min(copied.n, cfg.layout_rows))
+    layout, cxy = layout_stage(cfg, image, cl)
+    clusters["x"], clusters["y"] = cxy[:, 0].astype(np.float64), cxy[:, 1].astype(np.float64)
+    lap("layout")
+    cent_sha = save_centroids(ws, cl.centroids)
+    (ws / "thumbs.bin").unlink(missing_ok=True)  # a rebuild over an image workspace
+    rej = pd.DataFrame([asdict(r) for r in rejects], columns=["key", "image_ref", "stage", "reason"]).astype(str)
+    meta = {**released_meta(cfg, src, copied, cl, len(rej), timings), "dedup_groups": dd.groups,
+            "dedup_pairs": dd.pairs, "centroids_sha256": cent_sha, "label_source": "caption words (c-TF-IDF)",
+            "zero_shot_vocabulary": None, "zero_shot_vocabulary_size": 0}
+    log.info("[7/7] writing %s", db.db_path(ws))
+    db.write_new_workspace_db(ws, samples=sample_batches(copied.staging, cl, dd.max_sim, dd.dup_of), clusters=clusters,
+                              rejects=rej, meta=meta, layout=layout, dedup_curve=dd.curve, memory_limit=DB_MEMORY_LIMIT)
+    lap("write")
+    timings["total"], cpu["total"] = time.perf_counter() - t0, time.process_time() - c0
+    db.set_meta(ws, "timings_s", {k: round(v, 3) for k, v in timings.items()})
+    db.set_meta(ws, "cpu_s", {k: round(v, 3) for k, v in cpu.items()})
+    if not cfg.keep_work:
+        shutil.rmtree(copied.staging.parent, ignore_errors=True)
+    log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, copied.n, cl.k, len(rej),
+             timings["total"])
+    return ws
+
+
+def released_meta(cfg: PrecomputeConfig, src: ReleasedSource, copied: Copied, cl: Clustering, n_rejects: int,
+                  timings: dict[str, float]) -> dict:
+    """The meta table of a workspace built from released embeddings (docs/formats.md)."""
+    return {
+        "embedder": "released", "model": src.model, "pretrained": None,
+        "image_dim": src.dim, "text_dim": src.dim if src.has_text else 0, "dtype": copied.dtype,
+        "k": cl.k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
+        "densprune_version": __version__, "source": str(src.root), "source_kind": src.layout, "engine": cfg.engine,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_samples": copied.n, "n_pool": copied.n, "n_eval": 0, "n_source_rows": src.n_rows,
+        "n_rejects": n_rejects, "has_clip_scores": copied.clip_from is not None, "clip_score_from": copied.clip_from,
+        "has_categories": False, "eval_per_category": 0, "has_thumbnails": False,
+        "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
+    }
