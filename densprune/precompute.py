@@ -58,7 +58,7 @@ from densprune.ingest.sources import (
 )
 
 if TYPE_CHECKING:  # the runner imports torch: only the embedding stage needs it
-    from densprune.embed.runner import Assembled
+    from densprune.embed.shards import Assembled
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from densprune import __version__, db
-from densprune.cluster.concepts import cluster_labels
 from densprune.cluster.kmeans import faiss_gpu_count
+from densprune.cluster.labels import cluster_labels
 from densprune.ingest.released import (
     Block,
     ReleasedSource,
