@@ -104,6 +104,13 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     p.add_argument("--keep-work", action="store_true", help="keep the embedding shards in DIR/.work after success")
 
 
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    """Where the app listens."""
+    p.add_argument("--port", type=int, default=8501, help="app port (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densprune", description="Density-Based Pruning of image-text datasets.")
     parser.add_argument("--version", action="version", version=f"densprune {__version__}")
@@ -131,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the bundled demo workspace (first run) and open the app")
     p.add_argument("--workspace", "-w", type=Path, default=None, help="default: ./workspaces/demo")
     p.add_argument("--no-app", action="store_true", help="print the workspace summary instead of opening the app")
-    p.add_argument("--port", type=int, default=8501, help="app port (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    _add_serve_flags(p)
     _add_precompute_flags(p, demo=True)
     p.set_defaults(func=cmd_demo)
 
@@ -153,9 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("app", help="open the exploration app on a workspace (default: the demo)")
     p.add_argument("workspace", type=Path, nargs="?", default=None)
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    _add_serve_flags(p)
     p.add_argument("--allow-root", action="append", type=Path, default=[], metavar="DIR",
                    help="the app may open (and train in) workspaces under DIR; repeatable (default: the folder "
                         "holding WORKSPACE)")
