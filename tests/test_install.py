@@ -9,6 +9,7 @@ demo --no-app``), renders one page with AppTest from the installed files and ser
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,7 +85,8 @@ def test_demo_build_page_and_app_from_outside_the_repo(installed):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = subprocess.Popen([sys.executable, "-m", "densprune", "app", str(ws), "--port", str(port)], cwd=outside,
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # its own group: streamlit runs as its child
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -96,5 +98,5 @@ def test_demo_build_page_and_app_from_outside_the_repo(installed):
                 assert app.poll() is None and time.monotonic() < deadline, "`densprune app` did not start"
                 time.sleep(0.5)
     finally:
-        app.terminate()
+        os.killpg(app.pid, signal.SIGTERM)  # densprune and the streamlit server it started
         app.wait(20)
