@@ -2,8 +2,9 @@
 
 Reads ``benchmarks/results/scale.json`` (two or more pool sizes) and fits, per stage, CPU seconds
 = a + b * N through the smallest and largest measured N (a: what does not grow with N, such as
-k-means training on its fixed sample and the 20k-row map; b: the per-row cost, which under the
-``--dedup-clusters auto`` size rule includes SemDeDup). Memory: peak RssAnon = c + m * N the same way.
+k-means training on its fixed sample and the 20k-row map; b: the per-row cost). SemDeDup is
+priced per pair compared, at the largest run's pairs per row: under the ``--dedup-clusters auto``
+rule the groups stay at about 2,000 rows, so the pairs grow like N once concepts outgrow that. Memory: peak RssAnon = c + m * N the same way.
 Then it writes a table of hours and memory for
 
 - one machine of C cores, assuming the BLAS-bound stages (cluster, dedup, layout) use all C cores
@@ -46,6 +47,10 @@ def main() -> None:
     lo, hi = runs[0], runs[-1]
     rates = {s: fit(lo["rows"], lo["stage_cpu_s"][s], hi["rows"], hi["stage_cpu_s"][s])
              for s in PARALLEL + SERIAL}
+    # SemDeDup costs per pair; under the auto rule (groups of <= ~2,000 rows) the pairs per row stay
+    # what they are once concepts outgrow 2,000 rows (they do at the largest run), so it is linear from there
+    per_pair = hi["stage_cpu_s"]["dedup"] / hi["dedup_pairs"]
+    rates["dedup"] = (0.0, per_pair * hi["dedup_pairs"] / hi["rows"])
     mem = fit(lo["rows"], lo["peak_anon_mib"] * 2**20, hi["rows"], hi["peak_anon_mib"] * 2**20)
     lines = ["# On paper: LAION-400M and DataComp-large from the measured rates", "",
              (f"`python benchmarks/extrapolate.py --cores {args.cores} --nodes {args.nodes}`, from "
@@ -54,7 +59,9 @@ def main() -> None:
              "CPU seconds per stage, fitted as a + b x N:", "",
              "| stage | a (s) | b (us per row) |", "|---|---|---|"]
     lines += [f"| {s} | {a:.1f} | {b * 1e6:.2f} |" for s, (a, b) in rates.items()]
-    lines += ["", f"Peak RssAnon: {mem[0] / 2**20:,.0f} MiB + {mem[1]:.0f} bytes per row.", "",
+    lines += ["", (f"SemDeDup: {per_pair * 1e9:.0f} CPU ns per pair, {hi['dedup_pairs'] / hi['rows']:,.0f} pairs per row "
+              "(the dedup row above)."), "",
+              f"Peak RssAnon: {mem[0] / 2**20:,.0f} MiB + {mem[1]:.0f} bytes per row.", "",
               (f"| pool | rows | CPU hours in all | one {args.cores}-core machine: hours | "
               f"{args.nodes} x {args.cores}-core Ray cluster: hours | driver RAM (RssAnon) | vectors on disk (image + text, fp16) |"),
               "|---|---|---|---|---|---|---|"]
