@@ -32,8 +32,8 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 1) -> dict[str, float]:
-    """Median wall time of each function, timing them in turn within every round.
+def interleaved_times(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of every run of each function, timing them in turn within every round.
 
     Interleaving makes the comparison robust to load that drifts during the benchmark
     (other processes on a small shared machine).
@@ -47,7 +47,12 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], runs: int, warmup:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 1) -> dict[str, float]:
+    """Median of :func:`interleaved_times` for each function."""
+    return {name: statistics.median(ts) for name, ts in interleaved_times(fns, runs, warmup).items()}
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,6 +85,14 @@ def save_result(text: str, out: Path | None, default_name: str, header: str = ""
     path.parent.mkdir(parents=True, exist_ok=True)
     head = f"Command: `{command_line()}`\n\nMachine: {machine()}\n\n" + (header + "\n\n" if header else "")
     path.write_text(head + text.rstrip() + "\n")
+    return path
+
+
+def publish(text: str, out: Path | None, default_name: str) -> Path:
+    """Print a benchmark's result and save it with :func:`save_result`; returns the path."""
+    print(text)
+    path = save_result(text, out, default_name)
+    print(f"wrote {path}")
     return path
 
 

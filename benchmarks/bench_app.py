@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _util import median_wall_cpu, save_result, table  # noqa: E402
+from _util import median_wall_cpu, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.app import charts
@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"App latency, median of {args.runs} runs (fresh process: of {args.fresh_runs}); CPU = this process's "
             "CPU time (the child's for the fresh process), what the work costs whatever else runs on the machine\n\n"
             + table(["what", "wall ms", "CPU ms"], rows))
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'app.md')}")
+    publish(text, args.out, "app.md")
     return 0
 
 

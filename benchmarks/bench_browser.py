@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 
-from _util import save_result, table  # noqa: E402
+from _util import publish, table  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 KEPT_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"Budget page of the demo ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
             f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)\n\n"
             + table(["what", "median ms", "range ms"], rows))
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'browser.md')}")
+    publish(text, args.out, "browser.md")
     return 0
 
 

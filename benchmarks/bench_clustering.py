@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import interleaved_medians, save_result, table  # noqa: E402
+from _util import interleaved_medians, publish, table  # noqa: E402
 
 from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans  # noqa: E402
 
@@ -65,8 +65,7 @@ def main() -> None:
             for name, t in (("faiss.Kmeans on the whole array (faiss subsamples)", t_full),
                             ("faiss.Kmeans on the same seeded sample", t_same))]
     text = table(["N x d", "K", "baseline", "baseline (s)", "densprune (s)", "ratio"], rows)
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'clustering.md')}")
+    publish(text, args.out, "clustering.md")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import table  # noqa: E402
+from _util import interleaved_times, table  # noqa: E402
 
 from densprune.embed.models import OpenClipEmbedder  # noqa: E402
 from densprune.embed.pixels import normalize  # noqa: E402
@@ -211,18 +211,6 @@ def thumbnail_costs(refs: list[SampleRef], n: int = 200) -> str:
                   "GB per 100M rows"], rows)
 
 
-def interleaved(fns: dict, runs: int) -> dict[str, list[float]]:
-    for fn in fns.values():  # warm-up round (model init, page cache, cuDNN autotune)
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return times
-
-
 def report(args: argparse.Namespace, refs: list[SampleRef], emb: OpenClipEmbedder, times: dict) -> str:
     n = len(refs)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -272,7 +260,7 @@ def main() -> None:
     refs = list_source(str(data)).refs if any(data.glob("*.tar")) else make_shards(data, args.images)
     refs = refs[:args.images]
     emb = OpenClipEmbedder(args.model, pretrained="none", device=args.device)
-    times = interleaved(runners(args, refs, emb), args.runs)
+    times = interleaved_times(runners(args, refs, emb), args.runs)  # a warm-up round first (model init, cuDNN)
     text = report(args, refs, emb, times) + "\n\n" + thumbnail_costs(refs)
     print(text)
     out = args.out or RESULTS / f"embed-{args.device}.md"

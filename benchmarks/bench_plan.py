@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
-from _util import save_result  # noqa: E402
+from _util import publish  # noqa: E402
 
 from densprune.cluster.concepts import inter_distance  # noqa: E402
 from densprune.prune.quotas import dbp_quotas  # noqa: E402
@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{'' if slow is None else f'{slow[1] / fast[1]:.0f}x'}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     text = f"median of {args.repeat} runs (naive: of {max(3, args.repeat // 2)})\n\n" + "\n".join(lines)
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'plan.md')}")
+    publish(text, args.out, "plan.md")
 
 
 if __name__ == "__main__":

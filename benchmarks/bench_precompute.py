@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import save_result, table  # noqa: E402
+from _util import publish, table  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +41,7 @@ def main() -> None:
     rows.append(["wall (process)", f"{statistics.median(walls):.1f}"])
     text = (table(["stage", "median seconds"], rows)
             + f"\n\nruns: {', '.join(f'{w:.1f}' for w in walls)} s; goal < 60 s")
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'precompute.md')}")
+    publish(text, args.out, "precompute.md")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
-from _util import median_time, save_result, table  # noqa: E402
+from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.cli.main import default_demo_workspace  # noqa: E402
@@ -65,9 +65,8 @@ def main() -> None:
             + table(["method", "kept", "of what remains", "of the raw pool", "shapes/stars kept",
                      "computer/icons kept", "top categories keeping >= 10%", "lowest category share", "plan time"],
                     rows))
-    print(text)
     default = "demo_keep30.md" if args.dedup_eps is None else "demo_keep30_dedup.md"
-    print(f"wrote {save_result(text, args.out, default)}")
+    publish(text, args.out, default)
 
 
 if __name__ == "__main__":

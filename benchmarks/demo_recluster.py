@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 
-from _util import median_time, save_result, table  # noqa: E402
+from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.cli.main import default_demo_workspace  # noqa: E402
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"demo workspace ({meta['n_pool']:,} pool images, {meta['embedder']} embedder), SemDeDup eps "
             f"{args.dedup_eps:g}: concepts of the whole pool measured per plan, and reclustered on the deduplicated "
             "pool\n\n" + table(["", "per plan (clusters of the whole pool)", "densprune recluster"], rows))
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'demo_recluster.md')}")
+    publish(text, args.out, "demo_recluster.md")
     return 0
 
 

@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 
-from _util import save_result, table  # noqa: E402
+from _util import publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.cli.main import default_demo_workspace  # noqa: E402
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"Mean distance to the concept centre (1 - cos) of the kept rows; demo workspace, {meta['embedder']} "
             f"embedder, K={meta['k']}, keep {k:.0%}, tau {tau:g}, no dedup\n\n"
             + table(["subset", "images", "mean distance to the centre"], rows))
-    print(text)
-    print(f"wrote {save_result(text, args.out, 'kept_distance.md')}")
+    publish(text, args.out, "kept_distance.md")
     return 0
 
 

@@ -559,8 +559,11 @@ def delete_run(workspace: str | os.PathLike, name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 SHOWN_CAPTION_CHARS = 500  # captions are read cut to this many characters (kept whole in the workspace)
-SAMPLE_COLUMNS = (f"row_idx, left(caption, {SHOWN_CAPTION_CHARS}) AS caption, split, cluster, dist_to_centroid, rank_in_cluster, dup_max_sim, dup_of, "
-                  "thumb_offset, thumb_size, image_loc, image_ref, width, height")
+# the columns the app's grids and tables read of a sample, and the SELECT list that reads them
+SAMPLE_COLUMN_NAMES = ("row_idx", "caption", "split", "cluster", "dist_to_centroid", "rank_in_cluster", "dup_max_sim",
+                       "dup_of", "thumb_offset", "thumb_size", "image_loc", "image_ref", "width", "height")
+SAMPLE_COLUMNS = ", ".join(f"left(caption, {SHOWN_CAPTION_CHARS}) AS caption" if c == "caption" else c
+                           for c in SAMPLE_COLUMN_NAMES)
 
 
 def category_code_rows(workspace: str | os.PathLike, no_category: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -609,7 +612,7 @@ def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> p
     """The samples at ``rows`` (row_idx), in the given order."""
     rows = [int(r) for r in rows]
     if not rows:
-        return pd.DataFrame(columns=[c.strip().split(" AS ")[-1] for c in SAMPLE_COLUMNS.replace(f", {SHOWN_CAPTION_CHARS})", ")").split(",")])
+        return pd.DataFrame(columns=list(SAMPLE_COLUMN_NAMES))
     df = query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE row_idx IN "
                                    "(SELECT UNNEST(?::BIGINT[]))", [rows])
     return df.set_index("row_idx", drop=False).loc[rows].reset_index(drop=True)
