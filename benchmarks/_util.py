@@ -61,7 +61,10 @@ _LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # th
 
 
 def command_line() -> str:
-    """The running benchmark's command, as typed from the repository root."""
+    """The running benchmark's command, as typed from the repository root; a driver script that runs a
+    benchmark in steps names itself in ``$DENSPRUNE_BENCH_COMMAND``."""
+    if os.environ.get("DENSPRUNE_BENCH_COMMAND"):
+        return os.environ["DENSPRUNE_BENCH_COMMAND"]
     script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
     return " ".join(shlex.quote(a) for a in ["python", script, *sys.argv[1:]])
 

@@ -30,34 +30,51 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
-from _util import command_line, table  # noqa: E402
+from _util import command_line, table
 
 from densprune import db
-from densprune.cli.main import REPO_ROOT  # noqa: E402
+from densprune.cli.main import REPO_ROOT
 from densprune.cli.main import main as cli_main
-from densprune.prune.plans import list_plans, load_index, save_plan  # noqa: E402
-from densprune.prune.selection import PlanParams  # noqa: E402
-from densprune.train import listing, records, supervisor  # noqa: E402
-from densprune.train.command import RunSpec, make_schedule  # noqa: E402
-from densprune.train.presets import get_preset  # noqa: E402
+from densprune.prune.plans import list_plans, load_index, save_plan
+from densprune.prune.selection import PlanParams
+from densprune.train import listing, records, supervisor
+from densprune.train.command import RunSpec, make_schedule
+from densprune.train.presets import get_preset
 
 log = logging.getLogger("run_experiment")
 METRICS = ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
-LABELS = {"full": "full pool", "dbp": "DBP", "random": "random", "ssp": "SSP"}
+LABELS = {"full": "full pool", "dbp": "DBP", "random": "random", "ssp": "SSP",
+          "dbp-rand": "DBP quotas, random members"}
 
 
-def ensure_plans(ws: Path, keep: float, temperature: float, seeds: list[int]) -> dict[str, str]:
-    """Save the experiment's plans (once); returns {plan name: method label}."""
+def _suffix(dedup_eps: float | None) -> str:
+    return "" if dedup_eps is None else f"-d{round(dedup_eps * 100):02d}"
+
+
+def ensure_plans(ws: Path, keep: float, temperature: float, seeds: list[int], dedup_eps: float | None = None,
+                 dbp_rand: bool = False) -> dict[str, str]:
+    """Save the experiment's plans (once); returns {plan name: method label}.
+
+    With ``dedup_eps`` every subset is drawn as in the paper: SemDeDup at that eps first, then ``keep`` of
+    what remains (plan names get ``-dEE``); the full pool stays the whole pool. ``dbp_rand`` adds DBP's
+    quotas filled with random members (one subset per seed, like ``random``)."""
+    k, d = round(keep * 100), _suffix(dedup_eps)
     wanted = {"full": PlanParams(method="random", keep=1.0),
-              f"dbp{round(keep * 100)}": PlanParams(method="dbp", keep=keep, temperature=temperature),
-              f"ssp{round(keep * 100)}": PlanParams(method="ssp", keep=keep)}
-    wanted.update({f"random{round(keep * 100)}-s{s}": PlanParams(method="random", keep=keep, seed=s) for s in seeds})
+              f"dbp{k}{d}": PlanParams(method="dbp", keep=keep, temperature=temperature, dedup_eps=dedup_eps),
+              f"ssp{k}{d}": PlanParams(method="ssp", keep=keep, dedup_eps=dedup_eps)}
+    wanted.update({f"random{k}{d}-s{s}": PlanParams(method="random", keep=keep, seed=s, dedup_eps=dedup_eps)
+                   for s in seeds})
+    if dbp_rand:
+        wanted.update({f"dbprand{k}{d}-s{s}": PlanParams(method="dbp", keep=keep, temperature=temperature,
+                                                           within="random", seed=s, dedup_eps=dedup_eps)
+                       for s in seeds})
     have = set(list_plans(ws)["name"])
     index = load_index(ws)
     for name, params in wanted.items():
         if name not in have:
             save_plan(ws, name, index.compute(params))
-    return {name: ("full" if name == "full" else p.method) for name, p in wanted.items()}
+    return {name: ("full" if name == "full" else "dbp-rand" if name.startswith("dbprand") else p.method)
+            for name, p in wanted.items()}
 
 
 ABLATIONS = {  # DBP variants at the same budget (equal compute): which part of DBP costs on this data?
@@ -82,20 +99,23 @@ def ensure_ablation_plans(ws: Path, keep: float, temperature: float) -> dict[str
     return out
 
 
-def grid(keep: float, seeds: list[int]) -> list[tuple[int, str, str]]:
+def grid(keep: float, seeds: list[int], dedup_eps: float | None = None, dbp_rand: bool = False,
+         full: bool = True) -> list[tuple[int, str, str]]:
     """(seed, plan, mode) in the order they run: seed by seed, so a partial grid stays balanced."""
-    k = round(keep * 100)
+    k, d = round(keep * 100), _suffix(dedup_eps)
     out = []
     for s in seeds:
-        out.append((s, "full", "samples"))
+        if full:
+            out.append((s, "full", "samples"))
         for mode in ("samples", "epochs"):
-            for plan in (f"dbp{k}", f"random{k}-s{s}", f"ssp{k}"):
+            plans = [f"dbp{k}{d}", f"random{k}{d}-s{s}", f"ssp{k}{d}"] + ([f"dbprand{k}{d}-s{s}"] if dbp_rand else [])
+            for plan in plans:
                 out.append((s, plan, mode))
     return out
 
 
 def run_one(ws: Path, seed: int, plan: str, mode: str, samples_seen: int, epochs: int, preset: str) -> dict:
-    base = plan[: plan.rindex("-s")] if plan.startswith("random") else plan  # random30-s1 -> random30
+    base = plan[: plan.rindex("-s")] if plan.startswith(("random", "dbprand")) else plan  # random30-s1 -> random30
     name = f"{base}-{'eqcompute' if mode == 'samples' else 'eqepochs'}-s{seed}"
     runs = db.load_runs(ws)
     prev = runs[runs.name == name]
@@ -162,7 +182,7 @@ def summarize(records: list[dict]) -> tuple[list[dict], list[dict]]:
     diffs = []
     for mode in ("samples", "epochs"):
         by = {(r["method"], r["seed"]): r for r in records if r["mode"] == mode}
-        variants = sorted({m for m, _ in by} - {"dbp", "full", "random", "ssp"})
+        variants = sorted({m for m, _ in by} - {"dbp", "full", "random", "ssp"})  # dbp-rand, ablations
         pairs = [("dbp", "random"), ("dbp", "ssp"), ("ssp", "random")] + [(v, "random") for v in variants]
         for a, b in pairs:
             seeds = sorted(s for (m, s) in by if m == a and (b, s) in by)
@@ -189,9 +209,23 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
             f"Eval: {meta['n_eval']} held-out images (20 per top-level category with >= 100 images, never in the "
             f"pool); zero-shot over {meta['n_classes']} categories (chance {100 / meta['n_classes']:.1f}%), "
             f"prompts like \"clip art of {{category}}.\"; retrieval among the {meta['n_eval']} eval captions. "
-            f"Keep {meta['keep']:.0%}, DBP tau {meta['temperature']}, K = {meta['k']} ({meta['embedder']} embedder). "
+            f"{_budget_text(meta)}, DBP tau {meta['temperature']}, K = {meta['k']} ({_embedder_text(meta)}). "
             f"Wall time on {meta['machine']}, shared with other work: timings are noisy. "
             f"Generated {meta['finished']} by benchmarks/run_experiment.py.\n")
+
+
+def _budget_text(meta: dict) -> str:
+    if meta.get("dedup_eps") is None:
+        return f"Keep {meta['keep']:.0%} of the pool"
+    return (f"SemDeDup eps {meta['dedup_eps']:g} first, then keep {meta['keep']:.0%} of what remains (the paper's "
+            f"budget): {meta.get('n_subset', 0):,} images = {meta.get('n_subset', 0) / max(meta.get('n_pool', 1), 1):.1%}"
+            f" of the {meta.get('n_pool', 0):,}-image pool")
+
+
+def _embedder_text(meta: dict) -> str:
+    if meta.get("embedder") == "offline":
+        return "offline embedder: pixel features + caption TF-IDF"
+    return f"{meta.get('embedder')} embedder, model {meta.get('model')}, weights {meta.get('weights')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,6 +240,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="epochs of the full pool; sets the equal-compute budget and the equal epochs (default: 4)")
     ap.add_argument("--ablation", action="store_true",
                     help="also train the DBP variants of ABLATIONS (equal compute) for the given seeds")
+    ap.add_argument("--dedup-eps", type=float, default=None,
+                    help="draw every subset as in the paper: SemDeDup at this eps first, then --keep of what remains")
+    ap.add_argument("--dbp-rand", action="store_true",
+                    help="also train DBP's quotas filled with random members (both comparisons, one subset per seed)")
+    ap.add_argument("--full-from", type=Path, default=None, metavar="WS",
+                    help="take the full-pool runs (the reference) from this experiment workspace instead of training "
+                         "them here: the full pool is the same images whatever the embedder")
+    ap.add_argument("--embedder", choices=("offline", "openclip"), default="offline",
+                    help="embedder that builds a missing workspace (default: offline, as `densprune demo`)")
+    ap.add_argument("--model", default="densprune-tiny", help="open_clip model of --embedder openclip")
+    ap.add_argument("--weights", default=None,
+                    help="checkpoint for --embedder openclip, e.g. a full-pool run's checkpoints/epoch_4.pt")
     ap.add_argument("--report-only", action="store_true", help="train nothing: rewrite the results from the runs")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "experiment.json")
     args = ap.parse_args(argv)
@@ -213,23 +259,33 @@ def main(argv: list[str] | None = None) -> int:
     ws = args.workspace
     if not db.is_complete(ws):
         log.info("building the demo workspace in %s", ws)
-        assert cli_main(["demo", "--no-app", "--workspace", str(ws)]) == 0
-    methods = ensure_plans(ws, args.keep, args.temperature, args.seeds)
+        if args.embedder == "offline":
+            assert cli_main(["demo", "--no-app", "--workspace", str(ws)]) == 0
+        else:  # a learned embedder: the demo's images and captions through a CLIP checkpoint
+            if not args.weights:
+                ap.error("--embedder openclip needs --weights CHECKPOINT (no model hub here)")
+            assert cli_main(["precompute", "demo", "--workspace", str(ws), "--embedder", "openclip",
+                             "--model", args.model, "--weights", str(args.weights), "--device", "cpu"]) == 0
+    methods = ensure_plans(ws, args.keep, args.temperature, args.seeds, args.dedup_eps, args.dbp_rand)
     preset = get_preset(args.preset)
     n_full = int(list_plans(ws).set_index("name").loc["full", "n_kept"])
     full = make_schedule(n_full, preset.batch_size, epochs=args.full_epochs)
     samples_seen, epochs = full.samples_seen, args.full_epochs
     wsmeta = db.load_meta(ws)
+    dbp_plan = f"dbp{round(args.keep * 100)}{_suffix(args.dedup_eps)}"
     n_classes = int(db.query_df(ws, "SELECT count(DISTINCT top_category) FROM samples WHERE split = 'eval'").iloc[0, 0])
     meta = {"preset": args.preset, "keep": args.keep, "temperature": args.temperature, "seeds": args.seeds,
             "samples_seen_target": samples_seen, "equal_epochs": epochs, "k": wsmeta.get("k"),
-            "embedder": wsmeta.get("embedder"), "n_eval": int(wsmeta.get("n_eval", 0)), "n_classes": n_classes,
+            "embedder": wsmeta.get("embedder"), "model": wsmeta.get("model"), "weights": args.weights,
+            "dedup_eps": args.dedup_eps, "n_pool": int(wsmeta.get("n_pool", 0)),
+            "n_subset": int(list_plans(ws).set_index("name").loc[dbp_plan, "n_kept"]),
+            "full_from": str(args.full_from) if args.full_from else None, "n_eval": int(wsmeta.get("n_eval", 0)), "n_classes": n_classes,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
             "workspace": str(ws), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command_line()}
     log.info("equal compute: %d samples seen (%d epochs of the full pool); equal epochs: %d", samples_seen,
              args.full_epochs, epochs)
-    jobs = grid(args.keep, args.seeds)
+    jobs = grid(args.keep, args.seeds, args.dedup_eps, args.dbp_rand, full=args.full_from is None)
     if args.ablation:
         extra = ensure_ablation_plans(ws, args.keep, args.temperature)
         methods.update(extra)
@@ -252,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
 def write_results(ws: Path, methods: dict[str, str], meta: dict, out: Path, elapsed: float,
                   keep_finished: bool = False) -> None:
     records = collect(ws, methods)
+    if meta.get("full_from"):  # the reference runs live in another workspace (same images, same seeds)
+        records = [r for r in records if r["method"] != "full"] + collect(Path(meta["full_from"]), {"full": "full"})
     rows, diffs = summarize(records)
     finished = meta["finished"] if keep_finished else datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta = {**meta, "finished": finished, "elapsed_s": round(elapsed, 1), "n_runs_done": len(records)}
