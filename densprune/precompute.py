@@ -5,6 +5,7 @@ Workspace layout (docs/formats.md)::
     DIR/densprune.duckdb          metadata, samples, clusters, rejects, layout, plans (written last)
     DIR/embeddings/image.npy      (N, d) L2-normalised, row i = row_idx i
     DIR/embeddings/text.npy       (N, d) caption embeddings (open_clip only)
+    DIR/embeddings/vocabulary.*   zero-shot vocabulary and its (V, d) text embeddings (open_clip only)
     DIR/centroids.npy             (K, d) L2-normalised
     DIR/thumbs.bin                thumbnails (JPEG/WebP), addressed by samples.thumb_offset/thumb_size
     DIR/.work/                    resumable embedding shards (removed after success)
@@ -44,7 +45,7 @@ from densprune.cluster.kmeans import (
 )
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.layout import umap_layout
-from densprune.cluster.zeroshot import load_vocabulary, zero_shot_names
+from densprune.cluster.zeroshot import load_vocabulary, save_vocabulary, zero_shot_names
 from densprune.devices import resolve_device
 from densprune.embed.settings import EmbedSettings
 from densprune.ingest.eval_split import choose_eval_split
@@ -250,7 +251,7 @@ def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions
     label, zero-shot name and similarity) and the zero-shot vocabulary used (None without a text tower)."""
     pool = split.pool_rows
     names = cluster_labels([captions[i] for i in pool], cl.labels[pool], cl.k, seed=cfg.seed)
-    zs_names, zs_sims, vocab = _zero_shot(embedder, cl.centroids, cfg.label_vocabulary)
+    zs_names, zs_sims, vocab = _zero_shot(embedder, cl.centroids, cfg.label_vocabulary, cfg.workspace / "embeddings")
     df = clusters_frame(cfg, cl, split, names)
     df["zs_label"], df["zs_similarity"] = pd.Series(zs_names, dtype=object), zs_sims
     return df, vocab
@@ -269,9 +270,10 @@ def clusters_frame(cfg: PrecomputeConfig, cl: Clustering, split: Split, names: l
     })
 
 
-def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None):
+def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None, keep_in: Path):
     """Zero-shot names of the K concepts: (names, (K,) similarities, Vocabulary), or K Nones, NaNs and
-    None when the embedder has no text tower."""
+    None when the embedder has no text tower. The vocabulary's text embeddings are kept in ``keep_in``
+    (for `densprune recluster`)."""
     k = centroids.shape[0]
     if not getattr(embedder, "has_text", False) or not hasattr(embedder, "embed_vocabulary"):
         if vocabulary:
@@ -279,7 +281,9 @@ def _zero_shot(embedder, centroids: np.ndarray, vocabulary: str | None):
         return [None] * k, np.full(k, np.nan), None
     vocab = load_vocabulary(vocabulary)
     log.info("zero-shot names from %d entries (%s)", len(vocab.entries), vocab.source)
-    names, sims = zero_shot_names(centroids, embedder.embed_vocabulary(vocab.entries), vocab.entries)
+    vectors = embedder.embed_vocabulary(vocab.entries)
+    save_vocabulary(keep_in, vocab, vectors)
+    names, sims = zero_shot_names(centroids, vectors, vocab.entries)
     return names, sims, vocab
 
 

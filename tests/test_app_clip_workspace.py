@@ -104,3 +104,25 @@ def test_concepts_page_shows_both_names_and_finds_zero_shot_names(clip_ws):
 def _caption_has(ws, cluster: int, text: str) -> bool:
     return bool(db.query_df(ws, "SELECT count(*) AS n FROM samples WHERE cluster = ? AND caption ILIKE ?",
                             [int(cluster), f"%{text}%"])["n"].iloc[0])
+
+
+def test_recluster_names_the_new_concepts_from_the_kept_vocabulary(clip_ws, tmp_path):
+    """precompute keeps the vocabulary's text embeddings; `recluster` names its new concepts with them."""
+    import shutil
+
+    import numpy as np
+
+    from densprune.cluster.recluster import recluster
+    from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
+    from densprune.embed.models import OpenClipEmbedder
+
+    vocab, vectors = load_saved_vocabulary(clip_ws / "embeddings")
+    assert vocab.entries == VOCAB and vocab.source == "vocab.txt"
+    emb = OpenClipEmbedder(model="densprune-tiny", pretrained="none", device="cpu", seed=db.load_meta(clip_ws)["seed"])
+    np.testing.assert_allclose(vectors, emb.embed_vocabulary(VOCAB), atol=1e-5)
+    ws = shutil.copytree(clip_ws, tmp_path / "ws")
+    recluster(ws, 0.2, clusters=2, drop_plans=True)
+    cl = db.load_clusters(ws)
+    names, sims = zero_shot_names(np.load(ws / "centroids.npy"), vectors, VOCAB)
+    assert len(cl) == 2 and cl["zs_label"].tolist() == names
+    np.testing.assert_allclose(cl["zs_similarity"].to_numpy(), sims, atol=1e-6)

@@ -38,6 +38,7 @@ from densprune import db
 from densprune.cluster.concepts import cluster_sizes, complexity, inter_distance, intra_distance
 from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans
 from densprune.cluster.labels import cluster_labels
+from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
 from densprune.prune.semdedup import is_duplicate
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,19 @@ def _concepts_table(labels: np.ndarray, dist: np.ndarray, pool: np.ndarray, cent
     })
 
 
+def _zero_shot_names(ws: Path, centroids: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Zero-shot names of the new (K, d) centroids from the vocabulary embeddings precompute kept
+    (K Nones and NaNs when it kept none: no text tower, or a workspace from before they were kept)."""
+    k = centroids.shape[0]
+    saved = load_saved_vocabulary(ws / "embeddings")
+    if saved is None:
+        log.info("recluster: no saved zero-shot vocabulary in %s/embeddings: concepts get no zero-shot names", ws)
+        return pd.Series([None] * k, dtype=object), np.full(k, np.nan)
+    vocab, vectors = saved
+    names, sims = zero_shot_names(centroids, vectors, vocab.entries)
+    return pd.Series(names, dtype=object), sims
+
+
 def centre_positions(image: np.ndarray, centroids: np.ndarray, layout: pd.DataFrame) -> np.ndarray:
     """(K, 2) map position of each centroid: that of its most similar mapped row (layout: row_idx, x, y)."""
     if layout.empty:
@@ -145,6 +159,7 @@ def recluster(workspace: str | os.PathLike, dedup_eps: float, *, clusters: int |
     layout = db.load_layout(ws)
     table = _concepts_table(labels, dist, pool, centroids, arr["caption"], centre_positions(image, centroids, layout),
                             int(meta.get("neighbors", 20)), seed)
+    table["zs_label"], table["zs_similarity"] = _zero_shot_names(ws, centroids)
     assignment = pd.DataFrame({"row_idx": np.arange(labels.size, dtype=np.int64), "cluster": labels.astype(np.int32),
                                "dist_to_centroid": dist, "rank_in_cluster": rank_in_cluster(labels, dist)})
     tmp = ws / (CENTROIDS + ".tmp")

@@ -8,7 +8,9 @@ of ``--label-vocabulary FILE``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,36 @@ def zero_shot_names(centroids: np.ndarray, vocab_emb: np.ndarray,
     sims = c @ v.T  # (K, V)
     best = np.argmax(sims, axis=1)
     return [entries[int(b)] for b in best], sims[np.arange(c.shape[0]), best].astype(np.float64)
+
+
+VOCAB_VECTORS = "vocabulary.npy"  # DIR/embeddings/: (V, d) float32 text embeddings of the entries
+VOCAB_ENTRIES = "vocabulary.json"  # DIR/embeddings/: {"source": ..., "entries": [...]}, row v = entry v
+
+
+def save_vocabulary(folder: Path, vocab: Vocabulary, vectors: np.ndarray) -> None:
+    """Keep the zero-shot vocabulary and its (V, d) text embeddings beside the image vectors, so that a
+    later re-clustering names its new concepts without loading the model again."""
+    if vectors.shape[0] != len(vocab.entries):
+        raise ValueError(f"{vectors.shape[0]} vocabulary embeddings for {len(vocab.entries)} entries")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (VOCAB_VECTORS + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(vectors, dtype=np.float32))
+    tmp_json = folder / (VOCAB_ENTRIES + ".tmp")
+    tmp_json.write_text(json.dumps({"source": vocab.source, "entries": list(vocab.entries)}))
+    os.replace(tmp, folder / VOCAB_VECTORS)
+    os.replace(tmp_json, folder / VOCAB_ENTRIES)
+
+
+def load_saved_vocabulary(folder: Path) -> tuple[Vocabulary, np.ndarray] | None:
+    """The vocabulary and (V, d) embeddings saved by :func:`save_vocabulary`, or None when there are none
+    (an embedder without a text tower, or a workspace built before they were kept)."""
+    vec, ent = folder / VOCAB_VECTORS, folder / VOCAB_ENTRIES
+    if not (vec.exists() and ent.exists()):
+        return None
+    doc = json.loads(ent.read_text())
+    vectors = np.load(vec)
+    if vectors.shape[0] != len(doc["entries"]):
+        raise ValueError(f"{vec}: {vectors.shape[0]} rows for {len(doc['entries'])} entries in {ent}; "
+                         "rebuild the workspace with --force")
+    return Vocabulary(tuple(doc["entries"]), doc["source"]), vectors
