@@ -247,9 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-from", type=Path, default=None, metavar="WS",
                     help="take the full-pool runs (the reference) from this experiment workspace instead of training "
                          "them here: the full pool is the same images whatever the embedder")
+    ap.add_argument("--full-only", action="store_true",
+                    help="train only the full-pool reference runs of the given seeds (for another workspace's --full-from)")
     ap.add_argument("--embedder", choices=("offline", "openclip"), default="offline",
                     help="embedder that builds a missing workspace (default: offline, as `densprune demo`)")
-    ap.add_argument("--model", default="densprune-tiny", help="open_clip model of --embedder openclip")
+    ap.add_argument("--model", default=None,
+                    help="open_clip model of --embedder openclip (a densprune run's model: local-dir:WS/runs/RUN/model)")
     ap.add_argument("--weights", default=None,
                     help="checkpoint for --embedder openclip, e.g. a full-pool run's checkpoints/epoch_4.pt")
     ap.add_argument("--report-only", action="store_true", help="train nothing: rewrite the results from the runs")
@@ -262,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.embedder == "offline":
             assert cli_main(["demo", "--no-app", "--workspace", str(ws)]) == 0
         else:  # a learned embedder: the demo's images and captions through a CLIP checkpoint
-            if not args.weights:
-                ap.error("--embedder openclip needs --weights CHECKPOINT (no model hub here)")
+            if not (args.weights and args.model):
+                ap.error("--embedder openclip needs --model and --weights CHECKPOINT (no model hub here)")
             assert cli_main(["precompute", "demo", "--workspace", str(ws), "--embedder", "openclip",
                              "--model", args.model, "--weights", str(args.weights), "--device", "cpu"]) == 0
     methods = ensure_plans(ws, args.keep, args.temperature, args.seeds, args.dedup_eps, args.dbp_rand)
@@ -286,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("equal compute: %d samples seen (%d epochs of the full pool); equal epochs: %d", samples_seen,
              args.full_epochs, epochs)
     jobs = grid(args.keep, args.seeds, args.dedup_eps, args.dbp_rand, full=args.full_from is None)
+    if args.full_only:
+        jobs = [(s, "full", "samples") for s in args.seeds]
     if args.ablation:
         extra = ensure_ablation_plans(ws, args.keep, args.temperature)
         methods.update(extra)

@@ -226,3 +226,30 @@ def test_prefetcher_hands_over_in_order_and_raises_the_loaders_error():
             got.append(rb.value)
     feeder.stop()
     assert got == [10, 20] and not feeder.is_alive()
+
+
+def test_weights_load_a_training_checkpoint_into_a_local_dir_model(tiny, tmp_path):
+    """--weights takes open_clip_train's checkpoint (``state_dict`` with DDP's ``module.`` prefix) for
+    the model it was trained as, ``local-dir:`` included; another model is refused with guidance."""
+    import json
+
+    from densprune.embed.models import WeightsUnavailable
+
+    import densprune.embed.models as models
+
+    def local_dir(name: str, cfg: dict) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+        return tmp_path / name
+
+    cfg = json.loads((Path(models.__file__).parent / "model_configs" / "densprune-tiny.json").read_text())
+    model_dir = local_dir("model", cfg)
+    other = local_dir("other", {**cfg, "vision_cfg": {**cfg["vision_cfg"], "layers": cfg["vision_cfg"]["layers"] + 1}})
+    trained = {k: v + 0.5 if v.is_floating_point() else v for k, v in tiny.net.state_dict().items()}
+    ckpt = tmp_path / "epoch_1.pt"
+    torch.save({"epoch": 1, "name": "run", "state_dict": {f"module.{k}": v for k, v in trained.items()}}, ckpt)
+    emb = OpenClipEmbedder(f"local-dir:{model_dir}", weights=str(ckpt), device="cpu")
+    got = emb.net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in trained.items())
+    with pytest.raises(WeightsUnavailable, match="does not fit open_clip model local-dir:.*other"):
+        OpenClipEmbedder(f"local-dir:{other}", weights=str(ckpt), device="cpu")

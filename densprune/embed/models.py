@@ -168,6 +168,25 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
+def checkpoint_state_dict(path: str | os.PathLike) -> dict:
+    """The model weights of an open_clip_train checkpoint (or a bare state_dict), prefixes stripped.
+
+    open_clip_train saves ``{"epoch", "name", "state_dict", "optimizer"}``; a DDP run prefixes every key
+    with ``module.`` and a compiled one with ``_orig_mod.``.
+    """
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    out = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "_orig_mod."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
 def check_weights_available(model: str, pretrained: str) -> None:
     """Fail at once (not after minutes of retries) when pretrained weights can be neither found nor fetched."""
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
@@ -258,7 +277,7 @@ class OpenClipEmbedder:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)  # random weights (--pretrained none) are the same in every process
                 self.net, _, self.preprocess = open_clip.create_model_and_transforms(
-                    model, pretrained=self.pretrained or None, device=self.device
+                    model, pretrained=None if weights else self.pretrained or None, device=self.device
                 )
         except Exception as exc:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
             raise WeightsUnavailable(
@@ -266,6 +285,8 @@ class OpenClipEmbedder:
                 "No network or no cached copy? Give a local checkpoint with --weights PATH, "
                 "or use --embedder offline (no weights needed)."
             ) from exc
+        if weights:
+            self._load_weights(weights)
         if not self.pretrained:
             log.warning("open_clip model %s is RANDOMLY INITIALISED (--pretrained none): vectors are not meaningful", model)
         self.net.eval()
@@ -275,6 +296,19 @@ class OpenClipEmbedder:
         spec = spec_from_preprocess_cfg(cfg) if self._pil_steps is not None and cfg else None
         # the device path must do what the PIL path does: same mean/std as the preprocess it replaces
         self.pixel_spec = spec if spec and (spec.mean, spec.std) == (self.mean, self.std) else None
+
+    def _load_weights(self, weights: str) -> None:
+        """Load a local checkpoint (open_clip_train's ``epoch_E.pt`` or a bare state_dict) into the model;
+        works for ``local-dir:`` models too, where open_clip ignores ``pretrained=``."""
+        try:
+            self.net.load_state_dict(checkpoint_state_dict(weights))
+            log.info("open_clip model %s: weights loaded from %s", self.model_name, weights)
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise WeightsUnavailable(
+                f"--weights {weights} does not fit open_clip model {self.model_name}: {str(exc)[:400]}\n"
+                "Give the model the checkpoint was trained with: for a densprune training run that is "
+                "--model local-dir:WS/runs/RUN/model"
+            ) from exc
 
     @property
     def fingerprint(self) -> str:

@@ -141,31 +141,12 @@ def image_folder_eval_set(folder: str | os.PathLike, max_per_class: int | None =
 # models
 # --------------------------------------------------------------------------------------------
 
-def checkpoint_state_dict(path: str | os.PathLike) -> dict:
-    """The model weights of an open_clip_train checkpoint (or a bare state_dict), prefixes stripped.
-
-    open_clip_train saves ``{"epoch", "name", "state_dict", "optimizer"}``; a DDP run prefixes every key
-    with ``module.`` and a compiled one with ``_orig_mod.``.
-    """
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    out = {}
-    for k, v in sd.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
-
-
 def load_model(model: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu"):
     """(model, preprocess, tokenizer) for an open_clip model name or ``local-dir:PATH``, weights from
     ``checkpoint`` loaded here (``pretrained=`` is not applied to local-dir models)."""
     import open_clip
 
-    from densprune.embed.models import register_model_configs
+    from densprune.embed.models import checkpoint_state_dict, register_model_configs
 
     register_model_configs()
     net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device="cpu")

@@ -68,7 +68,7 @@ def results() -> None:
     shares = appdata.budget_shares(r)
     st.caption(f"Plan: **{ui.describe_params(params)}** · keeps {appdata.escape_markdown(shares.sentence())}")
     m = st.columns(4)
-    m[0].metric("Kept", f"{r.n_kept:,}", delta=f"{shares.of_remaining:.1%} of the remaining pool",
+    m[0].metric("Kept", f"{r.n_kept:,}", delta=f"{shares.of_remaining:.1%} of remaining",
                 delta_color="off", delta_arrow="off", help=shares.sentence())
     m[1].metric("Kept of the raw pool", f"{shares.of_pool:.1%}", delta=f"{r.pool_size - r.n_kept:,} pruned",
                 delta_color="off", delta_arrow="off", help=f"The raw pool: {r.pool_size:,} images (held-out eval "
