@@ -220,6 +220,9 @@ def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bo
 def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarray) -> Clustering:
     """Spherical k-means trained on the pool rows, then every row assigned to its nearest centroid."""
     k = cfg.clusters or default_num_clusters(pool_rows.size)
+    if k > pool_rows.size:
+        raise ValueError(f"{cfg.source}: only {pool_rows.size:,} usable pool rows for --clusters {k} (the others were "
+                         "rejected or held out: see the log); lower --clusters or fix the source")
     centroids = train_spherical_kmeans(image, k, niter=cfg.niter, seed=cfg.seed, train_rows=pool_rows)
     d_intra = None
     if cfg.engine == "ray":
@@ -364,6 +367,7 @@ def samples_table(emb: Embedded, split: Split, cl: Clustering, dup_max_sim: np.n
         "dup_of": dup_of.astype(np.int64),
         "thumb_offset": asm.thumb_offsets[:-1],
         "thumb_size": np.diff(asm.thumb_offsets).astype(np.int32),
+        "caption_flag": pd.Series([r.caption_flag for r in refs], dtype=object),
     })
 
 

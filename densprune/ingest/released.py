@@ -396,19 +396,35 @@ def _rows_of_npy(path: Path, start: int, end: int) -> np.ndarray:
     return NpyRows(path)[start:end]
 
 
+def row_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m,) L2 norms of the rows of an (m, d) array in float64, scaled by each row's largest value so that
+    no square overflows, and (m,) whether the row is all finite. A non-finite row's norm is 0."""
+    x64 = np.asarray(x, dtype=np.float64)
+    finite = np.isfinite(x64).all(axis=1)
+    x64 = np.where(finite[:, None], x64, 0.0)
+    scale = np.abs(x64).max(axis=1, initial=0.0)
+    safe = np.where(scale > 0, scale, 1.0)
+    return scale * np.linalg.norm(x64 / safe[:, None], axis=1), finite
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(m, d) rows scaled to unit length in float64, exact for values whose squares overflow float32.
+    Rows with a zero norm stay zero (row_problems rejects them before)."""
+    norms, _ = row_norms(x)
+    return np.asarray(x, dtype=np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
+
+
 def row_problems(image: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
     """Why each row's vectors cannot be used ("" when they can).
 
     image: (m, d), text: (m, d) or None -> (m,) object array of reasons: a NaN/inf value or a zero
-    vector in the image or caption embedding.
+    vector (norm < MIN_NORM) in the image or caption embedding. Norms are taken in float64 without overflow.
     """
     reasons = np.full(image.shape[0], "", dtype=object)
     for what, x in (("caption", text), ("image", image)):  # image last: its reason wins
         if x is None:
             continue
-        x32 = np.asarray(x, dtype=np.float32)
-        finite = np.isfinite(x32).all(axis=1)
-        norm = np.linalg.norm(np.where(finite[:, None], x32, 0.0), axis=1)
+        norm, finite = row_norms(x)
         reasons[norm < MIN_NORM] = f"{what} embedding is a zero vector"
         reasons[~finite] = f"{what} embedding has NaN or inf values"
     return reasons
