@@ -172,7 +172,7 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
     """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
     from densprune.embed.models import make_embedder, vector_dtype
     from densprune.embed.runner import embed_source
-    from densprune.embed.shards import assemble, work_dir
+    from densprune.embed.shards import NothingDecoded, assemble, work_dir
     from densprune.embed.thumbnails import resolve_thumbnails
 
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
@@ -192,7 +192,10 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
         shards = embed_source(refs, embedder, wd, settings)
     else:
         raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
-    asm = assemble(refs, shards, embedder, ws, dtype=dtype, thumbnails=thumbs == "all")
+    try:
+        asm = assemble(refs, shards, embedder, ws, dtype=dtype, thumbnails=thumbs == "all")
+    except NothingDecoded as exc:
+        raise NothingDecoded(f"{listing.spec}: {exc}") from exc
     image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
     return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
                     embedder.pretrained or None, wd, embedder, dtype, thumbs)

@@ -534,3 +534,15 @@ def test_invalid_utf8_captions_are_replaced_flagged_and_counted(tmp_path, capsys
     assert main(["info", str(ws)]) == 0
     out = capsys.readouterr().out
     assert f"2  caption {INVALID_UTF8}" in out
+
+
+def test_a_source_with_too_few_usable_rows_is_a_clear_error(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(b"")
+    (root / "b.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=rf"{root}: none of the 2 samples could be decoded; first reasons: a.jpg: empty image file"):
+        build(root, tmp_path / "ws")
+    (root / "c.jpg").write_bytes(VALID[0][1])
+    with pytest.raises(ValueError, match=rf"{root}: only 1 usable pool rows for --clusters 2"):
+        build(root, tmp_path / "ws2")

@@ -162,6 +162,10 @@ def _rows(batches: list[BatchResult], name: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+class NothingDecoded(ValueError):
+    """Every sample of the source was rejected while decoding (the message gives the first reasons)."""
+
+
 @dataclass
 class Assembled:
     """What the shards hold, in source order, for the accepted samples only."""
@@ -195,7 +199,7 @@ def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: 
                 text_dim = z["text"].shape[1] if "text" in z else 0
     n = sum(counts)
     if n == 0:
-        raise ValueError(f"none of the {len(refs):,} samples could be decoded; {_first_reasons(refs, shard_paths)}")
+        raise NothingDecoded(f"none of the {len(refs):,} samples could be decoded; {_first_reasons(refs, shard_paths)}")
     source_idx, widths, heights, rejects, offsets = [], [], [], [], [np.zeros(1, np.int64)]
     names = ["image"] + (["text"] if text_dim else [])
     if embedder.rowwise:

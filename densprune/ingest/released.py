@@ -397,21 +397,39 @@ def _rows_of_npy(path: Path, start: int, end: int) -> np.ndarray:
 
 
 def row_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(m,) L2 norms of the rows of an (m, d) array in float64, scaled by each row's largest value so that
-    no square overflows, and (m,) whether the row is all finite. A non-finite row's norm is 0."""
-    x64 = np.asarray(x, dtype=np.float64)
-    finite = np.isfinite(x64).all(axis=1)
-    x64 = np.where(finite[:, None], x64, 0.0)
-    scale = np.abs(x64).max(axis=1, initial=0.0)
-    safe = np.where(scale > 0, scale, 1.0)
-    return scale * np.linalg.norm(x64 / safe[:, None], axis=1), finite
+    """(m,) float64 L2 norms of the rows of an (m, d) array, and (m,) whether each row is all finite.
+
+    Computed in float32 (float64 for float64 input); rows whose norm overflowed or is near zero are
+    computed again in float64, scaled by their largest value, so 1e30-sized values or tiny ones get
+    their true norm. A row with a NaN/inf value has norm 0.
+    """
+    x = np.asarray(x)
+    x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norm = np.linalg.norm(x, axis=1).astype(np.float64)
+    redo = np.flatnonzero(finite & (~np.isfinite(norm) | (norm < 1e-3)))
+    if redo.size:
+        r = x[redo].astype(np.float64)
+        scale = np.abs(r).max(axis=1)
+        norm[redo] = scale * np.linalg.norm(r / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
+    norm[~finite] = 0.0
+    return norm, finite
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
-    """(m, d) rows scaled to unit length in float64, exact for values whose squares overflow float32.
-    Rows with a zero norm stay zero (row_problems rejects them before)."""
+    """(m, d) rows scaled to unit length (float32; float64 for float64 input), right for values whose
+    squares overflow. Rows with a zero norm stay zero (row_problems rejects them before)."""
     norms, _ = row_norms(x)
-    return np.asarray(x, dtype=np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
+    x = np.asarray(x)
+    dt = np.float64 if x.dtype == np.float64 else np.float32
+    safe = np.where(norms > 0, norms, 1.0)
+    big = safe > np.finfo(dt).max / 2  # the norm itself does not fit the dtype: divide in float64
+    with np.errstate(over="ignore"):
+        out = x.astype(dt, copy=False) / safe.astype(dt)[:, None]
+    if big.any():
+        out[big] = (x[big].astype(np.float64) / safe[big][:, None]).astype(dt)
+    return out
 
 
 def row_problems(image: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
