@@ -527,10 +527,12 @@ def test_invalid_utf8_captions_are_replaced_flagged_and_counted(tmp_path, capsys
     for i, (ext, data) in enumerate(VALID[:6]):
         (root / f"s{i}.{ext}").write_bytes(data)
         (root / f"s{i}.txt").write_bytes(b"caf\xe9 latin-1" if i < 2 else "café utf-8".encode())
+    (root / b"\xff\xfe name.jpg".decode("utf-8", "surrogateescape")).write_bytes(VALID[4][1])  # not a UTF-8 name
     ws = build(root, tmp_path / "ws")
-    s = db.query_df(ws, "SELECT key, caption, caption_flag FROM samples ORDER BY key")
+    s = db.query_df(ws, "SELECT key, caption, caption_flag, image_loc FROM samples ORDER BY key")
     assert list(s.caption[:2]) == ["caf\ufffd latin-1"] * 2 and list(s.caption_flag[:2]) == [INVALID_UTF8] * 2
-    assert list(s.caption[2:]) == ["café utf-8"] * 4 and s.caption_flag[2:].isna().all()
+    assert list(s.caption[2:6]) == ["café utf-8"] * 4 and s.caption_flag[2:].isna().all()
+    assert s.key[6] == "\ufffd\ufffd name.jpg" and json.loads(s.image_loc[6])[1].endswith("\udcff\udcfe name.jpg")
     assert main(["info", str(ws)]) == 0
     out = capsys.readouterr().out
     assert f"2  caption {INVALID_UTF8}" in out
@@ -546,3 +548,24 @@ def test_a_source_with_too_few_usable_rows_is_a_clear_error(tmp_path):
     (root / "c.jpg").write_bytes(VALID[0][1])
     with pytest.raises(ValueError, match=rf"{root}: only 1 usable pool rows for --clusters 2"):
         build(root, tmp_path / "ws2")
+
+
+@pytest.mark.parametrize("where", ["in a header", "in a member's data"])
+def test_a_truncated_tar_keeps_what_was_read_and_says_so(tmp_path, where):
+    from densprune.ingest.sources import list_source
+
+    path = tmp_path / "00000.tar"
+    with tarfile.open(path, "w") as tf:
+        for j in range(5):
+            for name, data in ((f"{j:05d}.jpg", VALID[0][1]), (f"{j:05d}.txt", b"cap")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+            if j == 2:
+                end_of_third = tf.offset
+    cut = end_of_third + 100 if where == "in a header" else end_of_third - 10
+    path.write_bytes(path.read_bytes()[:cut])
+    listing = list_source(str(path))
+    assert [r.key for r in listing.refs] == ["00000.tar/00000", "00000.tar/00001", "00000.tar/00002"]
+    assert [r.key for r in listing.rejects] == ["00000.tar"]
+    assert "unreadable tar shard" in listing.rejects[0].reason and str(path) in listing.rejects[0].reason
