@@ -49,7 +49,8 @@ CREATE TABLE samples (
     dup_max_sim DOUBLE,           -- SemDeDup: max(0, max cos to the members ranked before it); 0: first
     dup_of BIGINT,                -- row_idx of that most similar earlier member (-1: none)
     thumb_offset BIGINT,          -- thumbnail bytes in thumbs.bin
-    thumb_size INTEGER
+    thumb_size INTEGER,
+    caption_flag VARCHAR          -- 'invalid UTF-8': the source caption was decoded with U+FFFD replacement; NULL: as read
 )"""
 
 CLUSTERS_DDL = """
@@ -457,6 +458,16 @@ def integrity_facts(workspace: str | os.PathLike) -> dict:
     return {"samples": dict(zip(keys, s)), "clusters": {"n": c[0], "sum_size": c[1], "sum_pool_size": c[2]},
             "size_mismatch": [(cl, n, size) for cl, n, size in sizes if n != size],
             "n_rejects": int(n_rejects), "plans": plan_rows, "plan_clusters": pc}
+
+
+def caption_flag_counts(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Samples counted by ``caption_flag`` (flag, count), most frequent first; empty when none is flagged
+    or the workspace predates the column."""
+    with connect(workspace) as con:
+        if "caption_flag" not in _columns(con, "samples"):
+            return pd.DataFrame(columns=["flag", "count"])
+        return con.execute("SELECT caption_flag AS flag, count(*) AS count FROM samples WHERE caption_flag IS NOT NULL "
+                           "GROUP BY caption_flag ORDER BY count DESC, flag").df()
 
 
 def reject_summary(workspace: str | os.PathLike) -> pd.DataFrame:

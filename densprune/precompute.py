@@ -173,7 +173,7 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
     """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
     from densprune.embed.models import make_embedder, vector_dtype
     from densprune.embed.runner import embed_source
-    from densprune.embed.shards import assemble, work_dir
+    from densprune.embed.shards import NothingDecoded, assemble, work_dir
     from densprune.embed.thumbnails import resolve_thumbnails
 
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
@@ -193,7 +193,10 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
         shards = embed_source(refs, embedder, wd, settings)
     else:
         raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
-    asm = assemble(refs, shards, embedder, ws, dtype=dtype, thumbnails=thumbs == "all")
+    try:
+        asm = assemble(refs, shards, embedder, ws, dtype=dtype, thumbnails=thumbs == "all")
+    except NothingDecoded as exc:
+        raise NothingDecoded(f"{listing.spec}: {exc}") from exc
     image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
     return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
                     embedder.pretrained or None, wd, embedder, dtype, thumbs)
@@ -221,6 +224,9 @@ def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bo
 def cluster_stage(cfg: PrecomputeConfig, image: np.ndarray, pool_rows: np.ndarray) -> Clustering:
     """Spherical k-means trained on the pool rows, then every row assigned to its nearest centroid."""
     k = cfg.clusters or default_num_clusters(pool_rows.size)
+    if k > pool_rows.size:
+        raise ValueError(f"{cfg.source}: only {pool_rows.size:,} usable pool rows for --clusters {k} (the others were "
+                         "rejected or held out: see the log); lower --clusters or fix the source")
     centroids = train_spherical_kmeans(image, k, niter=cfg.niter, seed=cfg.seed, train_rows=pool_rows)
     d_intra = None
     if cfg.engine == "ray":
@@ -368,6 +374,7 @@ def samples_table(emb: Embedded, split: Split, cl: Clustering, dup_max_sim: np.n
         "dup_of": dup_of.astype(np.int64),
         "thumb_offset": asm.thumb_offsets[:-1],
         "thumb_size": np.diff(asm.thumb_offsets).astype(np.int32),
+        "caption_flag": pd.Series([r.caption_flag for r in refs], dtype=object),
     })
 
 

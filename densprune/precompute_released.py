@@ -44,8 +44,10 @@ from densprune.ingest.released import (
     iter_blocks,
     row_group_slices,
     row_problems,
+    unit_rows,
 )
 from densprune.ingest.sources import Reject
+from densprune.ingest.text import decode_text
 from densprune.ingest.uids import first_occurrences, uid_ints
 from densprune.precompute import (
     Clustering,
@@ -58,7 +60,7 @@ from densprune.precompute import (
     prepare_workspace,
     save_centroids,
 )
-from densprune.vectors import NpyRows, l2_normalize
+from densprune.vectors import NpyRows
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ LABEL_DOCS = 200_000  # captions sampled for the concept labels
 ROWS_SCHEMA = pa.schema([
     ("row_idx", pa.int64()), ("uid", pa.string()), ("key", pa.string()), ("caption", pa.string()),
     ("image_ref", pa.string()), ("image_loc", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-    ("clip_score", pa.float64()),
+    ("clip_score", pa.float64()), ("caption_flag", pa.string()),
 ])
 
 
@@ -163,17 +165,33 @@ def _rows_table(src: ReleasedSource, block: Block, take: np.ndarray, row0: int, 
 
     urls = col(cols.url, pa.string())
     url_list = urls.to_pylist()
+    captions, flags = _captions(meta.column(cols.caption) if cols.caption else None, n)
     return pa.table({
         "row_idx": pa.array(np.arange(row0, row0 + n, dtype=np.int64)),
         "uid": pa.array([uids[i] for i in take], pa.string()),
         "key": pa.array([keys[i] for i in take], pa.string()),
-        "caption": col(cols.caption, pa.string()).fill_null(""),
+        "caption": captions,
         "image_ref": urls,
         "image_loc": pa.array([json.dumps(["url", u]) if u else None for u in url_list], pa.string()),
         "width": col(cols.width, pa.int32()),
         "height": col(cols.height, pa.int32()),
         "clip_score": pa.array(clip, pa.float64()) if clip is not None else col(cols.score, pa.float64()),
+        "caption_flag": flags,
     }, schema=ROWS_SCHEMA)
+
+
+def _captions(column: pa.ChunkedArray | None, n: int) -> tuple[pa.Array, pa.Array]:
+    """(captions, flags) of n rows: strings as they are (nulls as ""); a binary column decoded as UTF-8 with
+    U+FFFD replacement, flagged "invalid UTF-8" where it was not valid (densprune.ingest.text)."""
+    if column is None:
+        return pa.array([""] * n, pa.string()), pa.nulls(n, pa.string())
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.combine_chunks().cast(pa.string()).fill_null(""), pa.nulls(n, pa.string())
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        decoded = [decode_text(v) for v in column.to_pylist()]
+    else:
+        decoded = [(decode_text(v)[0], None) for v in column.to_pylist()]
+    return pa.array([c for c, _ in decoded], pa.string()), pa.array([f for _, f in decoded], pa.string())
 
 
 def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows: int = BLOCK_ROWS) -> Copied:
@@ -203,11 +221,11 @@ def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows
                 key, ref = _source_ref(src, block, keys, int(i))
                 rejects.append(Reject(key, ref, "validate", f"{block.shard.metadata.name} row {block.start + i}: "
                                                             f"duplicate uid {uids[i]} (an earlier row has it)"))
-            img = l2_normalize(block.image[take]).astype(dtype)
+            img = unit_rows(block.image[take]).astype(dtype)
             _write_rows(img_tmp, w, img)
             clip = None
             if txt_tmp is not None:
-                txt = l2_normalize(block.text[take]).astype(dtype)
+                txt = unit_rows(block.text[take]).astype(dtype)
                 _write_rows(txt_tmp, w, txt)
                 clip = np.einsum("ij,ij->i", img.astype(np.float32), txt.astype(np.float32)).astype(np.float64)
             writer.write_table(_rows_table(src, block, take, w, uids, keys, clip))

@@ -289,6 +289,7 @@ def workspace_info(ws: Path) -> dict:
     top = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label", "zs_label", "zs_similarity"]]
     info["largest_clusters"] = top.astype(object).where(top.notna(), None).to_dict("records")
     info["rejects_by_reason"] = reject_summary(ws).to_dict("records")
+    info["caption_flags"] = [{"flag": f, "count": int(c)} for f, c in db.caption_flag_counts(ws).itertuples(index=False)]
     return info
 
 
@@ -320,6 +321,9 @@ def summary_text(ws: Path) -> str:
     if info["rejects_by_reason"]:
         lines.append("rejected by reason:")
         lines += [f"  {r['count']:>6,}  {r['stage']:<7} {r['kind']}" for r in info["rejects_by_reason"]]
+    if info["caption_flags"]:
+        lines.append("flagged captions (the samples are kept):")
+        lines += [f"  {r['count']:>6,}  caption {r['flag']} (decoded with U+FFFD replacement)" for r in info["caption_flags"]]
     lines.append("largest concepts:")
     for c in info["largest_clusters"]:
         zs = f"  [zero-shot: {shorten(c['zs_label'], 40)} {c['zs_similarity']:.2f}]" if c.get("zs_label") else ""

@@ -7,6 +7,19 @@ import warnings
 import numpy as np
 
 
+MIN_UMAP_POINTS = 16  # fewer rows + centroids than this are laid out by PCA
+
+
+def pca_2d(data: np.ndarray) -> np.ndarray:
+    """(n, d) -> (n, 2) float32: the first two principal components (zeros where there are fewer)."""
+    centred = data.astype(np.float64) - data.mean(axis=0, keepdims=True)
+    u, sv, _ = np.linalg.svd(centred, full_matrices=False)
+    out = np.zeros((data.shape[0], 2), np.float32)
+    k = min(2, sv.size)
+    out[:, :k] = (u[:, :k] * sv[:k]).astype(np.float32)
+    return out
+
+
 def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: int,
                 n_neighbors: int = 15, n_epochs: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """2-D UMAP of the sampled rows together with all centroids.
@@ -15,12 +28,15 @@ def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: in
     L2-normalised vectors) and handed to UMAP, which skips NN-descent and its JIT warm-up.
     Returns (len(rows), 2) and (K, 2) float32 coordinates.
     """
-    import faiss
-    import umap
-
     data = np.ascontiguousarray(np.concatenate([np.asarray(x[rows], dtype=np.float32),
                                                 np.asarray(centroids, dtype=np.float32)]))
     n = data.shape[0]
+    if n < MIN_UMAP_POINTS:  # UMAP's spectral/PCA initialisation fails on a handful of points
+        xy = pca_2d(data)
+        return xy[: rows.size], xy[rows.size:]
+    import faiss
+    import umap
+
     nn = int(min(n_neighbors, max(2, n - 1)))
     index = faiss.IndexFlatIP(data.shape[1])
     index.add(data)

@@ -162,6 +162,10 @@ def _rows(batches: list[BatchResult], name: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+class NothingDecoded(ValueError):
+    """Every sample of the source was rejected while decoding (the message gives the first reasons)."""
+
+
 @dataclass
 class Assembled:
     """What the shards hold, in source order, for the accepted samples only."""
@@ -195,7 +199,7 @@ def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: 
                 text_dim = z["text"].shape[1] if "text" in z else 0
     n = sum(counts)
     if n == 0:
-        raise ValueError("no image could be decoded: see the rejects for the reasons")
+        raise NothingDecoded(f"none of the {len(refs):,} samples could be decoded; {_first_reasons(refs, shard_paths)}")
     source_idx, widths, heights, rejects, offsets = [], [], [], [], [np.zeros(1, np.int64)]
     names = ["image"] + (["text"] if text_dim else [])
     if embedder.rowwise:
@@ -240,6 +244,17 @@ def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: 
     os.replace(out_dir / "thumbs.bin.tmp", out_dir / "thumbs.bin")
     return Assembled(src, np.concatenate(widths), np.concatenate(heights), rejects,
                      np.concatenate(offsets), image_dim, text_dim)
+
+
+def _first_reasons(refs: list[SampleRef], shard_paths: list[Path], show: int = 3) -> str:
+    """The first few decode rejects as 'key: reason' (for an error when every sample was rejected)."""
+    out: list[str] = []
+    for p in shard_paths:
+        with np.load(p, allow_pickle=False) as z:
+            out += [f"{refs[int(i)].key}: {r}" for i, r in zip(z["idx"][~z["ok"]], z["reasons"][~z["ok"]])]
+        if len(out) >= show:
+            break
+    return "first reasons: " + "; ".join(out[:show]) if out else "no reason was recorded"
 
 
 def _save_npy(path: Path, arr: np.ndarray, dtype: str) -> None:

@@ -40,10 +40,45 @@ def tar_sample_key(member_name: str) -> tuple[str, str] | None:
     return os.path.join(os.path.dirname(member_name), stem), ext.lower()
 
 
-def group_tar_members(tf: tarfile.TarFile) -> dict[str, dict[str, tarfile.TarInfo]]:
-    """The files of an open tar grouped by sample key, in tar order: {key: {ext: TarInfo}}."""
-    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-    for info in tf:
-        if info.isfile() and (kx := tar_sample_key(info.name)) is not None:
-            groups.setdefault(kx[0], {})[kx[1]] = info
-    return groups
+def group_tar_members(tf: tarfile.TarFile, groups: dict[str, dict[str, tarfile.TarInfo]] | None = None,
+                      strays: list[tarfile.TarInfo] | None = None) -> dict[str, dict[str, tarfile.TarInfo]] | str | None:
+    """The files of an open tar grouped by sample key, in tar order: {key: {ext: TarInfo}}.
+
+    With ``groups`` given, it is filled as the members are read (so what was read before a corrupt
+    header is kept), files without an extension go to ``strays``, and the return value is why the
+    reading stopped early (a str) or None.
+    """
+    fill = {} if groups is None else groups
+    try:
+        for info in tf:
+            if not info.isfile():
+                continue
+            kx = tar_sample_key(info.name)
+            if kx is None:
+                if strays is not None:
+                    strays.append(info)
+                continue
+            fill.setdefault(kx[0], {})[kx[1]] = info
+    except tarfile.TarError as exc:
+        if groups is None:
+            raise
+        return f"{type(exc).__name__}: {exc}"
+    return fill if groups is None else None
+
+
+def tar_end_problem(tf: tarfile.TarFile, path: str) -> str | None:
+    """Why a tar whose members were all read has no proper end (None when it has one).
+
+    Python's tarfile stops quietly at a header cut short or at garbage after the first member; a
+    complete tar ends with a zero block right after its last member's data. A member whose data the
+    file cuts short is reported too.
+    """
+    size = os.path.getsize(path)
+    for info in tf.getmembers()[-1:]:
+        if info.offset_data + info.size > size:
+            return f"truncated: {info.name!r} needs {info.offset_data + info.size:,} bytes, the file has {size:,}"
+    tf.fileobj.seek(tf.offset)
+    block = tf.fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+        return f"truncated or corrupt at byte {tf.offset:,} of {size:,}: no end-of-archive block after the last member"
+    return None

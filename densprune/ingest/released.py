@@ -396,19 +396,53 @@ def _rows_of_npy(path: Path, start: int, end: int) -> np.ndarray:
     return NpyRows(path)[start:end]
 
 
+def row_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m,) float64 L2 norms of the rows of an (m, d) array, and (m,) whether each row is all finite.
+
+    Computed in float32 (float64 for float64 input); rows whose norm overflowed or is near zero are
+    computed again in float64, scaled by their largest value, so 1e30-sized values or tiny ones get
+    their true norm. A row with a NaN/inf value has norm 0.
+    """
+    x = np.asarray(x)
+    x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norm = np.linalg.norm(x, axis=1).astype(np.float64)
+    redo = np.flatnonzero(finite & (~np.isfinite(norm) | (norm < 1e-3)))
+    if redo.size:
+        r = x[redo].astype(np.float64)
+        scale = np.abs(r).max(axis=1)
+        norm[redo] = scale * np.linalg.norm(r / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
+    norm[~finite] = 0.0
+    return norm, finite
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(m, d) rows scaled to unit length (float32; float64 for float64 input), right for values whose
+    squares overflow. Rows with a zero norm stay zero (row_problems rejects them before)."""
+    norms, _ = row_norms(x)
+    x = np.asarray(x)
+    dt = np.float64 if x.dtype == np.float64 else np.float32
+    safe = np.where(norms > 0, norms, 1.0)
+    big = safe > np.finfo(dt).max / 2  # the norm itself does not fit the dtype: divide in float64
+    with np.errstate(over="ignore"):
+        out = x.astype(dt, copy=False) / safe.astype(dt)[:, None]
+    if big.any():
+        out[big] = (x[big].astype(np.float64) / safe[big][:, None]).astype(dt)
+    return out
+
+
 def row_problems(image: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
     """Why each row's vectors cannot be used ("" when they can).
 
     image: (m, d), text: (m, d) or None -> (m,) object array of reasons: a NaN/inf value or a zero
-    vector in the image or caption embedding.
+    vector (norm < MIN_NORM) in the image or caption embedding. Norms are taken in float64 without overflow.
     """
     reasons = np.full(image.shape[0], "", dtype=object)
     for what, x in (("caption", text), ("image", image)):  # image last: its reason wins
         if x is None:
             continue
-        x32 = np.asarray(x, dtype=np.float32)
-        finite = np.isfinite(x32).all(axis=1)
-        norm = np.linalg.norm(np.where(finite[:, None], x32, 0.0), axis=1)
+        norm, finite = row_norms(x)
         reasons[norm < MIN_NORM] = f"{what} embedding is a zero vector"
         reasons[~finite] = f"{what} embedding has NaN or inf values"
     return reasons

@@ -14,19 +14,24 @@ Every sample becomes a :class:`SampleRef`; the bytes are read later (in DataLoad
 
 from __future__ import annotations
 
+import csv
 import functools
 import glob
+import io
 import json
 import logging
+import math
 import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from densprune.ingest.media import IMAGE_EXTS, group_tar_members
+from densprune.ingest.media import IMAGE_EXTS, group_tar_members, tar_end_problem
+from densprune.ingest.text import decode_text, storable
 from densprune.ingest.uids import normalize_uid, uid_from_key
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,9 @@ class SampleRef:
     """One sample of a source, before decoding.
 
     ``loc`` says how to read the bytes: ("file", path) | ("tar", path, offset, size) |
-    ("parquet", path, row, column).
+    ("parquet", path, row, column). ``key``, ``caption`` and ``image_ref`` are valid UTF-8 (undecodable
+    bytes as U+FFFD, densprune.ingest.text); ``caption_flag`` is "invalid UTF-8" when the caption had
+    such bytes, else None.
     """
 
     key: str
@@ -52,6 +59,7 @@ class SampleRef:
     category: str | None = None
     orig_width: int = -1
     orig_height: int = -1
+    caption_flag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +154,17 @@ def _list_folder(root: Path) -> SourceListing:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
             sidecar = full.with_suffix(".txt")
-            caption = sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar.exists() else ""
+            caption, flag = decode_text(sidecar.read_bytes()) if sidecar.is_file() else ("", None)
             parent = Path(rel).parent.as_posix()
             refs.append(
                 SampleRef(
-                    key=rel,
+                    key=storable(rel),
                     uid=uid_from_key(rel),
-                    caption=caption,
-                    image_ref=str(full),
+                    caption=caption.strip(),
+                    image_ref=storable(str(full)),
                     loc=("file", str(full)),
-                    category=None if parent == "." else parent,
+                    category=None if parent == "." else storable(parent),
+                    caption_flag=flag,
                 )
             )
     if not refs:
@@ -179,39 +188,104 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
 
 
 def _list_csv(path: Path, image_column: str | None, caption_column: str | None) -> SourceListing:
-    import pandas as pd
-
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else None
-    df = pd.read_csv(path, sep=sep, engine="python", dtype=str, keep_default_na=False)
-    cols = list(df.columns)
+    records, cols, ragged = _read_delimited(path)
     img_col = _pick(cols, image_column, PATH_COLUMNS, "image", str(path))
     cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(path)) if (caption_column or any(c in cols for c in CAPTION_COLUMNS)) else None
-    return _table_refs(df.to_dict("records"), img_col, cap_col, path, "csv")
+    listing = _table_refs(records, img_col, cap_col, path, "csv", ragged)
+    return listing
 
 
-def _table_refs(records: list[dict], img_col: str, cap_col: str | None, path: Path, kind: str) -> SourceListing:
+def _read_delimited(path: Path) -> tuple[list[dict], list[str], list[Reject]]:
+    """The records of a CSV/TSV file ({column: str}, numbered by their first line under ``"_line"``), its
+    columns, and a Reject for every line with more fields than the header.
+
+    Bytes that are not UTF-8 travel as lone surrogates (``surrogateescape``): a path keeps them (the
+    file can be opened), a caption gets U+FFFD in their place and is flagged. ``.csv`` files have their
+    delimiter sniffed among , ; | and tab; ``.tsv``/``.txt`` are tab-separated.
+    """
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    tab = path.suffix.lower() in (".tsv", ".txt")
+    try:
+        dialect = csv.excel_tab if tab else csv.Sniffer().sniff(text[:65536].split("\n", 1)[0], delimiters=",;|\t")
+    except csv.Error:
+        dialect = csv.excel
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 28))  # a 200 kB caption is a caption
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    records, ragged, line = [], [], 1
+    try:
+        header = [storable(h).strip() for h in next(reader, [])]
+        if not header:
+            raise SourceError(f"{path}: empty table (no header line)")
+        cols = list(dict.fromkeys(header))  # a repeated column name: its first occurrence counts
+        for fields in reader:
+            first, line = line + 1, reader.line_num
+            if not any(f.strip() for f in fields):
+                continue  # a blank line is no row
+            if len(fields) > len(header):
+                ragged.append(Reject(f"{path.name}:{first}", "", "list",
+                                     f"{path} row {first}: {len(fields)} fields, the header has {len(header)}; "
+                                     "fix its quoting or delimiters"))
+                continue
+            rec = {"_line": first}
+            for name, value in zip(header, fields):
+                rec.setdefault(name, value)
+            records.append(rec)
+    except csv.Error as exc:
+        raise SourceError(f"{path} line {reader.line_num}: cannot be read as {'TSV' if tab else 'CSV'} ({exc})") from exc
+    return records, cols, ragged
+
+
+def _table_refs(records: list[dict], img_col: str, cap_col: str | None, path: Path, kind: str,
+                rejects: list[Reject] | None = None) -> SourceListing:
+    """Samples of a table of image paths (CSV rows are numbered by their line, parquet rows from 0)."""
     refs: list[SampleRef] = []
-    rejects: list[Reject] = []
+    rejects = list(rejects or [])
     base = path.parent
     for i, rec in enumerate(records):
-        raw = str(rec.get(img_col) or "").strip()
-        key = f"{path.name}:{i + 2 if kind == 'csv' else i}"
+        cell = rec.get(img_col)  # a str keeps undecodable bytes (surrogates): the file can still be found
+        raw = (cell if isinstance(cell, str) else decode_text(cell)[0]).strip()
+        key = f"{path.name}:{rec.get('_line', i + 2) if kind == 'csv' else i}"
         if not raw:
             rejects.append(Reject(key, "", "list", f"{path} row {key.split(':')[1]}: empty {img_col!r}"))
             continue
         full = Path(raw) if os.path.isabs(raw) else base / raw
-        if not full.exists():
-            rejects.append(Reject(key, str(full), "list", f"{path} row {key.split(':')[1]}: file not found: {full}"))
+        problem = _file_problem(full)
+        if problem:
+            rejects.append(Reject(key, storable(str(full))[:1000], "list",
+                                  f"{path} row {key.split(':')[1]}: {problem}: {storable(str(full))[:300]}"))
             continue
         uid = normalize_uid(rec.get("uid")) or uid_from_key(raw)
-        cat = rec.get("category") or None
+        cat = storable(decode_text(rec.get("category"))[0]) or None
+        caption, flag = decode_text(rec.get(cap_col)) if cap_col else ("", None)
         refs.append(
-            SampleRef(key=raw, uid=uid, caption=str(rec.get(cap_col) or "") if cap_col else "",
-                      image_ref=str(full), loc=("file", str(full)), category=str(cat) if cat else None)
+            SampleRef(key=storable(raw), uid=uid, caption=caption, image_ref=storable(str(full)), loc=("file", str(full)),
+                      category=cat, caption_flag=flag)
         )
     if not refs:
         raise SourceError(f"{path}: no usable rows ({len(rejects)} rejected, first: {rejects[0].reason if rejects else '-'})")
     return SourceListing(kind, str(path), refs, rejects, has_categories=any(r.category for r in refs))
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a table's image path cannot be read ("file not found", "not a file", "invalid path"), or None."""
+    try:
+        if path.is_file():
+            return None
+        return "not a file" if path.exists() else "file not found"
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+        return f"invalid path ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def _dim(*values: object) -> int:
+    """The first of ``values`` that is a whole number of pixels in 1 .. 2**31 - 1, else -1 (unknown)."""
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f) and f == int(f) and 0 < f < 2**31:
+            return int(f)
+    return -1
 
 
 def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, caption_column: str | None) -> SourceListing:
@@ -222,9 +296,13 @@ def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, 
     table_records: list[dict] = []
     bytes_mode = None
     for f in files:
-        schema = pq.read_schema(f)
+        try:
+            schema = pq.read_schema(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"{f}: not a readable parquet file ({exc})") from exc
         cols = list(schema.names)
-        binary_cols = [n for n in cols if str(schema.field(n).type) in ("binary", "large_binary")]
+        binary_cols = [n for n in cols if str(schema.field(n).type) in ("binary", "large_binary")
+                       and n != caption_column and (n in BYTES_COLUMNS or n not in CAPTION_COLUMNS)]
         if image_column:
             img_col = _pick(cols, image_column, (), "image", str(f))
         elif binary_cols:
@@ -235,8 +313,11 @@ def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, 
         if bytes_mode is None:
             bytes_mode = is_bytes
         cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(f)) if (caption_column or any(c in cols for c in CAPTION_COLUMNS)) else None
-        meta_cols = [c for c in cols if c != img_col]
-        meta = pq.read_table(f, columns=meta_cols).to_pylist()
+        meta_cols = [c for c in cols if c != img_col] if is_bytes else cols  # a path column is read with the rest
+        try:
+            meta = pq.read_table(f, columns=meta_cols).to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            raise SourceError(f"{f}: cannot read its columns {', '.join(meta_cols)} ({exc})") from exc
         if not is_bytes:
             table_records.extend(meta)
             refs_listing = _table_refs(meta, img_col, cap_col, Path(f), "parquet")
@@ -244,19 +325,21 @@ def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, 
             rejects.extend(refs_listing.rejects)
             continue
         for row, rec in enumerate(meta):
-            key = str(rec.get("key") or f"{Path(f).name}:{row}")
+            key = storable(decode_text(rec.get("key"))[0]) or f"{Path(f).name}:{row}"
             uid = normalize_uid(rec.get("uid")) or uid_from_key(f"{Path(f).name}/{key}")
-            cat = rec.get("category")
+            cat = storable(decode_text(rec.get("category"))[0]) or None
+            caption, flag = decode_text(rec.get(cap_col)) if cap_col else ("", None)
             refs.append(
                 SampleRef(
                     key=key,
                     uid=uid,
-                    caption=str(rec.get(cap_col) or "") if cap_col else "",
+                    caption=caption,
                     image_ref=f"{Path(f).resolve()}#row={row}",
                     loc=("parquet", str(Path(f).resolve()), row, img_col),
-                    category=str(cat) if cat else None,
-                    orig_width=int(rec.get("width") or rec.get("original_width") or -1),
-                    orig_height=int(rec.get("height") or rec.get("original_height") or -1),
+                    category=cat,
+                    orig_width=_dim(rec.get("width"), rec.get("original_width")),
+                    orig_height=_dim(rec.get("height"), rec.get("original_height")),
+                    caption_flag=flag,
                 )
             )
     return SourceListing("parquet", spec, refs, rejects, has_categories=any(r.category for r in refs))
@@ -271,49 +354,71 @@ def _list_webdataset(tars: list[str], spec: str) -> SourceListing:
             continue
         shard = Path(tar_path).name
         groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+        strays: list[tarfile.TarInfo] = []
+        texts: dict[str, bytes | None] = {}
+        jsons: dict[str, bytes | None] = {}
         try:
             with tarfile.open(tar_path, "r") as tf:
-                groups = group_tar_members(tf)
-                texts = {k: _read_member(tf, g.get("txt")) for k, g in groups.items()}
-                jsons = {k: _read_member(tf, g.get("json")) for k, g in groups.items()}
+                problem = group_tar_members(tf, groups, strays)  # fills groups as it goes: kept on an error
+                problem = problem or tar_end_problem(tf, tar_path)
+                for k, g in groups.items():
+                    texts[k], jsons[k] = _read_member(tf, g.get("txt")), _read_member(tf, g.get("json"))
         except (tarfile.TarError, OSError) as exc:
-            rejects.append(Reject(shard, tar_path, "list", f"{tar_path}: unreadable tar shard ({exc}); samples listed before the error kept"))
-        for k in groups:
-            g = groups[k]
-            img_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in g), None)
-            ref = f"{Path(tar_path).resolve()}#{k}"
-            if img_ext is None:
-                rejects.append(Reject(f"{shard}/{k}", ref, "list", f"{tar_path}: sample {k} has no image member ({', '.join(sorted(g))})"))
-                continue
-            meta: dict = {}
-            if jsons.get(k):
-                try:
-                    meta = json.loads(jsons[k])
-                except json.JSONDecodeError:
-                    meta = {}
-            info = g[img_ext]
-            uid = normalize_uid(meta.get("uid")) or uid_from_key(f"{shard}/{k}")
-            refs.append(
-                SampleRef(
-                    key=f"{shard}/{k}",
-                    uid=uid,
-                    caption=(texts.get(k) or meta.get("caption") or "").strip(),
-                    image_ref=f"{ref}.{img_ext}",
-                    loc=("tar", str(Path(tar_path).resolve()), info.offset_data, info.size),
-                    orig_width=int(meta.get("original_width") or meta.get("width") or -1),
-                    orig_height=int(meta.get("original_height") or meta.get("height") or -1),
-                )
-            )
+            problem = str(exc) or type(exc).__name__
+        if problem:
+            rejects.append(Reject(shard, tar_path, "list", f"{tar_path}: unreadable tar shard ({problem}); samples "
+                                                           "listed before the error kept"))
+        for info in strays:
+            name = storable(info.name)
+            rejects.append(Reject(f"{shard}/{name}", f"{Path(tar_path).resolve()}#{name}", "list",
+                                  f"{tar_path}: member {name!r} belongs to no sample (no file extension)"))
+        for k, g in groups.items():
+            refs_or_reject = _tar_sample(tar_path, shard, k, g, texts.get(k), jsons.get(k))
+            (refs if isinstance(refs_or_reject, SampleRef) else rejects).append(refs_or_reject)
     if not refs:
         raise SourceError(f"no samples in webdataset shards {spec}")
     return SourceListing("webdataset", spec, refs, rejects)
 
 
-def _read_member(tf: tarfile.TarFile, info: tarfile.TarInfo | None) -> str | None:
+def _tar_sample(tar_path: str, shard: str, k: str, g: dict[str, tarfile.TarInfo], text: bytes | None,
+                meta_bytes: bytes | None) -> SampleRef | Reject:
+    """The sample ``k`` of a shard from its members, or a Reject when it has no image member."""
+    name = storable(k)
+    img_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in g), None)
+    ref = f"{Path(tar_path).resolve()}#{name}"
+    if img_ext is None:
+        return Reject(f"{shard}/{name}", ref, "list",
+                      f"{tar_path}: sample {name} has no image member ({', '.join(sorted(storable(e) for e in g))})")
+    meta: dict = {}
+    if meta_bytes:
+        try:
+            meta = json.loads(meta_bytes.decode("utf-8", errors="replace"))
+        except json.JSONDecodeError:
+            meta = {}
+        meta = meta if isinstance(meta, dict) else {}  # a .json member that is not an object is ignored
+    if text:
+        caption, flag = decode_text(text)
+    else:
+        caption, flag = decode_text(meta.get("caption")) if isinstance(meta.get("caption"), str) else ("", None)
+    info = g[img_ext]
+    return SampleRef(
+        key=f"{shard}/{name}",
+        uid=normalize_uid(meta.get("uid")) or uid_from_key(f"{shard}/{k}"),
+        caption=caption.strip(),
+        image_ref=f"{ref}.{img_ext}",
+        loc=("tar", str(Path(tar_path).resolve()), info.offset_data, info.size),
+        orig_width=_dim(meta.get("original_width"), meta.get("width")),
+        orig_height=_dim(meta.get("original_height"), meta.get("height")),
+        caption_flag=flag,
+    )
+
+
+def _read_member(tf: tarfile.TarFile, info: tarfile.TarInfo | None) -> bytes | None:
+    """The bytes of a member (None without one; what is there of a member the file cuts short)."""
     if info is None:
         return None
-    fh = tf.extractfile(info)
-    return fh.read().decode("utf-8", errors="replace") if fh else None
+    tf.fileobj.seek(info.offset_data)
+    return tf.fileobj.read(info.size)
 
 
 @functools.lru_cache(maxsize=64)

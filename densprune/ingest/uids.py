@@ -11,8 +11,9 @@ _UID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def uid_from_key(key: str) -> str:
-    """A stable uid for a sample without one of its own: md5 of its shard/key or relative path."""
-    return hashlib.md5(key.encode("utf-8")).hexdigest()
+    """A stable uid for a sample without one of its own: md5 of its shard/key or relative path (a name with
+    undecodable bytes, held as lone surrogates, hashes those as they are)."""
+    return hashlib.md5(key.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 def normalize_uid(value: object) -> str | None:
