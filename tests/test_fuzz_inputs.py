@@ -536,6 +536,13 @@ def test_invalid_utf8_captions_are_replaced_flagged_and_counted(tmp_path, capsys
     assert main(["info", str(ws)]) == 0
     out = capsys.readouterr().out
     assert f"2  caption {INVALID_UTF8}" in out
+    from test_app_pages import no_errors, open_app  # the Overview page shows the same count
+
+    at = open_app(ws)
+    no_errors(at)
+    assert "Flagged captions" in [h.value for h in at.subheader]
+    shown = next(df.value for df in at.dataframe if "flag" in df.value.columns)
+    assert shown.to_dict("records") == [{"flag": INVALID_UTF8, "count": 2}]
 
 
 def test_a_source_with_too_few_usable_rows_is_a_clear_error(tmp_path):

@@ -141,6 +141,12 @@ def reject_summary(ws: str, stamp: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def caption_flags(ws: str, stamp: str) -> pd.DataFrame:
+    """Kept samples whose caption was repaired, by flag: flag, count (empty when none)."""
+    return db.caption_flag_counts(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
 def layout(ws: str, stamp: str) -> pd.DataFrame:
     return db.layout_sample(ws, MAX_MAP_POINTS)
 

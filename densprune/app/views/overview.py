@@ -67,5 +67,13 @@ if meta["n_rejects"]:
         st.dataframe(db.load_rejects(ws, limit=1000),
                      hide_index=True, width="stretch")
 
+flags = ui.caption_flags(ws, stamp)
+if not flags.empty:
+    st.subheader("Flagged captions")
+    st.caption("These samples are kept; their captions were not valid text as read and were decoded with "
+               "U+FFFD replacement characters (samples.caption_flag).")
+    st.dataframe(flags, hide_index=True, key="overview_caption_flags",
+                 column_config={"count": st.column_config.NumberColumn(format="%d")})
+
 st.subheader("Open another workspace")
 ui.open_workspace_form("overview")
