@@ -107,9 +107,8 @@ async def choose(page, label: str, value: str, timeout_ms: int) -> None:
     await settled(page, timeout_ms)
 
 
-async def move_slider_and_save(page, name: str, presses: int, timeout_ms: int) -> int:
-    """Move the keep slider by ``presses`` steps (the Kept count must change), save the plan as ``name``;
-    returns the Kept count saved."""
+async def move_slider(page, presses: int, timeout_ms: int) -> None:
+    """Press the left arrow ``presses`` times on the keep slider; wait until the Kept count has changed."""
     before = await page.evaluate(KEPT_JS)
     slider = page.get_by_role("slider").first
     await slider.focus()
@@ -117,14 +116,16 @@ async def move_slider_and_save(page, name: str, presses: int, timeout_ms: int) -
         await slider.press("ArrowLeft")
     await page.wait_for_function(f"(b) => ({KEPT_JS})() !== b", arg=before, timeout=timeout_ms, polling=50)
     await settled(page, timeout_ms)
-    return int((await page.evaluate(KEPT_JS)).replace(",", ""))
 
 
-async def save_plan(page, name: str, timeout_ms: int) -> None:
+async def save_plan(page, name: str, timeout_ms: int) -> int:
+    """Save the current plan as ``name``; returns the Kept count shown beside the "Saved" message (the
+    same script run: the count the user was told they saved)."""
     await page.get_by_role("textbox", name="Plan name").fill(name)
     await page.get_by_role("button", name="Save plan").click()
     await page.get_by_text(f"Saved plan “{name}”").wait_for(timeout=timeout_ms)
     await settled(page, timeout_ms)
+    return int((await page.evaluate(KEPT_JS)).replace(",", ""))
 
 
 async def export_plan(page, name: str, timeout_ms: int) -> None:
@@ -140,6 +141,8 @@ async def run_session(browser, url: str, i: int, rounds: int, timeout_ms: int, s
     Budget, Preview and Train only, no Concepts, Export or Overview)."""
     out = SessionLog()
     ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx.set_default_timeout(timeout_ms)  # every click, key press and page load may take that long under load
+    ctx.set_default_navigation_timeout(timeout_ms)
     page = await ctx.new_page()
 
     async def act(r: int, what: str, coro) -> object:
@@ -151,12 +154,18 @@ async def run_session(browser, url: str, i: int, rounds: int, timeout_ms: int, s
             err = "; ".join(problems) or None
         except Exception as exc:  # noqa: BLE001 - a timeout or a missing widget is an error of the action
             err = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-            problems = await page_problems(page)
+            try:
+                problems = await page_problems(page)
+            except Exception as again:  # noqa: BLE001 - the page itself is gone or frozen
+                problems = [f"page unreadable ({type(again).__name__})"]
             if problems:
                 err += " | page: " + "; ".join(problems)
         out.actions.append(Action(i, r, what, round(time.perf_counter() - t0, 3), err))
         if err and shots is not None:
-            await page.screenshot(path=str(shots / f"s{i:02d}-r{r}-{what.replace(' ', '_')}.png"))
+            try:
+                await page.screenshot(path=str(shots / f"s{i:02d}-r{r}-{what.replace(' ', '_')}.png"))
+            except Exception as exc:  # noqa: BLE001 - a screenshot is for the reader, not a result
+                log.warning("session %d: no screenshot of %s (%s)", i, what, exc)
         return value
 
     async def goto_home() -> None:
@@ -171,8 +180,8 @@ async def run_session(browser, url: str, i: int, rounds: int, timeout_ms: int, s
             if not light:
                 await act(r, "open Concepts", open_page(page, "concepts", timeout_ms))
             await act(r, "open Budget", open_page(page, "budget", timeout_ms))
-            kept = await act(r, "move the keep slider", move_slider_and_save(page, plan, 1 + (i + r) % 5, timeout_ms))
-            await act(r, "save a plan", save_plan(page, plan, timeout_ms))
+            await act(r, "move the keep slider", move_slider(page, 1 + (i + r) % 3, timeout_ms))
+            kept = await act(r, "save a plan", save_plan(page, plan, timeout_ms))
             if kept is not None and not out.actions[-1].error:
                 out.saved[plan] = kept
             await act(r, "open Preview", open_page(page, "preview", timeout_ms))
