@@ -18,7 +18,7 @@ After every action the page is checked: no Streamlit exception, no error box, no
 count it was saved with, and ``densprune verify`` must find nothing wrong. Writes the figures
 (actions, errors, slowest and median action) to benchmarks/results/load_sessions.md and .json.
 
-    python benchmarks/load_sessions.py [--sessions 10] [--rounds 2] [--trainer real|recorder] [--workspace DIR]
+    python benchmarks/load_sessions.py [--sessions 10] [--rounds 1] [--trainer real|recorder] [--workspace DIR]
 """
 
 from __future__ import annotations
@@ -333,7 +333,9 @@ def run_load(ws: Path, sessions: int, rounds: int, trainer: str, train_samples: 
     cli_report = {"seconds": [], "errors": [], "saved": {}, "overwrites": 0}
     train_report: dict = {"mode": trainer, "runs": []}
     stop = threading.Event()
-    side = [threading.Thread(target=cli_saver, args=(ws, stop, cli_report)),
+    loads: list[float] = []  # the 1-minute load average every 5 s while the sessions run
+    side = [threading.Thread(target=lambda: [loads.append(os.getloadavg()[0]) for _ in iter(lambda: stop.wait(5), True)]),
+            threading.Thread(target=cli_saver, args=(ws, stop, cli_report)),
             threading.Thread(target=real_trainer, args=(ws, stop, train_report, train_samples)) if trainer == "real"
             else threading.Thread(target=recorder_writer, args=(ws, stop, train_report))]
     t_start = time.perf_counter()
@@ -361,7 +363,8 @@ def run_load(ws: Path, sessions: int, rounds: int, trainer: str, train_samples: 
             "plans": {"before": len(before), "saved_by_sessions": sum(len(s.saved) for s in logs),
                       "saved_by_cli": len(cli_report["saved"]), "listed_after": len(listed),
                       "expected_after": len(before | set(expected)), "lost": lost, "wrong_count": wrong},
-            "verify": [f"{p.file}: {p.message}" for p in verify_workspace(ws)]}
+            "verify": [f"{p.file}: {p.message}" for p in verify_workspace(ws)],
+            "load_1min": {"median": round(statistics.median(loads), 1), "max": round(max(loads), 1)} if loads else None}
 
 
 def summarise(res: dict) -> dict:
@@ -395,7 +398,9 @@ def report(res: dict, head: dict) -> str:
     errors = [f"- session {a['session']} round {a['round']} {a['name']}: {a['error']}" for a in acts if a["error"]]
     lines = [
         (f"{head['sessions']} browser sessions (Playwright contexts in one chromium) on one `streamlit run`, "
-         f"{res['rounds']} round(s) each, {res['wall_s']} s wall"),
+         f"{res['rounds']} round(s) each, {res['wall_s']} s wall"
+         + (f"; 1-min load average while they ran: median {res['load_1min']['median']}, max {res['load_1min']['max']}"
+            if res.get("load_1min") else "")),
         "",
         table(["sessions", "actions", "errors", "median action s", "p90 s", "slowest action s", "slowest",
                "plans lost or wrong", "verify problems"],
@@ -426,7 +431,7 @@ def report(res: dict, head: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10, help="browser sessions at once (default: %(default)s)")
-    ap.add_argument("--rounds", type=int, default=2, help="times each session goes through the pages")
+    ap.add_argument("--rounds", type=int, default=1, help="times each session goes through the pages (default: %(default)s)")
     ap.add_argument("--trainer", choices=("real", "recorder"), default="real",
                     help="real: densprune train cpu-tiny runs; recorder: the supervisor's Recorder in a loop")
     ap.add_argument("--train-samples", type=int, default=3840, help="samples seen per real training run")
