@@ -19,51 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout
 
 from _util import publish, table  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-KEPT_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
-                       .find(e => e.innerText.startsWith('Kept'));
-                     return m ? m.querySelector('[data-testid="stMetricValue"]').innerText : null; }"""
-SETTLED_JS = """() => !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
-                      && !document.querySelector('[data-testid="stStatusWidget"]')"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(ws: Path, port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--", "--workspace", str(ws)],
-        cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"streamlit did not start (exit code {proc.poll()}), see {log}")
-        time.sleep(0.2)
+from app_server import CHROMIUM, CHROMIUM_ARGS, KEPT_JS, SETTLED_JS, start_app, stop_app  # noqa: E402
 
 
 def measure(url: str, runs: int) -> tuple[list[float], list[float], str, str]:
@@ -71,9 +36,7 @@ def measure(url: str, runs: int) -> tuple[list[float], list[float], str, str]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{url}/budget")
         page.wait_for_function(f"() => ({SETTLED_JS})() && ({KEPT_JS})() !== null", timeout=120_000)
@@ -110,17 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ws = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(ws):
         ap.error(f"no workspace at {ws}: build it with `python -m densprune demo --no-app --workspace {ws}`")
-    port = free_port()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{port}.log"
-    proc = start_app(ws, port, log)
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{os.getpid()}.log"
+    proc, url = start_app(ws, log)
     try:
-        to_count, to_settled, first, last = measure(f"http://127.0.0.1:{port}", args.runs)
+        to_count, to_settled, first, last = measure(url, args.runs)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
     meta = db.load_meta(ws)
     rows = [["key press -> the new Kept count is shown", f"{statistics.median(to_count):.0f}",
              f"{min(to_count):.0f}-{max(to_count):.0f}"],

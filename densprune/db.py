@@ -335,10 +335,11 @@ def counts(workspace: str | os.PathLike) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 
 def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, clusters: pd.DataFrame,
-                     meta: dict, drop_plans: tuple[str, ...] = ()) -> None:
+                     meta: dict, drop_plans: tuple[str, ...] = ()) -> list[str]:
     """Replace the cluster assignment in one transaction: ``samples`` (cluster, dist_to_centroid,
     rank_in_cluster by row_idx, every row), the whole ``clusters`` table, ``layout.cluster``, the
-    given ``meta`` keys, and delete the plans ``drop_plans`` (their rows; the caller removes the masks)."""
+    given ``meta`` keys, and delete the plans ``drop_plans`` (their rows; the caller removes the masks,
+    whose ``keep_file`` paths are returned)."""
     need = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster"}
     if set(assignment.columns) != need:
         raise ValueError(f"assignment needs exactly the columns {sorted(need)}")
@@ -360,10 +361,13 @@ def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, 
         for key, value in meta.items():
             con.execute("DELETE FROM meta WHERE key = ?", [key])
             con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
+        dropped = []
         for name in drop_plans:
+            dropped += [r[0] for r in con.execute("SELECT keep_file FROM plans WHERE name = ?", [name]).fetchall()]
             con.execute("DELETE FROM plans WHERE name = ?", [name])
             con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
         con.execute("COMMIT")
+    return dropped
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,14 +384,24 @@ def plan_exists(workspace: str | os.PathLike, name: str) -> bool:
         return con.execute("SELECT count(*) FROM plans WHERE name = ?", [name]).fetchone()[0] > 0
 
 
-def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame) -> None:
+def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, *, overwrite: bool = False) -> str | None:
     """Replace plan ``row['name']`` (keys: PLAN_COLUMNS) and its per-cluster rows (PLAN_CLUSTER_COLUMNS)
-    in one transaction; a workspace of schema version 1 gains the newer plan_clusters columns first."""
+    in one transaction; a workspace of schema version 1 gains the newer plan_clusters columns first.
+
+    Returns the ``keep_file`` of the row it replaced (None for a new plan), read in the same transaction,
+    so the caller removes exactly the mask no row names any more. Raises FileExistsError (nothing
+    written) when the plan exists and ``overwrite`` is False: checked under the write lock, so two
+    processes saving the same new name cannot both succeed."""
     if set(row) != set(PLAN_COLUMNS) or set(clusters.columns) != set(PLAN_CLUSTER_COLUMNS):
         raise ValueError(f"a plan needs columns {PLAN_COLUMNS} and {PLAN_CLUSTER_COLUMNS}")
     cols = ", ".join(PLAN_CLUSTER_COLUMNS)
     with connect(workspace, read_only=False) as con:
         con.execute("BEGIN")
+        old = con.execute("SELECT keep_file FROM plans WHERE name = ?", [row["name"]]).fetchone()
+        if old is not None and not overwrite:
+            con.execute("ROLLBACK")
+            raise FileExistsError(f"plan {row['name']!r} already exists in {workspace}; choose another name or "
+                                  "overwrite it")
         for table, added in ADDED_COLUMNS.items():
             for col, typ in added:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
@@ -399,6 +413,7 @@ def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame) 
         con.execute(f"INSERT INTO plan_clusters ({cols}) SELECT {cols} FROM _rows")
         con.unregister("_rows")
         con.execute("COMMIT")
+    return None if old is None else old[0]
 
 
 def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
@@ -433,9 +448,16 @@ def _delete_rows(workspace: str | os.PathLike, where: tuple[tuple[str, str], ...
         con.execute("COMMIT")
 
 
-def delete_plan(workspace: str | os.PathLike, name: str) -> None:
-    """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction."""
-    _delete_rows(workspace, (("plans", "name"), ("plan_clusters", "plan")), name)
+def delete_plan(workspace: str | os.PathLike, name: str) -> str | None:
+    """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction; returns the
+    ``keep_file`` its row named (None when there was no such plan)."""
+    with connect(workspace, read_only=False) as con:
+        con.execute("BEGIN")
+        old = con.execute("SELECT keep_file FROM plans WHERE name = ?", [name]).fetchone()
+        con.execute("DELETE FROM plans WHERE name = ?", [name])
+        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        con.execute("COMMIT")
+    return None if old is None else old[0]
 
 
 def integrity_facts(workspace: str | os.PathLike) -> dict:

@@ -7,8 +7,9 @@ SIGKILL there. Nothing in densprune changes: the points are wrappers around its 
 
 POINT: embedding (after the 2nd embedding shard is saved), after-embedding (the .npy files assembled,
 before clustering), clustering (inside k-means), dedup (inside SemDeDup), duckdb-write (densprune.duckdb.tmp
-created, two tables filled), plan-save (mask renamed into place, rows not written), export (data file
-written, manifest not).
+created, two tables filled), plan-save (mask renamed into place, rows not written), plan-switched (rows
+committed, pointing at the new mask; the mask they replaced not yet removed), export (data file written,
+manifest not).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def install(point: str, marker: Path) -> None:
             else real_connect(path, *a, **k)
     elif point == "plan-save":
         after_calls(db, "write_plan", 1, marker, before=True)
+    elif point == "plan-switched":
+        after_calls(db, "write_plan", 1, marker)
     elif point == "export":
         after_calls(writers, "sha256_file", 1, marker, before=True)
     else:

@@ -8,75 +8,43 @@ the keyboard and checks the kept count follows, and saves a screenshot per page 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from app_server import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    require_chromium,
+    start_app,
+    stop_app,
+)
 
 from densprune.prune import plans
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["", "concepts", "complexity", "budget", "preview", "export"] + ["train"]
 WITH_THUMBS = {"concepts", "complexity", "preview"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-if not Path(CHROMIUM).exists():
-    _why = (f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests")
-    if os.environ.get("DENSPRUNE_REQUIRE_BROWSER") == "1":  # `make test` (and so CI) must not skip them
-        pytest.fail(_why + " (DENSPRUNE_REQUIRE_BROWSER=1)", pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
+require_chromium()
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app_url(demo_workspace: Path):
-    port = free_port()
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-streamlit-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--", "--workspace", str(demo_workspace)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_app(demo_workspace, Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-streamlit-{os.getpid()}.log",
+                          timeout_s=60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start (exit code {proc.poll()}), see {log.name}")
-            time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_app(proc)
 
 
 @pytest.fixture(scope="module")
 def page(app_url):
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 900})
         yield pg
         browser.close()

@@ -101,9 +101,48 @@ def test_killed_plan_save_leaves_no_plan(small_workspace, tmp_path):
     with pytest.raises(ValueError, match="no plan named"):
         plans.load_plan(ws, "killed")
     problems = verify_workspace(ws)
-    assert [p.file for p in problems] == [str(ws / "plans" / "killed.npy")] and "no plan row" in problems[0].message
-    run_cli(["plan", str(ws), "--name", "killed", "--keep", "0.3"])  # saving again works and verifies clean
+    assert len(problems) == 1 and "no plan row" in problems[0].message
+    assert Path(problems[0].file).parent == ws / "plans" and Path(problems[0].file).name.startswith("killed.")
+    run_cli(["plan", str(ws), "--name", "killed", "--keep", "0.3"])  # saving again works
+    Path(problems[0].file).unlink()  # what verify says to do with the stray mask
     assert verify_workspace(ws) == []
+
+
+def plan_state(ws: Path, name: str) -> tuple[int, int, int, str]:
+    """(n_kept of the row, kept summed over plan_clusters, flags set in the mask the row names, its file)."""
+    row, keep = plans.load_plan(ws, name)
+    return int(row["n_kept"]), int(plans.plan_clusters(ws, name)["kept"].sum()), int(keep.sum()), row["keep_file"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["plan-save", "plan-switched"])
+def test_killed_overwrite_keeps_the_old_plan_or_the_new_one_whole(small_workspace, tmp_path, point):
+    """SIGKILL an overwriting `densprune plan --overwrite` before and after its rows switch: the plan is the
+    old one whole (rows and mask) or the new one whole, never old rows with the new mask; verify names
+    the one mask left over, and saving again leaves nothing over."""
+    import shutil
+
+    ws = Path(shutil.copytree(small_workspace, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock")))
+    old_kept, _, _, old_file = plan_state(ws, "half")
+    new_args = ["plan", str(ws), "--name", "half", "--keep", "0.9", "--overwrite"]
+    kill_at(point, new_args, tmp_path)
+    n_kept, cluster_kept, mask_kept, keep_file = plan_state(ws, "half")
+    assert n_kept == cluster_kept == mask_kept, "the plan's rows and its mask disagree"
+    if point == "plan-save":  # killed before the switch: the old plan, untouched
+        assert (n_kept, keep_file) == (old_kept, old_file)
+    else:  # killed after the switch: the new plan, complete
+        assert n_kept > old_kept and keep_file != old_file
+    problems = verify_workspace(ws)
+    assert len(problems) == 1 and "no plan row" in problems[0].message, problems
+    stray = Path(problems[0].file)
+    assert stray.parent == ws / "plans" and stray.name.startswith("half.") and str(stray) != str(ws / keep_file)
+    assert (point == "plan-switched") == (stray == ws / old_file)  # after the switch, the old mask is the stray
+    run_cli(new_args)  # saving again works; the stray stays until removed as verify says
+    stray.unlink()
+    assert verify_workspace(ws) == []
+    n_kept, cluster_kept, mask_kept, _ = plan_state(ws, "half")
+    assert n_kept == cluster_kept == mask_kept > old_kept
+    assert len(list((ws / "plans").glob("half.*"))) == 1
 
 
 @pytest.mark.slow

@@ -218,3 +218,51 @@ def test_a_workspace_without_the_newer_plan_columns_still_opens_and_gains_them(p
     save_plan(old, "t-new", load_index(old).compute(PlanParams(keep=0.2)))
     assert plan_clusters(old, "t-new").d_intra.notna().any()
     assert plan_clusters(old, "t-dbp30").d_intra.isna().all()  # older rows stay as they were
+
+
+def test_a_name_saved_by_another_process_meanwhile_is_refused_under_the_lock(planned, monkeypatch):
+    """The early exists-check passed (the other process had not saved yet); the transaction that switches
+    the rows checks again under the write lock: refused, the new mask removed, the other plan untouched."""
+    ws = planned
+    row, keep = load_plan(ws, "t-rnd30")
+    masks = set((ws / "plans").glob("t-rnd30.*"))
+    result = load_index(ws).compute(PlanParams(method="dbp", keep=0.5))
+    monkeypatch.setattr(db, "plan_exists", lambda *a: False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_plan(ws, "t-rnd30", result)
+    after, keep_after = load_plan(ws, "t-rnd30")
+    assert after["keep_file"] == row["keep_file"] and after["n_kept"] == row["n_kept"]
+    np.testing.assert_array_equal(keep_after, keep)
+    assert set((ws / "plans").glob("t-rnd30.*")) == masks
+
+
+def test_overwrite_writes_a_new_mask_and_removes_the_old_one(planned, tmp_path):
+    import shutil
+
+    ws = Path(shutil.copytree(planned, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
+    old, _ = load_plan(ws, "t-ssp30")
+    save_plan(ws, "t-ssp30", load_index(ws).compute(PlanParams(method="ssp", keep=0.5)), overwrite=True)
+    new, keep = load_plan(ws, "t-ssp30")
+    assert new["keep_file"] != old["keep_file"] and not (ws / old["keep_file"]).exists()
+    assert int(keep.sum()) == new["n_kept"] > old["n_kept"]
+    assert [p.name for p in (ws / "plans").glob("t-ssp30.*")] == [Path(new["keep_file"]).name]
+
+
+def test_a_reader_holding_the_row_of_an_overwritten_plan_gets_the_new_plan(planned, tmp_path, monkeypatch):
+    """Between a reader's row and its mask file another process overwrote the plan (and removed the
+    old mask): the reader reads the row again and returns the new row with its own mask."""
+    import shutil
+
+    ws = Path(shutil.copytree(planned, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
+    stale = db.load_plan_row(ws, "t-dbp30")
+    save_plan(ws, "t-dbp30", load_index(ws).compute(PlanParams(method="dbp", keep=0.5)), overwrite=True)
+    real, calls = db.load_plan_row, []
+
+    def first_stale(workspace, name):
+        calls.append(name)
+        return stale if len(calls) == 1 else real(workspace, name)
+
+    monkeypatch.setattr(db, "load_plan_row", first_stale)
+    row, keep = load_plan(ws, "t-dbp30")
+    assert len(calls) >= 2 and row["keep_file"] != stale.iloc[0]["keep_file"]
+    assert int(keep.sum()) == row["n_kept"] > int(stale.iloc[0]["n_kept"])

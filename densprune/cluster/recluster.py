@@ -170,14 +170,14 @@ def recluster(workspace: str | os.PathLike, dedup_eps: float, *, clusters: int |
                "reclustered": {"dedup_eps": float(dedup_eps), "train_rows": int(train.sum()), "k": k,
                                "previous_k": int(meta["k"]), "seconds": round(seconds, 3),
                                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
-    db.rewrite_clusters(ws, assignment=assignment, clusters=table, meta=updates, drop_plans=saved)
+    dropped_masks = db.rewrite_clusters(ws, assignment=assignment, clusters=table, meta=updates, drop_plans=saved)
     try:
         os.replace(tmp, ws / CENTROIDS)
     except FileNotFoundError:  # a reader's verify_centroids moved it in the meantime
         if centroids_sha256(ws / CENTROIDS) != updates["centroids_sha256"]:
             raise
-    for name in saved:
-        (ws / "plans" / f"{name}.npy").unlink(missing_ok=True)
+    for keep_file in dropped_masks:
+        (ws / keep_file).unlink(missing_ok=True)
     log.info("recluster: %s now has %d concepts from %d deduplicated rows in %.1f s", ws, k, int(train.sum()), seconds)
     return ReclusterReport(k=k, dedup_eps=float(dedup_eps), train_rows=int(train.sum()), pool_rows=int(pool.sum()),
                            dropped_plans=saved, seconds=seconds)

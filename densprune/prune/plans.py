@@ -1,7 +1,11 @@
 """Plans in a workspace: build the plan index from the workspace, save, list and load plans.
 
 A saved plan is a row in ``plans``, its per-cluster counts in ``plan_clusters``, and its keep mask
-in ``DIR/plans/NAME.npy`` ((N,) bool aligned with row_idx), written under a temporary name first.
+((N,) bool aligned with row_idx) in the file the row's ``keep_file`` names, ``DIR/plans/NAME.GEN.npy``:
+every save writes a new file (a fresh generation GEN), then switches the rows to it in one transaction,
+then removes the file the old rows named. A save killed at any point leaves the old plan whole or the
+new one whole, never old rows with a new mask; what it leaves behind is a mask no row names, which
+``densprune verify`` reports.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,17 +62,19 @@ def params_from_json(text: str | dict) -> PlanParams:
     return PlanParams(**data)
 
 
-def _keep_path(workspace: Path, name: str) -> Path:
-    return Path(workspace) / "plans" / f"{validate_plan_name(name)}.npy"
+def _new_keep_path(workspace: Path, name: str) -> Path:
+    """A file name no other save of ``name`` uses: ``plans/NAME.GEN.npy``."""
+    return Path(workspace) / "plans" / f"{validate_plan_name(name)}.{uuid.uuid4().hex[:12]}.npy"
 
 
 def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, overwrite: bool = False) -> None:
-    """Store a computed plan under ``name`` (mask file first, then the rows, in one transaction)."""
+    """Store a computed plan under ``name``: its mask in a new file, then the rows pointing at it in one
+    transaction (which refuses an existing name unless ``overwrite``), then the replaced mask is removed."""
     ws = Path(workspace)
     validate_plan_name(name)
-    if db.plan_exists(ws, name) and not overwrite:
+    if db.plan_exists(ws, name) and not overwrite:  # fail before writing anything (checked again under the lock)
         raise FileExistsError(f"plan {name!r} already exists in {ws}; choose another name or overwrite it")
-    path = _keep_path(ws, name)
+    path = _new_keep_path(ws, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -77,10 +84,18 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
     rows = pd.DataFrame({"plan": name, "cluster": np.arange(k, dtype=np.int32), "eligible": result.eligible,
                          "quota": result.quota, "kept": result.kept, "d_intra": result.d_intra,
                          "complexity": result.complexity})
-    db.write_plan(ws, {"name": name, "method": result.params.method, "params": params_to_json(result.params),
-                       "n_kept": int(result.n_kept), "budget": int(result.budget), "pool_size": int(result.pool_size),
-                       "keep_file": str(path.relative_to(ws)), "notes": "\n".join(result.notes),
-                       "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}, rows)
+    try:
+        old = db.write_plan(ws, {"name": name, "method": result.params.method, "params": params_to_json(result.params),
+                                 "n_kept": int(result.n_kept), "budget": int(result.budget),
+                                 "pool_size": int(result.pool_size), "keep_file": str(path.relative_to(ws)),
+                                 "notes": "\n".join(result.notes),
+                                 "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}, rows,
+                            overwrite=overwrite)
+    except BaseException:
+        path.unlink(missing_ok=True)  # no row names it
+        raise
+    if old and old != str(path.relative_to(ws)):
+        (ws / old).unlink(missing_ok=True)
     log.info("saved plan %s: %d of %d remaining (%d in the pool) kept", name, result.n_kept, result.n_eligible,
              result.pool_size)
 
@@ -91,16 +106,25 @@ def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray]:
-    """The plan's row (as a dict, params parsed) and its (N,) bool keep mask."""
+    """The plan's row (as a dict, params parsed) and its (N,) bool keep mask (the file the row names)."""
     ws = Path(workspace)
-    df = db.load_plan_row(ws, validate_plan_name(name))
-    if df.empty:
-        names = ", ".join(list_plans(ws)["name"]) or "none yet"
-        raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
-    row = df.iloc[0].to_dict()
-    row["params"] = json.loads(row["params"])
-    keep = np.load(ws / row["keep_file"])
-    return row, keep
+    validate_plan_name(name)
+    for attempt in range(3):
+        df = db.load_plan_row(ws, name)
+        if df.empty:
+            names = ", ".join(list_plans(ws)["name"]) or "none yet"
+            raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
+        row = df.iloc[0].to_dict()
+        try:
+            keep = np.load(ws / row["keep_file"])
+        except FileNotFoundError:
+            # overwritten between reading the row and opening its file: the new row names the new file
+            if attempt == 2 or db.load_plan_row(ws, name)["keep_file"].tolist() == [row["keep_file"]]:
+                raise
+            continue
+        row["params"] = json.loads(row["params"])
+        return row, keep
+    raise AssertionError("unreachable")
 
 
 def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
@@ -110,7 +134,8 @@ def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
 
 
 def delete_plan(workspace: str | os.PathLike, name: str) -> None:
-    """Remove plan ``name``: its rows, then its mask file."""
+    """Remove plan ``name``: its rows, then the mask file they named."""
     ws = Path(workspace)
-    db.delete_plan(ws, validate_plan_name(name))
-    _keep_path(ws, name).unlink(missing_ok=True)
+    old = db.delete_plan(ws, validate_plan_name(name))
+    if old:
+        (ws / old).unlink(missing_ok=True)

@@ -1,0 +1,80 @@
+"""The app in a real browser, shared by tests/test_browser.py, tests/test_load_sessions.py and the browser
+benchmarks (benchmarks/bench_browser.py, benchmarks/load_sessions.py): start `streamlit run app.py` on a
+workspace at a free local port, stop it, launch Debian's chromium, and the page checks they all use.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+# the script run is over (stApp reports notRunning) and Streamlit's running indicator is gone
+SETTLED_JS = """() => !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+                      && !document.querySelector('[data-testid="stStatusWidget"]')"""
+# the value of the "Kept" metric on the Budget page (null until it is drawn)
+KEPT_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
+                       .find(e => e.innerText.startsWith('Kept'));
+                     return m ? m.querySelector('[data-testid="stMetricValue"]').innerText : null; }"""
+
+
+def require_chromium() -> None:
+    """At the top of a browser test module: skip it without chromium, or fail when
+    ``DENSPRUNE_REQUIRE_BROWSER=1`` (`make test`, and so CI, must not skip the browser tests)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        why = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests"
+        if os.environ.get("DENSPRUNE_REQUIRE_BROWSER") == "1":
+            pytest.fail(why + " (DENSPRUNE_REQUIRE_BROWSER=1)", pytrace=False)
+        pytest.skip(why, allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(ws: Path, log: Path, port: int | None = None, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py -- --workspace WS`` on 127.0.0.1 (a free port unless given), its output in
+    ``log``; returns (the process, its URL) once ``/_stcore/health`` answers. Raises RuntimeError naming
+    the log when it exits or does not answer within ``timeout_s``."""
+    port = port or free_port()
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none", "--", "--workspace", str(ws)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_app(proc)
+            raise RuntimeError(f"streamlit did not start (exit code {proc.poll()}), see {log}")
+        time.sleep(0.2)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """SIGTERM the server, SIGKILL it after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
