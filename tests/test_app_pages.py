@@ -351,3 +351,17 @@ def test_export_writes_into_the_workspace_with_manifest(ws):
     plans.delete_plan(ws, name)
     for f in out.parent.glob(f"{name}*"):
         f.unlink()
+
+
+def test_save_plan_when_the_workspace_stays_locked_says_so(ws, monkeypatch):
+    """A save that times out on the workspace lock (db.WorkspaceBusy) is a warning, not a traceback."""
+    def busy(*args, **kwargs):
+        raise db.WorkspaceBusy(f"{ws} is busy: another process kept it locked for 30 s")
+
+    at = open_app(ws, "budget")
+    monkeypatch.setattr(plans, "save_plan", busy)
+    at.text_input(key="budget_save_name").input("never-saved")
+    button(at, "Save plan").click().run()
+    no_errors(at)
+    assert any("Not saved" in w.value and "press Save again" in w.value for w in at.warning)
+    assert "never-saved" not in set(plans.list_plans(ws)["name"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from densprune import db
 from densprune.app import charts
 from densprune.app import common as ui
 from densprune.app import data as appdata
@@ -107,6 +108,9 @@ def save_section() -> None:
             st.success(f"Saved plan “{name.strip()}”: {ui.describe_params(params)}.", icon=":material/check:")
         except (ValueError, FileExistsError) as exc:
             st.error(appdata.escape_markdown(str(exc)))
+        except db.WorkspaceBusy as exc:  # another process held the workspace past the lock timeout
+            st.warning(f"Not saved: {appdata.escape_markdown(str(exc))}. Nothing was written; press Save again.",
+                       icon=":material/hourglass:")
 
     saved = ui.saved_plans(ws)
     if saved.empty:
