@@ -253,9 +253,16 @@ def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -
             out[c] = col.to_numpy(zero_copy_only=False).astype(np.float64)
         elif str(col.type) in ("int32", "int64"):
             out[c] = col.fill_null(-1).to_numpy(zero_copy_only=False)
+        elif c in _FEW_VALUES:  # a handful of distinct strings: one Python object per value, not per row
+            enc = col.combine_chunks().dictionary_encode()
+            names = np.asarray(enc.dictionary.to_pylist() + [None], dtype=object)
+            out[c] = names[enc.indices.fill_null(len(enc.dictionary)).to_numpy()]
         else:
             out[c] = np.asarray(col.to_pylist(), dtype=object)
     return out
+
+
+_FEW_VALUES = frozenset({"split", "category", "top_category"})  # string columns with few distinct values
 
 
 def set_meta(workspace: str | os.PathLike, key: str, value: object) -> None:
@@ -313,6 +320,22 @@ def kept_samples(workspace: str | os.PathLike, keep: np.ndarray) -> pd.DataFrame
             "FROM samples s JOIN _keep k USING (row_idx) ORDER BY s.row_idx").df()
         con.unregister("_keep")
     return df
+
+
+def kept_uids(workspace: str | os.PathLike, keep: np.ndarray):
+    """The uids of the kept rows as one Arrow string column (pyarrow ChunkedArray), in no particular
+    order (the ``datacomp`` export sorts them). keep: (N,) bool over row_idx. The kept row numbers
+    go to DuckDB as an Arrow table and only the uid column is read: no pandas frame, no Python
+    string per row."""
+    import pyarrow as pa
+
+    rows = pa.table({"row_idx": pa.array(np.flatnonzero(keep).astype(np.int64))})
+    with connect(workspace) as con:
+        con.register("_keep", rows)
+        rel = con.sql("SELECT s.uid FROM samples s SEMI JOIN _keep k ON s.row_idx = k.row_idx")
+        table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+        con.unregister("_keep")
+    return table.column("uid")
 
 
 def load_layout(workspace: str | os.PathLike) -> pd.DataFrame:

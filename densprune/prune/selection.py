@@ -165,6 +165,25 @@ def compare_plans(a: PlanResult, b: PlanResult) -> PlanComparison:
     )
 
 
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """The inverse (N,) of a permutation ``order`` (N,): the rank of every position, int32 when it fits."""
+    rank = np.empty(order.size, dtype=np.int32 if order.size < 2**31 else np.int64)
+    rank[order] = np.arange(order.size, dtype=rank.dtype)
+    return rank
+
+
+def _first_by_rank(mask: np.ndarray, rank: np.ndarray, n: int, n_mask: int) -> np.ndarray:
+    """The ``n`` rows of ``mask`` (N,) bool (``n_mask`` of them set) with the smallest ``rank`` (N,),
+    a permutation: a new (N,) bool mask. Sequential passes and one partition of the masked ranks,
+    no gather or scatter through the order (which is random across the N rows)."""
+    if n >= n_mask:
+        return mask.copy()
+    if n <= 0:
+        return np.zeros_like(mask)
+    cut = np.partition(rank[mask], n - 1)[n - 1]  # the n-th smallest rank among the masked rows
+    return mask & (rank <= cut)
+
+
 def _vector(name: str, v: np.ndarray | None, n: int, kind: str) -> np.ndarray | None:
     if v is None:
         return None
@@ -205,8 +224,9 @@ class PlanIndex:
         self._pool_h = pool_h
         self.pool_size = int(np.count_nonzero(pool_h))
         self._dup_h, self._clip_h = dup_h, clip_h
-        self._dup_order = None if dup_h is None else np.argsort(dup_h, kind="stable")  # least dup first
-        self._clip_order = None if clip_h is None else np.argsort(-clip_h, kind="stable")  # best first
+        # (N,) rank of every hard position in a global order: least duplicated first, best CLIP score first
+        self._dup_rank = None if dup_h is None else _ranks(np.argsort(dup_h, kind="stable"))
+        self._clip_rank = None if clip_h is None else _ranks(np.argsort(-clip_h, kind="stable"))
         self._d_inter: dict[int, np.ndarray] = {}
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()  # guards the two caches above
@@ -296,8 +316,8 @@ class PlanIndex:
             return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
     def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per seed: a global random order of hard positions, the same order grouped by cluster
-        (random inside each cluster), and row -> position in that grouped order."""
+        """Per seed: the rank (N,) of every hard position in a global random order, the same order
+        grouped by cluster (random inside each cluster), and row -> position in that grouped order."""
         with self._lock:
             if seed in self._seeds:
                 self._seeds.move_to_end(seed)
@@ -307,7 +327,7 @@ class PlanIndex:
         winv = np.empty(self.n_rows, dtype=np.intp)
         winv[self.order[w]] = np.arange(self.n_rows)
         with self._lock:
-            self._seeds[seed] = (g, w, winv)
+            self._seeds[seed] = (_ranks(g), w, winv)
             while len(self._seeds) > self._SEED_CACHE:
                 self._seeds.popitem(last=False)
         return g, w, winv
@@ -341,10 +361,9 @@ class PlanIndex:
             n_left = n_thr
         if p.clip_keep is not None:  # a fraction of what dedup left (the paper: dedup, then the CLIP filter)
             n_top = budget_count(float(p.clip_keep), n_after_dedup)
-            e_o = e[self._clip_order]
-            cut = e_o & (np.cumsum(e_o) > n_top)
-            e[self._clip_order[cut]] = False
-            n_cut = int(np.count_nonzero(cut))
+            n_before = int(np.count_nonzero(e))
+            e = _first_by_rank(e, self._clip_rank, n_top, n_before)
+            n_cut = n_before - min(n_top, n_before)
             notes.append(f"CLIP top {p.clip_keep:.1%} of what dedup left ({n_top} of {n_after_dedup} samples) "
                          f"removes {n_cut} samples")
             removed.append(f"the CLIP top {p.clip_keep:.1%} removed {n_cut:,}")
@@ -382,7 +401,7 @@ class PlanIndex:
             keep, quota = self._by_quota(p, e_f, c, counts, frame_inv, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
         else:
-            keep, kept = self._by_order(p, elig, budget)
+            keep, kept = self._by_order(p, elig, budget, n_elig)
             quota = kept.copy()
         d_intra = np.array(d_intra)  # a copy: the result's, never the index's
         for a in (keep, counts, quota, kept, d_intra, comp):
@@ -391,20 +410,20 @@ class PlanIndex:
                           n_kept=int(kept.sum()), n_eligible=n_elig, pool_size=self.pool_size, d_intra=d_intra,
                           complexity=comp, notes=tuple(notes))
 
-    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int) -> tuple[np.ndarray, np.ndarray]:
         """random / clip-score / dedup: the first ``budget`` eligible rows of a global order.
         Returns keep (N,) and kept per cluster (K,)."""
         if p.method == "random":
-            glob = self._random_orders(p.seed)[0]
+            rank = self._random_orders(p.seed)[0]
         elif p.method == "clip-score":
-            glob = self._clip_order
+            rank = self._clip_rank
         else:  # dedup: least duplicated first
-            glob = self._dup_order
-        e_o = elig[glob]
-        sel = glob[e_o & (np.cumsum(e_o) <= budget)]  # hard positions of the first `budget` eligible
-        keep_h = np.zeros(self.n_rows, dtype=bool)
-        keep_h[sel] = True
-        return keep_h[self.inv], np.bincount(self._cl_h[sel], minlength=self.n_clusters).astype(np.int64)
+            rank = self._dup_rank
+        keep_h = _first_by_rank(elig, rank, budget, n_elig)
+        kept = np.zeros(self.n_clusters, dtype=np.int64)
+        if self._starts.size:
+            kept[self.sizes > 0] = np.add.reduceat(keep_h, self._starts, dtype=np.int64)
+        return keep_h[self.inv], kept
 
     def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray,
                   comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
