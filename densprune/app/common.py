@@ -172,6 +172,11 @@ def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool =
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
+def dup_pairs(ws: str, stamp: str, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
+    return db.dup_pairs(ws, cluster, eps, limit)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
 def rows(ws: str, stamp: str, row_idx: tuple[int, ...]) -> pd.DataFrame:
     return db.sample_rows(ws, list(row_idx))
 

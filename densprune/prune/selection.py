@@ -114,7 +114,7 @@ class PlanResult:
     has nothing eligible)."""
 
     params: PlanParams
-    keep: np.ndarray  # (N,) bool, row order
+    keep: np.ndarray | None  # (N,) bool, row order; None when computed with mask=False
     eligible: np.ndarray  # (K,) int64 pool members surviving dedup and the CLIP filter
     quota: np.ndarray  # (K,) int64
     kept: np.ndarray  # (K,) int64 kept members per cluster
@@ -369,8 +369,11 @@ class PlanIndex:
             removed.append(f"the CLIP top {p.clip_keep:.1%} removed {n_cut:,}")
         return e
 
-    def compute(self, params: PlanParams) -> PlanResult:
-        """Evaluate one plan: a keep mask and per-cluster counts. See the module docstring."""
+    def compute(self, params: PlanParams, mask: bool = True) -> PlanResult:
+        """Evaluate one plan: a keep mask and per-cluster counts. See the module docstring.
+        ``mask=False`` leaves the (N,) keep mask out (``keep`` is None) and computes only the counts
+        and statistics: for SSP no pass over the rows after the eligible counts, for the others no
+        pass back to row order (the Budget page's random and SSP baselines at 10M rows)."""
         if not isinstance(params, PlanParams):
             raise TypeError(f"params must be a PlanParams, got {type(params).__name__}")
         p = params
@@ -398,21 +401,23 @@ class PlanIndex:
         d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)  # no filter: the pool's
         comp = self.d_inter(p.neighbors) * d_intra
         if p.method in ("dbp", "ssp"):
-            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv, comp, budget, notes)
+            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv if mask else None, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
         else:
-            keep, kept = self._by_order(p, elig, budget, n_elig)
+            keep, kept = self._by_order(p, elig, budget, n_elig, mask)
             quota = kept.copy()
         d_intra = np.array(d_intra)  # a copy: the result's, never the index's
         for a in (keep, counts, quota, kept, d_intra, comp):
-            a.setflags(write=False)
+            if a is not None:
+                a.setflags(write=False)
         return PlanResult(params=p, keep=keep, eligible=counts, quota=quota, kept=kept, budget=budget,
                           n_kept=int(kept.sum()), n_eligible=n_elig, pool_size=self.pool_size, d_intra=d_intra,
                           complexity=comp, notes=tuple(notes))
 
-    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int) -> tuple[np.ndarray, np.ndarray]:
+    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int,
+                  mask: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """random / clip-score / dedup: the first ``budget`` eligible rows of a global order.
-        Returns keep (N,) and kept per cluster (K,)."""
+        Returns keep (N,) (None unless ``mask``) and kept per cluster (K,)."""
         if p.method == "random":
             rank = self._random_orders(p.seed)[0]
         elif p.method == "clip-score":
@@ -423,21 +428,24 @@ class PlanIndex:
         kept = np.zeros(self.n_clusters, dtype=np.int64)
         if self._starts.size:
             kept[self.sizes > 0] = np.add.reduceat(keep_h, self._starts, dtype=np.int64)
-        return keep_h[self.inv], kept
+        return (keep_h[self.inv] if mask else None), kept
 
-    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray,
-                  comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray | None,
+                  comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
         """DBP/SSP: per-cluster quotas from ``comp`` (K,), filled in the `within` order.
 
         ``e`` (N,) is the eligible mask in the frame (hard order, or the seeded order that is random
         inside each cluster), ``c`` (N+1,) its exclusive cumsum, ``counts`` (K,) eligible per cluster,
-        ``frame_inv`` (N,) row -> frame position. Returns keep (N,) in row order and quota (K,)."""
+        ``frame_inv`` (N,) row -> frame position, or None for no keep mask. Returns keep (N,) in row
+        order (None without ``frame_inv``) and quota (K,)."""
         if p.method == "dbp":
             if budget < counts.sum() and quota_bounds(counts, budget, p.balance)[2]:
                 notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
             quota = dbp_quotas(comp, counts, budget, p.temperature, p.balance)
         else:
             quota = uniform_rate_quotas(counts, budget)
+        if frame_inv is None:
+            return None, quota
         start = c[self.offsets[:-1]]
         if p.within == "easy":  # the last `quota` eligible of each cluster: nearest the centroid
             keep_f = e & (c[:-1] >= np.repeat(start + counts - quota, self.sizes))
