@@ -315,3 +315,12 @@ def test_counts_without_the_mask_are_the_same(data, method):
     for name in ("eligible", "quota", "kept", "d_intra", "complexity"):
         np.testing.assert_array_equal(getattr(counts, name), getattr(full, name))
     assert (counts.n_kept, counts.budget, counts.notes) == (full.n_kept, full.budget, full.notes)
+
+
+def test_row_order_arrays_and_random_rank_match(data):
+    idx = data["index"]
+    np.testing.assert_array_equal(idx.rows_cluster(), data["clusters"])
+    np.testing.assert_array_equal(idx.rows_in_pool(), data["pool"])
+    a = idx.compute(PlanParams(method="random", keep=0.4, seed=5)).keep  # rank cached alone
+    idx._random_orders(5)  # now the full orders are cached too: the same rank
+    np.testing.assert_array_equal(a, idx.compute(PlanParams(method="random", keep=0.4, seed=5)).keep)

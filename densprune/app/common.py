@@ -120,8 +120,8 @@ def category_codes(ws: str, stamp: str) -> appdata.CategoryCodes | None:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def row_arrays(ws: str, stamp: str) -> dict[str, np.ndarray]:
     """Per row (N,): ``cluster`` (int64) and ``pool`` (bool), read-only."""
-    cols = db.load_sample_arrays(ws, ("cluster", "split"))
-    out = {"cluster": cols["cluster"].astype(np.int64), "pool": cols["split"] == "pool"}
+    index = plan_index(ws, stamp)  # already in memory: no 10M-row read of the workspace
+    out = {"cluster": index.rows_cluster(), "pool": index.rows_in_pool()}
     for a in out.values():
         a.setflags(write=False)
     return out

@@ -229,6 +229,7 @@ class PlanIndex:
         self._clip_rank = None if clip_h is None else _ranks(np.argsort(-clip_h, kind="stable"))
         self._d_inter: dict[int, np.ndarray] = {}
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._seed_ranks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # guards the two caches above
 
     @classmethod
@@ -315,6 +316,30 @@ class PlanIndex:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
+    def rows_cluster(self) -> np.ndarray:
+        """(N,) int64 cluster of every row, row order (from the index: no read of the workspace)."""
+        return self._cl_h[self.inv].astype(np.int64)
+
+    def rows_in_pool(self) -> np.ndarray:
+        """(N,) bool pool mask, row order (from the index: no read of the workspace)."""
+        return self._pool_h[self.inv]
+
+    def _random_rank(self, seed: int) -> np.ndarray:
+        """Per seed: the rank (N,) of every hard position in a global random order (method random).
+        Cached apart from :meth:`_random_orders`, whose cluster-grouped order costs a 10M-row sort."""
+        with self._lock:
+            if seed in self._seeds:
+                return self._seeds[seed][0]
+            if seed in self._seed_ranks:
+                self._seed_ranks.move_to_end(seed)
+                return self._seed_ranks[seed]
+        rank = _ranks(np.random.default_rng(seed).permutation(self.n_rows))
+        with self._lock:
+            self._seed_ranks[seed] = rank
+            while len(self._seed_ranks) > self._SEED_CACHE:
+                self._seed_ranks.popitem(last=False)
+        return rank
+
     def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per seed: the rank (N,) of every hard position in a global random order, the same order
         grouped by cluster (random inside each cluster), and row -> position in that grouped order."""
@@ -323,7 +348,10 @@ class PlanIndex:
                 self._seeds.move_to_end(seed)
                 return self._seeds[seed]
         g = np.random.default_rng(seed).permutation(self.n_rows)
-        w = g[np.argsort(self._cl_h[g], kind="stable")]
+        cl_g = self._cl_h[g]
+        if self.n_clusters <= np.iinfo(np.int16).max:  # numpy's stable sort of 16-bit ints is a radix sort
+            cl_g = cl_g.astype(np.int16)
+        w = g[np.argsort(cl_g, kind="stable")]
         winv = np.empty(self.n_rows, dtype=np.intp)
         winv[self.order[w]] = np.arange(self.n_rows)
         with self._lock:
@@ -419,7 +447,7 @@ class PlanIndex:
         """random / clip-score / dedup: the first ``budget`` eligible rows of a global order.
         Returns keep (N,) (None unless ``mask``) and kept per cluster (K,)."""
         if p.method == "random":
-            rank = self._random_orders(p.seed)[0]
+            rank = self._random_rank(p.seed)
         elif p.method == "clip-score":
             rank = self._clip_rank
         else:  # dedup: least duplicated first
