@@ -4,7 +4,9 @@
     runs the app once on the demo workspace (the router, the plan index, the Overview page) and exits:
     interpreter start and every import included. Median of --fresh-runs.
     Page open: each page through streamlit.testing.v1.AppTest on the demo workspace (a fresh session
-    per run, the process already warm: imports loaded, plan index built once), median of --runs.
+    per run, the process already warm: imports loaded, plan index built once), median of --runs;
+    and each page's first open, with the cached plans cleared before it (one run: what a page costs
+    when its plan is not computed yet).
 (b) Budget change: what the Budget page computes when the keep slider moves, i.e. the plan plus SSP
     and random at the same budget (appdata.budget_view), the per-concept and category aggregations,
     and the page's figures serialised to JSON as Streamlit sends them; on the demo and on a synthetic
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _util import median_wall_cpu, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.app import charts
+from densprune.app import charts, common
 from densprune.app import data as appdata
 from densprune.app.common import VIEWS  # noqa: E402
 from densprune.prune import plans
@@ -92,6 +94,7 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
     rows = [["fresh process: `python -c` start, imports, plan index, Overview rendered, exit",
              *ms(fresh_process_time(ws, fresh_runs))]]
     session().run()  # warm this process: imports, plan index
+    first: list[list[object]] = []
     for page in PAGES:
         wall: list[float] = []
         cpu: list[float] = []
@@ -106,8 +109,12 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
             cpu.append(time.process_time() - c0)
             assert not at.exception, [e.value for e in at.exception]
 
+        common.compute.clear()  # the first open computes the current plan (the index stays built)
+        common.budget_view.clear()
         median_wall_cpu(open_page, runs)  # times only at.run(), the page itself; the first run is a warm-up
         rows.append([f"open {page}", *ms((float(np.median(wall[1:])), float(np.median(cpu[1:]))))])
+        first.append([f"first open {page} (plan caches cleared before it; one run)", *ms((wall[0], cpu[0]))])
+    rows += first
     at = session().run()
     at.switch_page(str(VIEWS / "budget.py")).run()
     keeps = iter(range(5, 95, 3))
@@ -160,7 +167,7 @@ def synthetic(n: int, k: int = 500, d: int = 64, n_cats: int = 20, seed: int = 0
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace", type=Path, default=None, help="demo workspace (default: densprune's demo path)")
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic index")
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic index (0: none)")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--fresh-runs", type=int, default=5, help="fresh `python -c` processes to time (median)")
     p.add_argument("--skip-pages", action="store_true", help="only the budget-change timings")
@@ -191,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     concepts = appdata.concept_frame(db.load_clusters(ws), index)
     cats = appdata.category_codes(ws) if meta.get("has_categories") else None
     curve = db.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
-    rows.append([f"budget change, demo ({meta['n_samples']:,} rows, K={meta['k']})",
+    rows.append([f"budget change, {ws.name} ({meta['n_samples']:,} rows, K={meta['k']})",
                  *ms(budget_change(index, concepts, cats, curve, args.runs), 1)])
 
-    index, concepts, cats, curve, build = synthetic(args.rows)
-    rows.append([f"budget change, synthetic ({args.rows:,} rows, K=500, 20 categories)",
-                 *ms(budget_change(index, concepts, cats, curve, args.runs), 1)])
-    rows.append([f"(one-off) PlanIndex.build on the synthetic {args.rows:,} rows", *ms(build)])
+    if args.rows:
+        index, concepts, cats, curve, build = synthetic(args.rows)
+        rows.append([f"budget change, synthetic ({args.rows:,} rows, K=500, 20 categories)",
+                     *ms(budget_change(index, concepts, cats, curve, args.runs), 1)])
+        rows.append([f"(one-off) PlanIndex.build on the synthetic {args.rows:,} rows", *ms(build)])
 
     text = (f"App latency, median of {args.runs} runs (fresh process: of {args.fresh_runs}); CPU = this process's "
             "CPU time (the child's for the fresh process), what the work costs whatever else runs on the machine\n\n"

@@ -9,15 +9,21 @@ each time) and measures, with no fixed sleep anywhere:
 - until the whole page has settled (the script run is over and Streamlit's running indicator gone).
 
 Both include Streamlit's own slider debounce, the websocket round trip, the script rerun (plan,
-random and SSP at the same budget, tables, figures) and the browser drawing. Medians are written,
-headed by the command, to benchmarks/results/browser.md (``--out``).
+random and SSP at the same budget, tables, figures) and the browser drawing.
 
-    python benchmarks/bench_browser.py [--workspace DIR] [--runs 15] [--out FILE]
+With ``--page-rounds R`` it then opens every page from the sidebar, R rounds over the pages, each
+timed from the click until the page's title is shown and the page has settled (the server's plan
+index is built by then; the first round is each page's first open in this server, with its
+current plan not computed yet where no earlier page computed it; later rounds find Streamlit's
+caches warm). Medians are written, headed by the command, to benchmarks/results/browser.md (``--out``).
+
+    python benchmarks/bench_browser.py [--workspace DIR] [--runs 15] [--page-rounds 4] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -27,19 +33,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout
 
-from _util import publish, table  # noqa: E402
-from app_server import CHROMIUM, CHROMIUM_ARGS, KEPT_JS, SETTLED_JS, start_app, stop_app  # noqa: E402
+from _util import command_line, machine, publish, table
+from app_server import CHROMIUM, CHROMIUM_ARGS, KEPT_JS, SETTLED_JS, start_app, stop_app
+
+PAGE_TITLES = ["Overview", "Concepts", "Complexity", "Budget", "Preview", "Export"]
+TITLE_JS = """() => { const h = document.querySelector('h1'); return h ? h.innerText.trim() : null; }"""
 
 
-def measure(url: str, runs: int) -> tuple[list[float], list[float], str, str]:
-    """(ms to the new Kept count, ms to a settled page) per key press; first and last Kept values."""
+def open_pages(page, rounds: int) -> dict[str, list[float]]:
+    """ms from a click on each page's sidebar link to its title shown and the page settled, per round."""
+    out: dict[str, list[float]] = {t: [] for t in PAGE_TITLES}
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    for _ in range(rounds):
+        for title in PAGE_TITLES:
+            link = nav.get_by_role("link", name=title, exact=True)
+            t0 = time.perf_counter()
+            link.click()
+            page.wait_for_function(f"(t) => ({TITLE_JS})() === t && ({SETTLED_JS})()", arg=title,
+                                   timeout=120_000, polling=5)
+            out[title].append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def measure(url: str, runs: int, page_rounds: int = 0) -> tuple[list[float], list[float], str, str, dict]:
+    """(ms to the new Kept count, ms to a settled page) per key press; first and last Kept values;
+    and the page-open times of :func:`open_pages` (empty without ``page_rounds``)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        t0 = time.perf_counter()
         page.goto(f"{url}/budget")
-        page.wait_for_function(f"() => ({SETTLED_JS})() && ({KEPT_JS})() !== null", timeout=120_000)
+        page.wait_for_function(f"() => ({SETTLED_JS})() && ({KEPT_JS})() !== null", timeout=600_000)
+        opens: dict[str, list[float]] = {"cold": [(time.perf_counter() - t0) * 1000]}
         slider = page.get_by_role("slider").first  # "Keep (% of the remaining pool)"
         slider.focus()
         first = page.evaluate(KEPT_JS)
@@ -55,14 +82,17 @@ def measure(url: str, runs: int) -> tuple[list[float], list[float], str, str]:
             to_count.append((t1 - t0) * 1000)
             to_settled.append((t2 - t0) * 1000)
         last = page.evaluate(KEPT_JS)
+        if page_rounds:
+            opens.update(open_pages(page, page_rounds))
         browser.close()
-    return to_count, to_settled, first, last
+    return to_count, to_settled, first, last, opens
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, default=None, help="demo workspace (default: densprune's demo path)")
     ap.add_argument("--runs", type=int, default=15, help="key presses to time (median)")
+    ap.add_argument("--page-rounds", type=int, default=0, help="rounds of opening every page from the sidebar")
     ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/browser.md)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -76,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{os.getpid()}.log"
     proc, url = start_app(ws, log)
     try:
-        to_count, to_settled, first, last = measure(url, args.runs)
+        to_count, to_settled, first, last, opens = measure(url, args.runs, args.page_rounds)
     finally:
         stop_app(proc)
     meta = db.load_meta(ws)
@@ -84,10 +114,22 @@ def main(argv: list[str] | None = None) -> int:
              f"{min(to_count):.0f}-{max(to_count):.0f}"],
             ["key press -> the page has settled (script run over)", f"{statistics.median(to_settled):.0f}",
              f"{min(to_settled):.0f}-{max(to_settled):.0f}"]]
-    text = (f"Budget page of the demo ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
-            f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)\n\n"
+    cold = opens.pop("cold")[0]
+    rows.insert(0, ["open /budget on the freshly started server (the plan index is built on the way)", f"{cold:.0f}", ""])
+    for title, ts in opens.items():
+        rows.append([f"open {title} from the sidebar: first time in this server", f"{ts[0]:.0f}", ""])
+        if len(ts) > 1:
+            rows.append([f"open {title} from the sidebar: again (rounds 2-{len(ts)})", f"{statistics.median(ts[1:]):.0f}",
+                         f"{min(ts[1:]):.0f}-{max(ts[1:]):.0f}"])
+    text = (f"Budget page of {ws.name} ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
+            f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)"
+            + (f"; then every page opened from the sidebar, {args.page_rounds} rounds" if opens else "") + "\n\n"
             + table(["what", "median ms", "range ms"], rows))
-    publish(text, args.out, "browser.md")
+    path = publish(text, args.out, "browser.md")
+    path.with_suffix(".json").write_text(json.dumps({
+        "command": command_line(), "machine": machine(), "workspace": str(ws), "rows": meta["n_samples"],
+        "first_open_budget_ms": cold, "key_to_count_ms": to_count, "key_to_settled_ms": to_settled,
+        "page_open_ms": opens}, indent=2))
     return 0
 
 

@@ -12,14 +12,19 @@ the process's CPU time. The code is single-threaded numpy, so on an idle machine
 a shared machine (the load average is recorded in the result file) the CPU time is what the plan
 costs and the wall time what it took while others ran; the speed-up is the ratio of CPU times.
 Prints a markdown table and writes it, headed by the command, to benchmarks/results/plan.md (``--out``).
+With ``--workspace DIR`` the same plans run on an existing workspace instead of synthetic arrays: the
+one-off cost is then ``plans.load_index`` (reading the columns from DuckDB and building the index, what
+the app does once per workspace), and the naive side gets the same columns.
 
     python benchmarks/bench_plan.py                      # N = 1M, K = 1000
     python benchmarks/bench_plan.py --sizes 1000000 10000000
+    python benchmarks/bench_plan.py --workspace workspaces/ws-10000000 --out benchmarks/results/plan_10m.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -29,9 +34,11 @@ from typing import Callable
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
-from _util import publish  # noqa: E402
+from _util import command_line, machine, publish  # noqa: E402
 
+from densprune import db  # noqa: E402
 from densprune.cluster.concepts import inter_distance  # noqa: E402
+from densprune.prune import plans  # noqa: E402
 from densprune.prune.quotas import dbp_quotas  # noqa: E402
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
 from densprune.prune.semdedup import is_duplicate  # noqa: E402
@@ -52,6 +59,15 @@ def synthetic(n: int, k: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
         dup=np.clip(rng.normal(0.8, 0.1, size=n), -1, 1).astype(np.float32),
         clip=rng.normal(0.3, 0.05, size=n).astype(np.float32),
     )
+
+
+def workspace_data(ws: Path) -> dict[str, np.ndarray]:
+    """The arrays :func:`synthetic` makes, read from a workspace (what ``plans.load_index`` reads)."""
+    cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
+    clip = cols["clip_score"]
+    return dict(clusters=cols["cluster"].astype(np.int64), dist=cols["dist_to_centroid"],
+                centroids=np.load(ws / "centroids.npy"), in_pool=cols["split"] == "pool",
+                dup=cols["dup_max_sim"], clip=None if np.all(np.isnan(clip)) else clip)
 
 
 def naive_dbp(data: dict[str, np.ndarray], p: PlanParams, d_inter: np.ndarray) -> np.ndarray:
@@ -127,10 +143,29 @@ def run(n: int, k: int, d: int, repeat: int, naive: bool) -> tuple[Timing, dict[
     index = PlanIndex.build(data["clusters"], data["dist"], data["centroids"], data["in_pool"],
                             data["dup"], data["clip"])
     build = (1e3 * (time.perf_counter() - t0), 1e3 * (time.process_time() - c0))
-    d_inter = inter_distance(data["centroids"], 20)  # the cached statistic, handed to the naive side
-    np.testing.assert_array_equal(d_inter, index.d_inter(20))
+    return build, time_plans(index, data, repeat, naive)
+
+
+def run_workspace(ws: Path, repeat: int, naive: bool) -> tuple[Timing, dict[str, tuple[Timing, Timing | None]]]:
+    """The plans on a workspace's index; the one-off time is ``plans.load_index`` (read + build)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    index = plans.load_index(ws)
+    build = (1e3 * (time.perf_counter() - t0), 1e3 * (time.process_time() - c0))
+    data = workspace_data(ws) if naive else {}
+    return build, time_plans(index, data, repeat, naive)
+
+
+def time_plans(index: PlanIndex, data: dict[str, np.ndarray], repeat: int,
+               naive: bool) -> dict[str, tuple[Timing, Timing | None]]:
+    """Median times of every case of CASES on ``index`` (and of the naive baseline on ``data``)."""
+    n = index.n_rows
+    if naive:
+        d_inter = inter_distance(data["centroids"], 20)  # the cached statistic, handed to the naive side
+        np.testing.assert_array_equal(d_inter, index.d_inter(20))
     out: dict[str, tuple[Timing, Timing | None]] = {}
     for label, p, with_naive in CASES:
+        if (p.method == "clip-score" or p.clip_keep is not None) and not index.has_clip_scores:
+            continue
         fast = median_ms(lambda: index.compute(p), repeat)
         slow = None
         if naive and with_naive:
@@ -141,7 +176,7 @@ def run(n: int, k: int, d: int, repeat: int, naive: bool) -> tuple[Timing, dict[
         out[label] = (fast, slow)
         logger.info("N=%d %s: %.1f ms wall, %.1f ms CPU (naive %s)", n, label, *fast,
                     "-" if slow is None else f"{slow[0]:.0f} ms wall, {slow[1]:.0f} ms CPU")
-    return build, out
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,25 +184,42 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000], help="N values to benchmark")
     ap.add_argument("--clusters", type=int, default=1000, help="K")
     ap.add_argument("--dim", type=int, default=32, help="centroid dimension")
+    ap.add_argument("--workspace", type=Path, default=None,
+                    help="time the plans on this workspace instead of synthetic arrays (--sizes, --clusters, --dim unused)")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per case (median)")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive per-cluster baseline")
-    ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/plan.md)")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/plan.md; "
+                                                          "with --workspace also a .json beside it)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    results = {n: run(n, args.clusters, args.dim, args.repeat, not args.no_naive) for n in args.sizes}
-    head = " | ".join(f"N={n:,}: wall ms | CPU ms | naive CPU ms | speed-up" for n in args.sizes)
-    lines = [f"| plan (K={args.clusters}) | {head} |", "|---" * (1 + 4 * len(args.sizes)) + "|"]
-    lines.append("| index build (once) | " + " | ".join(f"{results[n][0][0]:,.0f} | {results[n][0][1]:,.0f} | | "
-                                                       for n in args.sizes) + "|")
+    if args.workspace is not None:
+        meta = db.load_meta(args.workspace)
+        columns = {f"workspace N={meta['n_samples']:,}": run_workspace(args.workspace, args.repeat, not args.no_naive)}
+        k, once = meta["k"], "plans.load_index: read + build (once)"
+    else:
+        columns = {f"N={n:,}": run(n, args.clusters, args.dim, args.repeat, not args.no_naive) for n in args.sizes}
+        k, once = args.clusters, "index build (once)"
+    head = " | ".join(f"{c}: wall ms | CPU ms | naive CPU ms | speed-up" for c in columns)
+    lines = [f"| plan (K={k}) | {head} |", "|---" * (1 + 4 * len(columns)) + "|"]
+    lines.append(f"| {once} | " + " | ".join(f"{b[0]:,.0f} | {b[1]:,.0f} | | " for b, _ in columns.values()) + "|")
     for label, _, _ in CASES:
+        if not all(label in out for _, out in columns.values()):
+            continue
         cells = []
-        for n in args.sizes:
-            fast, slow = results[n][1][label]
+        for _, out in columns.values():
+            fast, slow = out[label]
             cells.append(f"{fast[0]:.1f} | {fast[1]:.1f} | {'' if slow is None else f'{slow[1]:,.0f}'} | "
                          f"{'' if slow is None else f'{slow[1] / fast[1]:.0f}x'}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     text = f"median of {args.repeat} runs (naive: of {max(3, args.repeat // 2)})\n\n" + "\n".join(lines)
-    publish(text, args.out, "plan.md")
+    path = publish(text, args.out, "plan.md")
+    if args.workspace is not None:
+        path.with_suffix(".json").write_text(json.dumps({
+            "command": command_line(), "machine": machine(), "workspace": str(args.workspace), "k": k,
+            "repeat": args.repeat, "results": {c: {"load_index_ms": {"wall": b[0], "cpu": b[1]}, "plans": {
+                label: {"wall_ms": f[0], "cpu_ms": f[1], "naive_wall_ms": None if sl is None else sl[0],
+                        "naive_cpu_ms": None if sl is None else sl[1]} for label, (f, sl) in out.items()}}
+                for c, (b, out) in columns.items()}}, indent=2))
 
 
 if __name__ == "__main__":

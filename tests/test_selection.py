@@ -305,3 +305,22 @@ def test_build_validation(data):
     empty = PlanIndex.build(np.zeros(0, dtype=int), np.zeros(0), np.ones((2, 3)))
     r = empty.compute(PlanParams(keep=0.5))
     assert r.n_kept == 0 and r.keep.shape == (0,)
+
+
+@pytest.mark.parametrize("method", ["dbp", "ssp", "random", "clip-score", "dedup"])
+def test_counts_without_the_mask_are_the_same(data, method):
+    p = PlanParams(method=method, keep=0.3, dedup_eps=0.15, within="random" if method == "ssp" else "hard")
+    full, counts = data["index"].compute(p), data["index"].compute(p, mask=False)
+    assert counts.keep is None and full.keep is not None
+    for name in ("eligible", "quota", "kept", "d_intra", "complexity"):
+        np.testing.assert_array_equal(getattr(counts, name), getattr(full, name))
+    assert (counts.n_kept, counts.budget, counts.notes) == (full.n_kept, full.budget, full.notes)
+
+
+def test_row_order_arrays_and_random_rank_match(data):
+    idx = data["index"]
+    np.testing.assert_array_equal(idx.rows_cluster(), data["clusters"])
+    np.testing.assert_array_equal(idx.rows_in_pool(), data["pool"])
+    a = idx.compute(PlanParams(method="random", keep=0.4, seed=5)).keep  # rank cached alone
+    idx._random_orders(5)  # now the full orders are cached too: the same rank
+    np.testing.assert_array_equal(a, idx.compute(PlanParams(method="random", keep=0.4, seed=5)).keep)

@@ -13,6 +13,8 @@ from PIL import Image
 from densprune.ingest.images import ImageDecodeError, decode_image, thumbnail_bytes
 from densprune.ingest.sources import SourceError, list_source, read_bytes
 from densprune.ingest.uids import (
+    arrow_uids_to_datacomp,
+    sort_pairs,
     normalize_uid,
     uid_from_key,
     uids_to_datacomp,
@@ -137,3 +139,30 @@ def test_uid_round_trip_datacomp():
     assert sorted(f"{int(a):016x}{int(b):016x}" for a, b in arr) == sorted(uids)  # how DataComp reads them
     assert normalize_uid("ABCDEF0123456789abcdef0123456789") == "abcdef0123456789abcdef0123456789"
     assert normalize_uid("xyz") is None
+
+
+def test_arrow_uids_to_datacomp_matches_the_python_path():
+    import pyarrow as pa
+
+    uids = [uid_from_key(f"k{i}") for i in range(500)]
+    uids[7] = uids[3][:16] + "0" * 16  # equal first halves: ordered by the second
+    uids[9] = uids[3][:16] + "f" * 16
+    want = uids_to_datacomp(uids)
+    chunked = pa.chunked_array([pa.array(uids[:100]), pa.array(uids[100:]).slice(0), pa.array([], pa.string())])
+    got = arrow_uids_to_datacomp(chunked)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert np.array_equal(arrow_uids_to_datacomp(pa.array(uids).slice(10, 50)), uids_to_datacomp(uids[10:60]))
+    assert np.array_equal(arrow_uids_to_datacomp(pa.array([u.upper() for u in uids], pa.large_string())), want)
+    assert len(arrow_uids_to_datacomp(pa.array([], pa.string()))) == 0
+    with pytest.raises(ValueError, match=r"\(row 102\) is not 32 hex"):
+        arrow_uids_to_datacomp(pa.chunked_array([pa.array(uids[:100]), pa.array([uids[0], uids[1], "g" * 32])]))
+    with pytest.raises(ValueError, match=r"\(row 1\) is not 32 hex"):
+        arrow_uids_to_datacomp(pa.array([uids[0], uids[1][:31]]))
+    with pytest.raises(ValueError, match="missing"):
+        arrow_uids_to_datacomp(pa.array([uids[0], None]))
+
+
+def test_sort_pairs_is_lexicographic():
+    pairs = np.random.default_rng(0).integers(0, 5, size=(2000, 2)).astype(np.uint64)  # many ties
+    order = sort_pairs(pairs)
+    assert np.array_equal(pairs[order], pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))])

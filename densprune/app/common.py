@@ -120,8 +120,8 @@ def category_codes(ws: str, stamp: str) -> appdata.CategoryCodes | None:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def row_arrays(ws: str, stamp: str) -> dict[str, np.ndarray]:
     """Per row (N,): ``cluster`` (int64) and ``pool`` (bool), read-only."""
-    cols = db.load_sample_arrays(ws, ("cluster", "split"))
-    out = {"cluster": cols["cluster"].astype(np.int64), "pool": cols["split"] == "pool"}
+    index = plan_index(ws, stamp)  # already in memory: no 10M-row read of the workspace
+    out = {"cluster": index.rows_cluster(), "pool": index.rows_in_pool()}
     for a in out.values():
         a.setflags(write=False)
     return out
@@ -175,6 +175,11 @@ def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=256)
 def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool = True) -> pd.DataFrame:
     return db.concept_members(ws, cluster, limit, nearest_first)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def dup_pairs(ws: str, stamp: str, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
+    return db.dup_pairs(ws, cluster, eps, limit)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -281,8 +281,8 @@ class BudgetView:
     """A plan next to random and SSP at the same budget, per concept and per category."""
 
     result: PlanResult
-    random: PlanResult
-    ssp: PlanResult
+    random: PlanResult  # keep is None without categories (only its counts are shown)
+    ssp: PlanResult  # the same
     per_concept: pd.DataFrame  # plan_table() columns + random, random_pct, ssp, ssp_pct
     coverage: pd.DataFrame | None  # see coverage(); None without categories
     keeps_everything: bool  # every eligible sample kept: nothing pruned beyond the filters
@@ -341,8 +341,9 @@ def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
                 cats: CategoryCodes | None = None) -> BudgetView:
     """Everything the Budget page shows for ``params``: three plan computations and K-sized tables."""
     result = index.compute(params)
-    rnd = index.compute(replace(params, method="random"))
-    ssp = index.compute(replace(params, method="ssp"))
+    masks = cats is not None  # the baselines' keep masks only feed the category coverage
+    rnd = index.compute(replace(params, method="random"), mask=masks)
+    ssp = index.compute(replace(params, method="ssp"), mask=masks)
     per = plan_table(concepts, result)
     elig = np.maximum(result.eligible, 1)
     for name, r in (("random", rnd), ("ssp", ssp)):

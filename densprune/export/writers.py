@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from densprune import __version__, db
 from densprune.ingest.media import group_tar_members, image_ext, tar_sample_key
 from densprune.ingest.sources import read_bytes
-from densprune.ingest.uids import uids_to_datacomp
+from densprune.ingest.uids import arrow_uids_to_datacomp
 from densprune.prune.plans import load_plan
 
 log = logging.getLogger(__name__)
@@ -107,6 +106,8 @@ def write_webdataset(df: pd.DataFrame, out: Path, shard_size: int = 10_000) -> l
     For a webdataset source every member of a kept sample (jpg, txt, json, ...) is copied; for other
     sources the shards hold ``key.<ext>``, ``key.txt`` (caption) and ``key.json`` (uid, row_idx, cluster).
     """
+    import webdataset as wds  # imported here: it imports torch (seconds), which no other format needs
+
     tmp_dir = _tmp_path(out)
     tmp_dir.mkdir(parents=True)
     tar_index: dict[str, dict[str, list[tarfile.TarInfo]]] = {}
@@ -163,7 +164,7 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
     out_path.parent.mkdir(parents=True, exist_ok=True)
     man = out_path.with_name(out_path.name + ".manifest.json")
     man.unlink(missing_ok=True)  # the manifest marks a complete export: gone until this one is complete
-    df = db.kept_samples(ws, keep) if fmt not in ("mask",) else None
+    df = db.kept_samples(ws, keep) if fmt not in ("mask", "datacomp") else None
     if fmt == "parquet":
         files = write_parquet(df, out_path)
     elif fmt == "csv":
@@ -171,7 +172,7 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
     elif fmt == "datacomp":
         tmp = _tmp_path(out_path)
         with open(tmp, "wb") as fh:
-            np.save(fh, uids_to_datacomp(df.uid.tolist()))
+            np.save(fh, arrow_uids_to_datacomp(db.kept_uids(ws, keep)))
         _finish(tmp, out_path)
         files = [out_path]
     elif fmt == "mask":

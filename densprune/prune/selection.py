@@ -114,7 +114,7 @@ class PlanResult:
     has nothing eligible)."""
 
     params: PlanParams
-    keep: np.ndarray  # (N,) bool, row order
+    keep: np.ndarray | None  # (N,) bool, row order; None when computed with mask=False
     eligible: np.ndarray  # (K,) int64 pool members surviving dedup and the CLIP filter
     quota: np.ndarray  # (K,) int64
     kept: np.ndarray  # (K,) int64 kept members per cluster
@@ -165,6 +165,25 @@ def compare_plans(a: PlanResult, b: PlanResult) -> PlanComparison:
     )
 
 
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """The inverse (N,) of a permutation ``order`` (N,): the rank of every position, int32 when it fits."""
+    rank = np.empty(order.size, dtype=np.int32 if order.size < 2**31 else np.int64)
+    rank[order] = np.arange(order.size, dtype=rank.dtype)
+    return rank
+
+
+def _first_by_rank(mask: np.ndarray, rank: np.ndarray, n: int, n_mask: int) -> np.ndarray:
+    """The ``n`` rows of ``mask`` (N,) bool (``n_mask`` of them set) with the smallest ``rank`` (N,),
+    a permutation: a new (N,) bool mask. Sequential passes and one partition of the masked ranks,
+    no gather or scatter through the order (which is random across the N rows)."""
+    if n >= n_mask:
+        return mask.copy()
+    if n <= 0:
+        return np.zeros_like(mask)
+    cut = np.partition(rank[mask], n - 1)[n - 1]  # the n-th smallest rank among the masked rows
+    return mask & (rank <= cut)
+
+
 def _vector(name: str, v: np.ndarray | None, n: int, kind: str) -> np.ndarray | None:
     if v is None:
         return None
@@ -205,10 +224,12 @@ class PlanIndex:
         self._pool_h = pool_h
         self.pool_size = int(np.count_nonzero(pool_h))
         self._dup_h, self._clip_h = dup_h, clip_h
-        self._dup_order = None if dup_h is None else np.argsort(dup_h, kind="stable")  # least dup first
-        self._clip_order = None if clip_h is None else np.argsort(-clip_h, kind="stable")  # best first
+        # (N,) rank of every hard position in a global order: least duplicated first, best CLIP score first
+        self._dup_rank = None if dup_h is None else _ranks(np.argsort(dup_h, kind="stable"))
+        self._clip_rank = None if clip_h is None else _ranks(np.argsort(-clip_h, kind="stable"))
         self._d_inter: dict[int, np.ndarray] = {}
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._seed_ranks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # guards the two caches above
 
     @classmethod
@@ -295,19 +316,46 @@ class PlanIndex:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
+    def rows_cluster(self) -> np.ndarray:
+        """(N,) int64 cluster of every row, row order (from the index: no read of the workspace)."""
+        return self._cl_h[self.inv].astype(np.int64)
+
+    def rows_in_pool(self) -> np.ndarray:
+        """(N,) bool pool mask, row order (from the index: no read of the workspace)."""
+        return self._pool_h[self.inv]
+
+    def _random_rank(self, seed: int) -> np.ndarray:
+        """Per seed: the rank (N,) of every hard position in a global random order (method random).
+        Cached apart from :meth:`_random_orders`, whose cluster-grouped order costs a 10M-row sort."""
+        with self._lock:
+            if seed in self._seeds:
+                return self._seeds[seed][0]
+            if seed in self._seed_ranks:
+                self._seed_ranks.move_to_end(seed)
+                return self._seed_ranks[seed]
+        rank = _ranks(np.random.default_rng(seed).permutation(self.n_rows))
+        with self._lock:
+            self._seed_ranks[seed] = rank
+            while len(self._seed_ranks) > self._SEED_CACHE:
+                self._seed_ranks.popitem(last=False)
+        return rank
+
     def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per seed: a global random order of hard positions, the same order grouped by cluster
-        (random inside each cluster), and row -> position in that grouped order."""
+        """Per seed: the rank (N,) of every hard position in a global random order, the same order
+        grouped by cluster (random inside each cluster), and row -> position in that grouped order."""
         with self._lock:
             if seed in self._seeds:
                 self._seeds.move_to_end(seed)
                 return self._seeds[seed]
         g = np.random.default_rng(seed).permutation(self.n_rows)
-        w = g[np.argsort(self._cl_h[g], kind="stable")]
+        cl_g = self._cl_h[g]
+        if self.n_clusters <= np.iinfo(np.int16).max:  # numpy's stable sort of 16-bit ints is a radix sort
+            cl_g = cl_g.astype(np.int16)
+        w = g[np.argsort(cl_g, kind="stable")]
         winv = np.empty(self.n_rows, dtype=np.intp)
         winv[self.order[w]] = np.arange(self.n_rows)
         with self._lock:
-            self._seeds[seed] = (g, w, winv)
+            self._seeds[seed] = (_ranks(g), w, winv)
             while len(self._seeds) > self._SEED_CACHE:
                 self._seeds.popitem(last=False)
         return g, w, winv
@@ -341,17 +389,19 @@ class PlanIndex:
             n_left = n_thr
         if p.clip_keep is not None:  # a fraction of what dedup left (the paper: dedup, then the CLIP filter)
             n_top = budget_count(float(p.clip_keep), n_after_dedup)
-            e_o = e[self._clip_order]
-            cut = e_o & (np.cumsum(e_o) > n_top)
-            e[self._clip_order[cut]] = False
-            n_cut = int(np.count_nonzero(cut))
+            n_before = int(np.count_nonzero(e))
+            e = _first_by_rank(e, self._clip_rank, n_top, n_before)
+            n_cut = n_before - min(n_top, n_before)
             notes.append(f"CLIP top {p.clip_keep:.1%} of what dedup left ({n_top} of {n_after_dedup} samples) "
                          f"removes {n_cut} samples")
             removed.append(f"the CLIP top {p.clip_keep:.1%} removed {n_cut:,}")
         return e
 
-    def compute(self, params: PlanParams) -> PlanResult:
-        """Evaluate one plan: a keep mask and per-cluster counts. See the module docstring."""
+    def compute(self, params: PlanParams, mask: bool = True) -> PlanResult:
+        """Evaluate one plan: a keep mask and per-cluster counts. See the module docstring.
+        ``mask=False`` leaves the (N,) keep mask out (``keep`` is None) and computes only the counts
+        and statistics: for SSP no pass over the rows after the eligible counts, for the others no
+        pass back to row order (the Budget page's random and SSP baselines at 10M rows)."""
         if not isinstance(params, PlanParams):
             raise TypeError(f"params must be a PlanParams, got {type(params).__name__}")
         p = params
@@ -379,46 +429,51 @@ class PlanIndex:
         d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)  # no filter: the pool's
         comp = self.d_inter(p.neighbors) * d_intra
         if p.method in ("dbp", "ssp"):
-            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv, comp, budget, notes)
+            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv if mask else None, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
         else:
-            keep, kept = self._by_order(p, elig, budget)
+            keep, kept = self._by_order(p, elig, budget, n_elig, mask)
             quota = kept.copy()
         d_intra = np.array(d_intra)  # a copy: the result's, never the index's
         for a in (keep, counts, quota, kept, d_intra, comp):
-            a.setflags(write=False)
+            if a is not None:
+                a.setflags(write=False)
         return PlanResult(params=p, keep=keep, eligible=counts, quota=quota, kept=kept, budget=budget,
                           n_kept=int(kept.sum()), n_eligible=n_elig, pool_size=self.pool_size, d_intra=d_intra,
                           complexity=comp, notes=tuple(notes))
 
-    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int,
+                  mask: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """random / clip-score / dedup: the first ``budget`` eligible rows of a global order.
-        Returns keep (N,) and kept per cluster (K,)."""
+        Returns keep (N,) (None unless ``mask``) and kept per cluster (K,)."""
         if p.method == "random":
-            glob = self._random_orders(p.seed)[0]
+            rank = self._random_rank(p.seed)
         elif p.method == "clip-score":
-            glob = self._clip_order
+            rank = self._clip_rank
         else:  # dedup: least duplicated first
-            glob = self._dup_order
-        e_o = elig[glob]
-        sel = glob[e_o & (np.cumsum(e_o) <= budget)]  # hard positions of the first `budget` eligible
-        keep_h = np.zeros(self.n_rows, dtype=bool)
-        keep_h[sel] = True
-        return keep_h[self.inv], np.bincount(self._cl_h[sel], minlength=self.n_clusters).astype(np.int64)
+            rank = self._dup_rank
+        keep_h = _first_by_rank(elig, rank, budget, n_elig)
+        kept = np.zeros(self.n_clusters, dtype=np.int64)
+        if self._starts.size:
+            kept[self.sizes > 0] = np.add.reduceat(keep_h, self._starts, dtype=np.int64)
+        return (keep_h[self.inv] if mask else None), kept
 
-    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray,
-                  comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray | None,
+                  comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
         """DBP/SSP: per-cluster quotas from ``comp`` (K,), filled in the `within` order.
 
         ``e`` (N,) is the eligible mask in the frame (hard order, or the seeded order that is random
         inside each cluster), ``c`` (N+1,) its exclusive cumsum, ``counts`` (K,) eligible per cluster,
-        ``frame_inv`` (N,) row -> frame position. Returns keep (N,) in row order and quota (K,)."""
+        ``frame_inv`` (N,) row -> frame position, or None for no keep mask. Returns keep (N,) in row
+        order (None without ``frame_inv``) and quota (K,)."""
         if p.method == "dbp":
             if budget < counts.sum() and quota_bounds(counts, budget, p.balance)[2]:
                 notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
             quota = dbp_quotas(comp, counts, budget, p.temperature, p.balance)
         else:
             quota = uniform_rate_quotas(counts, budget)
+        if frame_inv is None:
+            return None, quota
         start = c[self.offsets[:-1]]
         if p.within == "easy":  # the last `quota` eligible of each cluster: nearest the centroid
             keep_f = e & (c[:-1] >= np.repeat(start + counts - quota, self.sizes))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from densprune import db
 from densprune.app import common as ui
 from densprune.app import data as appdata
 from densprune.app.thumbgrid import Tile, pairs_html
@@ -67,7 +66,7 @@ if "preview_eps" not in st.session_state:
 eps = st.slider("Dedup ε", 0.0, 0.3, step=0.005, key="preview_eps", format="%.3f",
                 help="SemDeDup calls an image a duplicate when an earlier image of its concept is more similar "
                      "than 1 − ε (cosine similarity of the embeddings).")
-pairs, n_pairs = db.dup_pairs(ws, int(concept), eps, limit=12)
+pairs, n_pairs = ui.dup_pairs(ws, stamp, int(concept), float(eps), 12)
 if n_pairs == 0:
     st.info(f"No near-duplicates at ε = {eps:.3f}: no image of this concept is more similar than "
             f"{1 - eps:.3f} to an earlier one. Raise ε to loosen the threshold.", icon=":material/info:")
