@@ -87,6 +87,9 @@ def test_deep_link_is_the_first_request_of_a_fresh_server(page, app_url):
     assert page.locator("h1").first.inner_text().strip() == "Concepts"
     assert page.url.rstrip("/").endswith("/concepts")
     assert page.locator('[data-testid="stException"]').count() == 0
+    # no "Page not found" modal over it (what Streamlit shows when it runs in pages/-folder mode, e.g.
+    # because an empty pages/ folder was left beside app.py)
+    assert page.get_by_text("Page not found").count() == 0
 
 
 @pytest.mark.parametrize("name", PAGES)
