@@ -22,7 +22,7 @@ SETTLED_JS = """() => !!document.querySelector('[data-testid="stApp"][data-test-
                       && !document.querySelector('[data-testid="stStatusWidget"]')"""
 # the value of the "Kept" metric on the Budget page (null until it is drawn)
 KEPT_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
-                       .find(e => e.innerText.startsWith('Kept'));
+                       .find(e => e.innerText.split('\\n')[0].trim() === 'Kept');
                      return m ? m.querySelector('[data-testid="stMetricValue"]').innerText : null; }"""
 
 

@@ -15,6 +15,7 @@ import pytest
 from app_server import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    KEPT_JS,
     ROOT,
     require_chromium,
     start_app,
@@ -76,7 +77,10 @@ def screenshot(pg, path: Path) -> None:
 
 
 def kept_value(pg) -> str:
-    return pg.locator('[data-testid="stMetric"]').filter(has_text="Kept").first \
+    """The value of the metric labelled exactly "Kept" (not "Kept of the raw pool", not "Concepts kept
+    whole"), waiting until it is drawn."""
+    label = pg.locator('[data-testid="stMetricLabel"]').get_by_text("Kept", exact=True)
+    return pg.locator('[data-testid="stMetric"]').filter(has=label).first \
         .locator('[data-testid="stMetricValue"]').inner_text()
 
 
@@ -121,11 +125,8 @@ def test_budget_slider_moves_the_kept_count(page, app_url, artifacts):
     t0 = time.perf_counter()
     for _ in range(10):
         slider.press("ArrowLeft")
-    page.wait_for_function(
-        """(before) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
-             .find(e => e.innerText.includes('Kept'));
-           return m && m.querySelector('[data-testid="stMetricValue"]').innerText !== before; }""",
-        arg=before, timeout=15_000)
+    page.wait_for_function(f"(before) => ({KEPT_JS})() !== null && ({KEPT_JS})() !== before", arg=before,
+                           timeout=15_000)
     settle(page)
     elapsed = time.perf_counter() - t0
     after = kept_value(page)
@@ -148,11 +149,8 @@ def test_two_sessions_are_independent(app_url, page, demo_workspace):
         slider.focus()
         for _ in range(5):
             slider.press("ArrowRight")
-        page.wait_for_function(
-            """(before) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
-                 .find(e => e.innerText.includes('Kept'));
-               return m && m.querySelector('[data-testid="stMetricValue"]').innerText !== before; }""",
-            arg=before, timeout=15_000)
+        page.wait_for_function(f"(before) => ({KEPT_JS})() !== null && ({KEPT_JS})() !== before", arg=before,
+                               timeout=15_000)
         settle(page)
         page.get_by_role("textbox", name="Plan name").fill(name)
         page.get_by_role("button", name="Save plan").click()
