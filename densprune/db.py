@@ -384,11 +384,7 @@ def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, 
         for key, value in meta.items():
             con.execute("DELETE FROM meta WHERE key = ?", [key])
             con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
-        dropped = []
-        for name in drop_plans:
-            dropped += [r[0] for r in con.execute("SELECT keep_file FROM plans WHERE name = ?", [name]).fetchall()]
-            con.execute("DELETE FROM plans WHERE name = ?", [name])
-            con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        dropped = [f for f in (_drop_plan(con, name) for name in drop_plans) if f is not None]
         con.execute("COMMIT")
     return dropped
 
@@ -476,10 +472,16 @@ def delete_plan(workspace: str | os.PathLike, name: str) -> str | None:
     ``keep_file`` its row named (None when there was no such plan)."""
     with connect(workspace, read_only=False) as con:
         con.execute("BEGIN")
-        old = con.execute("SELECT keep_file FROM plans WHERE name = ?", [name]).fetchone()
-        con.execute("DELETE FROM plans WHERE name = ?", [name])
-        con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
+        old = _drop_plan(con, name)
         con.execute("COMMIT")
+    return old
+
+
+def _drop_plan(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """Inside the caller's transaction: delete plan ``name``'s rows; the ``keep_file`` its row named, or None."""
+    old = con.execute("SELECT keep_file FROM plans WHERE name = ?", [name]).fetchone()
+    con.execute("DELETE FROM plans WHERE name = ?", [name])
+    con.execute("DELETE FROM plan_clusters WHERE plan = ?", [name])
     return None if old is None else old[0]
 
 

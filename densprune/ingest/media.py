@@ -40,30 +40,37 @@ def tar_sample_key(member_name: str) -> tuple[str, str] | None:
     return os.path.join(os.path.dirname(member_name), stem), ext.lower()
 
 
-def group_tar_members(tf: tarfile.TarFile, groups: dict[str, dict[str, tarfile.TarInfo]] | None = None,
-                      strays: list[tarfile.TarInfo] | None = None) -> dict[str, dict[str, tarfile.TarInfo]] | str | None:
-    """The files of an open tar grouped by sample key, in tar order: {key: {ext: TarInfo}}.
+def _keyed_members(tf: tarfile.TarFile):
+    """The file members of an open tar in order, each with its (sample key, ext) or None (no extension)."""
+    for info in tf:
+        if info.isfile():
+            yield info, tar_sample_key(info.name)
 
-    With ``groups`` given, it is filled as the members are read (so what was read before a corrupt
-    header is kept), files without an extension go to ``strays``, and the return value is why the
-    reading stopped early (a str) or None.
-    """
-    fill = {} if groups is None else groups
+
+def group_tar_members(tf: tarfile.TarFile) -> dict[str, dict[str, tarfile.TarInfo]]:
+    """The files of an open tar grouped by sample key, in tar order: {key: {ext: TarInfo}} (a corrupt
+    tar raises tarfile.TarError)."""
+    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+    for info, kx in _keyed_members(tf):
+        if kx is not None:
+            groups.setdefault(kx[0], {})[kx[1]] = info
+    return groups
+
+
+def collect_tar_members(tf: tarfile.TarFile, groups: dict[str, dict[str, tarfile.TarInfo]],
+                        strays: list[tarfile.TarInfo]) -> str | None:
+    """:func:`group_tar_members` into ``groups`` as the members are read, so what was read before a
+    corrupt header is kept; files without an extension go to ``strays``. Returns why the reading
+    stopped early, or None."""
     try:
-        for info in tf:
-            if not info.isfile():
-                continue
-            kx = tar_sample_key(info.name)
+        for info, kx in _keyed_members(tf):
             if kx is None:
-                if strays is not None:
-                    strays.append(info)
-                continue
-            fill.setdefault(kx[0], {})[kx[1]] = info
+                strays.append(info)
+            else:
+                groups.setdefault(kx[0], {})[kx[1]] = info
     except tarfile.TarError as exc:
-        if groups is None:
-            raise
         return f"{type(exc).__name__}: {exc}"
-    return fill if groups is None else None
+    return None
 
 
 def tar_end_problem(tf: tarfile.TarFile, path: str) -> str | None:

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from densprune.ingest.media import IMAGE_EXTS, group_tar_members, tar_end_problem
+from densprune.ingest.media import IMAGE_EXTS, collect_tar_members, tar_end_problem
 from densprune.ingest.text import decode_text, storable
 from densprune.ingest.uids import normalize_uid, uid_from_key
 
@@ -191,8 +191,7 @@ def _list_csv(path: Path, image_column: str | None, caption_column: str | None) 
     records, cols, ragged = _read_delimited(path)
     img_col = _pick(cols, image_column, PATH_COLUMNS, "image", str(path))
     cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(path)) if (caption_column or any(c in cols for c in CAPTION_COLUMNS)) else None
-    listing = _table_refs(records, img_col, cap_col, path, "csv", ragged)
-    return listing
+    return _table_refs(records, img_col, cap_col, path, "csv", ragged)
 
 
 def _read_delimited(path: Path) -> tuple[list[dict], list[str], list[Reject]]:
@@ -255,7 +254,7 @@ def _table_refs(records: list[dict], img_col: str, cap_col: str | None, path: Pa
                                   f"{path} row {key.split(':')[1]}: {problem}: {storable(str(full))[:300]}"))
             continue
         uid = normalize_uid(rec.get("uid")) or uid_from_key(raw)
-        cat = storable(decode_text(rec.get("category"))[0]) or None
+        cat = decode_text(rec.get("category"))[0] or None
         caption, flag = decode_text(rec.get(cap_col)) if cap_col else ("", None)
         refs.append(
             SampleRef(key=storable(raw), uid=uid, caption=caption, image_ref=storable(str(full)), loc=("file", str(full)),
@@ -325,9 +324,9 @@ def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, 
             rejects.extend(refs_listing.rejects)
             continue
         for row, rec in enumerate(meta):
-            key = storable(decode_text(rec.get("key"))[0]) or f"{Path(f).name}:{row}"
+            key = decode_text(rec.get("key"))[0] or f"{Path(f).name}:{row}"
             uid = normalize_uid(rec.get("uid")) or uid_from_key(f"{Path(f).name}/{key}")
-            cat = storable(decode_text(rec.get("category"))[0]) or None
+            cat = decode_text(rec.get("category"))[0] or None
             caption, flag = decode_text(rec.get(cap_col)) if cap_col else ("", None)
             refs.append(
                 SampleRef(
@@ -359,7 +358,7 @@ def _list_webdataset(tars: list[str], spec: str) -> SourceListing:
         jsons: dict[str, bytes | None] = {}
         try:
             with tarfile.open(tar_path, "r") as tf:
-                problem = group_tar_members(tf, groups, strays)  # fills groups as it goes: kept on an error
+                problem = collect_tar_members(tf, groups, strays)  # fills groups as it goes: kept on an error
                 problem = problem or tar_end_problem(tf, tar_path)
                 for k, g in groups.items():
                     texts[k], jsons[k] = _read_member(tf, g.get("txt")), _read_member(tf, g.get("json"))

@@ -354,11 +354,12 @@ class PlanIndex:
         w = g[np.argsort(cl_g, kind="stable")]
         winv = np.empty(self.n_rows, dtype=np.intp)
         winv[self.order[w]] = np.arange(self.n_rows)
+        out = (_ranks(g), w, winv)
         with self._lock:
-            self._seeds[seed] = (_ranks(g), w, winv)
+            self._seeds[seed] = out
             while len(self._seeds) > self._SEED_CACHE:
                 self._seeds.popitem(last=False)
-        return g, w, winv
+        return out
 
     def _counts(self, mask_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exclusive cumsum (N+1,) of a cluster-grouped mask and its per-cluster totals (K,)."""
