@@ -72,7 +72,7 @@ if not flags.empty:
     st.subheader("Flagged captions")
     st.caption("These samples are kept; their captions were not valid text as read and were decoded with "
                "U+FFFD replacement characters (samples.caption_flag).")
-    st.dataframe(flags, hide_index=True, key="overview_caption_flags",
+    st.dataframe(flags, hide_index=True, width="content", key="overview_caption_flags",
                  column_config={"count": st.column_config.NumberColumn(format="%d")})
 
 st.subheader("Open another workspace")
