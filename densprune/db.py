@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -187,7 +188,7 @@ def write_new_workspace_db(workspace: Path, *, samples: pd.DataFrame | Iterable[
             con.execute(ddl)
             _insert(con, name, df)
         con.execute(META_DDL)
-        meta = {**meta, "schema_version": SCHEMA_VERSION}
+        meta = {**meta, "schema_version": SCHEMA_VERSION, "build_id": uuid.uuid4().hex}  # names this build
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v, default=str)) for k, v in meta.items()])
         con.execute(PLANS_DDL)
         con.execute(PLAN_CLUSTERS_DDL)
@@ -656,14 +657,6 @@ def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.
     """At most ``max_points`` rows of the 2-D map (a fixed hash sample): row_idx, cluster, x, y."""
     return query_df(workspace, "SELECT row_idx, cluster, x, y FROM layout ORDER BY hash(row_idx) LIMIT ?",
                           [int(max_points)])
-
-
-def concept_members(workspace: str | os.PathLike, cluster: int, limit: int = 48,
-                    nearest_first: bool = True) -> pd.DataFrame:
-    """Members of one concept, nearest its centroid first (or farthest first)."""
-    order = "ASC" if nearest_first else "DESC"
-    return query_df(workspace, f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE cluster = ? "
-                                     f"ORDER BY rank_in_cluster {order} LIMIT ?", [int(cluster), int(limit)])
 
 
 def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> pd.DataFrame:

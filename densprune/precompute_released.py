@@ -59,6 +59,7 @@ from densprune.precompute import (
     layout_stage,
     prepare_workspace,
     save_centroids,
+    store_plan_index,
 )
 from densprune.vectors import NpyRows
 
@@ -349,6 +350,8 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
     db.write_new_workspace_db(ws, samples=sample_batches(copied.staging, cl, dd.max_sim, dd.dup_of), clusters=clusters,
                               rejects=rej, meta=meta, layout=layout, dedup_curve=dd.curve, memory_limit=DB_MEMORY_LIMIT)
     lap("write")
+    store_plan_index(ws)
+    lap("index")
     timings["total"], cpu["total"] = time.perf_counter() - t0, time.process_time() - c0
     db.set_meta(ws, "timings_s", {k: round(v, 3) for k, v in timings.items()})
     db.set_meta(ws, "cpu_s", {k: round(v, 3) for k, v in cpu.items()})

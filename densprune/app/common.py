@@ -174,7 +174,9 @@ def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool = True) -> pd.DataFrame:
-    return db.concept_members(ws, cluster, limit, nearest_first)
+    """One concept's ``limit`` members nearest its centre first: their row numbers from the plan index in
+    memory (no scan of the cluster column), then those rows."""
+    return db.sample_rows(ws, plan_index(ws, stamp).members(cluster, limit, nearest_first))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -178,6 +178,9 @@ def recluster(workspace: str | os.PathLike, dedup_eps: float, *, clusters: int |
             raise
     for keep_file in dropped_masks:
         (ws / keep_file).unlink(missing_ok=True)
+    from densprune.prune.plans import load_index  # the new clusters' plan index, stored for the app
+
+    load_index(ws)
     log.info("recluster: %s now has %d concepts from %d deduplicated rows in %.1f s", ws, k, int(train.sum()), seconds)
     return ReclusterReport(k=k, dedup_eps=float(dedup_eps), train_rows=int(train.sum()), pool_rows=int(pool.sum()),
                            dropped_plans=saved, seconds=seconds)

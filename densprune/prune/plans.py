@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
+from densprune.prune import index_store
 from densprune.names import validate_name
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
@@ -34,12 +35,25 @@ def validate_plan_name(name: str) -> str:
     return validate_name(name, "plan name", max_len=64)
 
 
-def load_index(workspace: str | os.PathLike) -> PlanIndex:
-    """The plan index of a workspace (callers that reuse it cache it: the app with st.cache_resource)."""
+def load_index(workspace: str | os.PathLike, *, store: bool = True) -> PlanIndex:
+    """The plan index of a workspace: mapped from the one stored in it for this build
+    (densprune.prune.index_store), else built from the samples table and, with ``store``, stored
+    there for the next process. Callers that reuse it cache it (the app with st.cache_resource)."""
     from densprune.cluster.recluster import verify_centroids
 
     ws = Path(workspace).resolve()
     verify_centroids(ws)  # an interrupted `densprune recluster` is finished first
+    key = index_store.index_key(ws, db.load_meta(ws))
+    index = index_store.load_stored(ws, key)
+    if index is None:
+        index = build_index(ws)
+        if store:
+            index_store.store(ws, key, index)
+    return index
+
+
+def build_index(ws: Path) -> PlanIndex:
+    """The plan index built from the samples table (five columns of every row) and the centroids."""
     cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
     clip = cols["clip_score"]
     index = PlanIndex.build(

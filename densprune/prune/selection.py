@@ -207,8 +207,10 @@ class PlanIndex:
 
     def __init__(self, *, order: np.ndarray, sizes: np.ndarray, d_intra: np.ndarray, centroids: np.ndarray,
                  dist_h: np.ndarray, pool_h: np.ndarray, dup_h: np.ndarray | None,
-                 clip_h: np.ndarray | None) -> None:
-        """Use :meth:`build`; this stores already-validated arrays (``*_h`` are in hard order)."""
+                 clip_h: np.ndarray | None, dup_rank: np.ndarray | None = None,
+                 clip_rank: np.ndarray | None = None) -> None:
+        """Use :meth:`build` or :meth:`from_arrays`; this stores already-validated arrays (``*_h`` are in
+        hard order; the two global ranks are computed here unless given)."""
         n, k = order.size, sizes.size
         self.order = order  # (N,) hard position -> row
         self.inv = np.empty(n, dtype=np.intp)  # (N,) row -> hard position
@@ -225,8 +227,12 @@ class PlanIndex:
         self.pool_size = int(np.count_nonzero(pool_h))
         self._dup_h, self._clip_h = dup_h, clip_h
         # (N,) rank of every hard position in a global order: least duplicated first, best CLIP score first
-        self._dup_rank = None if dup_h is None else _ranks(np.argsort(dup_h, kind="stable"))
-        self._clip_rank = None if clip_h is None else _ranks(np.argsort(-clip_h, kind="stable"))
+        if dup_h is not None and dup_rank is None:
+            dup_rank = _ranks(np.argsort(dup_h, kind="stable"))
+        if clip_h is not None and clip_rank is None:
+            clip_rank = _ranks(np.argsort(-clip_h, kind="stable"))
+        self._dup_rank = None if dup_h is None else dup_rank
+        self._clip_rank = None if clip_h is None else clip_rank
         self._d_inter: dict[int, np.ndarray] = {}
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self._seed_ranks: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -274,6 +280,72 @@ class PlanIndex:
                     int(pool.sum()))
         return cls(order=order, sizes=sizes, d_intra=d_intra, centroids=cen, dist_h=dist[order], pool_h=pool[order],
                    dup_h=None if dup is None else dup[order], clip_h=None if clip is None else clip[order])
+
+    # the arrays that define an index (:meth:`arrays`); the others are derived from them in __init__
+    STORED = ("order", "sizes", "d_intra", "centroids", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that define this index, by the names of :attr:`STORED` (absent: no dedup or no
+        CLIP scores), for storing it: :meth:`from_arrays` restores it without sorting anything.
+        ``order`` (N,) row of every hard position (int32 when N < 2**31), ``sizes`` (K,), ``d_intra``
+        (K,), ``centroids`` (K, d), ``dist_h`` / ``dup_h`` / ``clip_h`` (N,) float64 and ``pool_h``
+        (N,) bool in hard order, ``dup_rank`` / ``clip_rank`` (N,) ranks in the two global orders."""
+        small = np.int32 if self.n_rows < 2**31 else np.int64
+        out = {"order": self.order.astype(small, copy=False), "sizes": self.sizes, "d_intra": self.d_intra,
+               "centroids": self.centroids, "dist_h": self._dist_h, "pool_h": self._pool_h,
+               "dup_h": self._dup_h, "clip_h": self._clip_h, "dup_rank": self._dup_rank, "clip_rank": self._clip_rank}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PlanIndex":
+        """The index :meth:`arrays` described (arrays may be read-only memory maps). Shapes and the
+        permutation's range are checked: a stored index that does not fit is a ValueError."""
+        a = {k: np.asarray(v) for k, v in arrays.items()}
+        missing = {"order", "sizes", "d_intra", "centroids", "dist_h", "pool_h"} - set(a)
+        if missing:
+            raise ValueError(f"a stored plan index needs the arrays {sorted(missing)}")
+        order, sizes, cen = a["order"], a["sizes"], a["centroids"]
+        n, k = order.size, sizes.size
+        if order.ndim != 1 or sizes.ndim != 1 or cen.ndim != 2 or cen.shape[0] != k or a["d_intra"].shape != (k,):
+            raise ValueError(f"stored plan index: order {order.shape}, sizes {sizes.shape}, centroids {cen.shape}, "
+                             f"d_intra {a['d_intra'].shape} do not fit together")
+        if int(sizes.sum()) != n or (n and (int(order.min()) < 0 or int(order.max()) >= n)):
+            raise ValueError(f"stored plan index: {n} rows in order, {int(sizes.sum())} in sizes, or rows out of range")
+        for name in ("dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank"):
+            if name in a and a[name].shape != (n,):
+                raise ValueError(f"stored plan index: {name} has shape {a[name].shape}, expected ({n},)")
+        if ("dup_h" in a) != ("dup_rank" in a) or ("clip_h" in a) != ("clip_rank" in a):
+            raise ValueError("stored plan index: a global order without its values (or the reverse)")
+        return cls(order=order.astype(np.intp, copy=False), sizes=sizes.astype(np.int64, copy=False),
+                   d_intra=a["d_intra"], centroids=cen.astype(np.float64, copy=False), dist_h=a["dist_h"],
+                   pool_h=a["pool_h"].astype(bool, copy=False), dup_h=a.get("dup_h"), clip_h=a.get("clip_h"),
+                   dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"))
+
+    def members(self, cluster: int, limit: int, nearest_first: bool = True) -> np.ndarray:
+        """Row numbers (<= limit,) of one cluster's members nearest its centroid first, equal distances by
+        row number (the order of ``rank_in_cluster``), or farthest first (``nearest_first=False``: that
+        order reversed).
+        A slice of the hard order: no pass over the rows."""
+        if not (_is_int(cluster) and 0 <= cluster < self.n_clusters):
+            raise ValueError(f"cluster must be an integer in [0, {self.n_clusters}), got {cluster!r}")
+        lo, hi = int(self.offsets[cluster]), int(self.offsets[cluster + 1])
+        limit = max(int(limit), 0)
+        if limit == 0 or hi == lo:
+            return np.empty(0, dtype=np.int64)
+        seg_rows, seg_dist = self.order[lo:hi], self._dist_h[lo:hi]  # farthest first, ties by row
+        if nearest_first:  # the tail, plus every row tied with its first distance (ties run the other way)
+            start = max(hi - lo - limit, 0)
+            if start > 0:
+                start = int(np.searchsorted(-seg_dist, -seg_dist[start], side="left"))
+            rows, dist = seg_rows[start:], seg_dist[start:]
+            pick = np.lexsort((rows, dist))[:limit]
+        else:
+            end = min(limit, hi - lo)
+            if 0 < end < hi - lo:
+                end = int(np.searchsorted(-seg_dist, -seg_dist[end - 1], side="right"))
+            rows, dist = seg_rows[:end], seg_dist[:end]
+            pick = np.lexsort((-rows, -dist))[:limit]
+        return rows[pick].astype(np.int64)
 
     @property
     def has_clip_scores(self) -> bool:

@@ -1,0 +1,185 @@
+"""The plan index stored in the workspace (densprune.prune.index_store) and PlanIndex.members."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from densprune import db
+from densprune.prune import index_store
+from densprune.prune.plans import build_index, load_index
+from densprune.prune.selection import PlanIndex, PlanParams
+
+
+def synthetic_index(n: int = 3000, k: int = 12, seed: int = 0, ties: bool = False) -> PlanIndex:
+    rng = np.random.default_rng(seed)
+    cl = rng.integers(0, k - 1, n)  # cluster k-1 stays empty
+    dist = rng.uniform(0.05, 0.9, n)
+    if ties:
+        dist = np.round(dist, 1)  # many equal distances inside each cluster
+    cen = rng.normal(size=(k, 8))
+    return PlanIndex.build(cl, dist, cen / np.linalg.norm(cen, axis=1, keepdims=True), in_pool=rng.random(n) > 0.1,
+                           dup_max_sim=rng.uniform(0, 1, n), clip_score=rng.uniform(0.1, 0.4, n))
+
+
+PARAMS = [PlanParams(keep=0.3), PlanParams(keep=0.5, dedup_eps=0.2, clip_keep=0.8),
+          PlanParams(keep=0.2, within="random", seed=3), PlanParams(keep=0.4, within="easy"),
+          PlanParams(keep=0.3, method="ssp"), PlanParams(keep=0.3, method="random", seed=5),
+          PlanParams(keep=0.25, method="clip-score"), PlanParams(keep=0.25, method="dedup")]
+
+
+def assert_same_plans(a: PlanIndex, b: PlanIndex) -> None:
+    for p in PARAMS:
+        ra, rb = a.compute(p), b.compute(p)
+        np.testing.assert_array_equal(ra.keep, rb.keep, err_msg=str(p))
+        np.testing.assert_array_equal(ra.quota, rb.quota)
+        np.testing.assert_array_equal(ra.complexity, rb.complexity)
+
+
+def test_arrays_round_trip_gives_the_same_plans(tmp_path):
+    index = synthetic_index()
+    arrays = index.arrays()
+    assert set(arrays) == set(PlanIndex.STORED) and arrays["order"].dtype == np.int32
+    for name, arr in arrays.items():  # through files mapped read-only, as the store reads them
+        np.save(tmp_path / f"{name}.npy", arr)
+    restored = PlanIndex.from_arrays({n: np.load(tmp_path / f"{n}.npy", mmap_mode="r") for n in arrays})
+    assert_same_plans(index, restored)
+    np.testing.assert_array_equal(index.rows_cluster(), restored.rows_cluster())
+    np.testing.assert_array_equal(index.rows_in_pool(), restored.rows_in_pool())
+
+
+def test_an_index_without_dedup_or_clip_round_trips():
+    rng = np.random.default_rng(1)
+    index = PlanIndex.build(rng.integers(0, 5, 400), rng.uniform(0, 1, 400), np.eye(5))
+    arrays = index.arrays()
+    assert "dup_h" not in arrays and "clip_rank" not in arrays
+    restored = PlanIndex.from_arrays(arrays)
+    assert not restored.has_dedup and not restored.has_clip_scores
+    np.testing.assert_array_equal(index.compute(PlanParams(keep=0.3)).keep, restored.compute(PlanParams(keep=0.3)).keep)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update(order=a["order"][:-1]), "rows in order"),
+    (lambda a: a.update(dist_h=a["dist_h"][:-1]), "dist_h has shape"),
+    (lambda a: a.pop("dup_rank"), "global order"),
+    (lambda a: a.pop("pool_h"), "needs the arrays"),
+    (lambda a: a.update(d_intra=a["d_intra"][:3]), "do not fit"),
+])
+def test_from_arrays_refuses_arrays_that_do_not_fit(change, message):
+    arrays = dict(synthetic_index(n=200).arrays())
+    change(arrays)
+    with pytest.raises(ValueError, match=message):
+        PlanIndex.from_arrays(arrays)
+
+
+def reference_members(index: PlanIndex, cluster: int, limit: int, nearest_first: bool) -> np.ndarray:
+    """What ``ORDER BY rank_in_cluster [DESC] LIMIT`` returns: rows by (distance, row), or that reversed."""
+    rows = index.order[index.offsets[cluster]:index.offsets[cluster + 1]]
+    dist = index._dist_h[index.offsets[cluster]:index.offsets[cluster + 1]]
+    by_rank = rows[np.lexsort((rows, dist))]
+    return (by_rank if nearest_first else by_rank[::-1])[:limit]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_members_follow_rank_in_cluster(ties):
+    index = synthetic_index(n=2000, k=6, ties=ties)
+    for c in range(index.n_clusters):
+        for limit in (0, 1, 7, 50, 10_000):
+            for nearest in (True, False):
+                got = index.members(c, limit, nearest)
+                np.testing.assert_array_equal(got, reference_members(index, c, limit, nearest),
+                                              err_msg=f"cluster {c} limit {limit} nearest {nearest}")
+    assert index.members(index.n_clusters - 1, 10).size == 0  # the empty cluster
+    with pytest.raises(ValueError, match="cluster must be"):
+        index.members(index.n_clusters, 3)
+
+
+def test_members_match_the_workspace_query(demo_workspace):
+    index = load_index(demo_workspace)
+    for c in (0, 5, int(np.argmax(index.sizes))):
+        for nearest in (True, False):
+            want = db.query_df(demo_workspace, "SELECT row_idx FROM samples WHERE cluster = ? ORDER BY rank_in_cluster "
+                               + ("ASC" if nearest else "DESC") + " LIMIT 40", [c])["row_idx"].to_numpy()
+            np.testing.assert_array_equal(index.members(c, 40, nearest), want)
+
+
+@pytest.fixture
+def workspace_copy(small_workspace: Path, tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    return ws
+
+
+def test_precompute_stores_the_index_and_a_new_process_maps_it(small_workspace, caplog):
+    meta = db.load_meta(small_workspace)
+    assert meta.get("build_id")
+    stored = index_store.stored_path(small_workspace, index_store.index_key(small_workspace, meta))
+    assert stored.is_dir() and {p.stem for p in stored.glob("*.npy")} >= {"order", "dist_h", "pool_h"}
+    with caplog.at_level(logging.INFO, logger="densprune.prune.index_store"):
+        mapped = load_index(small_workspace)
+    assert "mapped from" in caplog.text
+    assert isinstance(mapped._dist_h.base, np.memmap) or isinstance(mapped._dist_h, np.memmap)
+    assert_same_plans_on_workspace(mapped, build_index(small_workspace))
+
+
+def assert_same_plans_on_workspace(a: PlanIndex, b: PlanIndex) -> None:
+    for p in (PlanParams(keep=0.5), PlanParams(keep=0.5, dedup_eps=0.1), PlanParams(keep=0.5, method="random")):
+        np.testing.assert_array_equal(a.compute(p).keep, b.compute(p).keep)
+
+
+def test_a_changed_build_gets_a_new_index_and_the_old_one_goes(workspace_copy):
+    ws = workspace_copy
+    old = index_store.stored_path(ws, index_store.index_key(ws, db.load_meta(ws)))
+    assert old.is_dir()
+    db.set_meta(ws, "reclustered", {"at": "now"})  # what recluster changes with the clusters
+    new_key = index_store.index_key(ws, db.load_meta(ws))
+    assert index_store.load_stored(ws, new_key) is None
+    load_index(ws)
+    assert index_store.stored_path(ws, new_key).is_dir() and not old.exists()
+
+
+def test_a_damaged_stored_index_is_rebuilt(workspace_copy, caplog):
+    ws = workspace_copy
+    key = index_store.index_key(ws, db.load_meta(ws))
+    path = index_store.stored_path(ws, key) / "dist_h.npy"
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with caplog.at_level(logging.WARNING, logger="densprune.prune.index_store"):
+        index = load_index(ws)
+    assert "cannot be used" in caplog.text
+    assert_same_plans_on_workspace(index, build_index(ws))
+
+
+def test_a_workspace_that_cannot_hold_the_index_still_opens(workspace_copy, caplog):
+    ws = workspace_copy
+    shutil.rmtree(ws / index_store.INDEX_DIR)
+    (ws / index_store.INDEX_DIR).write_text("not a folder")  # mkdir under it fails, as on a read-only mount
+    with caplog.at_level(logging.WARNING, logger="densprune.prune.index_store"):
+        index = load_index(ws)
+    assert "could not store the plan index" in caplog.text
+    assert index.n_rows == db.load_sample_arrays(ws, ("row_idx",))["row_idx"].size
+    assert not list(ws.glob(".plan-*"))
+
+
+def test_racing_writers_leave_one_complete_index(workspace_copy):
+    ws = workspace_copy
+    key = index_store.index_key(ws, db.load_meta(ws))
+    shutil.rmtree(ws / index_store.INDEX_DIR)
+    index = build_index(ws)
+    start = threading.Barrier(4)
+
+    def write() -> Path | None:
+        start.wait()
+        return index_store.store(ws, key, index)
+
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _: write(), range(4)))
+    final = index_store.stored_path(ws, key)
+    assert done == [final] * 4
+    assert list((ws / index_store.INDEX_DIR).iterdir()) == [final]  # no temporary folder left behind
+    assert_same_plans_on_workspace(index_store.load_stored(ws, key), index)
