@@ -178,14 +178,21 @@ def test_charts_draw_the_data_they_are_given(tiny):
     pts = pd.DataFrame({"row_idx": np.arange(N), "cluster": tiny["clusters"], "x": np.arange(N, dtype=float),
                         "y": np.zeros(N)})
     keep = view.result.keep
-    # the map coloured by kept: the kept trace holds exactly the kept sampled rows
+    # the map coloured by kept: kept rows green, dropped red, drawn into one picture with a legend entry each
+    rgb = charts.map_colours(pts, tiny["concepts"], "kept", keep)
+    np.testing.assert_array_equal(rgb[keep], np.tile(charts._rgb(charts.KEPT), (int(keep.sum()), 1)))
+    np.testing.assert_array_equal(rgb[~keep], np.tile(charts._rgb(charts.DROPPED), (int((~keep).sum()), 1)))
     fig = charts.concept_map(pts, tiny["concepts"], "kept", keep=keep)
-    traces = {t.name: t for t in fig.data}
-    np.testing.assert_array_equal(np.sort(np.asarray(traces["kept"].x)), np.flatnonzero(keep).astype(float))
-    assert len(traces["dropped"].x) == N - keep.sum()
-    assert fig.data[0].type == "scattergl"  # the big map is WebGL
+    assert len(fig.layout.images) == 1 and fig.layout.images[0].source.startswith("data:image/png;base64,")
+    assert {t.name for t in fig.data} >= {"kept", "dropped", "concept centres"}
+    assert all(t.type == "scatter" for t in fig.data)  # no WebGL: nothing for a GPU-less browser to emulate
     picked = charts.concept_map(pts, tiny["concepts"], "concept", pick=1)
-    assert len(picked.data[1].x) == int((tiny["clusters"] == 1).sum())
+    assert len(picked.data[0].x) == int((tiny["clusters"] == 1).sum())
+    # by complexity: the concept with the highest complexity gets the top of the scale
+    cx = charts.map_colours(pts, tiny["concepts"], "complexity")
+    top = int(tiny["concepts"]["complexity"].idxmax())
+    np.testing.assert_array_equal(cx[tiny["clusters"] == tiny["concepts"].loc[top, "cluster"]][0],
+                                  charts._lut("Viridis")[255])
     # per-concept bars: sorted least to most complex, heights = kept %
     bars = charts.kept_per_concept(per, "dbp").data[0]
     order = per[per["eligible"] > 0].sort_values("complexity", kind="stable")

@@ -1,16 +1,22 @@
 """Plotly figures of the app's pages, built from the tables in :mod:`densprune.appdata` (no Streamlit).
 
-Every figure takes K-sized tables or a sampled map (at most ~20k points, WebGL), never all rows.
+Every figure takes K-sized tables or a sampled map (at most ~20k points, drawn into one picture on the
+server: densprune.app.raster), never all rows.
 Hover texts hold concept names (HTML-escaped: plotly renders a subset of HTML) and numbers.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
+
+from densprune.app import raster
 
 BLUE, ORANGE, GREEN, RED, GREY = "#4c78a8", "#f58518", "#54a24b", "#d1495b", "#888"
 KEPT, DROPPED = "#2e9d57", "#d1495b"
@@ -33,40 +39,87 @@ def category_bars(cats: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Pool images per category", max(220, 18 * len(cats) + 60), yaxis_autorange="reversed")
 
 
-def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np.ndarray | None = None,
-                pick: int | None = None, height: int = 430) -> go.Figure:
-    """The 2-D map: sampled images (pts: row_idx, cluster, x, y) and concept centres (concepts: cluster,
-    name, x, y, pool_size, complexity), coloured by "concept", "complexity" or "kept" (needs ``keep``)."""
+MAP_PIXELS = (1000, 620)  # the map's picture, about 1.4x its size on the page
+
+
+def map_colours(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np.ndarray | None = None) -> np.ndarray:
+    """(n, 3) uint8 colour of each map point (pts: row_idx, cluster): "concept" (golden-ratio hues of the
+    Turbo scale: neighbouring ids get distant colours), "complexity" (Viridis over its range), or "kept"
+    (green kept, red dropped by ``keep`` (N,) bool)."""
     cl = pts["cluster"].to_numpy()
-    names = _names(concepts["name"])
-    hover = names[cl]
-    fig = go.Figure()
     if colour == "complexity":
-        fig.add_trace(go.Scattergl(x=pts["x"], y=pts["y"], mode="markers", text=hover, hoverinfo="text",
-                                   marker=dict(size=4, color=concepts["complexity"].to_numpy()[cl], colorscale="Viridis",
-                                               opacity=0.7, colorbar=dict(title="complexity", thickness=10)),
-                                   showlegend=False))
-    elif colour == "kept" and keep is not None:
-        k = keep[pts["row_idx"].to_numpy()]
-        for mask, name, col in ((~k, "dropped", DROPPED), (k, "kept", KEPT)):
-            fig.add_trace(go.Scattergl(x=pts["x"][mask], y=pts["y"][mask], mode="markers", name=name,
-                                       text=hover[mask], hoverinfo="text", marker=dict(size=4, color=col, opacity=0.6)))
-    else:
-        hue = (cl * 0.6180339887) % 1.0  # golden-ratio hues: neighbouring ids get distant colours
-        fig.add_trace(go.Scattergl(x=pts["x"], y=pts["y"], mode="markers", text=hover, hoverinfo="text",
-                                   marker=dict(size=4, color=hue, colorscale="Turbo", cmin=0, cmax=1, opacity=0.65),
-                                   showlegend=False))
-    if pick is not None:
-        sel = pts[cl == pick]
-        fig.add_trace(go.Scattergl(x=sel["x"], y=sel["y"], mode="markers", name=f"#{pick} (picked)", hoverinfo="skip",
-                                   marker=dict(size=6, color="rgba(0,0,0,0)", line=dict(color="black", width=1))))
+        cx = concepts.set_index("cluster")["complexity"].reindex(np.arange(int(concepts["cluster"].max()) + 1))
+        v = cx.to_numpy(dtype=np.float64)[cl]
+        lo, hi = np.nanmin(v) if np.isfinite(v).any() else 0.0, np.nanmax(v) if np.isfinite(v).any() else 1.0
+        t = np.nan_to_num((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v), nan=0.0)
+        return _lut("Viridis")[np.rint(t * 255).astype(np.int64)]
+    if colour == "kept" and keep is not None:
+        k = np.asarray(keep)[pts["row_idx"].to_numpy()]
+        return np.where(k[:, None], _rgb(KEPT), _rgb(DROPPED)).astype(np.uint8)
+    hue = (cl * 0.6180339887) % 1.0
+    return _lut("Turbo")[np.rint(hue * 255).astype(np.int64)]
+
+
+def _rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def _lut(scale: str) -> np.ndarray:
+    if scale not in _LUTS:
+        _LUTS[scale] = raster.colour_lut(scale)
+    return _LUTS[scale]
+
+
+def map_picture(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
+                keep: np.ndarray | None = None) -> tuple[str, tuple[float, float, float, float]]:
+    """The map's points drawn into one PNG (a ``data:`` URI; :func:`densprune.app.raster.splat`) and the
+    (x0, x1, y0, y1) data range it spans: every point and concept centre, with a 3% margin."""
+    x, y = pts["x"].to_numpy(dtype=np.float64), pts["y"].to_numpy(dtype=np.float64)
     cen = concepts.dropna(subset=["x", "y"])
+    xs = np.concatenate([x, cen["x"].to_numpy(dtype=np.float64)])
+    ys = np.concatenate([y, cen["y"].to_numpy(dtype=np.float64)])
+    x0, x1, y0, y1 = (xs.min(), xs.max(), ys.min(), ys.max()) if xs.size else (0.0, 1.0, 0.0, 1.0)
+    pad_x, pad_y = max(0.03 * (x1 - x0), 1e-6), max(0.03 * (y1 - y0), 1e-6)
+    extent = (float(x0 - pad_x), float(x1 + pad_x), float(y0 - pad_y), float(y1 + pad_y))
+    img = raster.splat(x, y, map_colours(pts, concepts, colour, keep), extent, *MAP_PIXELS, radius=2.5)
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGBA").save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), extent
+
+
+def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np.ndarray | None = None,
+                pick: int | None = None, height: int = 430,
+                picture: tuple[str, tuple[float, float, float, float]] | None = None) -> go.Figure:
+    """The 2-D map: sampled images (pts: row_idx, cluster, x, y) as one picture (``picture``, else
+    :func:`map_picture` of the same arguments), the picked concept's images outlined on top, and the
+    concept centres (concepts: cluster, name, x, y, pool_size, complexity) as markers that name their
+    concept on hover; coloured by "concept", "complexity" or "kept" (needs ``keep``)."""
+    source, extent = picture if picture is not None else map_picture(pts, concepts, colour, keep)
+    cen = concepts.dropna(subset=["x", "y"])
+    fig = go.Figure()
+    fig.add_layout_image(source=source, xref="x", yref="y", x=extent[0], y=extent[3], sizex=extent[1] - extent[0],
+                         sizey=extent[3] - extent[2], sizing="stretch", layer="below")
+    if colour == "kept" and keep is not None:  # legend entries for the picture's two colours
+        for name, col in (("dropped", DROPPED), ("kept", KEPT)):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, marker=dict(size=8, color=col)))
+    if pick is not None:
+        sel = pts[pts["cluster"].to_numpy() == pick]
+        fig.add_trace(go.Scatter(x=sel["x"], y=sel["y"], mode="markers", name=f"#{pick} (picked)", hoverinfo="skip",
+                                 marker=dict(size=6, color="rgba(0,0,0,0)", line=dict(color="black", width=1))))
+    marker = dict(symbol="diamond", size=7, color="white", line=dict(color="#333", width=1))
+    if colour == "complexity":  # the centres carry the colour bar of the picture's scale
+        marker.update(color=cen["complexity"], colorscale="Viridis",
+                      colorbar=dict(title="complexity", thickness=10))
     fig.add_trace(go.Scatter(x=cen["x"], y=cen["y"], mode="markers", name="concept centres", hoverinfo="text",
                              text=[f"{n}<br>{s:,} images · complexity {c:.3f}" for n, s, c in
                                    zip(_names(cen["name"]), cen["pool_size"], cen["complexity"])],
-                             marker=dict(symbol="diamond", size=7, color="white", line=dict(color="#333", width=1))))
-    return _layout(fig, "", height, legend=dict(orientation="h", y=-0.02), xaxis=dict(visible=False),
-                   yaxis=dict(visible=False), dragmode="pan")
+                             marker=marker))
+    return _layout(fig, "", height, legend=dict(orientation="h", y=-0.02),
+                   xaxis=dict(visible=False, range=list(extent[:2])), yaxis=dict(visible=False, range=list(extent[2:])),
+                   dragmode="pan")
 
 
 def spread_isolation(concepts: pd.DataFrame, height: int = 430) -> go.Figure:

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from densprune import db
+from densprune.app import charts
 from densprune.app import data as appdata
 from densprune.app.policy import AppPolicy, parse_app_args
 from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
@@ -149,6 +150,14 @@ def caption_flags(ws: str, stamp: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=8)
 def layout(ws: str, stamp: str) -> pd.DataFrame:
     return db.layout_sample(ws, MAX_MAP_POINTS)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_picture(ws: str, stamp: str, colour: str, params: PlanParams | None) -> tuple[str, tuple]:
+    """The concept map's points as a PNG (charts.map_picture), coloured by "concept", "complexity", or
+    "kept" by the plan ``params`` (None for the other two): drawn once per colouring and plan."""
+    keep = compute(ws, stamp, params).keep if colour == "kept" and params is not None else None
+    return charts.map_picture(layout(ws, stamp), concepts(ws, stamp), colour, keep)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -78,7 +78,9 @@ with left:
     colour = st.segmented_control("Colour the map by", ["concept", "complexity", "kept by the plan"],
                                   key="concepts_colour", default="concept")
     pts = ui.layout(ws, stamp)
-    fig = charts.concept_map(pts, cdf, {"kept by the plan": "kept"}.get(colour, colour), result.keep, pick)
+    mode = {"kept by the plan": "kept"}.get(colour or "concept", colour or "concept")
+    fig = charts.concept_map(pts, cdf, mode, result.keep, pick,
+                             picture=ui.map_picture(ws, stamp, mode, params if mode == "kept" else None))
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
     st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
                "Diamonds are concept centres; the picked concept is outlined.")
