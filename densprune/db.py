@@ -23,7 +23,6 @@ import pandas as pd
 import pyarrow as pa
 from filelock import ReadWriteLock, Timeout
 
-from densprune.prune.semdedup import dup_threshold
 
 log = logging.getLogger(__name__)
 
@@ -670,20 +669,18 @@ def sample_rows(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> p
     return df.set_index("row_idx", drop=False).loc[rows].reset_index(drop=True)
 
 
-def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
-    """Near-duplicate pairs of one concept at SemDeDup ``eps`` (max similarity > 1 - eps), most similar
-    first: (row_idx, dup_of, sim, caption, dup_caption, thumbs of both), and the total count.
-
-    The ``limit`` duplicates are found first and their earlier members then fetched by row_idx (a
-    self-join would hash the whole samples table: seconds at 10M rows)."""
-    thr = dup_threshold(float(eps))
-    where = "WHERE cluster = ? AND dup_of >= 0 AND dup_max_sim > ?"
+def dup_pairs(workspace: str | os.PathLike, rows: np.ndarray | list[int]) -> pd.DataFrame:
+    """The near-duplicate rows ``rows`` (row_idx, in the order given: the plan index finds them) beside
+    the earlier member each duplicates: (row_idx, dup_of, sim, caption, dup_caption, thumbs of both).
+    Both are fetched by row number (a self-join would hash the whole samples table: seconds at 10M rows)."""
+    rows = [int(r) for r in rows]
     with connect(workspace) as con:
-        total = int(con.execute(f"SELECT count(*) FROM samples {where}", [int(cluster), thr]).fetchone()[0])
         top = con.execute(
             f"SELECT row_idx, dup_of, dup_max_sim AS sim, left(caption, {SHOWN_CAPTION_CHARS}) AS caption, "
-            f"thumb_offset, thumb_size, image_loc, image_ref, width, height FROM samples {where} "
-            "ORDER BY dup_max_sim DESC, row_idx LIMIT ?", [int(cluster), thr, int(limit)]).df()
+            "thumb_offset, thumb_size, image_loc, image_ref, width, height FROM samples "
+            "WHERE list_contains(?::BIGINT[], row_idx) AND dup_of >= 0", [rows]).df()
+        present = set(top["row_idx"].tolist())
+        top = top.set_index("row_idx", drop=False).loc[[r for r in rows if r in present]].reset_index(drop=True)
         earlier = con.execute(
             f"SELECT row_idx AS dup_of, left(caption, {SHOWN_CAPTION_CHARS}) AS dup_caption, "
             "thumb_offset AS dup_thumb_offset, thumb_size AS dup_thumb_size, image_loc AS dup_image_loc, "
@@ -692,4 +689,4 @@ def dup_pairs(workspace: str | os.PathLike, cluster: int, eps: float, limit: int
     df = top.merge(earlier, on="dup_of", how="inner")
     return df[["row_idx", "dup_of", "sim", "caption", "thumb_offset", "thumb_size", "image_loc", "dup_caption",
                "dup_thumb_offset", "dup_thumb_size", "dup_image_loc", "image_ref", "width", "height",
-               "dup_image_ref", "dup_width", "dup_height"]], total
+               "dup_image_ref", "dup_width", "dup_height"]]

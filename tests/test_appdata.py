@@ -17,6 +17,7 @@ from densprune.app import charts
 from densprune.app import data as appdata
 from densprune.app.thumbgrid import Tile, grid_html, pairs_html, read_thumbs
 from densprune.ingest.media import image_ext, image_mime
+from densprune.prune.plans import load_index
 from densprune.prune.selection import PlanIndex, PlanParams
 
 N, K = 600, 6
@@ -161,8 +162,20 @@ def test_workspace_queries(demo_workspace: Path):
     assert literal["matches"].sum() == n_pct
     rows = db.sample_rows(ws, [5, 2, 9])
     assert rows["row_idx"].tolist() == [5, 2, 9]
-    pairs, total = db.dup_pairs(ws, 0, 0.3, limit=4)
-    assert len(pairs) <= 4 and total >= len(pairs) and (pairs["sim"] > 0.7).all()
+    index = load_index(ws)
+    for c in range(index.n_clusters):
+        dups, total = index.duplicates(c, 0.3, 4)
+        want = db.query_df(ws, "SELECT row_idx, dup_of, dup_max_sim FROM samples WHERE cluster = ? AND dup_of >= 0 "
+                               "AND dup_max_sim > 0.7 ORDER BY dup_max_sim DESC, row_idx", [c])
+        assert total == len(want) and dups.tolist() == want["row_idx"].tolist()[:4]
+        if total:  # the pairs of a concept that has some
+            pairs = db.dup_pairs(ws, dups)
+            assert pairs["row_idx"].tolist() == dups.tolist() and (pairs["sim"] > 0.7).all()
+            assert pairs["dup_of"].tolist() == want["dup_of"].tolist()[:4]
+            assert (pairs["dup_caption"].notna()).all()
+            break
+    else:
+        raise AssertionError("the demo has no near-duplicate pairs at eps 0.3")
     meta = db.load_meta(ws)
     steps = appdata.pipeline_steps(ws, meta, db.counts(ws))
     assert len(steps) >= 6

@@ -183,3 +183,17 @@ def test_racing_writers_leave_one_complete_index(workspace_copy):
     assert done == [final] * 4
     assert list((ws / index_store.INDEX_DIR).iterdir()) == [final]  # no temporary folder left behind
     assert_same_plans_on_workspace(index_store.load_stored(ws, key), index)
+
+
+def test_duplicates_of_a_cluster_most_similar_first():
+    index = synthetic_index(n=1500, k=5, ties=False)
+    for c in range(index.n_clusters):
+        lo, hi = index.offsets[c], index.offsets[c + 1]
+        rows, sims = index.order[lo:hi], index._dup_h[lo:hi]
+        hit = sims > 1 - 0.3
+        want = rows[hit][np.lexsort((rows[hit], -sims[hit]))]
+        got, total = index.duplicates(c, 0.3, 7)
+        assert total == hit.sum()
+        np.testing.assert_array_equal(got, want[:7])
+    with pytest.raises(ValueError, match="no SemDeDup"):
+        PlanIndex.build(np.zeros(3, int), np.zeros(3), np.eye(2)).duplicates(0, 0.1, 5)

@@ -190,7 +190,10 @@ def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool =
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def dup_pairs(ws: str, stamp: str, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
-    return db.dup_pairs(ws, cluster, eps, limit)
+    """One concept's ``limit`` most similar SemDeDup pairs at ``eps`` (found in the plan index in memory,
+    then fetched by row number) and the number of its duplicates."""
+    rows, total = plan_index(ws, stamp).duplicates(cluster, eps, limit)
+    return db.dup_pairs(ws, rows), total
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

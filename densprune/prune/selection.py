@@ -347,6 +347,19 @@ class PlanIndex:
             pick = np.lexsort((-rows, -dist))[:limit]
         return rows[pick].astype(np.int64)
 
+    def duplicates(self, cluster: int, eps: float, limit: int) -> tuple[np.ndarray, int]:
+        """One cluster's SemDeDup duplicates at ``eps`` (max similarity > 1 - eps): the row numbers (<= limit,)
+        of the most similar first (equal similarities by row number), and how many there are in all."""
+        if self._dup_h is None:
+            raise ValueError(_NO_DUP)
+        if not (_is_int(cluster) and 0 <= cluster < self.n_clusters):
+            raise ValueError(f"cluster must be an integer in [0, {self.n_clusters}), got {cluster!r}")
+        lo, hi = int(self.offsets[cluster]), int(self.offsets[cluster + 1])
+        sims = self._dup_h[lo:hi]
+        hit = sims > dup_threshold(eps)
+        rows, sims = self.order[lo:hi][hit], sims[hit]
+        return rows[np.lexsort((rows, -sims))[:max(int(limit), 0)]].astype(np.int64), int(rows.size)
+
     @property
     def has_clip_scores(self) -> bool:
         return self._clip_h is not None
