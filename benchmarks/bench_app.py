@@ -91,7 +91,7 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
         at.session_state["workspace"] = str(ws)
         return at
 
-    rows = [["fresh process: `python -c` start, imports, plan index, Overview rendered, exit",
+    rows = [["fresh process: `python -c` start, imports, plan index (read from the workspace, or built when missing), Overview rendered, exit",
              *ms(fresh_process_time(ws, fresh_runs))]]
     session().run()  # warm this process: imports, plan index
     first: list[list[object]] = []

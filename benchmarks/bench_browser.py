@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             ["key press -> the page has settled (script run over)", f"{statistics.median(to_settled):.0f}",
              f"{min(to_settled):.0f}-{max(to_settled):.0f}"]]
     cold = opens.pop("cold")[0]
-    rows.insert(0, ["open /budget on the freshly started server (the plan index is built on the way)", f"{cold:.0f}", ""])
+    rows.insert(0, ["open /budget on the freshly started server (its plan index read from the workspace, or built when missing)", f"{cold:.0f}", ""])
     for title, ts in opens.items():
         rows.append([f"open {title} from the sidebar: first time in this server", f"{ts[0]:.0f}", ""])
         if len(ts) > 1:

@@ -62,7 +62,7 @@ def ensure_plan(ws: Path, name: str, keep: float) -> None:
 
 def bare_pyarrow(ws: Path, plan: str, out: Path) -> None:
     """The same uids written by hand: mask, Arrow filter, bytes.fromhex, np.sort, np.save."""
-    keep = np.load(ws / "plans" / f"{plan}.npy")
+    keep = plans.load_plan(ws, plan)[1]  # the mask file its row names
     con = duckdb.connect(str(ws / db.DB_NAME), read_only=True)
     try:
         rel = con.sql("SELECT row_idx, uid FROM samples")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     ws = args.workspace.resolve()
     ensure_plan(ws, args.plan, args.keep)
-    n_kept = int(np.load(ws / "plans" / f"{args.plan}.npy").sum())
+    n_kept = int(plans.load_plan(ws, args.plan)[1].sum())
     meta = db.load_meta(ws)
     with tempfile.TemporaryDirectory(dir=ws / "exports" if (ws / "exports").exists() else ws) as tmp:
         ours, bare = Path(tmp) / "densprune.uids.npy", Path(tmp) / "bare.uids.npy"

@@ -263,6 +263,32 @@ def load_sample_arrays(workspace: str | os.PathLike, columns: tuple[str, ...]) -
     return out
 
 
+def index_columns(workspace: str | os.PathLike) -> dict[str, np.ndarray | None]:
+    """What the plan index is built from, per row in row_idx order, with as little memory as they need:
+    ``cluster`` (N,) int32, ``dist`` (N,) float64, ``pool`` (N,) bool, ``dup`` (N,) float64 (NULL -> NaN)
+    and ``clip`` (N,) float64 or None when no row has a CLIP score.
+
+    One column per query, each a plain scan in insertion order (DuckDB's ``preserve_insertion_order``),
+    which the ``row_idx`` scan checks is row order (else the columns are put in row order): no 10M-row
+    sort, and never more than one column in flight beside the arrays already read."""
+    with connect(workspace) as con:
+        con.execute("SET preserve_insertion_order = true")
+        row_idx = con.execute("SELECT row_idx FROM samples").fetchnumpy()["row_idx"]
+        n = row_idx.size
+        perm = None if np.array_equal(row_idx, np.arange(n)) else np.argsort(row_idx, kind="stable")
+        del row_idx
+
+        def column(expr: str) -> np.ndarray:
+            out = con.execute(f"SELECT {expr} AS v FROM samples").fetchnumpy()["v"]
+            out = np.asarray(out)  # NULLs were coalesced: never a masked array
+            return out if perm is None else out[perm]
+
+        has_clip = con.execute("SELECT count(clip_score) FROM samples").fetchone()[0] > 0
+        return {"cluster": column("cluster::INTEGER"), "dist": column("dist_to_centroid"),
+                "pool": column("coalesce(split = 'pool', false)"), "dup": column("coalesce(dup_max_sim, 'NaN'::DOUBLE)"),
+                "clip": column("coalesce(clip_score, 'NaN'::DOUBLE)") if has_clip else None}
+
+
 _FEW_VALUES = frozenset({"split", "category", "top_category"})  # string columns with few distinct values
 
 

@@ -350,6 +350,8 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
     db.write_new_workspace_db(ws, samples=sample_batches(copied.staging, cl, dd.max_sim, dd.dup_of), clusters=clusters,
                               rejects=rej, meta=meta, layout=layout, dedup_curve=dd.curve, memory_limit=DB_MEMORY_LIMIT)
     lap("write")
+    n_clusters = cl.k
+    del cl, dd, split, pool_rows  # N-sized arrays the index stage does not need: it reads the database
     store_plan_index(ws)
     lap("index")
     timings["total"], cpu["total"] = time.perf_counter() - t0, time.process_time() - c0
@@ -357,7 +359,7 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
     db.set_meta(ws, "cpu_s", {k: round(v, 3) for k, v in cpu.items()})
     if not cfg.keep_work:
         shutil.rmtree(copied.staging.parent, ignore_errors=True)
-    log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, copied.n, cl.k, len(rej),
+    log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, copied.n, n_clusters, len(rej),
              timings["total"])
     return ws
 

@@ -197,3 +197,22 @@ def test_duplicates_of_a_cluster_most_similar_first():
         np.testing.assert_array_equal(got, want[:7])
     with pytest.raises(ValueError, match="no SemDeDup"):
         PlanIndex.build(np.zeros(3, int), np.zeros(3), np.eye(2)).duplicates(0, 0.1, 5)
+
+
+def test_index_columns_come_in_row_order_whatever_order_the_table_holds(workspace_copy):
+    """A samples table whose rows are stored out of row_idx order (possible in a workspace written by
+    another tool or an older version) still gives the index its columns in row order."""
+    import duckdb
+
+    ws = workspace_copy
+    want = build_index(ws)
+    con = duckdb.connect(str(db.db_path(ws)))
+    con.execute("CREATE TABLE shuffled AS SELECT * FROM samples ORDER BY hash(row_idx * 7919)")
+    con.execute("DROP TABLE samples")
+    con.execute("ALTER TABLE shuffled RENAME TO samples")
+    con.close()
+    assert db.query_df(ws, "SELECT row_idx FROM samples")["row_idx"].tolist() != sorted(
+        db.query_df(ws, "SELECT row_idx FROM samples")["row_idx"].tolist())
+    cols = db.index_columns(ws)
+    assert cols["cluster"].dtype == np.int32 and cols["pool"].dtype == np.bool_
+    assert_same_plans_on_workspace(build_index(ws), want)

@@ -324,3 +324,13 @@ def test_row_order_arrays_and_random_rank_match(data):
     a = idx.compute(PlanParams(method="random", keep=0.4, seed=5)).keep  # rank cached alone
     idx._random_orders(5)  # now the full orders are cached too: the same rank
     np.testing.assert_array_equal(a, idx.compute(PlanParams(method="random", keep=0.4, seed=5)).keep)
+
+
+def test_hard_order_is_the_lexsort_it_replaces():
+    from densprune.prune.selection import _hard_order
+
+    rng = np.random.default_rng(7)
+    for k in (3, 40_000):  # the 16-bit radix path and the wide one
+        cl = rng.integers(0, k, 5000)
+        dist = np.round(rng.uniform(0, 1, 5000), 2)  # many ties: broken by row
+        np.testing.assert_array_equal(_hard_order(cl, dist, k), np.lexsort((-dist, cl)))

@@ -54,17 +54,10 @@ def load_index(workspace: str | os.PathLike, *, store: bool = True) -> PlanIndex
 
 def build_index(ws: Path) -> PlanIndex:
     """The plan index built from the samples table (five columns of every row) and the centroids."""
-    cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
-    clip = cols["clip_score"]
-    index = PlanIndex.build(
-        clusters=cols["cluster"].astype(np.int64),
-        dist_to_centroid=cols["dist_to_centroid"],
-        centroids=np.load(ws / "centroids.npy"),
-        in_pool=cols["split"] == "pool",
-        dup_max_sim=cols["dup_max_sim"],
-        clip_score=None if np.all(np.isnan(clip)) else clip,
-    )
-    return index
+    cols = db.index_columns(ws)
+    return PlanIndex.build(clusters=cols.pop("cluster"), dist_to_centroid=cols.pop("dist"),
+                           centroids=np.load(ws / "centroids.npy"), in_pool=cols.pop("pool"),
+                           dup_max_sim=cols.pop("dup"), clip_score=cols.pop("clip"))
 
 
 def params_to_json(params: PlanParams) -> str:
