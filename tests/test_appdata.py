@@ -215,6 +215,11 @@ def test_charts_draw_the_data_they_are_given(tiny):
     q = [t for t in charts.quota_vs_size(per, 0.1).data if t.name == "quota"][0]
     np.testing.assert_array_equal(q.x, per["eligible"])
     np.testing.assert_array_equal(q.y, per["quota"])
+    # the softmax targets drawn are those the cap cut: exactly the concepts whose target exceeds their size
+    capped = per.assign(target=np.where(np.arange(len(per)) % 3 == 0, per["eligible"] + 5.0, per["eligible"] * 0.5))
+    cut = [t for t in charts.quota_vs_size(capped, 0.1).data if t.name.startswith("softmax share")][0]
+    np.testing.assert_array_equal(cut.x, capped["eligible"].to_numpy()[::3])
+    assert not [t for t in charts.quota_vs_size(capped.assign(target=0.0), 0.1).data if t.name.startswith("softmax")]
     # the dedup curve in percent, the current eps marked on it
     curve = pd.DataFrame({"eps": [0.0, 0.1, 0.2], "kept_fraction": [1.0, 0.7, 0.5]})
     dc = charts.dedup_curve(curve, 0.05)

@@ -188,6 +188,17 @@ def members(ws: str, stamp: str, cluster: int, limit: int, nearest_first: bool =
     return db.sample_rows(ws, plan_index(ws, stamp).members(cluster, limit, nearest_first))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def members_of(ws: str, stamp: str, clusters: tuple[int, ...], limit: int) -> dict[int, pd.DataFrame]:
+    """:func:`members` of several concepts (nearest their centres first) read in one query: a page that
+    shows a few concepts' images opens one connection, not one per concept."""
+    index = plan_index(ws, stamp)
+    picks = {c: index.members(c, limit) for c in clusters}
+    df = db.sample_rows(ws, np.concatenate([np.empty(0, np.int64), *picks.values()]))
+    by_row = df.set_index("row_idx", drop=False)
+    return {c: by_row.loc[rows].reset_index(drop=True) if rows.size else df.iloc[:0] for c, rows in picks.items()}
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def dup_pairs(ws: str, stamp: str, cluster: int, eps: float, limit: int = 12) -> tuple[pd.DataFrame, int]:
     """One concept's ``limit`` most similar SemDeDup pairs at ``eps`` (found in the plan index in memory,
@@ -216,7 +227,8 @@ def compute(ws: str, stamp: str, params: PlanParams) -> PlanResult:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def budget_view(ws: str, stamp: str, params: PlanParams) -> appdata.BudgetView:
-    return appdata.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp), category_codes(ws, stamp))
+    return appdata.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp), category_codes(ws, stamp),
+                               result=compute(ws, stamp, params))
 
 
 # --------------------------------------------------------------------------------------------

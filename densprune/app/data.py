@@ -338,9 +338,10 @@ def budget_shares(result: PlanResult) -> BudgetShares:
 
 
 def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
-                cats: CategoryCodes | None = None) -> BudgetView:
-    """Everything the Budget page shows for ``params``: three plan computations and K-sized tables."""
-    result = index.compute(params)
+                cats: CategoryCodes | None = None, result: PlanResult | None = None) -> BudgetView:
+    """Everything the Budget page shows for ``params``: three plan computations (``result``, when given,
+    is the plan of ``params`` already computed) and K-sized tables."""
+    result = index.compute(params) if result is None else result
     masks = cats is not None  # the baselines' keep masks only feed the category coverage
     rnd = index.compute(replace(params, method="random"), mask=masks)
     ssp = index.compute(replace(params, method="ssp"), mask=masks)

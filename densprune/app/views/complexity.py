@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import streamlit as st
 
 from densprune.app import charts
@@ -40,21 +41,22 @@ params = ui.current_params(meta)
 if params.method != "dbp":
     st.info(f"The current plan uses **{params.method}**, not DBP; the charts below show DBP at the same budget.")
     params = replace(params, method="dbp")
-view = ui.budget_view(ws, stamp, params)
-per = view.per_concept[view.per_concept["eligible"] > 0]
+result = ui.compute(ws, stamp, params)  # the plan alone: this page shows no baselines
+per_concept = appdata.plan_table(cdf, result)
+per = per_concept[per_concept["eligible"] > 0]
 
-groups = appdata.rate_by_complexity(view.per_concept, bins=5)
-if view.keeps_everything:
+groups = appdata.rate_by_complexity(per_concept, bins=5)
+if result.n_kept >= int(result.eligible.sum()):
     st.info("This budget keeps every eligible image, so every concept keeps 100%: lower the budget to see "
             "complexity at work.", icon=":material/info:")
 elif not groups.empty:
     lo, hi = groups["kept_pct"].iloc[0], groups["kept_pct"].iloc[-1]
-    st.markdown(f"At τ = {params.temperature:g} and a budget of {view.result.budget:,} images "
+    st.markdown(f"At τ = {params.temperature:g} and a budget of {result.budget:,} images "
                 f"({params.keep:.0%} of the remaining pool), the **least complex fifth** of the concepts keeps "
                 f"**{lo:.0f}%** of its images and the **most complex fifth** keeps **{hi:.0f}%**.")
 
 a, b = st.columns(2, gap="medium")
-uniform = 100.0 * view.result.n_kept / max(int(view.result.eligible.sum()), 1)
+uniform = 100.0 * result.n_kept / max(int(result.eligible.sum()), 1)
 a.plotly_chart(charts.kept_vs_complexity(per, uniform), width="stretch", config=NO_BAR)
 b.plotly_chart(charts.quota_vs_size(per, params.temperature), width="stretch", config=NO_BAR)
 st.caption("Left: each dot is a concept; complex concepts keep a larger share. Right: a concept's quota can never "
@@ -64,6 +66,7 @@ st.caption("Left: each dot is a concept; complex concepts keep a larger share. R
 st.subheader("Least and most complex concepts")
 least, most = appdata.extremes(cdf, n=3)
 kept_by = per.set_index("cluster")
+shown = ui.members_of(ws, stamp, tuple(int(c) for c in pd.concat([least, most])["cluster"]), 12)
 cols = st.columns(2, gap="large")
 for col, title, group in ((cols[0], "Least complex: near copies, cut hard", least),
                           (cols[1], "Most complex: varied, kept", most)):
@@ -76,4 +79,4 @@ for col, title, group in ((cols[0], "Least complex: near copies, cut hard", leas
                      else "nothing eligible")
             st.markdown(f"{appdata.escape_markdown(r['name'])} · complexity {r['complexity']:.3f} · "
                         f"d_intra {r['d_intra']:.2f} · d_inter {r['d_inter']:.2f} · **{share}**")
-            ui.thumb_grid(ui.members(ws, stamp, c, 12), tile_px=64, caption_lines=1)
+            ui.thumb_grid(shown[c], tile_px=64, caption_lines=1)

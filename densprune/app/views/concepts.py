@@ -116,6 +116,8 @@ with right:
     st.caption("Below: its images nearest the centre first (the most typical). Green frame: kept by the "
                "current plan; faded red: dropped. d = distance to the centre.")
 
+near = appdata.neighbour_concepts(ui.plan_index(ws, stamp), cdf, pick, n=5)
+shown = ui.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), 8)  # one read for the neighbours
 mem = ui.members(ws, stamp, pick, n_show)
 tones = ["kept" if result.keep[r] else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
 notes = [f"#{int(k) + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
@@ -124,7 +126,6 @@ st.markdown(f"**Images of {appdata.escape_markdown(names[pick])}**")
 ui.thumb_grid(mem, notes, tones, empty="This concept has no images.")
 
 st.subheader("Neighbouring concepts")
-near = appdata.neighbour_concepts(ui.plan_index(ws, stamp), cdf, pick, n=5)
 
 
 def _open(c: int) -> None:
@@ -139,4 +140,4 @@ for _, nb in near.iterrows():
                     f"complexity {nb['complexity']:.3f}")
         st.button("Open", key=f"concepts_open_{int(nb['cluster'])}", on_click=_open, args=(int(nb["cluster"]),))
     with b:
-        ui.thumb_grid(ui.members(ws, stamp, int(nb["cluster"]), 8), tile_px=64, caption_lines=1)
+        ui.thumb_grid(shown[int(nb["cluster"])], tile_px=64, caption_lines=1)
