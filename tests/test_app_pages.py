@@ -365,3 +365,24 @@ def test_save_plan_when_the_workspace_stays_locked_says_so(ws, monkeypatch):
     no_errors(at)
     assert any("Not saved" in w.value and "press Save again" in w.value for w in at.warning)
     assert "never-saved" not in set(plans.list_plans(ws)["name"])
+
+
+def test_concept_map_is_one_picture_in_every_colouring(ws):
+    """The map's points arrive as one PNG under the concept centres (no WebGL trace), in each colouring;
+    coloured by the plan it has a legend entry for kept and for dropped."""
+    import json
+
+    at = open_app(ws, "concepts")
+    pictures = set()
+    for colour in ("concept", "complexity", "kept by the plan"):
+        at.session_state["concepts_colour"] = colour
+        at.run()
+        no_errors(at)
+        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+        (image,) = spec["layout"]["images"]
+        assert image["source"].startswith("data:image/png;base64,") and image["sizing"] == "stretch"
+        names = {t.get("name") for t in spec["data"]}
+        assert "concept centres" in names and all(t["type"] == "scatter" for t in spec["data"])
+        assert ({"kept", "dropped"} <= names) == (colour == "kept by the plan")
+        pictures.add(image["source"])
+    assert len(pictures) == 3  # each colouring draws its own picture

@@ -277,9 +277,12 @@ def plan_banner(p: PlanParams) -> None:
 # --------------------------------------------------------------------------------------------
 
 def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str] | None = None,
-               tile_px: int = 104, caption_lines: int = 2, empty: str = "No images.") -> None:
+               tile_px: int = 104, caption_lines: int = 2, empty: str = "No images.",
+               explain_missing: bool = True) -> None:
     """A grid of the thumbnails of ``df`` (rows with thumb_offset, thumb_size, caption and, for rows without a
-    thumbnail in thumbs.bin, image_loc), escaped captions."""
+    thumbnail in thumbs.bin, image_loc), escaped captions. In a workspace without thumbnails the tiles
+    show caption, size and URL, under a note saying why (``explain_missing=False``: a page showing
+    several grids says it once)."""
     if df is None or len(df) == 0:
         st.caption(empty)
         return
@@ -294,7 +297,8 @@ def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str
                       tuple(df["image_loc"]) if "image_loc" in df else ())
         tiles = [Tile(b, c, nt, tn) for b, c, nt, tn in zip(data, caps, notes, tones)]
     else:
-        st.caption(appdata.no_thumbnails_note(m))
+        if explain_missing:
+            st.caption(appdata.no_thumbnails_note(m))
         tiles = [Tile(b"", c, nt, tn, url=u if isinstance(u, str) else "", size=appdata.size_text(w, h))
                  for c, nt, tn, u, w, h in zip(caps, notes, tones, df["image_ref"], df["width"], df["height"])]
     st.html(grid_html(tiles, tile_px=tile_px, caption_lines=caption_lines))

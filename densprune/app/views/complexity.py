@@ -67,6 +67,8 @@ st.subheader("Least and most complex concepts")
 least, most = appdata.extremes(cdf, n=3)
 kept_by = per.set_index("cluster")
 shown = ui.members_of(ws, stamp, tuple(int(c) for c in pd.concat([least, most])["cluster"]), 12)
+if not meta.get("has_thumbnails", True):
+    st.caption(appdata.no_thumbnails_note(meta))
 cols = st.columns(2, gap="large")
 for col, title, group in ((cols[0], "Least complex: near copies, cut hard", least),
                           (cols[1], "Most complex: varied, kept", most)):
@@ -79,4 +81,4 @@ for col, title, group in ((cols[0], "Least complex: near copies, cut hard", leas
                      else "nothing eligible")
             st.markdown(f"{appdata.escape_markdown(r['name'])} · complexity {r['complexity']:.3f} · "
                         f"d_intra {r['d_intra']:.2f} · d_inter {r['d_inter']:.2f} · **{share}**")
-            ui.thumb_grid(shown[c], tile_px=64, caption_lines=1)
+            ui.thumb_grid(shown[c], tile_px=64, caption_lines=1, explain_missing=False)

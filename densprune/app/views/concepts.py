@@ -102,8 +102,9 @@ with right:
                 delta=f"above {pct:.0f}% of concepts" if np.isfinite(pct) else None,
                 delta_color="off", delta_arrow="off")
     m = st.columns(2)
-    m[0].metric("Kept by the plan", f"{int(row['kept']):,} of {int(row['eligible']):,}",
-                delta=f"{row['kept_pct']:.0f}% kept" if np.isfinite(row["kept_pct"]) else None,
+    m[0].metric("Kept by the plan", f"{int(row['kept']):,}",
+                delta=(f"{row['kept_pct']:.0f}% of {int(row['eligible']):,}" if np.isfinite(row["kept_pct"])
+                       else f"of {int(row['eligible']):,}"),
                 delta_color="off", delta_arrow="off")
     m[1].metric("Spread · isolation",
                 f"{row['d_intra']:.3f} · {row['d_inter']:.3f}" if np.isfinite(row["d_intra"]) else "–",
@@ -140,4 +141,4 @@ for _, nb in near.iterrows():
                     f"complexity {nb['complexity']:.3f}")
         st.button("Open", key=f"concepts_open_{int(nb['cluster'])}", on_click=_open, args=(int(nb["cluster"]),))
     with b:
-        ui.thumb_grid(shown[int(nb["cluster"])], tile_px=64, caption_lines=1)
+        ui.thumb_grid(shown[int(nb["cluster"])], tile_px=64, caption_lines=1, explain_missing=False)
