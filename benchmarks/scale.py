@@ -7,9 +7,12 @@ captions draw words from a per-concept vocabulary. It is written in LAION's clip
 (``img_emb/``, ``text_emb/``, ``metadata/``, 500k-row shards), streamed shard by shard.
 
 For each N the script runs ``python -m densprune precompute POOL --workspace WS -k 500`` in a
-child process and records its peak resident memory (``wait4`` ru_maxrss: the kernel's high-water
-mark) and, sampled every 0.2 s from /proc, the peak of its anonymous memory (RssAnon: the heap,
-without the page cache of the vector files); the stages' wall times come from the workspace's
+child process and records, sampled every 0.2 s from /proc, its peak resident memory (VmHWM: the
+kernel's high-water mark of the child's own address space) and the peak of its anonymous memory
+(RssAnon: the heap, without the page cache of the vector files). (Not ``wait4``'s ru_maxrss: Linux
+carries the parent's high-water mark into a child across fork and exec, so a child of this script,
+which has just generated the pool, would report the generator's memory.) The stages' wall times
+come from the workspace's
 ``meta.timings_s``. Then, on the finished workspace, densprune's clustering stage (sample, train,
 assign in blocks, distances, ranks) runs side by side with bare faiss doing the same work
 (``faiss.Kmeans`` on the same sample, ``IndexFlatIP.search`` of every row in the same blocks),
@@ -127,17 +130,19 @@ def _proc_kib(pid: int, field: str) -> int:
 
 
 def run_precompute(pool: Path, ws: Path, k: int) -> dict:
-    """Run the CLI in a child; its wall time, peak RSS (ru_maxrss) and peak RssAnon (sampled), and timings."""
+    """Run the CLI in a child; its wall time, peak RSS (VmHWM) and peak RssAnon (both sampled), and timings."""
     cmd = [sys.executable, "-m", "densprune", "precompute", str(pool), "--workspace", str(ws), "-k", str(k), "--force"]
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
     with open(ws.with_suffix(".log"), "w") as err:
         child = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=err)
     timeline: list[tuple[str, int]] = []  # (HH:MM:SS, RssAnon KiB) every 0.2 s
+    hwm = [0]  # the child's VmHWM (KiB): monotone, so the last value read before it exits
 
     def sample() -> None:
         while child.poll() is None:
             timeline.append((time.strftime("%H:%M:%S"), _proc_kib(child.pid, "RssAnon")))
+            hwm[0] = max(hwm[0], _proc_kib(child.pid, "VmHWM"))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -153,7 +158,7 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
 
     meta = db.load_meta(ws)
     peak_anon = [max((a for _, a in timeline), default=0)]
-    return {"stage_peak_anon_mib": stage_peaks(ws.with_suffix(".log"), timeline), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024,
+    return {"stage_peak_anon_mib": stage_peaks(ws.with_suffix(".log"), timeline), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": hwm[0] / 1024,
             "peak_anon_mib": peak_anon[0] / 1024, "timings_s": meta["timings_s"], "stage_cpu_s": meta.get("cpu_s", {}),
             "n_samples": meta["n_samples"], "k": meta["k"], "dedup_groups": meta.get("dedup_groups"),
             "dedup_pairs": meta.get("dedup_pairs"), "load_before": load_before, "load_after": load_after}
