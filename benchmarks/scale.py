@@ -138,9 +138,10 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
         child = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=err)
     timeline: list[tuple[str, int]] = []  # (HH:MM:SS, RssAnon KiB) every 0.2 s
     hwm = [0]  # the child's VmHWM (KiB): monotone, so the last value read before it exits
+    done = threading.Event()  # set once wait4 has reaped the child: the sampler must not reap it (poll would)
 
     def sample() -> None:
-        while child.poll() is None:
+        while not done.is_set():
             timeline.append((time.strftime("%H:%M:%S"), _proc_kib(child.pid, "RssAnon")))
             hwm[0] = max(hwm[0], _proc_kib(child.pid, "VmHWM"))
             time.sleep(0.2)
@@ -148,6 +149,7 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     _, status, usage = os.wait4(child.pid, 0)
+    done.set()
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()[0]
