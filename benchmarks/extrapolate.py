@@ -27,7 +27,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 PARALLEL = ("cluster", "dedup", "layout")  # BLAS-bound: all cores of a machine
 ON_RAY = ("cluster", "dedup")  # split over the Ray cluster (assignment dominates 'cluster' at scale)
-SERIAL = ("scan", "copy", "concepts", "write")
+SERIAL = ("scan", "copy", "concepts", "write", "index")  # index: the plan index, built and stored after the write
 TARGETS = {"LAION-400M (clip-retrieval, 512-d)": 400e6, "DataComp-large (1.28B, B/32 512-d)": 1.28e9}
 
 
