@@ -23,7 +23,6 @@ import pandas as pd
 import pyarrow as pa
 from filelock import ReadWriteLock, Timeout
 
-
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"

@@ -8,6 +8,7 @@ Hover texts hold concept names (HTML-escaped: plotly renders a subset of HTML) a
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 
@@ -50,7 +51,8 @@ def map_colours(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np
     if colour == "complexity":
         cx = concepts.set_index("cluster")["complexity"].reindex(np.arange(int(concepts["cluster"].max()) + 1))
         v = cx.to_numpy(dtype=np.float64)[cl]
-        lo, hi = np.nanmin(v) if np.isfinite(v).any() else 0.0, np.nanmax(v) if np.isfinite(v).any() else 1.0
+        fin = v[np.isfinite(v)]
+        lo, hi = (fin.min(), fin.max()) if fin.size else (0.0, 1.0)
         t = np.nan_to_num((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v), nan=0.0)
         return _lut("Viridis")[np.rint(t * 255).astype(np.int64)]
     if colour == "kept" and keep is not None:
@@ -64,13 +66,7 @@ def _rgb(hex_colour: str) -> np.ndarray:
     return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
 
 
-_LUTS: dict[str, np.ndarray] = {}
-
-
-def _lut(scale: str) -> np.ndarray:
-    if scale not in _LUTS:
-        _LUTS[scale] = raster.colour_lut(scale)
-    return _LUTS[scale]
+_lut = functools.lru_cache(maxsize=None)(raster.colour_lut)  # (256, 3) per colour scale, made once
 
 
 def map_picture(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,

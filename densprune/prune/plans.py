@@ -35,10 +35,10 @@ def validate_plan_name(name: str) -> str:
     return validate_name(name, "plan name", max_len=64)
 
 
-def load_index(workspace: str | os.PathLike, *, store: bool = True) -> PlanIndex:
+def load_index(workspace: str | os.PathLike) -> PlanIndex:
     """The plan index of a workspace: mapped from the one stored in it for this build
-    (densprune.prune.index_store), else built from the samples table and, with ``store``, stored
-    there for the next process. Callers that reuse it cache it (the app with st.cache_resource)."""
+    (densprune.prune.index_store), else built from the samples table and stored there for the next
+    process (when the workspace can be written). Callers that reuse it cache it (the app with st.cache_resource)."""
     from densprune.cluster.recluster import verify_centroids
 
     ws = Path(workspace).resolve()
@@ -47,8 +47,7 @@ def load_index(workspace: str | os.PathLike, *, store: bool = True) -> PlanIndex
     index = index_store.load_stored(ws, key)
     if index is None:
         index = build_index(ws)
-        if store:
-            index_store.store(ws, key, index)
+        index_store.store(ws, key, index)
     return index
 
 

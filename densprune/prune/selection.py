@@ -332,14 +332,18 @@ class PlanIndex:
                    pool_h=a["pool_h"].astype(bool, copy=False), dup_h=a.get("dup_h"), clip_h=a.get("clip_h"),
                    dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"))
 
+    def _segment(self, cluster: int) -> tuple[int, int]:
+        """[lo, hi) of one cluster's rows in the hard order (farthest from the centroid first)."""
+        if not (_is_int(cluster) and 0 <= cluster < self.n_clusters):
+            raise ValueError(f"cluster must be an integer in [0, {self.n_clusters}), got {cluster!r}")
+        return int(self.offsets[cluster]), int(self.offsets[cluster + 1])
+
     def members(self, cluster: int, limit: int, nearest_first: bool = True) -> np.ndarray:
         """Row numbers (<= limit,) of one cluster's members nearest its centroid first, equal distances by
         row number (the order of ``rank_in_cluster``), or farthest first (``nearest_first=False``: that
         order reversed).
         A slice of the hard order: no pass over the rows."""
-        if not (_is_int(cluster) and 0 <= cluster < self.n_clusters):
-            raise ValueError(f"cluster must be an integer in [0, {self.n_clusters}), got {cluster!r}")
-        lo, hi = int(self.offsets[cluster]), int(self.offsets[cluster + 1])
+        lo, hi = self._segment(cluster)
         limit = max(int(limit), 0)
         if limit == 0 or hi == lo:
             return np.empty(0, dtype=np.int64)
@@ -363,9 +367,7 @@ class PlanIndex:
         of the most similar first (equal similarities by row number), and how many there are in all."""
         if self._dup_h is None:
             raise ValueError(_NO_DUP)
-        if not (_is_int(cluster) and 0 <= cluster < self.n_clusters):
-            raise ValueError(f"cluster must be an integer in [0, {self.n_clusters}), got {cluster!r}")
-        lo, hi = int(self.offsets[cluster]), int(self.offsets[cluster + 1])
+        lo, hi = self._segment(cluster)
         sims = self._dup_h[lo:hi]
         hit = sims > dup_threshold(eps)
         rows, sims = self.order[lo:hi][hit], sims[hit]

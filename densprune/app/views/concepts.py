@@ -78,7 +78,7 @@ with left:
     colour = st.segmented_control("Colour the map by", ["concept", "complexity", "kept by the plan"],
                                   key="concepts_colour", default="concept")
     pts = ui.layout(ws, stamp)
-    mode = {"kept by the plan": "kept"}.get(colour or "concept", colour or "concept")
+    mode = "kept" if colour == "kept by the plan" else (colour or "concept")  # None: the button unselected
     fig = charts.concept_map(pts, cdf, mode, result.keep, pick,
                              picture=ui.map_picture(ws, stamp, mode, params if mode == "kept" else None))
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
