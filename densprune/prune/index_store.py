@@ -97,12 +97,15 @@ def store(workspace: str | os.PathLike, key: str, index: PlanIndex) -> Path | No
 
 
 def _remove_stale(root: Path, keep: str) -> None:
-    """Other builds' indexes, and temporary folders of writers that died (older than an hour)."""
+    """Other builds' indexes, and temporary folders of writers that died (older than an hour). Best
+    effort: an entry another writer renames or removes meanwhile is skipped, never an error."""
     now = time.time()
     for entry in root.iterdir():
-        if entry.name == keep:
+        if entry.name == keep or not entry.name.startswith(("plan-", ".plan-")):
             continue
-        if entry.name.startswith(".") and now - entry.stat().st_mtime < _STALE_TMP_S:
-            continue  # another writer at work
-        if entry.name.startswith(("plan-", ".plan-")):
-            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            if entry.name.startswith(".") and now - entry.stat().st_mtime < _STALE_TMP_S:
+                continue  # another writer at work
+        except FileNotFoundError:  # that writer just renamed or removed it
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
