@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 
+def densprune_command() -> str:
+    """The installed ``densprune`` console script next to this Python (what README tells people to type)."""
+    script = Path(sys.executable).parent / "densprune"
+    if not script.is_file():
+        raise SystemExit(f"no `densprune` command at {script}: install the project first (make install)")
+    return str(script)
+
+
 def median_time(fn: Callable[[], object], runs: int, warmup: int = 1) -> tuple[float, list[float]]:
     """Median wall time of ``fn`` over ``runs`` runs after ``warmup`` untimed runs."""
     for _ in range(warmup):

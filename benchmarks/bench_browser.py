@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ws = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(ws):
-        ap.error(f"no workspace at {ws}: build it with `python -m densprune demo --no-app --workspace {ws}`")
+        ap.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{os.getpid()}.log"
     proc, url = start_app(ws, log)
     try:

@@ -14,7 +14,7 @@ in turn round by round (interleaved, so load that drifts on a shared machine hit
   structured ``u8,u8`` array sorted with ``np.sort``, ``np.save``. No manifest, no checks.
 
 Both outputs are checked to be identical. The ratio is densprune's wall time over the bare side's.
-Also times the CLI once in a fresh process (``python -m densprune export``: interpreter start and
+Also times the CLI once in a fresh process (``densprune export``: interpreter start and
 imports included). Writes a markdown table and a JSON beside it, headed by the command.
 
     python benchmarks/bench_export.py --workspace workspaces/ws-10000000 --runs 5 --out benchmarks/results/export_10m.md
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 
-from _util import command_line, interleaved_times, machine, publish, table  # noqa: E402
+from _util import command_line, densprune_command, interleaved_times, machine, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.export.writers import export_plan  # noqa: E402
@@ -79,9 +79,9 @@ def bare_pyarrow(ws: Path, plan: str, out: Path) -> None:
 
 
 def cli_once(ws: Path, plan: str, out: Path) -> float:
-    """Wall seconds of ``python -m densprune export`` in a fresh process, from this checkout."""
+    """Wall seconds of ``densprune export`` in a fresh process, from this checkout."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "densprune", "export", str(ws), "--plan", plan, "--format", "datacomp",
+    subprocess.run([densprune_command(), "export", str(ws), "--plan", plan, "--format", "datacomp",
                     "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - t
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
              " / ".join(f"{t:.2f}" for t in times["densprune"]), f"{med['densprune'] / med['bare']:.2f}x"],
             ["bare pyarrow: Arrow filter, bytes.fromhex, np.sort, np.save", f"{med['bare']:.2f}",
              " / ".join(f"{t:.2f}" for t in times["bare"]), "1.00x"],
-            ["CLI `python -m densprune export --format datacomp` in a fresh process (one run)", f"{cli:.2f}", "", ""]]
+            ["CLI `densprune export --format datacomp` in a fresh process (one run)", f"{cli:.2f}", "", ""]]
     text = (f"`datacomp` export of plan {args.plan} ({n_kept:,} of {meta['n_samples']:,} rows kept, K={meta['k']}), "
             f"interleaved, median of {args.runs} runs (wall seconds; the machine is shared: load average above)\n\n"
             + table(["what", "median s", "runs s", "ratio"], rows))

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import publish, table  # noqa: E402
+from _util import densprune_command, publish, table  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +30,10 @@ def main() -> None:
     for _ in range(args.runs):
         ws = Path(tempfile.mkdtemp()) / "ws"
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "densprune", "demo", "--no-app", "--workspace", str(ws)],
+        subprocess.run([densprune_command(), "demo", "--no-app", "--workspace", str(ws)],
                        check=True, capture_output=True)
         walls.append(time.perf_counter() - t)
-        info = subprocess.run([sys.executable, "-m", "densprune", "info", str(ws), "--json"],
+        info = subprocess.run([densprune_command(), "info", str(ws), "--json"],
                               check=True, capture_output=True, text=True).stdout
         stages.append(json.loads(info)["timings_s"])
     med = {k: statistics.median(s[k] for s in stages) for k in stages[0]}

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     ws = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(ws):
-        ap.error(f"no workspace at {ws}: build it with `python -m densprune demo --no-app --workspace {ws}`")
+        ap.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
     params = PlanParams(method="dbp", keep=args.keep, temperature=args.temperature, dedup_eps=args.dedup_eps)
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "ws"

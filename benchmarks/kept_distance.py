@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ws = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(ws):
-        ap.error(f"no workspace at {ws}: build it with `python -m densprune demo --no-app --workspace {ws}`")
+        ap.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
     arr = db.load_sample_arrays(ws, ("dist_to_centroid", "split"))
     dist, pool = arr["dist_to_centroid"], arr["split"] == "pool"
     index = load_index(ws)

@@ -6,9 +6,9 @@ concurrently, ``--rounds`` times: opens Overview, Concepts, Budget (moves the ke
 under its own name), Preview (picks the plan the CLI keeps overwriting), Export (its own plan, parquet)
 and Train (the run list the training run updates), clicking the sidebar like a user. Meanwhile:
 
-- a CLI process after another saves plans: ``python -m densprune plan WS --name cli-NNN`` and
+- a CLI process after another saves plans: ``densprune plan WS --name cli-NNN`` and
   ``--name cli-live --overwrite``, back to back;
-- training writes progress into the workspace database: ``--trainer real`` runs ``python -m densprune
+- training writes progress into the workspace database: ``--trainer real`` runs ``densprune
   train WS --plan train-base --preset cpu-tiny`` (one run after another while the sessions work), and
   ``--trainer recorder`` a separate process that feeds the supervisor's own ``Recorder`` (what a
   running trainer's log lines turn into) a progress update every 0.2 s.
@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout
 
-from _util import RESULTS, machine, save_result, table  # noqa: E402
+from _util import RESULTS, densprune_command, machine, save_result, table  # noqa: E402
 from app_server import CHROMIUM, CHROMIUM_ARGS, KEPT_JS, SETTLED_JS, start_app, stop_app  # noqa: E402
 
 log = logging.getLogger("load_sessions")
@@ -215,8 +215,8 @@ async def run_sessions(url: str, n: int, rounds: int, timeout_ms: int, shots: Pa
 # --------------------------------------------------------------------------------------------
 
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``python -m densprune ARGS`` from this checkout."""
-    return subprocess.run([sys.executable, "-m", "densprune", *args], cwd=ROOT, capture_output=True, text=True,
+    """``densprune ARGS`` from this checkout."""
+    return subprocess.run([densprune_command(), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
@@ -392,7 +392,7 @@ def report(res: dict, head: dict) -> str:
                      f"events, rc {r['rc']}" + (f" ({r['seconds']} s)" if "seconds" in r else "")
                      + (f", unwritten updates {r['unwritten_updates']}" if "unwritten_updates" in r else "")
                      for r in tr["runs"])
-    what = ("`python -m densprune train WS --plan train-base --preset cpu-tiny --samples-seen N`, one real "
+    what = ("`densprune train WS --plan train-base --preset cpu-tiny --samples-seen N`, one real "
             "training run after another" if tr["mode"] == "real" else
             "a separate process recording progress through the supervisor's `Recorder` every 0.2 s")
     errors = [f"- session {a['session']} round {a['round']} {a['name']}: {a['error']}" for a in acts if a["error"]]
@@ -412,7 +412,7 @@ def report(res: dict, head: dict) -> str:
         table(["action", "count", "errors", "median s", "max s"], per),
         "",
         "Alongside:",
-        f"- CLI: {len(cl['seconds'])} `python -m densprune plan` processes back to back ({len(cl['saved'])} new plans "
+        f"- CLI: {len(cl['seconds'])} `densprune plan` processes back to back ({len(cl['saved'])} new plans "
         f"`cli-NNN`, {cl['overwrites']} overwrites of `{LIVE_PLAN}`, which the sessions opened on Preview), "
         f"median {statistics.median(cl['seconds']) if cl['seconds'] else float('nan'):.1f} s each, "
         f"{len(cl['errors'])} failed" + "".join(f"\n  - {e}" for e in cl["errors"]),
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 
     src = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(src):
-        ap.error(f"no workspace at {src}: build it with `python -m densprune demo --no-app --workspace {src}`")
+        ap.error(f"no workspace at {src}: build it with `densprune demo --no-app --workspace {src}`")
     out = args.out or RESULTS / "load_sessions.md"
     with tempfile.TemporaryDirectory(prefix="densprune-load-") as tmp:
         ws = prepare_workspace(src, Path(tmp))

@@ -6,7 +6,7 @@ spreads that differ per concept, plus 5% near-copies of other rows (what SemDeDu
 captions draw words from a per-concept vocabulary. It is written in LAION's clip-retrieval layout
 (``img_emb/``, ``text_emb/``, ``metadata/``, 500k-row shards), streamed shard by shard.
 
-For each N the script runs ``python -m densprune precompute POOL --workspace WS -k 500`` in a
+For each N the script runs ``densprune precompute POOL --workspace WS -k 500`` in a
 child process and records, sampled every 0.2 s from /proc, its peak resident memory (VmHWM: the
 kernel's high-water mark of the child's own address space) and the peak of its anonymous memory
 (RssAnon: the heap, without the page cache of the vector files). (Not ``wait4``'s ru_maxrss: Linux
@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's densprune first
-from _util import interleaved_medians, table
+from _util import densprune_command, interleaved_medians, table
 
 log = logging.getLogger("scale")
 
@@ -131,7 +131,7 @@ def _proc_kib(pid: int, field: str) -> int:
 
 def run_precompute(pool: Path, ws: Path, k: int) -> dict:
     """Run the CLI in a child; its wall time, peak RSS (VmHWM) and peak RssAnon (both sampled), and timings."""
-    cmd = [sys.executable, "-m", "densprune", "precompute", str(pool), "--workspace", str(ws), "-k", str(k), "--force"]
+    cmd = [densprune_command(), "precompute", str(pool), "--workspace", str(ws), "-k", str(k), "--force"]
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
     with open(ws.with_suffix(".log"), "w") as err:

@@ -96,14 +96,16 @@ def make_wds_shards(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled demo built once per session with the offline embedder (or $DENSPRUNE_TEST_WORKSPACE)."""
+    """The bundled demo built once per session by the installed ``densprune demo --no-app`` (offline embedder),
+    or $DENSPRUNE_TEST_WORKSPACE."""
     env = os.environ.get("DENSPRUNE_TEST_WORKSPACE")
     if env and (Path(env) / "densprune.duckdb").exists():
         return Path(env)
-    from densprune.cli.main import main
+    from console import run_densprune
 
     ws = tmp_path_factory.mktemp("demo") / "ws"
-    assert main(["demo", "--no-app", "--workspace", str(ws)]) == 0
+    build = run_densprune("demo", "--no-app", "--workspace", ws)  # README's command, as a user types it
+    assert build.returncode == 0, f"`densprune demo --no-app --workspace {ws}` failed:\n{build.stderr[-3000:]}"
     return ws
 
 

@@ -1,9 +1,9 @@
 """A plain (non-editable) install works from any folder: the wheel carries the demo data and the app.
 
 Builds the wheel of this checkout, installs it into a temporary target and, from a folder outside the
-repository with only that target on PYTHONPATH, builds the demo workspace (``python -m densprune
-demo --no-app``), renders one page with AppTest from the installed files and serves the app with
-``python -m densprune app WS``.
+repository with only that target on PYTHONPATH, builds the demo workspace with the wheel's own
+``densprune`` console script (``densprune demo --no-app``), renders one page with AppTest from the
+installed files and serves the app with ``densprune app WS``; ``python -m densprune`` is checked too.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def run(args: list[str], cwd: Path, env: dict, timeout: float = 900) -> subproce
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_script(cmd: list[str], cwd: Path, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_the_wheel_carries_the_demo_and_the_app(installed):
     outside, env = installed
     target = Path(env["PYTHONPATH"])
@@ -67,15 +71,20 @@ def test_the_wheel_carries_the_demo_and_the_app(installed):
     assert (target / "densprune" / "app" / "views" / "budget.py").is_file()
     assert not (target / "pages").exists() and not (target / "data").exists()  # nothing at the top level
     assert run(["-m", "densprune", "--help"], outside, env).returncode == 0
+    script = target / "bin" / "densprune"  # the console script the wheel declares, as pip installs it
+    assert script.is_file(), sorted(p.name for p in (target / "bin").glob("*"))
+    out = subprocess.run([str(script), "--version"], cwd=outside, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("densprune "), out.stderr
 
 
 def test_demo_build_page_and_app_from_outside_the_repo(installed):
     outside, env = installed
     ws = Path(env["DENSPRUNE_DEMO_WORKSPACE"])
-    build = run(["-m", "densprune", "demo", "--no-app", "--workspace", str(ws)], outside, env)
+    script = str(Path(env["PYTHONPATH"]) / "bin" / "densprune")
+    build = run_script([script, "demo", "--no-app", "--workspace", str(ws)], outside, env)
     assert build.returncode == 0, build.stderr[-3000:]
     assert (ws / "densprune.duckdb").is_file()
-    info = run(["-m", "densprune", "info", str(ws)], outside, env)
+    info = run_script([script, "info", str(ws)], outside, env)
     assert info.returncode == 0 and "8,121" in info.stdout, info.stdout
     page = run(["-c", APPTEST, str(ws)], outside, env)
     assert page.returncode == 0, page.stderr[-3000:]
@@ -84,7 +93,7 @@ def test_demo_build_page_and_app_from_outside_the_repo(installed):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = subprocess.Popen([sys.executable, "-m", "densprune", "app", str(ws), "--port", str(port)], cwd=outside,
+    app = subprocess.Popen([script, "app", str(ws), "--port", str(port)], cwd=outside,
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # its own group: streamlit runs as its child
     try:
