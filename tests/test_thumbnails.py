@@ -96,3 +96,29 @@ def test_source_thumbnail_of_a_parquet_row_and_of_bad_locations(tmp_path):
     assert source_thumbnail(json.dumps(["file", str(tmp_path / "missing.jpg")])) == b""
     assert source_thumbnail(json.dumps(["http", "x"])) == b""
     assert source_thumbnail("not json") == b"" and source_thumbnail(None) == b""
+
+
+def test_preview_pairs_read_images_from_source_in_sample_mode(image_folder, tmp_path):
+    """--thumbnails sample: the near-duplicate pairs on Preview show every image (from thumbs.bin or from
+    its source), like every other grid. (The page used to read the pairs again without the locations.)"""
+    from streamlit.testing.v1 import AppTest
+
+    from densprune.app.common import VIEWS
+
+    ws = _build(image_folder, tmp_path / "ws", "sample", thumbs_per_concept=1)
+    s = _samples(ws)
+    assert (s.thumb_size == 0).sum() > len(s) / 2  # most rows have no stored thumbnail
+    at = AppTest.from_file(str(VIEWS.parent / "main.py"), default_timeout=60)
+    at.session_state["workspace"] = str(ws)
+    at.run()
+    at.switch_page(str(VIEWS / "preview.py")).run()
+    pairs_seen = 0
+    for concept in at.selectbox(key="preview_concept").options:
+        at.selectbox(key="preview_concept").set_value(concept)
+        at.slider(key="preview_eps").set_value(0.3).run()
+        assert not at.exception, [e.value for e in at.exception]
+        [pairs] = [h.proto.body for h in at.html if "dp-pairs" in h.proto.body] or [""]
+        n = pairs.count('class="dp-pair"')
+        pairs_seen += n
+        assert pairs.count("<img ") == 2 * n, f"concept {concept}: {pairs.count('dp-miss')} pair tiles without an image"
+    assert pairs_seen > 0

@@ -73,15 +73,12 @@ if n_pairs == 0:
 else:
     st.markdown(f"**{n_pairs:,}** images of this concept are near-duplicates at ε = {eps:.3f} "
                 f"(similarity above {1 - eps:.3f}); the most similar pairs first:")
-    offsets = pd.concat([pairs["thumb_offset"], pairs["dup_thumb_offset"]])
-    sizes = pd.concat([pairs["thumb_size"], pairs["dup_thumb_size"]])
-    locs = pd.concat([pairs["image_loc"], pairs["dup_image_loc"]])
-    data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes), tuple(locs))
     k = len(pairs)
-    if meta.get("has_thumbnails", True):
+    if meta.get("has_thumbnails", True):  # rows without a thumbnail in thumbs.bin are read from their source
         offsets = pd.concat([pairs["thumb_offset"], pairs["dup_thumb_offset"]])
         sizes = pd.concat([pairs["thumb_size"], pairs["dup_thumb_size"]])
-        data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes))
+        locs = pd.concat([pairs["image_loc"], pairs["dup_image_loc"]])
+        data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes), tuple(locs))
     else:
         st.caption(appdata.no_thumbnails_note(meta))
         data = [b""] * (2 * k)
