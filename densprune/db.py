@@ -87,7 +87,7 @@ PLAN_CLUSTER_COLUMNS = ("plan", "cluster", "eligible", "quota", "kept", "d_intra
 # columns added after schema version 1, created on the next write in older workspaces
 ADDED_COLUMNS = {"plan_clusters": (("d_intra", "DOUBLE"), ("complexity", "DOUBLE"))}
 
-# training runs (densprune.training): one row per run, its latest progress mirrored from the run
+# training runs (densprune.train): one row per run, its latest progress mirrored from the run
 # folder's progress.jsonl; run_metrics holds the loss curve and the evaluation results (long format)
 RUNS_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -549,7 +549,7 @@ def reject_summary(workspace: str | os.PathLike) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# training runs (written by densprune.training with one short transaction per update)
+# training runs (written by densprune.train.records with one short transaction per update)
 # --------------------------------------------------------------------------------------------
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

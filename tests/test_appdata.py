@@ -1,4 +1,4 @@
-"""Tests for the app's pure helpers: densprune.appdata, densprune.thumbs, densprune.charts, densprune.appbuild."""
+"""Tests for the app's pure helpers: densprune.app.data, .thumbgrid, .charts, .build."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from densprune.prune.quotas import dbp_quotas, uniform_rate_quotas
-from densprune.prune.selection import PlanIndex, PlanParams, budget_count, compare_plans
+from densprune.prune.selection import PlanIndex, PlanParams, budget_count
 
 N, K, D = 700, 9, 6
 
@@ -229,20 +229,6 @@ def test_errors_without_clip_or_dedup(data):
         with pytest.raises(ValueError, match="no SemDeDup"):
             idx.compute(p)
     assert idx.compute(PlanParams(keep=0.5)).n_kept == round(0.5 * N)
-
-
-def test_compare_plans(data):
-    idx = data["index"]
-    a = idx.compute(PlanParams(method="dbp", keep=0.3))
-    b = idx.compute(PlanParams(method="ssp", keep=0.3))
-    cmp = compare_plans(a, b)
-    assert cmp.both + len(cmp.only_a) == a.n_kept and cmp.both + len(cmp.only_b) == b.n_kept
-    assert a.keep[cmp.only_a].all() and not b.keep[cmp.only_a].any()
-    assert b.keep[cmp.only_b].all() and not a.keep[cmp.only_b].any()
-    np.testing.assert_array_equal(cmp.kept_a - cmp.kept_b, np.bincount(data["clusters"][cmp.only_a], minlength=K)
-                                  - np.bincount(data["clusters"][cmp.only_b], minlength=K))
-    same = compare_plans(a, a)
-    assert same.both == a.n_kept and len(same.only_a) == len(same.only_b) == 0
 
 
 def test_temperature_moves_budget_to_complex_clusters(data):

@@ -1,4 +1,4 @@
-"""Plotly figures of the app's pages, built from the tables in :mod:`densprune.appdata` (no Streamlit).
+"""Plotly figures of the app's pages, built from the tables in :mod:`densprune.app.data` (no Streamlit).
 
 Every figure takes K-sized tables or a sampled map (at most ~20k points, drawn into one picture on the
 server: densprune.app.raster), never all rows.

@@ -1,6 +1,6 @@
 """The data behind the app's pages: workspace queries and per-plan aggregations (no Streamlit here).
 
-Workspace-level reads go through :mod:`densprune.store` (``?`` parameters only). Everything a budget
+Workspace-level reads go through :mod:`densprune.db` (``?`` parameters only). Everything a budget
 slider drives is numpy on arrays of length K or one pass over an (N,) mask, so it stays well under a
 second on a million rows (benchmarks/bench_app.py); the pages cache the workspace reads.
 """

@@ -43,15 +43,15 @@ from densprune.prune.semdedup import dup_threshold
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanComparison", "PlanIndex",
-           "budget_count", "compare_plans"]
+__all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanIndex", "budget_count"]
 
 METHODS = ("dbp", "ssp", "random", "clip-score", "dedup")
 WITHIN = ("hard", "easy", "random")
 _NO_CLIP = ("this workspace has no CLIP scores (offline embedder): clip_keep, clip_threshold and "
             "method='clip-score' need image-text CLIP scores; embed with a CLIP model to use them")
 _NO_DUP = ("this workspace has no SemDeDup similarities: dedup_eps and method='dedup' need the "
-           "per-row max similarity from densprune.dedup.semdedup; run the dedup step first")
+           "per-row max similarity (samples.dup_max_sim) that precompute stores; rebuild the workspace with "
+           "`densprune precompute SOURCE --workspace DIR --force`")
 
 
 def _is_int(v: object) -> bool:
@@ -127,17 +127,6 @@ class PlanResult:
     notes: tuple[str, ...] = field(default=())
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class PlanComparison:
-    """Two plans side by side."""
-
-    kept_a: np.ndarray  # (K,) int64
-    kept_b: np.ndarray  # (K,) int64
-    only_a: np.ndarray  # (n_a,) int64 rows kept by a, not by b
-    only_b: np.ndarray  # (n_b,) int64 rows kept by b, not by a
-    both: int  # rows kept by both
-
-
 def budget_count(keep: float | int, remaining: int) -> int:
     """Samples to keep: an int is a count; a float in [0, 1] a fraction of ``remaining`` (half rounds
     up). For a plan, ``remaining`` is what survives dedup and the CLIP filter (the paper's convention)."""
@@ -150,19 +139,6 @@ def budget_count(keep: float | int, remaining: int) -> int:
     if _is_real(keep) and 0.0 <= float(keep) <= 1.0:
         return min(int(math.floor(float(keep) * remaining + 0.5)), int(remaining))
     raise ValueError(f"keep must be a float fraction in [0, 1] or an int count >= 0, got {keep!r}")
-
-
-def compare_plans(a: PlanResult, b: PlanResult) -> PlanComparison:
-    """Rows and per-cluster counts where two plans over the same index differ."""
-    if a.keep.shape != b.keep.shape or a.kept.shape != b.kept.shape:
-        raise ValueError(f"plans come from different indexes: {a.keep.shape}/{a.kept.shape} vs "
-                         f"{b.keep.shape}/{b.kept.shape}")
-    return PlanComparison(
-        kept_a=a.kept, kept_b=b.kept,
-        only_a=np.flatnonzero(a.keep & ~b.keep).astype(np.int64),
-        only_b=np.flatnonzero(b.keep & ~a.keep).astype(np.int64),
-        both=int(np.count_nonzero(a.keep & b.keep)),
-    )
 
 
 def _ranks(order: np.ndarray) -> np.ndarray:
@@ -261,7 +237,7 @@ class PlanIndex:
                 averages it over the pool rows of each cluster).
             centroids: (K, d) float cluster centroids (normalised here for d_inter).
             in_pool: (N,) bool, False for rows never to keep (eval rows); default all True.
-            dup_max_sim: (N,) float SemDeDup max similarity (densprune.dedup.semdedup), or None.
+            dup_max_sim: (N,) float SemDeDup max similarity (densprune.prune.semdedup), or None.
             clip_score: (N,) float image-text CLIP score, or None (offline embedder).
         """
         cen = np.asarray(centroids, dtype=np.float64)

@@ -1,6 +1,6 @@
 """The open_clip_train command of a run: its spec, its schedule, the argument list, and log parsing.
 
-Pure functions and small records only; :mod:`densprune.training` runs, watches and records runs.
+Pure functions and small records only; :mod:`densprune.train.supervisor` runs and watches runs, :mod:`densprune.train.records` records them.
 """
 
 from __future__ import annotations
