@@ -176,6 +176,43 @@ def _saved_plans(ws: str, token: int) -> pd.DataFrame:
     return plans.list_plans(ws)
 
 
+CURRENT_PLAN = "(current plan)"  # the plan the knobs describe, in every page's plan picker
+
+
+def plan_keep(ws: str, stamp: str, name: str) -> np.ndarray:
+    """The (N,) bool keep mask of ``name``: CURRENT_PLAN (the knobs' plan, computed and cached) or a
+    saved plan (read-only, read from disk once per saved version: an overwrite is a new version)."""
+    if name == CURRENT_PLAN:
+        return compute(ws, stamp, current_params()).keep
+    return saved_plan(ws, name)[1]
+
+
+def saved_plan(ws: str, name: str) -> tuple[dict, np.ndarray]:
+    """plans.load_plan, cached per version of the plan (its ``created_at``), the mask read-only."""
+    saved = saved_plans(ws)
+    version = saved.loc[saved["name"] == name, "created_at"]
+    return _saved_plan(ws, name, str(version.iloc[0]) if len(version) else "")
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _saved_plan(ws: str, name: str, version: str) -> tuple[dict, np.ndarray]:
+    row, keep = plans.load_plan(ws, name)
+    keep.setflags(write=False)
+    return row, keep
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def counts(ws: str, stamp: str) -> dict:
+    """Rows per table (db.counts), once per workspace build."""
+    return db.counts(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def rejects(ws: str, stamp: str, limit: int) -> pd.DataFrame:
+    """The first ``limit`` rejected inputs with their reasons."""
+    return db.load_rejects(ws, limit=limit)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
     return db.caption_matches(ws, text)

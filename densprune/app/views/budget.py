@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from densprune import db
@@ -14,7 +13,7 @@ from densprune.prune import plans
 ws, stamp = ui.ws_args()
 meta = ui.meta(ws, stamp)
 has_clip = bool(meta.get("has_clip_scores"))
-CURRENT = "(current plan)"
+CURRENT = ui.CURRENT_PLAN
 NO_BAR = {"displayModeBar": False}
 
 st.title("Budget")
@@ -122,12 +121,6 @@ def save_section() -> None:
                                                      "created_at": st.column_config.DatetimeColumn("saved (UTC)")})
 
 
-def plan_mask(name: str) -> np.ndarray:
-    if name == CURRENT:
-        return ui.compute(ws, stamp, ui.current_params(meta)).keep
-    return plans.load_plan(ws, name)[1]
-
-
 def compare_section() -> None:
     st.divider()
     st.subheader("Compare two plans")
@@ -148,7 +141,7 @@ def compare_section() -> None:
         st.info("Pick two different plans.")
         return
     try:
-        per, only_a, only_b, both = appdata.compare_keeps(plan_mask(a), plan_mask(b),
+        per, only_a, only_b, both = appdata.compare_keeps(ui.plan_keep(ws, stamp, a), ui.plan_keep(ws, stamp, b),
                                                           ui.row_arrays(ws, stamp)["cluster"], ui.concepts(ws, stamp))
     except ValueError as exc:
         st.error(appdata.escape_markdown(str(exc)))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from densprune import db
 from densprune.app import charts
 from densprune.app import common as ui
 from densprune.app import data as appdata
 
 ws, stamp = ui.ws_args()
 meta = ui.meta(ws, stamp)
-counts = db.counts(ws)
+counts = ui.counts(ws, stamp)
 cdf = ui.concepts(ws, stamp)
 
 st.title("Overview")
@@ -64,8 +63,7 @@ if meta["n_rejects"]:
                  column_config={"count": st.column_config.NumberColumn(format="%d"),
                                 "example": st.column_config.TextColumn(width="large")})
     with st.expander(f"Every rejected input ({meta['n_rejects']:,}, first 1,000 shown)"):
-        st.dataframe(db.load_rejects(ws, limit=1000),
-                     hide_index=True, width="stretch")
+        st.dataframe(ui.rejects(ws, stamp, 1000), hide_index=True, width="stretch")
 
 flags = ui.caption_flags(ws, stamp)
 if not flags.empty:

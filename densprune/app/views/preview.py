@@ -8,14 +8,13 @@ import streamlit as st
 from densprune.app import common as ui
 from densprune.app import data as appdata
 from densprune.app.thumbgrid import Tile, pairs_html
-from densprune.prune import plans
 
 ws, stamp = ui.ws_args()
 meta = ui.meta(ws, stamp)
 cdf = ui.concepts(ws, stamp)
 index = ui.plan_index(ws, stamp)
 options, names = ui.concept_options(cdf)
-CURRENT = "(current plan)"
+CURRENT = ui.CURRENT_PLAN
 
 st.title("Preview")
 st.caption("What a plan keeps and drops inside one concept, and which images count as near-duplicates.")
@@ -29,12 +28,11 @@ c1, c2 = st.columns([3, 2])
 concept = c1.selectbox("Concept", options, key="preview_concept", format_func=lambda c: names[c])
 plan = c2.selectbox("Plan", [CURRENT] + saved["name"].tolist(), key="preview_plan")
 
+keep = ui.plan_keep(ws, stamp, plan)
 if plan == CURRENT:
-    params = ui.current_params(meta)
-    keep = ui.compute(ws, stamp, params).keep
-    st.caption(f"Current plan: **{ui.describe_params(params)}** (change it on the Budget page)")
+    st.caption(f"Current plan: **{ui.describe_params(ui.current_params(meta))}** (change it on the Budget page)")
 else:
-    row, keep = plans.load_plan(ws, plan)
+    row = ui.saved_plan(ws, plan)[0]
     st.caption(f"Saved plan **{appdata.escape_markdown(plan)}**: {ui.describe_saved(row['params'])}, keeps "
                f"{int(row['n_kept']):,} of {int(row['pool_size']):,}")
 
