@@ -234,7 +234,7 @@ def kept_and_dropped(index: PlanIndex, j: int, keep: np.ndarray, pool: np.ndarra
                      n: int = 24) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Concept ``j`` under a keep mask (N,): up to ``n`` kept and ``n`` dropped pool rows, each spread
     evenly over the concept from its centre outwards, and the full kept and dropped counts."""
-    members = index.order[index.offsets[j]:index.offsets[j + 1]][::-1]  # nearest the centre first
+    members = index.members(j, int(index.sizes[j]))  # all of them, nearest the centre first
     members = members[pool[members]]
     k = keep[members]
     kept, dropped = members[k], members[~k]
