@@ -466,7 +466,7 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     store_plan_index(ws)
     if not cfg.keep_work:
         shutil.rmtree(emb.work, ignore_errors=True)
-    log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),
+    log.info("[done] workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),
              timings["total"])
     return ws
 

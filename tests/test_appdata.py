@@ -246,16 +246,32 @@ def test_charts_draw_the_data_they_are_given(tiny):
 # --- appbuild -------------------------------------------------------------------------------
 
 def test_build_progress_moves_forward():
-    logs = ["", "12:00 INFO densprune.precompute: source demo (demo): 10 samples",
-            "... densprune.clustering: k-means: 9 clusters", "... densprune.dedup: SemDeDup: 10 rows"]
+    logs = ["", "12:00 INFO some.module: [1/6] embedding 10 samples", "... other.name: [2/6] spherical k-means",
+            "... x: [4/6] SemDeDup similarities"]
     text, fracs = "", []
     for line in logs:
         text += line + "\n"
         fracs.append(appbuild.build_progress(text, 0.0)[0])
         assert appbuild.build_progress(text, 1e6)[0] < 1.0
-    assert fracs == sorted(fracs) and fracs[0] == 0.0
+    assert fracs == sorted(fracs) and fracs[0] == 0.0 and len(set(fracs)) == len(fracs)
     assert appbuild.current_stage(text) == len(appbuild.STAGES) - 1
-    assert appbuild.build_progress(text + "INFO densprune.precompute: workspace w: done", 0.0) == (1.0, "done")
+    assert appbuild.build_progress(text + "INFO anywhere: [done] workspace w: done", 0.0) == (1.0, "done")
+
+
+def test_build_progress_follows_a_real_precompute_log(image_folder, tmp_path):
+    """The markers the bar keys on are the lines precompute really logs, in order (whatever module logs them)."""
+    from console import run_densprune
+
+    out = run_densprune("precompute", image_folder, "--workspace", tmp_path / "ws", "--embedder", "offline",
+                        "-k", "4", "--layout-rows", "100", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stderr
+    markers = [marker for marker, *_ in appbuild.STAGES[1:]] + [appbuild.DONE_MARKER]
+    positions = [log.find(marker) for marker in markers]
+    assert -1 not in positions, f"markers missing from the log: {dict(zip(markers, positions))}\n{log[-2000:]}"
+    assert positions == sorted(positions)
+    fracs = [appbuild.build_progress(log[:p + len(m)], 0.0)[0] for p, m in zip(positions, markers)]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0
 
 
 def test_image_ext_from_magic_then_suffix():

@@ -14,14 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-# (log marker that starts the stage, progress at its start, expected seconds on the demo, message)
+# (marker precompute logs at the start of the stage, progress at its start, expected seconds on the demo,
+# message). The markers are precompute's own numbered stage lines ("[1/6] embedding ..."), not logger
+# names, so moving a module cannot silently stall the bar (tests/test_appdata.py runs a real precompute
+# and checks every marker appears, in order).
 STAGES = (
     ("", 0.00, 3.0, "listing the demo images"),
-    ("densprune.precompute: source ", 0.05, 20.0, "decoding and embedding the images"),
-    ("k-means:", 0.60, 2.0, "clustering the images into concepts"),
-    ("SemDeDup:", 0.65, 12.0, "finding near-duplicates and drawing the 2-D map"),
+    ("[1/6] ", 0.05, 20.0, "decoding and embedding the images"),
+    ("[2/6] ", 0.60, 2.0, "clustering the images into concepts"),
+    ("[4/6] ", 0.65, 12.0, "finding near-duplicates and drawing the 2-D map"),
 )
-DONE_MARKER = "densprune.precompute: workspace "
+DONE_MARKER = "[done] "
 
 
 def log_path(workspace: str | os.PathLike) -> Path:
