@@ -156,6 +156,36 @@ def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: flo
         yield con
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT around the block; ROLLBACK when it raises (the error goes on)."""
+    con.execute("BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, data: object) -> Iterator[str]:
+    """``data`` (a frame or Arrow table) visible to SQL as ``name`` inside the block, unregistered after
+    it, also when it raises."""
+    con.register(name, data)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def _upsert_meta(con: duckdb.DuckDBPyConnection, items: dict) -> None:
+    """Set ``meta`` entries (JSON values) inside the caller's transaction."""
+    for key, value in items.items():
+        con.execute("DELETE FROM meta WHERE key = ?", [key])
+        con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
+
+
 # --------------------------------------------------------------------------------------------
 # building a workspace
 # --------------------------------------------------------------------------------------------
@@ -203,11 +233,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame | pa.
     """INSERT the columns of a frame or Arrow table into ``table`` by name."""
     names = list(data.columns) if isinstance(data, pd.DataFrame) else list(data.column_names)
     cols = ", ".join(f'"{c}"' for c in names)
-    con.register("_df", data)
-    try:
+    with registered(con, "_df", data):
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _df")
-    finally:
-        con.unregister("_df")
 
 
 def _size_setting(value: str) -> str:
@@ -293,11 +320,8 @@ _FEW_VALUES = frozenset({"split", "category", "top_category"})  # string columns
 
 def set_meta(workspace: str | os.PathLike, key: str, value: object) -> None:
     """Set one ``meta`` entry of a complete workspace (one short read-write transaction)."""
-    with connect(workspace, read_only=False) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM meta WHERE key = ?", [key])
-        con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
-        con.execute("COMMIT")
+    with connect(workspace, read_only=False) as con, transaction(con):
+        _upsert_meta(con, {key: value})
 
 
 def load_clusters(workspace: str | os.PathLike) -> pd.DataFrame:
@@ -338,14 +362,11 @@ def eval_rows(workspace: str | os.PathLike) -> pd.DataFrame:
 def kept_samples(workspace: str | os.PathLike, keep: np.ndarray) -> pd.DataFrame:
     """The kept rows of ``samples`` in row_idx order (the export columns). keep: (N,) bool."""
     rows = pd.DataFrame({"row_idx": np.flatnonzero(keep).astype(np.int64)})
-    with connect(workspace) as con:
-        con.register("_keep", rows)
-        df = con.execute(
+    with connect(workspace) as con, registered(con, "_keep", rows):
+        return con.execute(
             "SELECT s.uid, s.row_idx, s.caption, s.image_ref, s.image_loc, s.cluster, s.dist_to_centroid, "
             "s.rank_in_cluster, s.clip_score, s.dup_max_sim, s.category, s.width, s.height "
             "FROM samples s JOIN _keep k USING (row_idx) ORDER BY s.row_idx").df()
-        con.unregister("_keep")
-    return df
 
 
 def kept_uids(workspace: str | os.PathLike, keep: np.ndarray):
@@ -356,11 +377,9 @@ def kept_uids(workspace: str | os.PathLike, keep: np.ndarray):
     import pyarrow as pa
 
     rows = pa.table({"row_idx": pa.array(np.flatnonzero(keep).astype(np.int64))})
-    with connect(workspace) as con:
-        con.register("_keep", rows)
+    with connect(workspace) as con, registered(con, "_keep", rows):
         rel = con.sql("SELECT s.uid FROM samples s SEMI JOIN _keep k ON s.row_idx = k.row_idx")
         table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-        con.unregister("_keep")
     return table.column("uid")
 
 
@@ -396,21 +415,16 @@ def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, 
         n = con.execute("SELECT count(*) FROM samples").fetchone()[0]
         if n != len(assignment):
             raise ValueError(f"assignment has {len(assignment)} rows, samples has {n}")
-        con.execute("BEGIN")
-        con.register("_a", assignment)
-        con.execute("UPDATE samples SET cluster = _a.cluster, dist_to_centroid = _a.dist_to_centroid, "
-                    "rank_in_cluster = _a.rank_in_cluster FROM _a WHERE samples.row_idx = _a.row_idx")
-        con.execute("UPDATE layout SET cluster = _a.cluster FROM _a WHERE layout.row_idx = _a.row_idx")
-        con.unregister("_a")
-        con.execute("DELETE FROM clusters")
-        con.register("_c", clusters)
-        con.execute(f"INSERT INTO clusters ({cols}) SELECT {cols} FROM _c")
-        con.unregister("_c")
-        for key, value in meta.items():
-            con.execute("DELETE FROM meta WHERE key = ?", [key])
-            con.execute("INSERT INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
-        dropped = [f for f in (_drop_plan(con, name) for name in drop_plans) if f is not None]
-        con.execute("COMMIT")
+        with transaction(con):
+            with registered(con, "_a", assignment):
+                con.execute("UPDATE samples SET cluster = _a.cluster, dist_to_centroid = _a.dist_to_centroid, "
+                            "rank_in_cluster = _a.rank_in_cluster FROM _a WHERE samples.row_idx = _a.row_idx")
+                con.execute("UPDATE layout SET cluster = _a.cluster FROM _a WHERE layout.row_idx = _a.row_idx")
+            con.execute("DELETE FROM clusters")
+            with registered(con, "_c", clusters):
+                con.execute(f"INSERT INTO clusters ({cols}) SELECT {cols} FROM _c")
+            _upsert_meta(con, meta)
+            dropped = [f for f in (_drop_plan(con, name) for name in drop_plans) if f is not None]
     return dropped
 
 
@@ -439,11 +453,9 @@ def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, 
     if set(row) != set(PLAN_COLUMNS) or set(clusters.columns) != set(PLAN_CLUSTER_COLUMNS):
         raise ValueError(f"a plan needs columns {PLAN_COLUMNS} and {PLAN_CLUSTER_COLUMNS}")
     cols = ", ".join(PLAN_CLUSTER_COLUMNS)
-    with connect(workspace, read_only=False) as con:
-        con.execute("BEGIN")
+    with connect(workspace, read_only=False) as con, transaction(con):
         old = con.execute("SELECT keep_file FROM plans WHERE name = ?", [row["name"]]).fetchone()
         if old is not None and not overwrite:
-            con.execute("ROLLBACK")
             raise FileExistsError(f"plan {row['name']!r} already exists in {workspace}; choose another name or "
                                   "overwrite it")
         for table, added in ADDED_COLUMNS.items():
@@ -453,10 +465,8 @@ def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, 
         con.execute("DELETE FROM plan_clusters WHERE plan = ?", [row["name"]])
         con.execute(f"INSERT INTO plans ({', '.join(PLAN_COLUMNS)}) VALUES ({', '.join('?' * len(PLAN_COLUMNS))})",
                     [row[c] for c in PLAN_COLUMNS])
-        con.register("_rows", clusters)
-        con.execute(f"INSERT INTO plan_clusters ({cols}) SELECT {cols} FROM _rows")
-        con.unregister("_rows")
-        con.execute("COMMIT")
+        with registered(con, "_rows", clusters):
+            con.execute(f"INSERT INTO plan_clusters ({cols}) SELECT {cols} FROM _rows")
     return None if old is None else old[0]
 
 
@@ -485,21 +495,16 @@ def load_plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
 
 def _delete_rows(workspace: str | os.PathLike, where: tuple[tuple[str, str], ...], value: str) -> None:
     """DELETE FROM each (table, column) the rows whose column equals ``value``, in one transaction."""
-    with connect(workspace, read_only=False) as con:
-        con.execute("BEGIN")
+    with connect(workspace, read_only=False) as con, transaction(con):
         for table, column in where:
             con.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
-        con.execute("COMMIT")
 
 
 def delete_plan(workspace: str | os.PathLike, name: str) -> str | None:
     """Remove plan ``name``'s rows (plans and plan_clusters) in one transaction; returns the
     ``keep_file`` its row named (None when there was no such plan)."""
-    with connect(workspace, read_only=False) as con:
-        con.execute("BEGIN")
-        old = _drop_plan(con, name)
-        con.execute("COMMIT")
-    return old
+    with connect(workspace, read_only=False) as con, transaction(con):
+        return _drop_plan(con, name)
 
 
 def _drop_plan(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
@@ -572,12 +577,10 @@ def upsert_run(workspace: str | os.PathLike, row: dict, timeout_s: float = 30.0)
     if bad:
         raise ValueError(f"unknown run columns {sorted(bad)}")
     cols = list(row)
-    with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
-        con.execute("BEGIN")
+    with connect(workspace, read_only=False, timeout_s=timeout_s) as con, transaction(con):
         con.execute("DELETE FROM runs WHERE name = ?", [row["name"]])
         con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                     [row[c] for c in cols])
-        con.execute("COMMIT")
 
 
 def update_run(workspace: str | os.PathLike, name: str, fields: dict, metrics: list[tuple] = (),
@@ -586,25 +589,21 @@ def update_run(workspace: str | os.PathLike, name: str, fields: dict, metrics: l
     bad = set(fields) - set(RUN_COLUMNS)
     if bad:
         raise ValueError(f"unknown run columns {sorted(bad)}")
-    with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
-        con.execute("BEGIN")
+    with connect(workspace, read_only=False, timeout_s=timeout_s) as con, transaction(con):
         if fields:
             sets = ", ".join(f"{c} = ?" for c in fields)
             con.execute(f"UPDATE runs SET {sets} WHERE name = ?", [*fields.values(), name])
         if metrics:
             con.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", [(name, *m) for m in metrics])
-        con.execute("COMMIT")
 
 
 def replace_run_metrics(workspace: str | os.PathLike, name: str, metrics: list[tuple], prefix: str,
                         timeout_s: float = 30.0) -> None:
     """Replace run ``name``'s metrics whose name starts with ``prefix`` (e.g. 'eval/') by ``metrics``."""
-    with connect(workspace, read_only=False, timeout_s=timeout_s) as con:
-        con.execute("BEGIN")
+    with connect(workspace, read_only=False, timeout_s=timeout_s) as con, transaction(con):
         con.execute("DELETE FROM run_metrics WHERE run = ? AND starts_with(name, ?)", [name, prefix])
         if metrics:
             con.executemany("INSERT INTO run_metrics VALUES (?, ?, ?, ?, ?)", [(name, *m) for m in metrics])
-        con.execute("COMMIT")
 
 
 def load_runs(workspace: str | os.PathLike) -> pd.DataFrame:
