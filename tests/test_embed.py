@@ -253,3 +253,12 @@ def test_weights_load_a_training_checkpoint_into_a_local_dir_model(tiny, tmp_pat
     assert all(torch.equal(got[k], v) for k, v in trained.items())
     with pytest.raises(WeightsUnavailable, match="does not fit open_clip model local-dir:.*other"):
         OpenClipEmbedder(f"local-dir:{other}", weights=str(ckpt), device="cpu")
+
+
+def test_both_embedders_meet_the_embedder_protocol(tiny):
+    from densprune.embed.models import Embedder, OfflineEmbedder, WorkerPrep
+
+    for emb in (OfflineEmbedder(), tiny):
+        assert isinstance(emb, Embedder), type(emb)
+        assert isinstance(emb.worker_prep(), WorkerPrep)
+        assert isinstance(emb.fingerprint, str) and emb.fingerprint

@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,47 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+
+@runtime_checkable
+class WorkerPrep(Protocol):
+    """The picklable, model-free half of an embedder that DataLoader workers run."""
+
+    def image(self, img: Image.Image) -> Any:
+        """One decoded RGB image -> one model input (a (3, S, S) uint8 array, or a feature vector)."""
+
+    def text(self, captions: list[str]) -> Any:
+        """A batch of captions -> (b, ctx) int64 tokens, or None for an embedder without a text tower."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the embedding stage needs of an embedder (OpenClipEmbedder, OfflineEmbedder).
+
+    ``name``/``model``/``pretrained`` go into the workspace's meta; ``fingerprint`` keys resumable shards
+    (two embedders with one fingerprint give the same vectors); ``pixel_spec`` (or None) lets JPEGs be
+    decoded on the device; ``rowwise`` says whether ``finalize`` treats rows independently (then the
+    vectors of a shard are final when it is saved) or fits on all rows at the end.
+    """
+
+    name: str
+    model: str
+    pretrained: str
+    has_text: bool
+    rowwise: bool
+    pixel_spec: Any
+    device: Any
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def worker_prep(self) -> WorkerPrep: ...
+
+    def embed(self, pixels: Any, tokens: Any) -> tuple[Any, Any]:
+        """A batch on the device -> ((b, d) image vectors, (b, d) caption vectors or None) as tensors."""
+
+    def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
+        """raw: (N, d_raw) float32 of every row -> (N, d) float32 L2-normalised vectors."""
 
 
 class WeightsUnavailable(RuntimeError):
@@ -353,7 +395,7 @@ class OpenClipEmbedder:
         return l2_normalize(weights.float().T.cpu().numpy())
 
 
-def vector_dtype(requested: str, embedder) -> str:
+def vector_dtype(requested: str, embedder: Embedder) -> str:
     """dtype of the stored vectors: ``auto`` is float16 for open_clip (as LAION and DataComp ship
     them; cosines change by < 1e-3) and float32 for the offline embedder."""
     if requested not in ("auto", "float16", "float32"):
@@ -364,7 +406,7 @@ def vector_dtype(requested: str, embedder) -> str:
 
 
 def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
-                  weights: str | None = None, device: str = "auto", seed: int = 0):
+                  weights: str | None = None, device: str = "auto", seed: int = 0) -> Embedder:
     """Build the embedder named by ``--embedder``."""
     if kind == "offline":
         return OfflineEmbedder(OfflineConfig(seed=seed))
