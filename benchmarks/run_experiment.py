@@ -38,7 +38,7 @@ from densprune.cli.main import main as cli_main
 from densprune.prune.plans import list_plans, load_index, save_plan
 from densprune.prune.selection import PlanParams
 from densprune.train import listing, records, supervisor
-from densprune.train.command import RunSpec, make_schedule
+from densprune.train.schedule import RunSpec, make_schedule
 from densprune.train.presets import get_preset
 
 log = logging.getLogger("run_experiment")

@@ -16,8 +16,9 @@ from conftest import COLORS, encode, make_image
 from densprune import db
 from densprune.app.common import VIEWS
 from densprune.cli.main import main
-from densprune.train import command, launch, listing, records, supervisor
-from densprune.train.command import RunSpec, make_schedule, parse_train_line
+from densprune.train import launch, listing, records, supervisor, trainer
+from densprune.train.schedule import RunSpec, make_schedule
+from densprune.train.trainer import parse_train_line
 from densprune.train.presets import PRESETS, get_preset
 
 TRAIN_LINE = ("2026-11-25,22:10:23 | INFO | Train Epoch: 1 [ 704/7861 (9%)] Data (t): 0.006 Batch (t): 2.879, "
@@ -56,7 +57,7 @@ def test_schedule_needs_one_full_batch():
 def test_trainer_args_are_a_list_with_the_preset_settings(tmp_path):
     preset = PRESETS["cpu-tiny"]
     sched = make_schedule(2358, 128, samples_seen=30_000)
-    args = command.trainer_args(preset, model="local-dir:/m", train_csv=tmp_path / "t.csv", logs_dir=tmp_path,
+    args = trainer.trainer_args(preset, model="local-dir:/m", train_csv=tmp_path / "t.csv", logs_dir=tmp_path,
                                  run_name="r", schedule=sched, device="cpu", seed=3, workers=1, extra=("--x",))
     assert all(isinstance(a, str) for a in args)
     opts = dict(zip(args[:-1:2], args[1::2]))
@@ -64,7 +65,7 @@ def test_trainer_args_are_a_list_with_the_preset_settings(tmp_path):
     assert opts["--epochs"] == "13" and opts["--batch-size"] == "128" and opts["--precision"] == "fp32"
     assert opts["--warmup"] == str(round(0.1 * sched.total_steps)) and opts["--seed"] == "3"
     assert opts["--save-frequency"] == "0" and args[-1] == "--x"
-    gpu = command.trainer_args(PRESETS["vit-b-32"], model="ViT-B-32", train_csv=tmp_path / "t.csv",
+    gpu = trainer.trainer_args(PRESETS["vit-b-32"], model="ViT-B-32", train_csv=tmp_path / "t.csv",
                                 logs_dir=tmp_path, run_name="r", schedule=make_schedule(10**6, 4096, epochs=1),
                                 device="cuda", seed=0, workers=8)
     gopts = dict(zip(gpu[::2], gpu[1::2]))
@@ -89,8 +90,8 @@ def test_parse_train_line():
 
 def test_error_summary_picks_the_error_line():
     tail = ["usage: main.py [-h] ...\n", "main.py: error: unrecognized arguments: --bogus\n"]
-    assert command.error_summary(tail, 2) == "exit code 2: main.py: error: unrecognized arguments: --bogus"
-    assert command.error_summary([], 1) == "exit code 1: no output"
+    assert trainer.error_summary(tail, 2) == "exit code 2: main.py: error: unrecognized arguments: --bogus"
+    assert trainer.error_summary([], 1) == "exit code 1: no output"
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import html
 import pandas as pd
 import plotly.graph_objects as go
 
-from densprune.train.command import fmt_seconds
+from densprune.train.schedule import fmt_seconds
 
 METRICS = {"zeroshot_top1": "zero-shot top-1", "i2t_r1": "image→text R@1", "i2t_r5": "image→text R@5",
            "t2i_r1": "text→image R@1", "t2i_r5": "text→image R@5"}

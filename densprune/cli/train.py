@@ -56,7 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from densprune.train.command import RunSpec
+    from densprune.train.schedule import RunSpec
 
     return RunSpec(plan=args.plan, preset=args.preset, samples_seen=args.samples_seen, epochs=args.epochs,
                    device=args.device, seed=args.seed, name=args.name, batch_size=args.batch_size,
@@ -64,7 +64,7 @@ def _spec(args: argparse.Namespace):
 
 
 def _print_progress(ev: dict) -> None:
-    from densprune.train.command import fmt_seconds
+    from densprune.train.schedule import fmt_seconds
 
     if ev.get("event") == "eval":
         print("eval    " + "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in ev.items()
@@ -77,8 +77,8 @@ def _print_progress(ev: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from densprune.train import command, launch, records, supervisor
-    from densprune.train.command import fmt_seconds
+    from densprune.train import launch, records, supervisor, trainer
+    from densprune.train.schedule import fmt_seconds
 
     info = records.create_run(args.workspace, _spec(args))
     name = info["name"]
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run {name}: plan {args.plan} ({sched['n_train']:,} samples), {sched['epochs']} epochs x "
           f"{sched['steps_per_epoch']} steps x batch {sched['batch_size']} = {sched['samples_seen']:,} samples seen "
           f"on {info['device']}")
-    print("command: " + command.command_line(*records.trainer_command(info)))
+    print("command: " + trainer.command_line(*records.trainer_command(info)))
     if args.background:
         pid = launch.start_supervisor(args.workspace, name)
         print(f"started in the background (pid {pid}); watch it with `densprune runs {args.workspace}`, "
@@ -110,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from densprune.train import listing
-    from densprune.train.command import fmt_seconds
+    from densprune.train.schedule import fmt_seconds
 
     df = listing.results_table(args.workspace)
     if args.json:

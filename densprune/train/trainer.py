@@ -1,15 +1,15 @@
-"""The open_clip_train command of a run: its spec, its schedule, the argument list, and log parsing.
-
-Pure functions and small records only; :mod:`densprune.train.supervisor` runs and watches runs, :mod:`densprune.train.records` records them.
+"""densprune's side of open_clip_train: the argument list of ``python -m open_clip_train.main`` for a
+run, and what its log says (progress lines, the reason it failed). Pure functions only;
+:mod:`densprune.train.supervisor` runs and watches the trainer, :mod:`densprune.train.records` records runs.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from densprune.train.presets import Preset
+from densprune.train.schedule import Schedule
 
 # open_clip_train/train.py: "Train Epoch: 0 [ 640/7861 (8%)] Data (t): ... LR: 0.000550 Logit Scale: 14.268
 # Contrastive_loss: 3.8430 (4.0755) Loss: 3.8430 (4.0755)"
@@ -18,62 +18,6 @@ _TRAIN_LINE = re.compile(
     r".*?LR: (?P<lr>[-+0-9.eE]+|nan|inf)"
     r".* Loss: (?P<loss>[-+0-9.eE]+|nan|inf) \((?P<avg>[-+0-9.eE]+|nan|inf)\)")
 _ERROR_LINE = re.compile(r"(error|exception|traceback|killed|assert)", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class RunSpec:
-    """What to train. Neither ``samples_seen`` nor ``epochs``: the preset's samples-seen budget."""
-
-    plan: str
-    preset: str = "cpu-tiny"
-    samples_seen: int | None = None  # equal compute: a fixed number of samples seen
-    epochs: int | None = None  # equal epochs
-    device: str = "auto"  # auto = CUDA when available
-    seed: int = 0
-    name: str | None = None  # default: PLAN-PRESET-sSEED-TIMESTAMP
-    batch_size: int | None = None  # override the preset's (small plans, tests)
-    workers: int | None = None  # override the preset's DataLoader workers
-    trainer_args: tuple[str, ...] = field(default_factory=tuple)  # appended to open_clip_train's arguments
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """How long a run trains: whole epochs over a plan of ``n_train`` samples (drop_last batches)."""
-
-    mode: str  # 'samples' | 'epochs'
-    n_train: int
-    batch_size: int
-    epochs: int
-    steps_per_epoch: int
-    total_steps: int
-    samples_seen: int  # = total_steps * batch_size, what the run will see
-
-
-def make_schedule(n_train: int, batch_size: int, samples_seen: int | None = None, epochs: int | None = None) -> Schedule:
-    """Epochs for equal compute (``samples_seen``) or equal epochs (``epochs``); exactly one is given.
-
-    open_clip_train's CSV loader drops the last partial batch and trains whole epochs, so the samples
-    seen are ``epochs * (n_train // batch) * batch``; for equal compute the epochs are rounded to the
-    nearest whole number (at least 1), and the run records what it actually saw.
-    """
-    if (samples_seen is None) == (epochs is None):
-        raise ValueError("give exactly one of samples_seen (equal compute) and epochs (equal epochs)")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    steps = n_train // batch_size
-    if steps < 1:
-        raise ValueError(f"the plan keeps {n_train} samples, fewer than one batch of {batch_size}: "
-                         "use a smaller batch size or a larger plan")
-    per_epoch = steps * batch_size
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        mode, n_epochs = "epochs", int(epochs)
-    else:
-        if samples_seen < 1:
-            raise ValueError(f"samples seen must be >= 1, got {samples_seen}")
-        mode, n_epochs = "samples", max(1, round(samples_seen / per_epoch))
-    return Schedule(mode, n_train, batch_size, n_epochs, steps, n_epochs * steps, n_epochs * per_epoch)
 
 
 def trainer_args(preset: Preset, *, model: str, train_csv: Path, logs_dir: Path, run_name: str, schedule: Schedule,
@@ -104,14 +48,6 @@ def trainer_args(preset: Preset, *, model: str, train_csv: Path, logs_dir: Path,
     if preset.grad_clip_norm is not None:
         args += ["--grad-clip-norm", f"{preset.grad_clip_norm:g}"]
     return args + list(preset.extra_args) + list(extra)
-
-
-def fmt_seconds(s: float | None) -> str:
-    """'42s', '3m05s', '1h02m'; '-' for None or NaN."""
-    if s is None or s != s:
-        return "-"
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
 
 
 def command_line(command: list[str], env: dict[str, str] | None = None) -> str:
