@@ -3,7 +3,7 @@
 SemDeDup compares every member of a group with every earlier member: its cost is the sum over
 groups of n_g^2 pairs. Inside the K concepts that is about N^2 / K pairs (10M rows in 500 concepts:
 ~1e11 pairs; 400M: ~3e14), so large concepts are split into sub-clusters of about
-``DEDUP_TARGET_ROWS`` rows first (SemDeDup itself deduplicated LAION-440M inside 50,000 clusters,
+``DEDUP_TARGET_ROWS`` rows first (SemDeDup itself deduplicated LAION-CAT-440M inside 50,000 clusters,
 ~9k rows each). Sub-clusters nest inside concepts, so a duplicate and the member it duplicates are
 always in the same concept; the result stays a per-row column (``dup_max_sim``), so every eps is free.
 

@@ -13,7 +13,7 @@ then turns a :class:`PlanParams` into a keep mask without any Python loop over r
     quota    = dbp_quotas(d_inter * d_intra, counts, budget, tau, balance)
     keep     = eligible & (c - c[offset_j] < quota_j)               ("hard": farthest first)
 
-The budget follows the paper: it deduplicates LAION-440M to 277M and keeps a fraction of that
+The budget follows the paper: it deduplicates LAION-CAT-440M to 277M and keeps a fraction of that
 (the reference code: ``N = int(prune_ratio * total_dataset_size)`` over the deduplicated set), so
 ``keep=0.3`` is 30% of what survives dedup and the CLIP filter, and ``clip_keep`` is a fraction of
 what dedup left. A count larger than what is eligible is an error, never a silent no-op.
