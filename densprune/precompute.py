@@ -16,11 +16,14 @@ incomplete, whatever else is there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,32 +158,103 @@ class Clustering:
     d_intra: np.ndarray | None = None  # (K,) when the assignment pass already summed it (Ray engine)
 
 
-def prepare_workspace(cfg: PrecomputeConfig) -> Path:
-    """The workspace folder, made incomplete (its DB removed) when ``--force`` rebuilds a complete one."""
+def absolute_source(spec: str) -> str:
+    """SOURCE as an absolute path (``demo`` as it is), so that every image location stored in the
+    workspace names its file whatever the current directory of a later reader. Globs and brace
+    patterns stay patterns (their directory part is made absolute); symlinks are not resolved."""
+    if spec == "demo" or os.path.isabs(spec):
+        return spec
+    return os.path.abspath(spec)
+
+
+def check_workspace(cfg: PrecomputeConfig) -> Path:
+    """The workspace folder; FileExistsError when it holds a complete workspace and ``--force`` is not
+    given. Changes nothing."""
     ws = Path(cfg.workspace)
-    if db.is_complete(ws):
-        if not cfg.force:
-            raise FileExistsError(f"{ws} already holds a complete workspace; use --force to rebuild it")
-        db.db_path(ws).unlink()  # from here on the workspace is incomplete until the end
-        shutil.rmtree(ws / "plans", ignore_errors=True)  # keep masks of the old build's plans
-    ws.mkdir(parents=True, exist_ok=True)
-    if cfg.label_vocabulary and cfg.embedder == "openclip":
-        load_vocabulary(cfg.label_vocabulary)  # a bad file fails now, not after the embedding
+    if db.is_complete(ws) and not cfg.force:
+        raise FileExistsError(f"{ws} already holds a complete workspace; use --force to rebuild it")
+    if ws.exists() and not ws.is_dir():
+        raise FileExistsError(f"{ws} is a file, not a workspace folder")
     return ws
 
 
-def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: list[SampleRef]) -> Embedded:
-    """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace."""
+def check_inputs(cfg: PrecomputeConfig) -> None:
+    """Inputs that can be checked before anything is written: the engine, the zero-shot vocabulary file
+    (the source and the embedder's weights are checked by listing and loading them, under the lock)."""
+    if cfg.engine not in ("local", "ray"):
+        raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
+    if cfg.label_vocabulary and cfg.embedder == "openclip":
+        load_vocabulary(cfg.label_vocabulary)  # a bad file fails now, not after the embedding
+
+
+def reset_workspace(cfg: PrecomputeConfig) -> Path:
+    """Make a complete workspace incomplete (its DB removed, its plans' masks deleted) when ``--force``
+    rebuilds it. The one destructive step of a rebuild: called once the inputs are validated, under
+    the workspace's exclusive lock."""
+    ws = check_workspace(cfg)
+    if db.is_complete(ws):
+        db.db_path(ws).unlink()  # from here on the workspace is incomplete until the end
+        shutil.rmtree(ws / "plans", ignore_errors=True)  # the masks of the old build's plans
+    ws.mkdir(parents=True, exist_ok=True)
+    return ws
+
+
+def prepare_workspace(cfg: PrecomputeConfig) -> Path:
+    """The workspace folder, made incomplete (its DB removed) when ``--force`` rebuilds a complete one
+    (``check_workspace``, ``check_inputs``, then ``reset_workspace``)."""
+    check_workspace(cfg)
+    check_inputs(cfg)
+    return reset_workspace(cfg)
+
+
+@contextlib.contextmanager
+def locked_workspace(cfg: PrecomputeConfig) -> Iterator[Path]:
+    """The workspace folder (created when missing) under its exclusive writer lock (densprune.workspace_lock)
+    for the whole build. A folder this call created is removed again when the build fails before writing
+    anything into it."""
+    from densprune.workspace_lock import HOLDERS_NAME, LOCK_NAME, exclusive_lock
+
+    ws = check_workspace(cfg)
+    created = not ws.exists()
+    ws.mkdir(parents=True, exist_ok=True)
+    ok = False
+    try:
+        with exclusive_lock(ws, "densprune precompute"):
+            yield ws
+        ok = True
+    finally:
+        if created and not ok:
+            with contextlib.suppress(OSError):
+                if {p.name for p in ws.iterdir()} <= {LOCK_NAME, HOLDERS_NAME}:
+                    shutil.rmtree(ws)
+
+
+def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: list[SampleRef],
+                embedder: object | None = None) -> Embedded:
+    """Decode and embed every ref (resumable shards), then assemble the ``.npy`` files of the workspace.
+
+    Shards are reused only when their inputs are unchanged: each records a key of its samples' files
+    (location, size, mtime_ns) and captions (densprune.embed.shards.shard_input_keys); a shard whose
+    key differs is deleted and embedded again."""
     from densprune.embed.models import make_embedder, vector_dtype
     from densprune.embed.runner import embed_source
-    from densprune.embed.shards import NothingDecoded, assemble, work_dir
+    from densprune.embed.shards import (
+        NothingDecoded,
+        assemble,
+        discard_stale_shards,
+        shard_input_keys,
+        work_dir,
+    )
     from densprune.embed.thumbnails import resolve_thumbnails
 
-    embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
-                             device=cfg.device, seed=cfg.seed)
-    wd = work_dir(ws, listing.spec, embedder, len(refs))
+    if embedder is None:
+        embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
+                                 device=cfg.device, seed=cfg.seed)
     dtype, thumbs = vector_dtype(cfg.dtype, embedder), resolve_thumbnails(cfg.thumbnails, len(refs))
     settings = replace(cfg.embed, thumbnails=thumbs == "all", dtype=dtype if embedder.rowwise else "float32")
+    wd = work_dir(ws, listing.spec, embedder, len(refs), settings)
+    keys = shard_input_keys(refs, settings.shard_size)
+    discard_stale_shards(wd, keys)
     if cfg.engine == "ray":
         from densprune.embed.ray_engine import embed_with_ray
 
@@ -190,7 +264,7 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
         shards = embed_with_ray(refs, kwargs, wd, settings, address=cfg.ray_address, actors=cfg.ray_actors,
                                 gpus_per_actor=gpus)
     elif cfg.engine == "local":
-        shards = embed_source(refs, embedder, wd, settings)
+        shards = embed_source(refs, embedder, wd, settings, input_keys=keys)
     else:
         raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
     try:
@@ -413,7 +487,27 @@ def store_plan_index(ws: Path) -> None:
 
 
 def precompute(cfg: PrecomputeConfig) -> Path:
-    """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``: one call per stage."""
+    """Build (or resume building) the workspace ``cfg.workspace`` from ``cfg.source``: one call per stage.
+
+    Order matters for what a failure leaves: SOURCE is made absolute; the inputs are checked (the
+    source listed, the embedder and its weights loaded, the vocabulary read) under the workspace's
+    exclusive lock, and only then does ``--force`` remove the old build (``reset_workspace``)."""
+    cfg = replace(cfg, source=absolute_source(cfg.source))
+    released = released_source(cfg)
+    if released is not None:
+        from densprune.precompute_released import precompute_released
+
+        return precompute_released(cfg, released)
+    check_workspace(cfg)
+    check_inputs(cfg)
+    with locked_workspace(cfg) as ws:
+        return _precompute_images(cfg, ws)
+
+
+def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
+    """The stages of :func:`precompute` for a source of images, under the workspace's lock."""
+    from densprune.embed.models import make_embedder
+
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
 
@@ -421,18 +515,15 @@ def precompute(cfg: PrecomputeConfig) -> Path:
         nonlocal t
         timings[stage], t = time.perf_counter() - t, time.perf_counter()
 
-    released = released_source(cfg)
-    if released is not None:
-        from densprune.precompute_released import precompute_released
-
-        return precompute_released(cfg, released)
-    ws = prepare_workspace(cfg)
     listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
     refs = _dedupe_uids(listing)
     log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
+    embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
+                             device=cfg.device, seed=cfg.seed)  # weights that cannot be loaded fail here
+    reset_workspace(cfg)  # inputs checked: only now does --force remove the old build
     lap("list")
     log.info("[1/6] embedding %d samples with the %s embedder", len(refs), cfg.embedder)
-    emb = embed_stage(cfg, ws, listing, refs)
+    emb = embed_stage(cfg, ws, listing, refs, embedder)
     split = split_stage(cfg, emb.refs, listing.has_categories)
     lap("embed")
     log.info("[2/6] spherical k-means on %d pool rows", split.pool_rows.size)
@@ -463,9 +554,9 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     log.info("[6/6] writing %s", db.db_path(ws))
     db.write_new_workspace_db(ws, samples=samples, clusters=clusters, rejects=rejects, meta=meta, layout=layout,
                               dedup_curve=dd.curve)
-    store_plan_index(ws)
-    if not cfg.keep_work:
+    if not cfg.keep_work:  # the workspace is complete: the shards are not needed again
         shutil.rmtree(emb.work, ignore_errors=True)
+    store_plan_index(ws)
     log.info("[done] workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),
              timings["total"])
     return ws

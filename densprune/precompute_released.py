@@ -53,11 +53,14 @@ from densprune.precompute import (
     Clustering,
     PrecomputeConfig,
     Split,
+    check_inputs,
+    check_workspace,
     cluster_stage,
     clusters_frame,
     dedup_stage,
     layout_stage,
-    prepare_workspace,
+    locked_workspace,
+    reset_workspace,
     save_centroids,
     store_plan_index,
 )
@@ -302,7 +305,16 @@ def sample_batches(staging: Path, cl: Clustering, dup_max_sim: np.ndarray, dup_o
 
 
 def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
-    """Build the workspace ``cfg.workspace`` from the released embeddings ``src``: one call per stage."""
+    """Build the workspace ``cfg.workspace`` from the released embeddings ``src``: one call per stage,
+    under the workspace's exclusive lock; ``--force`` removes the old build only once the scan found
+    usable rows."""
+    check_workspace(cfg)
+    check_inputs(cfg)
+    with locked_workspace(cfg) as ws:
+        return _precompute_released(cfg, src, ws)
+
+
+def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -> Path:
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}  # CPU seconds of this process (all its threads) per stage
     t0 = t = time.perf_counter()
@@ -313,11 +325,15 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
         timings[stage], t = time.perf_counter() - t, time.perf_counter()
         cpu[stage], c = time.process_time() - c, time.process_time()
 
-    ws = prepare_workspace(cfg)
     dtype = cfg.dtype if cfg.dtype not in (None, "auto") else ("float32" if src.dtype == "float64" else src.dtype)
     log.info("[1/7] checking %d rows of %d-d %s vectors in %d %s shards", src.n_rows, src.dim, src.dtype,
              len(src.shards), src.layout)
     scan = scan_stage(src)
+    if scan.accepted == 0:
+        first = scan.rejects[0].reason if scan.rejects else "-"
+        raise ValueError(f"{src.root}: none of its {src.n_rows:,} rows can be used (first reason: {first}); "
+                         "see the reasons above")
+    reset_workspace(cfg)  # the source is readable and has usable rows: only now does --force remove the old build
     lap("scan")
     log.info("[2/7] copying %d rows into %s", scan.accepted, ws / "embeddings")
     copied = copy_stage(src, ws, scan, dtype)

@@ -4,12 +4,19 @@
 
 At POINT the process writes the file MARKER and sleeps until it is killed; the test kills it with
 SIGKILL there. Nothing in densprune changes: the points are wrappers around its own functions.
+``pause:POINT`` instead waits there until the test deletes MARKER, then carries on (to run another
+command while this one is at POINT, holding what it holds there).
 
 POINT: embedding (after the 2nd embedding shard is saved), after-embedding (the .npy files assembled,
 before clustering), clustering (inside k-means), dedup (inside SemDeDup), duckdb-write (densprune.duckdb.tmp
 created, two tables filled), plan-save (mask renamed into place, rows not written), plan-switched (rows
 committed, pointing at the new mask; the mask they replaced not yet removed), export (data file written,
-manifest not).
+manifest not), before-reset (the source listed and the embedder loaded, the old build not yet
+removed), after-reset (``--force``: the old database and plans removed, nothing embedded yet),
+concepts (before the concept statistics), layout (before the 2-D map), plan-index (densprune.duckdb
+renamed into place, the plan index not yet stored), released-copy (released embeddings: the first block
+copied into embeddings/image.npy.tmp), recluster (`densprune recluster`: k-means done, the
+transaction that rewrites the clusters not begun).
 """
 
 from __future__ import annotations
@@ -21,10 +28,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's densprune, not an installed one
 
 
+PAUSE = False  # pause:POINT: wait until MARKER is deleted instead of until SIGKILL
+
+
 def stop_here(marker: Path) -> None:
     marker.write_text("stopped")
-    while True:  # until SIGKILL
-        time.sleep(1)
+    while True:  # until SIGKILL (or, pausing, until the marker is gone)
+        if PAUSE and not marker.exists():
+            return
+        time.sleep(0.1 if PAUSE else 1)
 
 
 def after_calls(module, name: str, n: int, marker: Path, before: bool = False) -> None:
@@ -44,7 +56,7 @@ def after_calls(module, name: str, n: int, marker: Path, before: bool = False) -
 
 
 def install(point: str, marker: Path) -> None:
-    from densprune import db, precompute
+    from densprune import db, precompute, precompute_released
     from densprune.embed import shards
     from densprune.export import writers
 
@@ -74,6 +86,20 @@ def install(point: str, marker: Path) -> None:
 
         db.duckdb.connect = lambda path, *a, **k: Con(real_connect(path, *a, **k)) if str(path).endswith(".tmp") \
             else real_connect(path, *a, **k)
+    elif point == "before-reset":
+        after_calls(precompute, "reset_workspace", 1, marker, before=True)
+    elif point == "after-reset":
+        after_calls(precompute, "reset_workspace", 1, marker)
+    elif point == "concepts":
+        after_calls(precompute, "concepts_stage", 1, marker, before=True)
+    elif point == "layout":
+        after_calls(precompute, "layout_stage", 1, marker, before=True)
+    elif point == "plan-index":
+        after_calls(precompute, "store_plan_index", 1, marker, before=True)
+    elif point == "released-copy":
+        after_calls(precompute_released, "_write_rows", 1, marker)
+    elif point == "recluster":
+        after_calls(db, "rewrite_clusters", 1, marker, before=True)
     elif point == "plan-save":
         after_calls(db, "write_plan", 1, marker, before=True)
     elif point == "plan-switched":
@@ -86,7 +112,8 @@ def install(point: str, marker: Path) -> None:
 
 if __name__ == "__main__":
     point, marker, sep, *argv = sys.argv[1:]
-    assert sep == "--", "usage: crash_harness.py POINT MARKER -- densprune arguments"
+    assert sep == "--", "usage: crash_harness.py [pause:]POINT MARKER -- densprune arguments"
+    PAUSE, point = point.startswith("pause:"), point.removeprefix("pause:")
     install(point, Path(marker))
     from densprune.cli.main import main
 

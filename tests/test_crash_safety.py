@@ -21,7 +21,9 @@ from densprune.verify import verify_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "crash_harness.py"
-PRECOMPUTE_POINTS = ["embedding", "after-embedding", "clustering", "dedup", "duckdb-write"]
+PRECOMPUTE_POINTS = ["embedding", "after-embedding", "clustering", "concepts", "dedup", "layout", "duckdb-write"]
+# more precompute points (after the --force reset, after the database is in place, released embeddings, two
+# writers, a stale lock): tests/test_nothing_lost_precompute.py
 
 
 @pytest.fixture(scope="module")

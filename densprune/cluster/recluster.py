@@ -132,9 +132,23 @@ def recluster(workspace: str | os.PathLike, dedup_eps: float, *, clusters: int |
         dedup_eps: SemDeDup eps in [0, 1] defining the deduplicated training set.
         clusters, niter, seed: k-means settings; default: the workspace's own (meta k, niter, seed).
         drop_plans: delete the saved plans (they refer to the old clusters) instead of refusing.
+
+    Holds the workspace's exclusive writer lock (densprune.workspace_lock) throughout: refused at once
+    while a precompute, another recluster, a plan save or an export uses the workspace.
     """
-    t0 = time.perf_counter()
+    from densprune.workspace_lock import exclusive_lock
+
     ws = Path(workspace)
+    if not db.is_complete(ws):
+        raise db.WorkspaceNotFound(f"no workspace at {ws} (missing {db.DB_NAME}); build one with "
+                                   "`densprune precompute`")
+    with exclusive_lock(ws, "densprune recluster"):
+        return _recluster(ws, dedup_eps, clusters=clusters, niter=niter, seed=seed, drop_plans=drop_plans)
+
+
+def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int | None, seed: int | None,
+               drop_plans: bool) -> ReclusterReport:
+    t0 = time.perf_counter()
     verify_centroids(ws)
     meta = db.load_meta(ws)
     k = int(clusters or meta["k"])

@@ -26,7 +26,14 @@ from tqdm.auto import tqdm
 from densprune.embed.batches import BatchDataset, DecodedBatch, ShardBatches, no_collate
 from densprune.embed.pixels import decode_jpegs, resize_crop
 from densprune.embed.settings import DECODE_MODES, EmbedSettings  # noqa: F401 (EmbedSettings re-exported)
-from densprune.embed.shards import BatchResult, ShardWriter, shard_bounds, shard_path
+from densprune.embed.shards import (
+    BatchResult,
+    ShardWriter,
+    shard_bounds,
+    shard_input_keys,
+    shard_is_current,
+    shard_path,
+)
 from densprune.ingest.images import ImageDecodeError, decode_image
 from densprune.ingest.sources import SampleRef
 
@@ -49,21 +56,28 @@ def uses_device_decode(decode: str, embedder) -> bool:
 
 def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSettings, *,
                  only_shards: list[int] | None = None, progress: bool = True,
-                 on_shard: Callable[[int, Path], None] | None = None) -> list[Path]:
-    """Embed every ref into shard files under ``wd``, skipping shards already done.
+                 on_shard: Callable[[int, Path], None] | None = None,
+                 input_keys: list[str | None] | None = None) -> list[Path]:
+    """Embed every ref into shard files under ``wd``, skipping shards already done from the same inputs.
 
     Args:
         only_shards: embed only these shard numbers (a distributed worker's share).
         on_shard: called as ``on_shard(n_written, path)`` after each new shard is in place (from the
             writer thread); an exception it raises stops the stage and is raised here.
+        input_keys: the shards' input keys (densprune.embed.shards.shard_input_keys), when the caller
+            has them; computed here otherwise. A shard on disk with another key is embedded again.
     Returns:
         The shard paths, in order.
     """
     wd.mkdir(parents=True, exist_ok=True)
     bounds = shard_bounds(len(refs), settings.shard_size)
     paths = [shard_path(wd, k) for k in range(len(bounds))]
-    todo = [(k, b) for k, (b, p) in enumerate(zip(bounds, paths))
-            if not p.exists() and (only_shards is None or k in only_shards)]
+    wanted = [k for k in range(len(bounds)) if only_shards is None or k in only_shards]
+    keys = input_keys if input_keys is not None else shard_input_keys(refs, settings.shard_size, wanted)
+    todo = [(k, bounds[k]) for k in wanted if not shard_is_current(paths[k], keys[k])]
+    redo = sum(paths[k].exists() for k, _ in todo)
+    if redo:
+        log.info("%d shards in %s were embedded from inputs that changed since: embedding them again", redo, wd)
     if only_shards is None and len(todo) < len(bounds):
         log.info("resuming: %d of %d shards already embedded in %s", len(bounds) - len(todo), len(bounds), wd)
     if not todo:
@@ -76,7 +90,7 @@ def embed_source(refs: list[SampleRef], embedder, wd: Path, settings: EmbedSetti
                         collate_fn=no_collate, num_workers=settings.workers,
                         pin_memory=embedder.device.type == "cuda",
                         prefetch_factor=settings.prefetch if settings.workers > 0 else None)
-    writer = ShardWriter([(paths[k], e - s) for k, (s, e) in todo], embedder.has_text, on_shard,
+    writer = ShardWriter([(paths[k], e - s, keys[k]) for k, (s, e) in todo], embedder.has_text, on_shard,
                          depth=settings.write_queue)
     feeder = Prefetcher(loader, lambda batch: prepare_batch(batch, embedder, prep, settings.max_pixels),
                         embedder.device)

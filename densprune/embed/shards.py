@@ -4,9 +4,16 @@ A run stages its results in ``DIR/.work/embed-<key>/shard-NNNNN.npz`` (one per `
 samples, written atomically), so an interrupted run resumes at the first missing shard. Once all
 are there, :func:`assemble` streams them into ``embeddings/{image,text}.npy`` and ``thumbs.bin``.
 
-Shard arrays: ``idx`` (n,) int64 sample index, ``ok`` (n,) bool, ``reasons`` (n,) str, and for the m
-accepted rows ``image`` (m, d) [``text`` (m, d)] float16/float32, ``width``/``height`` (m,) int64,
-``thumbs`` (bytes,) uint8 with ``thumb_offsets`` (m + 1,) int64.
+The folder's key (:func:`work_dir`) is the source spec, the embedder, the sample count, the settings
+that shape a shard (dtype, thumbnails, thumbnail size, pixel limit) and the shard format. Each shard
+also records the key of its own inputs (:func:`shard_input_keys`: every sample's location with the
+size and mtime_ns of its file -- for tar and parquet sources, of the shard file that holds it -- and
+its caption), and a shard is reused only while that key is still the inputs' key: a shard whose
+images were changed, replaced or renamed is embedded again, the others are kept.
+
+Shard arrays: ``idx`` (n,) int64 sample index, ``ok`` (n,) bool, ``reasons`` (n,) str, ``inputs``
+() str (the input key), and for the m accepted rows ``image`` (m, d) [``text`` (m, d)] float16/float32,
+``width``/``height`` (m,) int64, ``thumbs`` (bytes,) uint8 with ``thumb_offsets`` (m + 1,) int64.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import os
 import queue
 import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +34,79 @@ from densprune.ingest.sources import Reject, SampleRef
 
 log = logging.getLogger(__name__)
 
-SHARD_FORMAT = "v3"  # part of the work folder's key: shards of another layout are never resumed
+SHARD_FORMAT = "v4"  # part of the work folder's key: shards of another layout are never resumed (v4: ``inputs``)
 
 
-def work_dir(workspace: Path, source_spec: str, embedder, n_refs: int) -> Path:
-    """Per-run staging folder, keyed by source, embedder, sample count and shard format so a resume matches."""
-    key = hashlib.sha1(f"{source_spec}|{embedder.fingerprint}|{n_refs}|{SHARD_FORMAT}".encode()).hexdigest()[:12]
+def work_dir(workspace: Path, source_spec: str, embedder, n_refs: int, settings=None) -> Path:
+    """Per-run staging folder, keyed by source, embedder, sample count, the settings that shape a shard
+    (``settings``: an EmbedSettings) and the shard format, so a resume matches."""
+    shape = "" if settings is None else (f"{settings.dtype}|{settings.thumbnails}|{settings.thumb_size}|"
+                                         f"{settings.max_pixels}")
+    key = hashlib.sha1(f"{source_spec}|{embedder.fingerprint}|{n_refs}|{shape}|{SHARD_FORMAT}"
+                       .encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return workspace / ".work" / f"embed-{key}"
+
+
+def _file_state(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of a file, (-1, -1) when it cannot be stat'ed (the decoder then rejects it)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def shard_input_keys(refs: list[SampleRef], shard_size: int, shards: list[int] | None = None) -> list[str | None]:
+    """Per shard of ``refs``, the key of what it is made from: a sha1 over its samples' locations, the
+    (size, mtime_ns) of the file each is read from (a tar or parquet shard: that file's) and their
+    captions. ``shards``: compute only these (the others are None). One ``stat`` per image file."""
+    bounds = shard_bounds(len(refs), shard_size)
+    want = range(len(bounds)) if shards is None else shards
+    out: list[str | None] = [None] * len(bounds)
+    containers: dict[str, tuple[int, int]] = {}  # tar and parquet files: stat'ed once, they hold many samples
+    for k in want:
+        s, e = bounds[k]
+        h = hashlib.sha1()
+        for r in refs[s:e]:
+            kind = r.loc[0] if r.loc else None
+            if kind == "file":
+                size, mtime = _file_state(r.loc[1])
+            elif kind in ("tar", "parquet"):
+                if r.loc[1] not in containers:
+                    containers[r.loc[1]] = _file_state(r.loc[1])
+                size, mtime = containers[r.loc[1]]
+            else:
+                size, mtime = 0, 0
+            h.update(f"{r.loc!r}\0{size}\0{mtime}\0{r.caption}\n".encode("utf-8", "surrogatepass"))
+        out[k] = h.hexdigest()
+    return out
+
+
+def shard_inputs(path: Path) -> str | None:
+    """The input key a shard was made from (None when it cannot be read or has none)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["inputs"]) if "inputs" in z.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def shard_is_current(path: Path, key: str | None) -> bool:
+    """Whether the shard at ``path`` exists and was made from the inputs ``key`` names."""
+    return path.exists() and key is not None and shard_inputs(path) == key
+
+
+def discard_stale_shards(wd: Path, keys: list[str | None]) -> int:
+    """Delete the shards in ``wd`` whose inputs changed since they were embedded (their recorded key is
+    not ``keys[k]``), so that any engine embeds them again; returns how many."""
+    stale = [shard_path(wd, k) for k, key in enumerate(keys)
+             if key is not None and shard_path(wd, k).exists() and not shard_is_current(shard_path(wd, k), key)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("%d of %d embedding shards in %s were made from inputs that changed since (files replaced, "
+                 "resized or touched, or captions edited): embedding them again", len(stale), len(keys), wd)
+    return len(stale)
 
 
 def shard_path(wd: Path, s: int) -> Path:
@@ -67,7 +141,7 @@ class ShardWriter(threading.Thread):
     next :meth:`put` or by :meth:`finish`.
     """
 
-    def __init__(self, shards: list[tuple[Path, int]], has_text: bool,
+    def __init__(self, shards: list[tuple[Path, int] | tuple[Path, int, str | None]], has_text: bool,
                  on_shard: Callable[[int, Path], None] | None = None, depth: int = 4) -> None:
         super().__init__(name="densprune-shard-writer", daemon=True)
         self.shards, self.has_text, self.on_shard = list(shards), has_text, on_shard
@@ -121,9 +195,9 @@ class ShardWriter(threading.Thread):
                     item.ready.synchronize()
                 pending.append(item)
                 rows += len(item.idx)
-                path, size = self.shards[self.written]
+                path, size, *key = self.shards[self.written]
                 if rows == size:
-                    save_shard(path, pending, self.has_text)
+                    save_shard(path, pending, self.has_text, inputs=key[0] if key else None)
                     pending, rows = [], 0
                     self.written += 1
                     if self.on_shard is not None:
@@ -132,8 +206,9 @@ class ShardWriter(threading.Thread):
             self.error = exc
 
 
-def save_shard(path: Path, batches: list[BatchResult], has_text: bool) -> None:
-    """Write one shard from its batches (in order) under a temporary name, then rename it into place."""
+def save_shard(path: Path, batches: list[BatchResult], has_text: bool, inputs: str | None = None) -> None:
+    """Write one shard from its batches (in order) under a temporary name, then rename it into place;
+    ``inputs``: the key of its inputs (shard_input_keys), recorded in the shard."""
     ok = np.concatenate([np.array([not r for r in b.reasons], bool) for b in batches])
     thumbs: list[bytes] = []
     for b in batches:
@@ -149,6 +224,7 @@ def save_shard(path: Path, batches: list[BatchResult], has_text: bool) -> None:
         "height": sizes[:, 1].astype(np.int64),
         "thumbs": np.frombuffer(b"".join(thumbs), dtype=np.uint8),
         "thumb_offsets": np.concatenate([[0], np.cumsum([len(t) for t in thumbs])]).astype(np.int64),
+        "inputs": np.array(inputs or ""),
     }
     if has_text:
         arrays["text"] = _rows(batches, "text")
