@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("streamlit").setLevel(logging.ERROR)
 
-    from densprune.cli.main import default_demo_workspace
+    from densprune.workspace import default_demo_workspace
 
     ws = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(ws):

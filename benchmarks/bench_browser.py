@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).exists():
         ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
     from densprune import db
-    from densprune.cli.main import default_demo_workspace
+    from densprune.workspace import default_demo_workspace
 
     ws = (args.workspace or default_demo_workspace()).resolve()
     if not db.is_complete(ws):

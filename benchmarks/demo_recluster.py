@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.cli.main import default_demo_workspace  # noqa: E402
+from densprune.workspace import default_demo_workspace  # noqa: E402
 from densprune.cluster.recluster import recluster  # noqa: E402
 from densprune.prune.plans import load_index  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402

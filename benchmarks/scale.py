@@ -170,7 +170,7 @@ def stage_peaks(log_path: Path, timeline: list[tuple[str, int]]) -> dict[str, fl
     """Peak RssAnon (MiB) of each stage: the child logs "HH:MM:SS ... [k/7]" as each stage starts."""
     starts = []
     for line in log_path.read_text().splitlines():
-        m = re.match(r"^(\d\d:\d\d:\d\d) INFO densprune\.precompute_released: \[(\d)/7\]", line)
+        m = re.match(r"^(\d\d:\d\d:\d\d) INFO \S+: \[(\d)/7\]", line)  # the stage lines, whichever module logs them
         if m:
             starts.append((m.group(1), STAGES[int(m.group(2)) - 1]))
     peaks: dict[str, float] = {}
@@ -188,7 +188,8 @@ def cluster_versus_faiss(ws: Path, k: int, runs: int, seed: int = 1234, niter: i
     """Median wall time of densprune's cluster stage and of bare faiss doing the same training and search."""
     import faiss
 
-    from densprune.precompute import PrecomputeConfig, cluster_stage
+    from densprune.pipeline.config import PrecomputeConfig
+    from densprune.pipeline.stages import cluster_stage
     from densprune.vectors import NpyRows
 
     image = NpyRows(ws / "embeddings" / "image.npy")

@@ -14,6 +14,47 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12, dtype: type = np.float32) ->
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def cosine_distance(sims: np.ndarray) -> np.ndarray:
+    """(n,) cosine similarities -> (n,) float64 distances 1 - s, clipped to [0, 2] (rounding can step out)."""
+    return np.clip(1.0 - np.asarray(sims, dtype=np.float64), 0.0, 2.0)
+
+
+def row_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m,) float64 L2 norms of the rows of an (m, d) array, and (m,) whether each row is all finite.
+
+    Computed in float32 (float64 for float64 input); rows whose norm overflowed or is near zero are
+    computed again in float64, scaled by their largest value, so 1e30-sized values or tiny ones get
+    their true norm. A row with a NaN/inf value has norm 0.
+    """
+    x = np.asarray(x)
+    x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norm = np.linalg.norm(x, axis=1).astype(np.float64)
+    redo = np.flatnonzero(finite & (~np.isfinite(norm) | (norm < 1e-3)))
+    if redo.size:
+        r = x[redo].astype(np.float64)
+        scale = np.abs(r).max(axis=1)
+        norm[redo] = scale * np.linalg.norm(r / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
+    norm[~finite] = 0.0
+    return norm, finite
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(m, d) rows scaled to unit length (float32; float64 for float64 input), right for values whose
+    squares overflow. Rows with a zero norm stay zero (row_problems rejects them before)."""
+    norms, _ = row_norms(x)
+    x = np.asarray(x)
+    dt = np.float64 if x.dtype == np.float64 else np.float32
+    safe = np.where(norms > 0, norms, 1.0)
+    big = safe > np.finfo(dt).max / 2  # the norm itself does not fit the dtype: divide in float64
+    with np.errstate(over="ignore"):
+        out = x.astype(dt, copy=False) / safe.astype(dt)[:, None]
+    if big.any():
+        out[big] = (x[big].astype(np.float64) / safe[big][:, None]).astype(dt)
+    return out
+
+
 class NpyRows:
     """Rows of an (N, d) ``.npy`` file, read with ``pread`` into fresh arrays: no memory map at all.
 

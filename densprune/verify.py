@@ -61,6 +61,7 @@ def verify_workspace(workspace: str | os.PathLike, exports: bool = True) -> list
     problems += _centroids(ws, meta, k)
     problems += _thumbs(ws, facts)
     problems += _plans(ws, facts, n, k)
+    problems += [p for p in [relative_location_problem(ws, meta)] if p is not None]
     if exports:
         problems += _exports_folder(ws)
     return problems
@@ -128,9 +129,29 @@ def _centroids(ws: Path, meta: dict, k: int) -> list[Problem]:
     return []
 
 
+RELATIVE_LOC = r'^\["(file|tar|parquet)", "[^/]'  # samples.image_loc (JSON) naming a relative path
+
+
+def relative_location_problem(ws: Path, meta: dict) -> Problem | None:
+    """Samples whose image location is a relative path: a workspace built from a relative SOURCE by a
+    densprune that stored locations as given (now SOURCE is made absolute first). Such a path names a
+    file only from the directory of that build, which nothing recorded; None when there are none."""
+    row = db.query_df(ws, "SELECT count(*) AS n, min(image_loc) AS example FROM samples "
+                          "WHERE regexp_matches(image_loc, ?)", [RELATIVE_LOC]).iloc[0]
+    if not int(row["n"]):
+        return None
+    example = json.loads(row["example"])[1]
+    return Problem(str(db.db_path(ws)), f"{int(row['n']):,} samples have relative image locations (e.g. {example!r}, "
+                                        f"from the relative source {meta.get('source')!r}): they resolve against the "
+                                        "current directory, not the one the workspace was built in, so image exports "
+                                        "and training would read other files or none; rebuild it from the absolute "
+                                        "path of its source (`densprune precompute /ABS/SOURCE --workspace "
+                                        f"{ws} --force`)")
+
+
 def _thumbs(ws: Path, facts: dict) -> list[Problem]:
     path, end = ws / "thumbs.bin", facts["samples"]["thumbs_end"]
-    if end is None:
+    if end is None or int(end) <= 0:  # no thumbnails (released embeddings: offset -1, size 0)
         return []
     if not path.exists():
         return [Problem(str(path), "missing")]

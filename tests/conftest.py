@@ -114,7 +114,8 @@ def small_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32-image workspace (offline embedder, K=4; two empty files and one non-image rejected) with plans ``half`` and ``all``.
     Tests that change it work on a copy."""
     from densprune.embed.runner import EmbedSettings
-    from densprune.precompute import PrecomputeConfig, precompute
+    from densprune.pipeline.config import PrecomputeConfig
+    from densprune.pipeline.precompute import precompute
     from densprune.prune import plans
     from densprune.prune.selection import PlanParams
 

@@ -56,18 +56,19 @@ def after_calls(module, name: str, n: int, marker: Path, before: bool = False) -
 
 
 def install(point: str, marker: Path) -> None:
-    from densprune import db, precompute, precompute_released
+    from densprune import db
+    from densprune.pipeline import from_images, from_released, stages
     from densprune.embed import shards
     from densprune.export import writers
 
     if point == "embedding":
         after_calls(shards, "save_shard", 2, marker)
     elif point == "after-embedding":
-        after_calls(precompute, "split_stage", 1, marker, before=True)
+        after_calls(from_images, "split_stage", 1, marker, before=True)
     elif point == "clustering":
-        after_calls(precompute, "train_spherical_kmeans", 1, marker, before=True)
+        after_calls(stages, "train_spherical_kmeans", 1, marker, before=True)
     elif point == "dedup":
-        after_calls(precompute, "dedup_stage", 1, marker, before=True)
+        after_calls(from_images, "dedup_stage", 1, marker, before=True)
     elif point == "duckdb-write":
         real_connect = db.duckdb.connect
 
@@ -87,17 +88,17 @@ def install(point: str, marker: Path) -> None:
         db.duckdb.connect = lambda path, *a, **k: Con(real_connect(path, *a, **k)) if str(path).endswith(".tmp") \
             else real_connect(path, *a, **k)
     elif point == "before-reset":
-        after_calls(precompute, "reset_workspace", 1, marker, before=True)
+        after_calls(from_images, "reset_workspace", 1, marker, before=True)
     elif point == "after-reset":
-        after_calls(precompute, "reset_workspace", 1, marker)
+        after_calls(from_images, "reset_workspace", 1, marker)
     elif point == "concepts":
-        after_calls(precompute, "concepts_stage", 1, marker, before=True)
+        after_calls(from_images, "concepts_stage", 1, marker, before=True)
     elif point == "layout":
-        after_calls(precompute, "layout_stage", 1, marker, before=True)
+        after_calls(from_images, "layout_stage", 1, marker, before=True)
     elif point == "plan-index":
-        after_calls(precompute, "store_plan_index", 1, marker, before=True)
+        after_calls(from_images, "store_plan_index", 1, marker, before=True)
     elif point == "released-copy":
-        after_calls(precompute_released, "_write_rows", 1, marker)
+        after_calls(from_released, "_write_rows", 1, marker)
     elif point == "recluster":
         after_calls(db, "rewrite_clusters", 1, marker, before=True)
     elif point == "plan-save":

@@ -13,7 +13,8 @@ from test_app_pages import PAGES, as_int, metric, no_errors, open_app, plan_stat
 from densprune import db
 from densprune.app import data as appdata
 from densprune.embed.runner import EmbedSettings
-from densprune.precompute import PrecomputeConfig, precompute
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
 from densprune.prune import plans
 
 pytestmark = pytest.mark.slow

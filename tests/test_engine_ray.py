@@ -7,7 +7,8 @@ import pytest
 
 from densprune import db
 from densprune.embed.runner import EmbedSettings
-from densprune.precompute import PrecomputeConfig, precompute
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_ray_assignment_statistics_and_semdedup_match_local(tmp_path, monkeypatc
     partial sums) and SemDeDup (tasks over groups) write the same workspace as the local engine."""
     from test_released import write_clip_retrieval
 
-    from densprune import ray_stages
+    from densprune.pipeline import on_ray as ray_stages
 
     write_clip_retrieval(tmp_path / "src", [150, 130, 120], d=16)
     monkeypatch.setattr(ray_stages, "ASSIGN_ROWS", 64)  # 7 assignment tasks

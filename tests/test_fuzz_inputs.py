@@ -31,7 +31,8 @@ from densprune import db
 from densprune.embed.settings import EmbedSettings
 from densprune.ingest.released import ReleasedError
 from densprune.ingest.text import INVALID_UTF8
-from densprune.precompute import PrecomputeConfig, precompute
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
 
 pytestmark = pytest.mark.slow
 

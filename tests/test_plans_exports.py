@@ -15,7 +15,8 @@ from densprune import db
 from densprune.cli.main import main
 from densprune.embed.runner import EmbedSettings
 from densprune.export.writers import export_plan
-from densprune.precompute import PrecomputeConfig, precompute
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
 from densprune.prune.compare import compare_saved_plans
 from densprune.prune.plans import (
     list_plans,

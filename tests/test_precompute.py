@@ -11,7 +11,8 @@ from densprune import db
 from densprune.cli.main import main
 from densprune.embed import runner as workspace  # precompute imports the (torch) runner when it embeds
 from densprune.embed.runner import EmbedSettings
-from densprune.precompute import PrecomputeConfig, precompute
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
 
 
 def _cfg(source, ws, **kw) -> PrecomputeConfig:

@@ -26,8 +26,9 @@ from densprune.ingest.released import (
     row_problems,
 )
 from densprune.ingest.uids import first_occurrences, uid_ints
-from densprune.precompute import PrecomputeConfig, precompute
-from densprune.precompute_released import copy_stage, scan_stage
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
+from densprune.pipeline.from_released import copy_stage, scan_stage
 from densprune.prune.plans import save_plan
 from densprune.prune.selection import PlanParams
 from densprune.vectors import NpyRows

@@ -20,7 +20,8 @@ from densprune.embed.thumbnails import (
     resolve_thumbnails,
     sample_rows,
 )
-from densprune.precompute import PrecomputeConfig, precompute
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.precompute import precompute
 
 
 def _build(source, ws, mode, **kw):

@@ -102,7 +102,8 @@ def test_error_summary_picks_the_error_line():
 def tiny_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 coloured shapes in 3 colour folders (12 held out for eval), one plan keeping the whole pool."""
     from densprune.embed.runner import EmbedSettings
-    from densprune.precompute import PrecomputeConfig, precompute
+    from densprune.pipeline.config import PrecomputeConfig
+    from densprune.pipeline.precompute import precompute
     from densprune.prune.plans import load_index, save_plan
     from densprune.prune.selection import PlanParams
 

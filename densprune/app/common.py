@@ -21,6 +21,7 @@ from densprune.app.policy import AppPolicy, parse_app_args
 from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
 from densprune.prune import plans
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
+from densprune.workspace import build_stamp
 
 WS_KEY = "workspace"
 VIEWS = Path(__file__).resolve().parent / "views"
@@ -64,7 +65,7 @@ def keep_plan_state() -> None:
 
 def policy() -> AppPolicy:
     """The limits this server was started with (``densprune app DIR --allow-root ... --allow-custom-models``)."""
-    from densprune.cli.main import default_demo_workspace
+    from densprune.workspace import default_demo_workspace
 
     return parse_app_args(sys.argv[1:], default_demo_workspace())
 
@@ -89,7 +90,7 @@ def page(name: str) -> st.Page:
 def ws_args() -> tuple[str, str]:
     """(workspace path, build stamp): the arguments of every cached read."""
     ws = workspace()
-    return str(ws), appdata.build_stamp(ws)
+    return str(ws), build_stamp(ws)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
-from densprune.cluster.concepts import nearest_concepts
+from densprune.cluster.concepts import NEIGHBORS, nearest_concepts
 from densprune.cluster.labels import shorten
 from densprune.prune.compare import compare_masks
 from densprune.prune.quotas import complexity_weights
@@ -25,14 +25,6 @@ from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
 NO_CATEGORY = "(none)"
 LABEL_SHOWN_CHARS = 60  # labels of older workspaces can be any length
-
-
-def build_stamp(workspace: str | os.PathLike) -> str:
-    """Identity of one build of a workspace (path and centroid file time): a cache key that changes on
-    rebuild but not when a plan is saved."""
-    ws = Path(workspace).resolve()
-    cent = ws / "centroids.npy"
-    return f"{ws}|{cent.stat().st_mtime_ns if cent.exists() else 0}"
 
 
 def params_from_state(state: Mapping, meta: dict) -> PlanParams:
@@ -46,7 +38,7 @@ def params_from_state(state: Mapping, meta: dict) -> PlanParams:
         method=method,
         keep=float(state.get("plan_keep_pct", 30)) / 100.0,
         temperature=float(state.get("plan_temperature", 0.1)),
-        neighbors=int(meta.get("neighbors", 20)),
+        neighbors=int(meta.get("neighbors", NEIGHBORS)),
         balance=float(state.get("plan_balance", 0.0)),
         dedup_eps=float(state["plan_dedup_eps"]) if state.get("plan_dedup_on") else None,
         clip_keep=float(state["plan_clip_keep_pct"]) / 100.0 if (has_clip and state.get("plan_clip_on")) else None,
@@ -118,7 +110,7 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
                                                 f"{sec('copy')}"),
         ("3. cluster into concepts", "done",
          f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
-        ("4. concept complexity", "done", f"d_intra, d_inter over the {meta.get('neighbors', 20)} nearest concepts"
+        ("4. concept complexity", "done", f"d_intra, d_inter over the {meta.get('neighbors', NEIGHBORS)} nearest concepts"
                                           f"{sec('concepts')}"),
         ("5. SemDeDup similarities", "done", f"nearest earlier member of every image{sec('dedup')}"),
         ("6. 2-D map", "done", f"UMAP of up to {counts.get('layout', n):,} images and the centroids{sec('layout')}"),
@@ -166,7 +158,7 @@ def coverage(cats: CategoryCodes, masks: dict[str, np.ndarray]) -> pd.DataFrame:
 # concepts
 # --------------------------------------------------------------------------------------------
 
-def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = 20) -> pd.DataFrame:
+def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = NEIGHBORS) -> pd.DataFrame:
     """The clusters table with d_intra/d_inter/complexity as the plans use them, a display name and
     each concept's complexity percentile (0 = least complex)."""
     df = clusters.copy()

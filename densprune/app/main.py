@@ -25,7 +25,7 @@ from densprune.app import build as appbuild
 from densprune.app import common as ui
 from densprune.app import data as appdata
 from densprune.app.policy import parse_app_args
-from densprune.cli.main import default_demo_workspace
+from densprune.workspace import default_demo_workspace
 
 
 def cli_workspace(argv: list[str]) -> Path | None:

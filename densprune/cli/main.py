@@ -5,33 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from densprune import __version__
+from densprune.workspace import default_demo_workspace
 
 log = logging.getLogger("densprune")
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-REPO_ROOT = PACKAGE_DIR.parent  # the checkout, when densprune runs from one
 APP_SCRIPT = PACKAGE_DIR / "app" / "main.py"
 # what .streamlit/config.toml says for `streamlit run app.py` in a checkout, as flags for any folder
 APP_FLAGS = ("--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
              "--server.runOnSave", "false", "--server.fileWatcherType", "none", "--theme.primaryColor", "#4c78a8")
-
-
-def default_demo_workspace() -> Path:
-    """Where ``densprune demo`` keeps the demo workspace: ``$DENSPRUNE_DEMO_WORKSPACE``, else
-    ``workspaces/demo`` in a checkout, else ``$XDG_CACHE_HOME/densprune/demo`` (``~/.cache/...``)."""
-    env = os.environ.get("DENSPRUNE_DEMO_WORKSPACE")
-    if env:
-        return Path(env)
-    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "densprune").is_dir():
-        return REPO_ROOT / "workspaces" / "demo"
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "densprune" / "demo"
 
 
 def _arg_type(parse):
@@ -46,21 +33,21 @@ def _arg_type(parse):
 
 def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> None:
     from densprune.cluster.subclusters import parse_dedup_clusters
-    from densprune.embed.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from densprune.pipeline.config import config_default as D  # the one home of the defaults
 
     g = p.add_argument_group("embedding")
     g.add_argument("--embedder", choices=["openclip", "offline"], default="offline" if demo else "openclip",
                    help="openclip: a CLIP model (needs weights); offline: pixel + caption TF-IDF features, "
                         "no weights, no network, no CLIP score (default: %(default)s)")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="open_clip model name (default: %(default)s)")
-    g.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
+    g.add_argument("--model", default=D("model"), help="open_clip model name (default: %(default)s)")
+    g.add_argument("--pretrained", default=D("pretrained"),
                    help="open_clip pretrained tag, or 'none' for random weights (tests only) (default: %(default)s)")
     g.add_argument("--weights", default=None, help="local open_clip checkpoint to load instead of downloading")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cpu")
-    g.add_argument("--batch-size", type=int, default=64, help="images per embedding batch (default: %(default)s)")
-    g.add_argument("--workers", type=int, default=2, help="DataLoader decode workers (default: %(default)s)")
-    g.add_argument("--shard-size", type=int, default=4096, help="samples per resumable shard (default: %(default)s)")
-    g.add_argument("--max-pixels", type=int, default=100_000_000, help="reject images with more decoded pixels (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=D("batch_size"), help="images per embedding batch (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=D("workers"), help="DataLoader decode workers (default: %(default)s)")
+    g.add_argument("--shard-size", type=int, default=D("shard_size"), help="samples per resumable shard (default: %(default)s)")
+    g.add_argument("--max-pixels", type=int, default=D("max_pixels"), help="reject images with more decoded pixels (default: %(default)s)")
     g.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
                    help="dtype of the .npy vectors; auto: float16 for openclip (as LAION and DataComp ship them), "
                         "float32 for offline; released embeddings keep their own dtype (default: %(default)s)")
@@ -74,7 +61,7 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
                         "(the --thumbs-per-concept rows nearest each concept's centre, the ones the app shows "
                         "first), or none; the app reads any other image from its source. auto: all up to 1M "
                         "rows, else sample (default: %(default)s)")
-    g.add_argument("--thumbs-per-concept", type=int, default=96,
+    g.add_argument("--thumbs-per-concept", type=int, default=D("thumbs_per_concept"),
                    help="rows per concept with a thumbnail under --thumbnails sample (default: %(default)s)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: DataLoader on this machine; ray: one embedder actor per worker slot of a Ray "
@@ -83,22 +70,22 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--ray-actors", type=int, default=None, help="number of embedder actors (default: CPUs / --workers)")
     c = p.add_argument_group("clustering")
     c.add_argument("--clusters", "-k", type=int, default=None, help="number of concepts K (default: sqrt(N), at most 500)")
-    c.add_argument("--niter", type=int, default=50, help="k-means iterations (default: %(default)s)")
-    c.add_argument("--seed", type=int, default=1234, help="seed for k-means, sampling, layout (default: %(default)s)")
-    c.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
+    c.add_argument("--niter", type=int, default=D("niter"), help="k-means iterations (default: %(default)s)")
+    c.add_argument("--seed", type=int, default=D("seed"), help="seed for k-means, sampling, layout (default: %(default)s)")
+    c.add_argument("--neighbors", type=int, default=D("neighbors"), help="l nearest centroids for d_inter (default: %(default)s)")
     c.add_argument("--label-vocabulary", default=None, metavar="FILE",
                    help="zero-shot concept names (open_clip embedder only): one name per line; "
                         "default: open_clip's 1,000 ImageNet class names")
-    c.add_argument("--layout-rows", type=int, default=20_000,
+    c.add_argument("--layout-rows", type=int, default=D("layout_rows"),
                    help="rows sampled for the 2-D UMAP map; the app draws at most 20,000 (default: %(default)s)")
     c.add_argument("--dedup-clusters", type=_arg_type(parse_dedup_clusters), default="auto",
                    help="groups SemDeDup searches: 'auto' splits concepts of more than 2,000 rows into sub-clusters "
                         "of about that size (cost ~N x 2,000 pairs instead of ~N^2/K), 'concepts' searches whole "
                         "concepts, a number sets the total (default: %(default)s)")
     e = p.add_argument_group("evaluation split")
-    e.add_argument("--eval-per-category", type=int, default=20,
+    e.add_argument("--eval-per-category", type=int, default=D("eval_per_category"),
                    help="held-out eval images per top-level category, for sources with categories (default: %(default)s)")
-    e.add_argument("--eval-min-category", type=int, default=100,
+    e.add_argument("--eval-min-category", type=int, default=D("eval_min_category"),
                    help="only categories with at least this many images give eval images (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild a complete workspace from scratch")
     p.add_argument("--keep-work", action="store_true", help="keep the embedding shards in DIR/.work after success")
@@ -193,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
     from densprune.embed.runner import EmbedSettings
-    from densprune.precompute import PrecomputeConfig
+    from densprune.pipeline.config import PrecomputeConfig
 
     return PrecomputeConfig(
         source=source, workspace=workspace, embedder=args.embedder, model=args.model,
@@ -213,7 +200,7 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
-    from densprune.precompute import precompute
+    from densprune.pipeline.precompute import precompute
 
     ws = precompute(_precompute_config(args, args.source, args.workspace))
     print(summary_text(ws))
@@ -236,7 +223,7 @@ def cmd_recluster(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from densprune import db
-    from densprune.precompute import precompute
+    from densprune.pipeline.precompute import precompute
 
     ws = args.workspace or default_demo_workspace()
     if not db.is_complete(ws) or args.force:
@@ -361,7 +348,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``densprune`` console script."""
-    from densprune.db import WorkspaceNotFound
+    from densprune.db import WorkspaceBusy, WorkspaceNotFound
     from densprune.embed.models import WeightsUnavailable
     from densprune.ingest.sources import SourceError
 
@@ -371,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX2/AVX512 fallback chatter is not news
     try:
         return int(args.func(args) or 0)
-    except (WeightsUnavailable, SourceError, WorkspaceNotFound, FileExistsError, ValueError) as exc:
+    except (WeightsUnavailable, SourceError, WorkspaceNotFound, WorkspaceBusy, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

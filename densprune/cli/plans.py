@@ -35,24 +35,30 @@ def parse_keep(text: str) -> float | int:
 
 def add_plan_flags(p: argparse.ArgumentParser) -> None:
     """The knobs of a plan (shared by ``plan`` and ``train``)."""
-    from densprune.prune.selection import METHODS, WITHIN
+    import dataclasses
 
+    from densprune.prune.selection import METHODS, WITHIN, PlanParams
+
+    D = {f.name: f.default for f in dataclasses.fields(PlanParams)}  # the one home of the plan defaults
     p.add_argument("--keep", type=parse_keep, required=True,
                    help="budget: a fraction of what remains after dedup and the CLIP filter (0.3 or 30%%), "
                         "or an absolute count (250000)")
-    p.add_argument("--method", choices=METHODS, default="dbp",
+    p.add_argument("--method", choices=METHODS, default=D["method"],
                    help="dbp (complexity quotas), ssp (same rate per cluster), random, clip-score, dedup (default: %(default)s)")
-    p.add_argument("--temperature", "--tau", type=float, default=0.1, help="DBP softmax temperature (paper: 0.1)")
-    p.add_argument("--neighbors", type=int, default=20, help="l nearest centroids for d_inter (default: %(default)s)")
-    p.add_argument("--balance", type=float, default=0.0, help="cluster balancing ratio; 0 = at least 1 per cluster")
+    p.add_argument("--temperature", "--tau", type=float, default=D["temperature"],
+                   help="DBP softmax temperature (paper: 0.1) (default: %(default)s)")
+    p.add_argument("--neighbors", type=int, default=D["neighbors"],
+                   help="l nearest centroids for d_inter (default: %(default)s)")
+    p.add_argument("--balance", type=float, default=D["balance"],
+                   help="cluster balancing ratio; 0 = at least 1 per cluster (default: %(default)s)")
     p.add_argument("--dedup-eps", type=float, default=None,
                    help="SemDeDup eps in [0, 1]: drop members with max similarity > 1 - eps (0: exact copies only)")
     p.add_argument("--clip-keep", type=float, default=None,
                    help="keep only the top fraction, by CLIP score, of what dedup left")
     p.add_argument("--clip-threshold", type=float, default=None, help="keep only samples with CLIP score >= this")
-    p.add_argument("--within", choices=WITHIN, default="hard",
+    p.add_argument("--within", choices=WITHIN, default=D["within"],
                    help="which members fill a cluster's quota: hard = farthest from the centroid (default)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random selection")
+    p.add_argument("--seed", type=int, default=D["seed"], help="seed for random selection (default: %(default)s)")
 
 
 def params_from_args(args: argparse.Namespace):

@@ -26,15 +26,16 @@ def intra_distance(labels: np.ndarray, dist: np.ndarray, k: int, mask: np.ndarra
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def inter_distance(centroids: np.ndarray, neighbors: int = 20, block: int = 1024) -> np.ndarray:
+NEIGHBORS = 20  # l, the nearest other centroids d_inter averages over (the paper and its code: 20)
+
+
+def inter_distance(centroids: np.ndarray, neighbors: int = NEIGHBORS, block: int = 1024) -> np.ndarray:
     """d_inter: mean cosine distance of each centroid to its l = min(neighbors, K-1) nearest others.
 
     Computed in blocks of ``block`` centroids, so memory stays at block x K for any K.
     centroids: (K, d) -> (K,) float64 (NaN when K == 1).
     """
-    c = np.asarray(centroids, dtype=np.float64)
-    norm = np.linalg.norm(c, axis=1, keepdims=True)
-    c = c / np.where(norm > 0, norm, 1.0)
+    c = l2_normalize(centroids, dtype=np.float64)
     k = c.shape[0]
     l = min(int(neighbors), k - 1)
     out = np.full(k, np.nan)

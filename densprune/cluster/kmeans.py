@@ -12,6 +12,9 @@ from densprune.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
+NITER = 50  # k-means iterations
+SEED = 1234  # the default seed of k-means, sampling and the map
+
 
 def default_num_clusters(n: int) -> int:
     """A K that scales with N: sqrt(N) clamped to [2, 500].
@@ -32,7 +35,7 @@ def faiss_gpu_count() -> int:
         return 0
 
 
-def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = 50, seed: int = 1234,
+def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = NITER, seed: int = SEED,
                            max_points_per_centroid: int = 256, train_rows: np.ndarray | None = None,
                            nredo: int = 1, use_gpu: bool | None = None) -> np.ndarray:
     """Train spherical k-means on (a sample of) the rows of ``x``.

@@ -40,6 +40,7 @@ from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_km
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
 from densprune.prune.semdedup import is_duplicate
+from densprune.vectors import cosine_distance
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
              int(pool.sum()), dedup_eps)
     centroids = train_spherical_kmeans(image, k, niter=niter, seed=seed, train_rows=np.flatnonzero(train))
     labels, sims = assign(image, centroids, progress=True)
-    dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
+    dist = cosine_distance(sims)
     layout = db.load_layout(ws)
     table = _concepts_table(labels, dist, pool, centroids, arr["caption"], centre_positions(image, centroids, layout),
                             int(meta.get("neighbors", 20)), seed)

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from densprune.cluster.kmeans import assign, train_spherical_kmeans
+from densprune.cluster.kmeans import SEED, assign, train_spherical_kmeans
+from densprune.vectors import cosine_distance
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class _Subset:
         return np.asarray(self.x[self.rows[item]])
 
 
-def split_concepts(x, labels: np.ndarray, dist: np.ndarray, per_concept: np.ndarray, *, seed: int = 1234,
+def split_concepts(x, labels: np.ndarray, dist: np.ndarray, per_concept: np.ndarray, *, seed: int = SEED,
                    niter: int = 10, max_points_per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray, int]:
     """SemDeDup groups: every concept j split into ``per_concept[j]`` sub-clusters (1: the concept itself).
 
@@ -101,7 +102,7 @@ def split_concepts(x, labels: np.ndarray, dist: np.ndarray, per_concept: np.ndar
                                       max_points_per_centroid=max_points_per_centroid)
         sub, sims = assign(_Subset(x, rows), cent)
         groups[rows] = base[j] + sub
-        gdist[rows] = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
+        gdist[rows] = cosine_distance(sims)
     return groups, gdist, int(per_concept.sum())
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from densprune.cluster.labels import MAX_LABEL_CHARS, shorten
+from densprune.vectors import l2_normalize
+from densprune.workspace import save_npy
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,7 @@ def zero_shot_names(centroids: np.ndarray, vocab_emb: np.ndarray,
         raise ValueError(f"centroids are {c.shape[1]}-d but the vocabulary embeddings {v.shape[1]}-d")
     if v.shape[0] != len(entries):
         raise ValueError(f"{v.shape[0]} vocabulary embeddings for {len(entries)} entries")
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    c, v = l2_normalize(c), l2_normalize(v)
     sims = c @ v.T  # (K, V)
     best = np.argmax(sims, axis=1)
     return [entries[int(b)] for b in best], sims[np.arange(c.shape[0]), best].astype(np.float64)
@@ -92,12 +93,9 @@ def save_vocabulary(folder: Path, vocab: Vocabulary, vectors: np.ndarray) -> Non
     if vectors.shape[0] != len(vocab.entries):
         raise ValueError(f"{vectors.shape[0]} vocabulary embeddings for {len(vocab.entries)} entries")
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (VOCAB_VECTORS + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(vectors, dtype=np.float32))
     tmp_json = folder / (VOCAB_ENTRIES + ".tmp")
     tmp_json.write_text(json.dumps({"source": vocab.source, "entries": list(vocab.entries)}))
-    os.replace(tmp, folder / VOCAB_VECTORS)
+    save_npy(folder / VOCAB_VECTORS, vectors, np.float32)
     os.replace(tmp_json, folder / VOCAB_ENTRIES)
 
 

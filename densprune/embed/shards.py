@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from densprune.ingest.sources import Reject, SampleRef
+from densprune.workspace import save_npy
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ def assemble(refs: list[SampleRef], shard_paths: list[Path], embedder, out_dir: 
         for k in names:
             vectors = embedder.finalize(np.concatenate(raw[k]), captions)
             image_dim = vectors.shape[1] if k == "image" else image_dim
-            _save_npy(emb_dir / f"{k}.npy", vectors, dtype)
+            save_npy(emb_dir / f"{k}.npy", vectors, dtype)
     os.replace(out_dir / "thumbs.bin.tmp", out_dir / "thumbs.bin")
     return Assembled(src, np.concatenate(widths), np.concatenate(heights), rejects,
                      np.concatenate(offsets), image_dim, text_dim)
@@ -333,8 +334,3 @@ def _first_reasons(refs: list[SampleRef], shard_paths: list[Path], show: int = 3
     return "first reasons: " + "; ".join(out[:show]) if out else "no reason was recorded"
 
 
-def _save_npy(path: Path, arr: np.ndarray, dtype: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
-    os.replace(tmp, path)

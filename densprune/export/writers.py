@@ -29,6 +29,7 @@ from densprune.ingest.media import group_tar_members, image_ext, tar_sample_key
 from densprune.ingest.sources import read_bytes
 from densprune.ingest.uids import arrow_uids_to_datacomp
 from densprune.prune.plans import load_plan
+from densprune.workspace_lock import holds_shared_lock
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def _tar_members(cache: dict, tar_path: str, key: str) -> list[tarfile.TarInfo]:
     return cache[tar_path].get(key, [])
 
 
+@holds_shared_lock("densprune export")  # refused while a precompute/recluster rewrites the workspace
 def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os.PathLike | None = None) -> Path:
     """Write plan ``plan`` of ``workspace`` as ``fmt`` to ``out`` (default: DIR/exports/PLAN.<ext>).
 
@@ -157,6 +159,11 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
         raise ValueError(f"{ws} was built from released embeddings ({meta.get('source_kind')}) and holds no image files, "
                          f"so it cannot be exported as {fmt}: export 'datacomp' (uids for DataComp's resharder) or "
                          "'parquet' (url, caption, uid) and download the images with img2dataset")
+    if fmt in IMAGE_FORMATS:
+        from densprune.verify import relative_location_problem
+
+        if (problem := relative_location_problem(ws, meta)) is not None:
+            raise ValueError(f"cannot export {fmt}: {problem.message}")
     if out:
         out_path = Path(out)
     else:

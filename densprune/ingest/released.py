@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from densprune.ingest.sources import SourceError
 from densprune.ingest.uids import normalize_uid, uid_from_key
-from densprune.vectors import NpyRows
+from densprune.vectors import NpyRows, row_norms
 
 log = logging.getLogger(__name__)
 
@@ -394,42 +394,6 @@ def row_group_slices(path: Path, rows: int, columns: list[str] | None = None) ->
 def _rows_of_npy(path: Path, start: int, end: int) -> np.ndarray:
     """Rows [start, end) of a .npy file as an in-memory array (read, not mapped)."""
     return NpyRows(path)[start:end]
-
-
-def row_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(m,) float64 L2 norms of the rows of an (m, d) array, and (m,) whether each row is all finite.
-
-    Computed in float32 (float64 for float64 input); rows whose norm overflowed or is near zero are
-    computed again in float64, scaled by their largest value, so 1e30-sized values or tiny ones get
-    their true norm. A row with a NaN/inf value has norm 0.
-    """
-    x = np.asarray(x)
-    x = x if x.dtype == np.float64 else x.astype(np.float32, copy=False)
-    finite = np.isfinite(x).all(axis=1)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        norm = np.linalg.norm(x, axis=1).astype(np.float64)
-    redo = np.flatnonzero(finite & (~np.isfinite(norm) | (norm < 1e-3)))
-    if redo.size:
-        r = x[redo].astype(np.float64)
-        scale = np.abs(r).max(axis=1)
-        norm[redo] = scale * np.linalg.norm(r / np.where(scale > 0, scale, 1.0)[:, None], axis=1)
-    norm[~finite] = 0.0
-    return norm, finite
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """(m, d) rows scaled to unit length (float32; float64 for float64 input), right for values whose
-    squares overflow. Rows with a zero norm stay zero (row_problems rejects them before)."""
-    norms, _ = row_norms(x)
-    x = np.asarray(x)
-    dt = np.float64 if x.dtype == np.float64 else np.float32
-    safe = np.where(norms > 0, norms, 1.0)
-    big = safe > np.finfo(dt).max / 2  # the norm itself does not fit the dtype: divide in float64
-    with np.errstate(over="ignore"):
-        out = x.astype(dt, copy=False) / safe.astype(dt)[:, None]
-    if big.any():
-        out[big] = (x[big].astype(np.float64) / safe[big][:, None]).astype(dt)
-    return out
 
 
 def row_problems(image: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:

@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
-from densprune.prune import index_store
 from densprune.names import validate_name
+from densprune.prune import index_store
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
+from densprune.workspace import save_npy
+from densprune.workspace_lock import holds_shared_lock
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ def _new_keep_path(workspace: Path, name: str) -> Path:
     return Path(workspace) / "plans" / f"{validate_plan_name(name)}.{uuid.uuid4().hex[:12]}.npy"
 
 
+@holds_shared_lock("densprune plan save")  # refused while a precompute/recluster rewrites the workspace
 def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, overwrite: bool = False) -> None:
     """Store a computed plan under ``name``: its mask in a new file, then the rows pointing at it in one
     transaction (which refuses an existing name unless ``overwrite``), then the replaced mask is removed."""
@@ -82,10 +85,7 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
         raise FileExistsError(f"plan {name!r} already exists in {ws}; choose another name or overwrite it")
     path = _new_keep_path(ws, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(result.keep, dtype=bool))
-    os.replace(tmp, path)
+    save_npy(path, result.keep, bool)
     k = result.eligible.size
     rows = pd.DataFrame({"plan": name, "cluster": np.arange(k, dtype=np.int32), "eligible": result.eligible,
                          "quota": result.quota, "kept": result.kept, "d_intra": result.d_intra,

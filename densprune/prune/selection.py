@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from densprune.cluster.concepts import inter_distance, intra_distance
+from densprune.cluster.concepts import NEIGHBORS, inter_distance, intra_distance
 from densprune.prune.quotas import dbp_quotas, quota_bounds, uniform_rate_quotas
 from densprune.prune.semdedup import dup_threshold
 
@@ -69,7 +69,7 @@ class PlanParams:
     method: str = "dbp"  # one of METHODS
     keep: float | int = 0.5  # float in [0, 1]: fraction of what dedup + CLIP filter left (paper); int: a count
     temperature: float = 0.1  # DBP softmax tau (paper 0.1; the reference code's default is 0.5)
-    neighbors: int = 20  # l nearest centroids for d_inter (reference default 20)
+    neighbors: int = NEIGHBORS  # l nearest centroids for d_inter (reference default 20)
     balance: float = 0.0  # cluster balancing ratio; 0 = floor of 1 per cluster (paper's best)
     dedup_eps: float | None = None  # SemDeDup eps in [0, 1]; None = no dedup; 0 = exact copies only
     clip_keep: float | None = None  # keep the top fraction of what dedup left, by CLIP score, before quotas
@@ -357,7 +357,7 @@ class PlanIndex:
     def has_dedup(self) -> bool:
         return self._dup_h is not None
 
-    def d_inter(self, neighbors: int = 20) -> np.ndarray:
+    def d_inter(self, neighbors: int = NEIGHBORS) -> np.ndarray:
         """(K,) mean cosine distance of each centroid to its min(neighbors, K-1) nearest others
         (NaN when K = 1). Cached per ``neighbors``; computed in row blocks, never a full K x K."""
         if not (_is_int(neighbors) and neighbors >= 1):
@@ -370,7 +370,7 @@ class PlanIndex:
             return out
         return self._d_inter[l]
 
-    def complexity(self, neighbors: int = 20) -> np.ndarray:
+    def complexity(self, neighbors: int = NEIGHBORS) -> np.ndarray:
         """(K,) DBP complexity d_inter * d_intra of the whole pool (NaN for empty clusters); a plan
         uses the d_intra of what remains after its filters (:attr:`PlanResult.complexity`)."""
         return self.d_inter(neighbors) * self.d_intra

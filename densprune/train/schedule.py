@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+
 @dataclass(frozen=True, slots=True)
 class RunSpec:
     """What to train. Neither ``samples_seen`` nor ``epochs``: the preset's samples-seen budget."""

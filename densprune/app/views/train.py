@@ -8,8 +8,8 @@ from densprune.app import common as ui
 from densprune.app import data as appdata
 from densprune.app import run_charts as runcharts
 from densprune.train import launch, listing, records
-from densprune.train.schedule import RunSpec, fmt_seconds
 from densprune.train.presets import PRESETS, get_preset, open_clip_models
+from densprune.train.schedule import RunSpec, fmt_seconds
 
 ws, stamp = ui.ws_args()
 policy = ui.policy()

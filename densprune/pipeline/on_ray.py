@@ -49,11 +49,11 @@ def _assign_range(path: str, centroids: np.ndarray, start: int, end: int, pool: 
                   block: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One task: rows [start, end) of ``path`` assigned; per-concept (sum of distances, count) of pool rows."""
     from densprune.cluster.kmeans import assign
-    from densprune.vectors import NpyRows
+    from densprune.vectors import NpyRows, cosine_distance
 
     x = NpyRows(path)
     labels, sims = assign(_Range(x, start, end), centroids, block=block, use_gpu=False)
-    dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
+    dist = cosine_distance(sims)
     keep = slice(None) if pool is None else pool[start:end]
     k = centroids.shape[0]
     sums = np.bincount(labels[keep], weights=dist[keep], minlength=k)

@@ -22,19 +22,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from densprune import __version__, db
-from densprune.cluster.kmeans import faiss_gpu_count
+from densprune import db, workspace
 from densprune.cluster.labels import cluster_labels
 from densprune.ingest.released import (
     Block,
@@ -44,27 +40,28 @@ from densprune.ingest.released import (
     iter_blocks,
     row_group_slices,
     row_problems,
-    unit_rows,
 )
 from densprune.ingest.sources import Reject
 from densprune.ingest.text import decode_text
 from densprune.ingest.uids import first_occurrences, uid_ints
-from densprune.precompute import (
+from densprune.pipeline.config import PrecomputeConfig
+from densprune.pipeline.stages import (
     Clustering,
-    PrecomputeConfig,
     Split,
+    StageTimer,
     check_inputs,
     check_workspace,
     cluster_stage,
     clusters_frame,
+    common_meta,
     dedup_stage,
     layout_stage,
     locked_workspace,
+    rejects_frame,
     reset_workspace,
-    save_centroids,
     store_plan_index,
 )
-from densprune.vectors import NpyRows
+from densprune.vectors import NpyRows, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -201,17 +198,17 @@ def _captions(column: pa.ChunkedArray | None, n: int) -> tuple[pa.Array, pa.Arra
 def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows: int = BLOCK_ROWS) -> Copied:
     """Pass 2: the accepted rows, L2-normalised, into the preallocated ``embeddings/*.npy``; their metadata
     into a staging parquet. Rows repeating an earlier uid are rejected here."""
-    emb_dir = ws / "embeddings"
+    emb_dir = workspace.embeddings_dir(ws)
     emb_dir.mkdir(parents=True, exist_ok=True)
-    staging = ws / ".work" / "released" / "rows.parquet"
+    staging = workspace.work_dir(ws) / "released" / "rows.parquet"
     staging.parent.mkdir(parents=True, exist_ok=True)
     n = scan.accepted
     if n == 0:
         first = scan.rejects[0].reason if scan.rejects else "-"
         raise ValueError(f"{src.root}: none of its {src.n_rows:,} rows can be used (first reason: {first}); "
                          "see the reasons above")
-    img_tmp = _preallocate(emb_dir / "image.npy", n, src.dim, dtype)
-    txt_tmp = _preallocate(emb_dir / "text.npy", n, src.dim, dtype) if src.has_text else None
+    img_tmp = _preallocate(emb_dir / workspace.IMAGE_VECTORS, n, src.dim, dtype)
+    txt_tmp = _preallocate(emb_dir / workspace.TEXT_VECTORS, n, src.dim, dtype) if src.has_text else None
     take_mask = scan.ok & ~scan.repeat
     rejects: list[Reject] = []
     w = g = 0
@@ -236,11 +233,11 @@ def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows
             w += take.size
             g += m
     assert w == n, (w, n)
-    img_tmp.replace(emb_dir / "image.npy")
+    img_tmp.replace(emb_dir / workspace.IMAGE_VECTORS)
     if txt_tmp is not None:
-        txt_tmp.replace(emb_dir / "text.npy")
+        txt_tmp.replace(emb_dir / workspace.TEXT_VECTORS)
     else:
-        (emb_dir / "text.npy").unlink(missing_ok=True)  # a rebuild from a source without caption vectors
+        (emb_dir / workspace.TEXT_VECTORS).unlink(missing_ok=True)  # a rebuild from a source without caption vectors
     clip_from = "vectors" if src.has_text else src.columns.score
     return Copied(n, dtype, clip_from, rejects, staging)
 
@@ -315,15 +312,8 @@ def precompute_released(cfg: PrecomputeConfig, src: ReleasedSource) -> Path:
 
 
 def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -> Path:
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}  # CPU seconds of this process (all its threads) per stage
-    t0 = t = time.perf_counter()
-    c0 = c = time.process_time()
-
-    def lap(stage: str) -> None:
-        nonlocal t, c
-        timings[stage], t = time.perf_counter() - t, time.perf_counter()
-        cpu[stage], c = time.process_time() - c, time.process_time()
+    timer = StageTimer()
+    lap = timer.lap
 
     dtype = cfg.dtype if cfg.dtype not in (None, "auto") else ("float32" if src.dtype == "float64" else src.dtype)
     log.info("[1/7] checking %d rows of %d-d %s vectors in %d %s shards", src.n_rows, src.dim, src.dtype,
@@ -335,9 +325,9 @@ def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -
                          "see the reasons above")
     reset_workspace(cfg)  # the source is readable and has usable rows: only now does --force remove the old build
     lap("scan")
-    log.info("[2/7] copying %d rows into %s", scan.accepted, ws / "embeddings")
+    log.info("[2/7] copying %d rows into %s", scan.accepted, workspace.embeddings_dir(ws))
     copied = copy_stage(src, ws, scan, dtype)
-    image = NpyRows(ws / "embeddings" / "image.npy")
+    image = NpyRows(workspace.image_vectors(ws))
     rejects = scan.rejects + copied.rejects
     del scan
     lap("copy")
@@ -356,10 +346,10 @@ def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -
     layout, cxy = layout_stage(cfg, image, cl)
     clusters["x"], clusters["y"] = cxy[:, 0].astype(np.float64), cxy[:, 1].astype(np.float64)
     lap("layout")
-    cent_sha = save_centroids(ws, cl.centroids)
-    (ws / "thumbs.bin").unlink(missing_ok=True)  # a rebuild over an image workspace
-    rej = pd.DataFrame([asdict(r) for r in rejects], columns=["key", "image_ref", "stage", "reason"]).astype(str)
-    meta = {**released_meta(cfg, src, copied, cl, len(rej), timings), "dedup_groups": dd.groups,
+    cent_sha = workspace.save_centroids(ws, cl.centroids)
+    workspace.thumbs_path(ws).unlink(missing_ok=True)  # a rebuild over an image workspace
+    rej = rejects_frame(rejects)
+    meta = {**released_meta(cfg, src, copied, cl, len(rej), timer.wall), "dedup_groups": dd.groups,
             "dedup_pairs": dd.pairs, "centroids_sha256": cent_sha, "label_source": "caption words (c-TF-IDF)",
             "zero_shot_vocabulary": None, "zero_shot_vocabulary_size": 0}
     log.info("[7/7] writing %s", db.db_path(ws))
@@ -370,13 +360,13 @@ def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -
     del cl, dd, split, pool_rows  # N-sized arrays the index stage does not need: it reads the database
     store_plan_index(ws)
     lap("index")
-    timings["total"], cpu["total"] = time.perf_counter() - t0, time.process_time() - c0
-    db.set_meta(ws, "timings_s", {k: round(v, 3) for k, v in timings.items()})
-    db.set_meta(ws, "cpu_s", {k: round(v, 3) for k, v in cpu.items()})
+    timer.finish()
+    db.set_meta(ws, "timings_s", StageTimer.rounded(timer.wall))
+    db.set_meta(ws, "cpu_s", StageTimer.rounded(timer.cpu))
     if not cfg.keep_work:
         shutil.rmtree(copied.staging.parent, ignore_errors=True)
     log.info("workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, copied.n, n_clusters, len(rej),
-             timings["total"])
+             timer.wall["total"])
     return ws
 
 
@@ -384,13 +374,11 @@ def released_meta(cfg: PrecomputeConfig, src: ReleasedSource, copied: Copied, cl
                   timings: dict[str, float]) -> dict:
     """The meta table of a workspace built from released embeddings (docs/formats.md)."""
     return {
+        **common_meta(cfg, cl.k, timings),
         "embedder": "released", "model": src.model, "pretrained": None,
         "image_dim": src.dim, "text_dim": src.dim if src.has_text else 0, "dtype": copied.dtype,
-        "k": cl.k, "seed": cfg.seed, "niter": cfg.niter, "neighbors": cfg.neighbors,
-        "densprune_version": __version__, "source": str(src.root), "source_kind": src.layout, "engine": cfg.engine,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": str(src.root), "source_kind": src.layout,
         "n_samples": copied.n, "n_pool": copied.n, "n_eval": 0, "n_source_rows": src.n_rows,
         "n_rejects": n_rejects, "has_clip_scores": copied.clip_from is not None, "clip_score_from": copied.clip_from,
         "has_categories": False, "eval_per_category": 0, "has_thumbnails": False,
-        "faiss_gpus": faiss_gpu_count(), "timings_s": {k_: round(v, 3) for k_, v in timings.items()},
     }
