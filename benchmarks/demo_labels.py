@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.workspace import default_demo_workspace  # noqa: E402
 from densprune.cluster.labels import shorten  # noqa: E402
+from densprune.workspace import default_demo_workspace  # noqa: E402
 
 
 def main() -> None:

@@ -29,11 +29,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.workspace import default_demo_workspace  # noqa: E402
-from densprune.cluster.recluster import recluster  # noqa: E402
+from densprune.pipeline.recluster import recluster  # noqa: E402
 from densprune.prune.plans import load_index  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
 from densprune.prune.semdedup import is_duplicate  # noqa: E402
+from densprune.workspace import default_demo_workspace  # noqa: E402
 
 
 def describe(ws: Path, params: PlanParams, eps: float) -> tuple[list[str], np.ndarray]:

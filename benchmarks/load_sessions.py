@@ -278,8 +278,8 @@ def _record(ws: Path) -> int:
     every 0.2 s through ``densprune.train.records.Recorder`` (each one a short database write, as a
     running trainer's log lines give) until a line arrives on stdin, holding the run's lock as the
     supervisor does (so the app sees a live run); prints what it wrote as JSON."""
-    from densprune.train.schedule import RunSpec
     from densprune.train.records import create_run, run_dir
+    from densprune.train.schedule import RunSpec
     from densprune.train.supervisor import run_lock
 
     create_run(ws, RunSpec(plan=TRAIN_PLAN, preset="cpu-tiny", name="load-progress", device="cpu"))

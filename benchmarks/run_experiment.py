@@ -38,8 +38,8 @@ from densprune.cli.main import main as cli_main
 from densprune.prune.plans import list_plans, load_index, save_plan
 from densprune.prune.selection import PlanParams
 from densprune.train import listing, records, supervisor
-from densprune.train.schedule import RunSpec, make_schedule
 from densprune.train.presets import get_preset
+from densprune.train.schedule import RunSpec, make_schedule
 
 log = logging.getLogger("run_experiment")
 METRICS = ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")

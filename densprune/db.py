@@ -398,7 +398,7 @@ def counts(workspace: str | os.PathLike) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# re-clustering (densprune.cluster.recluster)
+# re-clustering (densprune.pipeline.recluster)
 # --------------------------------------------------------------------------------------------
 
 def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, clusters: pd.DataFrame,

@@ -113,9 +113,9 @@ def test_recluster_names_the_new_concepts_from_the_kept_vocabulary(clip_ws, tmp_
 
     import numpy as np
 
-    from densprune.cluster.recluster import recluster
     from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
     from densprune.embed.models import OpenClipEmbedder
+    from densprune.pipeline.recluster import recluster
 
     vocab, vectors = load_saved_vocabulary(clip_ws / "embeddings")
     assert vocab.entries == VOCAB and vocab.source == "vocab.txt"

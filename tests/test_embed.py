@@ -233,9 +233,8 @@ def test_weights_load_a_training_checkpoint_into_a_local_dir_model(tiny, tmp_pat
     the model it was trained as, ``local-dir:`` included; another model is refused with guidance."""
     import json
 
-    from densprune.embed.models import WeightsUnavailable
-
     import densprune.embed.models as models
+    from densprune.embed.models import WeightsUnavailable
 
     def local_dir(name: str, cfg: dict) -> Path:
         (tmp_path / name).mkdir()

@@ -16,9 +16,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from console import (
+    ROOT,
+    densprune_command,
+    free_port,
+    port_is_free,
+    readme_command_lines,
+    readme_subcommands,
+    run_densprune,
+    start_server,
+    stop_server,
+    wait_for_health,
+)
 
-from console import (ROOT, densprune_command, free_port, port_is_free, readme_command_lines, readme_subcommands,
-                     run_densprune, start_server, stop_server, wait_for_health)
 from densprune import __version__
 from densprune.cli.main import build_parser
 

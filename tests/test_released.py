@@ -27,8 +27,8 @@ from densprune.ingest.released import (
 )
 from densprune.ingest.uids import first_occurrences, uid_ints
 from densprune.pipeline.config import PrecomputeConfig
-from densprune.pipeline.precompute import precompute
 from densprune.pipeline.from_released import copy_stage, scan_stage
+from densprune.pipeline.precompute import precompute
 from densprune.prune.plans import save_plan
 from densprune.prune.selection import PlanParams
 from densprune.vectors import NpyRows

@@ -17,9 +17,9 @@ from densprune import db
 from densprune.app.common import VIEWS
 from densprune.cli.main import main
 from densprune.train import launch, listing, records, supervisor, trainer
+from densprune.train.presets import PRESETS, get_preset
 from densprune.train.schedule import RunSpec, make_schedule
 from densprune.train.trainer import parse_train_line
-from densprune.train.presets import PRESETS, get_preset
 
 TRAIN_LINE = ("2026-11-25,22:10:23 | INFO | Train Epoch: 1 [ 704/7861 (9%)] Data (t): 0.006 Batch (t): 2.879, "
               "144.812/s, 144.812/s/gpu LR: 0.000550 Logit Scale: 14.268 Contrastive_loss: 3.8430 (4.0755) "

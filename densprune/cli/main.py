@@ -208,7 +208,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
 
 def cmd_recluster(args: argparse.Namespace) -> int:
-    from densprune.cluster.recluster import recluster
+    from densprune.pipeline.recluster import recluster
 
     if not 0.0 <= args.dedup_eps <= 1.0:
         raise ValueError(f"--dedup-eps must lie in [0, 1], got {args.dedup_eps}")

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 
-
 MIN_UMAP_POINTS = 16  # fewer rows + centroids than this are laid out by PCA
 
 

@@ -10,6 +10,12 @@ A source is one of
 
 Every sample becomes a :class:`SampleRef`; the bytes are read later (in DataLoader workers) by
 :func:`read_bytes`. Problems found while enumerating are returned as :class:`Reject` records.
+
+Hostile inputs end as rejects with their reason, never as a hang or a lost row: only regular files
+are read (a FIFO, a device or a link to one is refused without being opened), none larger than
+``MAX_FILE_BYTES``; a folder's symbolic links whose target lies outside it are refused unless
+``follow_links``; a tar member name that repeats, that would extract outside its folder (absolute,
+``..``), or that is a link or special file is rejected (densprune.ingest.media holds the checks).
 """
 
 from __future__ import annotations
@@ -30,7 +36,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from densprune.ingest.media import IMAGE_EXTS, collect_tar_members, tar_end_problem
+from densprune.ingest.media import (
+    IMAGE_EXTS,
+    MAX_FILE_BYTES,
+    MAX_TEXT_BYTES,
+    collect_tar_members,
+    file_problem,
+    read_regular,
+    tar_end_problem,
+    tar_member_kind,
+    unsafe_member_name,
+)
 from densprune.ingest.text import decode_text, storable
 from densprune.ingest.uids import normalize_uid, uid_from_key
 
@@ -101,8 +117,12 @@ def demo_data_dir() -> Path:
         return Path(__file__).resolve().parents[2] / "data" / "openclipart"
 
 
-def list_source(spec: str, image_column: str | None = None, caption_column: str | None = None) -> SourceListing:
-    """Enumerate the samples of ``spec`` (see the module docstring) in a stable order."""
+def list_source(spec: str, image_column: str | None = None, caption_column: str | None = None, *,
+                follow_links: bool = False) -> SourceListing:
+    """Enumerate the samples of ``spec`` (see the module docstring) in a stable order.
+
+    ``follow_links``: read the files (and walk the folders) that a folder source's symbolic links
+    point to outside it; off, such links are rejected with their reason."""
     if spec == "demo":
         root = demo_data_dir()
         if not root.is_dir():
@@ -120,7 +140,10 @@ def list_source(spec: str, image_column: str | None = None, caption_column: str 
         parquets = sorted(path.glob("*.parquet"))
         if parquets:
             return _list_parquet_files(parquets, str(path), image_column, caption_column)
-        return _list_folder(path)
+        return _list_folder(path, follow_links)
+    problem = file_problem(path, max_bytes=None)
+    if problem:
+        raise SourceError(f"{spec}: {problem} (give a folder, a .csv/.tsv/.parquet file, tar shards, or 'demo')")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         return _list_csv(path, image_column, caption_column)
@@ -133,7 +156,7 @@ def _expand_tars(spec: str) -> list[str]:
     if "{" in spec and ".." in spec:
         import braceexpand
 
-        return [p for p in braceexpand.braceexpand(spec)]
+        return list(dict.fromkeys(braceexpand.braceexpand(spec)))  # a shard named twice is read once
     if any(ch in spec for ch in "*?["):
         return sorted(p for p in glob.glob(spec) if p.endswith(".tar"))
     if spec.endswith(".tar"):
@@ -144,33 +167,95 @@ def _expand_tars(spec: str) -> list[str]:
     return []
 
 
-def _list_folder(root: Path) -> SourceListing:
+def _list_folder(root: Path, follow_links: bool = False) -> SourceListing:
+    """The images under ``root`` (sorted, recursively), each with its ``.txt`` sidecar caption.
+
+    An image name that is not a readable regular file inside ``root`` (a FIFO, a device, a broken link,
+    a link out of ``root`` without ``follow_links``, a file over ``MAX_FILE_BYTES``), or whose sidecar
+    is not, is a Reject with its reason; so is a link to a folder outside ``root`` that is not followed.
+    """
     refs: list[SampleRef] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if not name.lower().endswith(IMAGE_EXTS):
+    rejects: list[Reject] = []
+    real_root = os.path.realpath(root)
+    for full, sidecar, problem in _walk_images(root, real_root, follow_links):
+        rel = full.relative_to(root).as_posix()
+        key = storable(rel)
+        if problem is None and sidecar is not None:
+            sidecar_problem = file_problem(sidecar, root=real_root, follow_links=follow_links, max_bytes=MAX_TEXT_BYTES)
+            problem = f"its caption file {storable(sidecar.name)}: {sidecar_problem}" if sidecar_problem else None
+        if problem:
+            rejects.append(Reject(key, storable(str(full))[:1000], "list", f"{storable(str(full))[:300]}: {problem}"))
+            continue
+        caption, flag = ("", None)
+        if sidecar is not None:
+            try:
+                caption, flag = decode_text(read_regular(sidecar, max_bytes=MAX_TEXT_BYTES))
+            except OSError as exc:  # gone or replaced since it was checked
+                rejects.append(Reject(key, storable(str(full))[:1000], "list",
+                                      f"{storable(str(full))[:300]}: its caption file cannot be read ({exc})"))
                 continue
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            sidecar = full.with_suffix(".txt")
-            caption, flag = decode_text(sidecar.read_bytes()) if sidecar.is_file() else ("", None)
-            parent = Path(rel).parent.as_posix()
-            refs.append(
-                SampleRef(
-                    key=storable(rel),
-                    uid=uid_from_key(rel),
-                    caption=caption.strip(),
-                    image_ref=storable(str(full)),
-                    loc=("file", str(full)),
-                    category=None if parent == "." else storable(parent),
-                    caption_flag=flag,
-                )
+        parent = Path(rel).parent.as_posix()
+        refs.append(
+            SampleRef(
+                key=key,
+                uid=uid_from_key(rel),
+                caption=caption.strip(),
+                image_ref=storable(str(full)),
+                loc=("file", str(full)),
+                category=None if parent == "." else storable(parent),
+                caption_flag=flag,
             )
+        )
     if not refs:
-        raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) found under {root}")
+        first = f" ({len(rejects)} rejected, first: {rejects[0].reason})" if rejects else ""
+        raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) found under {root}{first}")
     has_cat = any(r.category for r in refs)
-    return SourceListing("folder", str(root), refs, has_categories=has_cat)
+    return SourceListing("folder", str(root), refs, rejects, has_categories=has_cat)
+
+
+def _walk_images(root: Path, real_root: str, follow_links: bool):
+    """(image path, its sidecar path or None, problem or None) for every image name under ``root``, in
+    sorted order. Folders are walked without following links, except, with ``follow_links``, links to
+    folders outside ``root`` (each real folder once: a link cycle ends). A link to a folder inside
+    ``root`` is skipped (its images are listed where they are); one to a folder outside it, when not
+    followed, is yielded with its problem so that it is reported."""
+    seen = {real_root}
+    stack = [Path(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            yield folder, None, f"folder cannot be listed ({type(exc).__name__}: {exc.strerror or exc})"
+            continue
+        names = {e.name for e in entries}
+        subdirs = []
+        for e in entries:
+            full = Path(e.path)
+            try:
+                is_link, is_dir = e.is_symlink(), e.is_dir()  # is_dir follows a link
+            except OSError:
+                is_link, is_dir = True, False
+            if is_dir:
+                if not is_link:
+                    subdirs.append(full)
+                    continue
+                target = os.path.realpath(full)
+                if os.path.commonpath([target, real_root]) == real_root or target in seen:
+                    continue  # inside the source (listed where it is) or already walked
+                if follow_links:
+                    seen.add(target)
+                    subdirs.append(full)
+                else:
+                    yield full, None, (f"symbolic link to a folder out of the source folder (to {target!r}): its "
+                                       "images are not listed; pass --follow-links to read them")
+                continue
+            if not e.name.lower().endswith(IMAGE_EXTS):
+                continue
+            sidecar = full.with_suffix(".txt")
+            problem = file_problem(full, root=real_root, follow_links=follow_links)
+            yield full, (sidecar if sidecar.name in names else None), problem
+        stack.extend(reversed(subdirs))
 
 
 def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, source: str) -> str:
@@ -248,7 +333,7 @@ def _table_refs(records: list[dict], img_col: str, cap_col: str | None, path: Pa
             rejects.append(Reject(key, "", "list", f"{path} row {key.split(':')[1]}: empty {img_col!r}"))
             continue
         full = Path(raw) if os.path.isabs(raw) else base / raw
-        problem = _file_problem(full)
+        problem = file_problem(full)  # the one check of every input file (densprune.ingest.media)
         if problem:
             rejects.append(Reject(key, storable(str(full))[:1000], "list",
                                   f"{path} row {key.split(':')[1]}: {problem}: {storable(str(full))[:300]}"))
@@ -263,16 +348,6 @@ def _table_refs(records: list[dict], img_col: str, cap_col: str | None, path: Pa
     if not refs:
         raise SourceError(f"{path}: no usable rows ({len(rejects)} rejected, first: {rejects[0].reason if rejects else '-'})")
     return SourceListing(kind, str(path), refs, rejects, has_categories=any(r.category for r in refs))
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why a table's image path cannot be read ("file not found", "not a file", "invalid path"), or None."""
-    try:
-        if path.is_file():
-            return None
-        return "not a file" if path.exists() else "file not found"
-    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
-        return f"invalid path ({type(exc).__name__}: {str(exc)[:80]})"
 
 
 def _dim(*values: object) -> int:

@@ -25,7 +25,7 @@ from densprune import db
 from densprune.names import validate_name
 from densprune.prune import index_store
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
-from densprune.workspace import save_npy
+from densprune.workspace import finish_centroids, save_npy
 from densprune.workspace_lock import holds_shared_lock
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,9 @@ def load_index(workspace: str | os.PathLike) -> PlanIndex:
     """The plan index of a workspace: mapped from the one stored in it for this build
     (densprune.prune.index_store), else built from the samples table and stored there for the next
     process (when the workspace can be written). Callers that reuse it cache it (the app with st.cache_resource)."""
-    from densprune.cluster.recluster import verify_centroids
 
     ws = Path(workspace).resolve()
-    verify_centroids(ws)  # an interrupted `densprune recluster` is finished first
+    finish_centroids(ws, db.load_meta(ws).get("centroids_sha256"))  # an interrupted `densprune recluster` is finished first
     key = index_store.index_key(ws, db.load_meta(ws))
     index = index_store.load_stored(ws, key)
     if index is None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from densprune import db
 from densprune.names import validate_name
-from densprune.train.schedule import RunSpec
 from densprune.train.records import FINAL, create_run, now, read_run_json, run_dir, write_json
+from densprune.train.schedule import RunSpec
 from densprune.train.supervisor import kill_trainer
 
 

@@ -33,9 +33,9 @@ from pathlib import Path
 from densprune import db
 from densprune.devices import resolve_device
 from densprune.names import validate_name
+from densprune.train.presets import get_preset
 from densprune.train.schedule import RunSpec, Schedule, make_schedule
 from densprune.train.trainer import command_line, trainer_args
-from densprune.train.presets import get_preset
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from filelock import FileLock, Timeout
 
 from densprune import db
 from densprune.devices import resolve_device
+from densprune.train.records import FINAL, Recorder, now, read_run_json, run_dir, trainer_command, write_json
 from densprune.train.schedule import Schedule
 from densprune.train.trainer import error_summary, parse_train_line
-from densprune.train.records import FINAL, Recorder, now, read_run_json, run_dir, trainer_command, write_json
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ on piles of near-copies. The paper clustered the deduplicated set (k = 500 on LA
    recomputed, and each centroid is placed on the 2-D map at its most similar mapped row;
 4. the database changes in one transaction that records the new centroids' sha256 in ``meta``;
    the centroid file is renamed into place right after. Should the process die between the two,
-   :func:`verify_centroids` (called whenever a plan index is loaded) finishes the rename.
+   ``workspace.finish_centroids`` (called whenever a plan index is loaded) finishes the rename.
 
 Saved plans refer to the old clusters, so a workspace with saved plans is refused unless
 ``drop_plans`` (their masks and rows are deleted in the same transaction).
@@ -23,7 +23,6 @@ Saved plans refer to the old clusters, so a workspace with saved plans is refuse
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -35,17 +34,15 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
-from densprune.cluster.concepts import cluster_sizes, complexity, inter_distance, intra_distance
-from densprune.cluster.kmeans import assign, rank_in_cluster, train_spherical_kmeans
+from densprune.cluster.concepts import NEIGHBORS, cluster_sizes, complexity, inter_distance, intra_distance
+from densprune.cluster.kmeans import NITER, SEED, assign, rank_in_cluster, train_spherical_kmeans
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
 from densprune.prune.semdedup import is_duplicate
 from densprune.vectors import cosine_distance
+from densprune.workspace import centroids_path, embeddings_dir, finish_centroids, image_vectors, stage_centroids
 
 log = logging.getLogger(__name__)
-
-CENTROIDS = "centroids.npy"
-
 
 @dataclass(frozen=True, slots=True)
 class ReclusterReport:
@@ -57,29 +54,6 @@ class ReclusterReport:
     pool_rows: int
     dropped_plans: tuple[str, ...]
     seconds: float
-
-
-def centroids_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def verify_centroids(workspace: str | os.PathLike) -> None:
-    """Finish an interrupted :func:`recluster`: when the database already describes the new
-    centroids (meta ``centroids_sha256``) but they still lie under their temporary name, move them
-    into place. A temporary file the database does not describe (a recluster that died before its
-    commit, or one still running) is left alone.
-    """
-    ws = Path(workspace)
-    tmp = ws / (CENTROIDS + ".tmp")
-    if not tmp.exists():
-        return  # the common case costs one stat
-    want = db.load_meta(ws).get("centroids_sha256")
-    if want and centroids_sha256(tmp) == want:
-        log.warning("finishing an interrupted recluster of %s: moving %s into place", ws, tmp.name)
-        try:
-            os.replace(tmp, ws / CENTROIDS)
-        except FileNotFoundError:  # the recluster itself got there first
-            pass
 
 
 def _concepts_table(labels: np.ndarray, dist: np.ndarray, pool: np.ndarray, centroids: np.ndarray,
@@ -103,7 +77,7 @@ def _zero_shot_names(ws: Path, centroids: np.ndarray) -> tuple[pd.Series, np.nda
     """Zero-shot names of the new (K, d) centroids from the vocabulary embeddings precompute kept
     (K Nones and NaNs when it kept none: no text tower, or a workspace from before they were kept)."""
     k = centroids.shape[0]
-    saved = load_saved_vocabulary(ws / "embeddings")
+    saved = load_saved_vocabulary(embeddings_dir(ws))
     if saved is None:
         log.info("recluster: no saved zero-shot vocabulary in %s/embeddings: concepts get no zero-shot names", ws)
         return pd.Series([None] * k, dtype=object), np.full(k, np.nan)
@@ -150,11 +124,11 @@ def recluster(workspace: str | os.PathLike, dedup_eps: float, *, clusters: int |
 def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int | None, seed: int | None,
                drop_plans: bool) -> ReclusterReport:
     t0 = time.perf_counter()
-    verify_centroids(ws)
     meta = db.load_meta(ws)
+    finish_centroids(ws, meta.get("centroids_sha256"))  # an interrupted recluster, finished first
     k = int(clusters or meta["k"])
-    niter = int(niter or meta.get("niter", 50))
-    seed = int(meta.get("seed", 1234) if seed is None else seed)
+    niter = int(niter or meta.get("niter", NITER))
+    seed = int(meta.get("seed", SEED) if seed is None else seed)
     saved = tuple(db.list_plans(ws)["name"])
     if saved and not drop_plans:
         raise ValueError(f"{ws} has {len(saved)} saved plan(s) made on the current clusters ({', '.join(saved)}); "
@@ -165,7 +139,7 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     if train.sum() < k:
         raise ValueError(f"only {int(train.sum()):,} pool rows survive SemDeDup at eps={dedup_eps:g}: fewer than "
                          f"K={k} clusters; lower --clusters or --dedup-eps")
-    image = np.load(ws / "embeddings" / "image.npy", mmap_mode="r")
+    image = np.load(image_vectors(ws), mmap_mode="r")
     log.info("recluster: k-means K=%d on %d of %d pool rows (SemDeDup eps=%g)", k, int(train.sum()),
              int(pool.sum()), dedup_eps)
     centroids = train_spherical_kmeans(image, k, niter=niter, seed=seed, train_rows=np.flatnonzero(train))
@@ -173,24 +147,19 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     dist = cosine_distance(sims)
     layout = db.load_layout(ws)
     table = _concepts_table(labels, dist, pool, centroids, arr["caption"], centre_positions(image, centroids, layout),
-                            int(meta.get("neighbors", 20)), seed)
+                            int(meta.get("neighbors", NEIGHBORS)), seed)
     table["zs_label"], table["zs_similarity"] = _zero_shot_names(ws, centroids)
     assignment = pd.DataFrame({"row_idx": np.arange(labels.size, dtype=np.int64), "cluster": labels.astype(np.int32),
                                "dist_to_centroid": dist, "rank_in_cluster": rank_in_cluster(labels, dist)})
-    tmp = ws / (CENTROIDS + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, centroids.astype(np.float32))
+    staged_sha = stage_centroids(ws, centroids)  # centroids.npy.tmp, named by the commit below
     seconds = time.perf_counter() - t0
-    updates = {"k": k, "niter": niter, "seed": seed, "centroids_sha256": centroids_sha256(tmp),
+    updates = {"k": k, "niter": niter, "seed": seed, "centroids_sha256": staged_sha,
                "reclustered": {"dedup_eps": float(dedup_eps), "train_rows": int(train.sum()), "k": k,
                                "previous_k": int(meta["k"]), "seconds": round(seconds, 3),
                                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
     dropped_masks = db.rewrite_clusters(ws, assignment=assignment, clusters=table, meta=updates, drop_plans=saved)
-    try:
-        os.replace(tmp, ws / CENTROIDS)
-    except FileNotFoundError:  # a reader's verify_centroids moved it in the meantime
-        if centroids_sha256(ws / CENTROIDS) != updates["centroids_sha256"]:
-            raise
+    if not finish_centroids(ws, staged_sha):  # a reader may have finished it first: both are fine
+        raise RuntimeError(f"{centroids_path(ws)} is not the centroids the database now names")
     for keep_file in dropped_masks:
         (ws / keep_file).unlink(missing_ok=True)
     from densprune.prune.plans import load_index  # the new clusters' plan index, stored for the app
