@@ -383,6 +383,16 @@ def kept_uids(workspace: str | os.PathLike, keep: np.ndarray):
     return table.column("uid")
 
 
+RELATIVE_LOC = r'^\["(file|tar|parquet)", "[^/]'  # samples.image_loc (JSON) naming a relative path
+
+
+def relative_image_locations(workspace: str | os.PathLike) -> tuple[int, str | None]:
+    """How many samples have an image location with a relative path, and the path of one of them."""
+    n, example = query_df(workspace, "SELECT count(*) AS n, min(image_loc) AS example FROM samples "
+                                     "WHERE regexp_matches(image_loc, ?)", [RELATIVE_LOC]).iloc[0]
+    return int(n), (json.loads(example)[1] if int(n) else None)
+
+
 def load_layout(workspace: str | os.PathLike) -> pd.DataFrame:
     """The whole 2-D map: row_idx, cluster, x, y."""
     return query_df(workspace, "SELECT row_idx, cluster, x, y FROM layout ORDER BY row_idx")

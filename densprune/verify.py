@@ -129,24 +129,12 @@ def _centroids(ws: Path, meta: dict, k: int) -> list[Problem]:
     return []
 
 
-RELATIVE_LOC = r'^\["(file|tar|parquet)", "[^/]'  # samples.image_loc (JSON) naming a relative path
-
-
 def relative_location_problem(ws: Path, meta: dict) -> Problem | None:
-    """Samples whose image location is a relative path: a workspace built from a relative SOURCE by a
-    densprune that stored locations as given (now SOURCE is made absolute first). Such a path names a
-    file only from the directory of that build, which nothing recorded; None when there are none."""
-    row = db.query_df(ws, "SELECT count(*) AS n, min(image_loc) AS example FROM samples "
-                          "WHERE regexp_matches(image_loc, ?)", [RELATIVE_LOC]).iloc[0]
-    if not int(row["n"]):
-        return None
-    example = json.loads(row["example"])[1]
-    return Problem(str(db.db_path(ws)), f"{int(row['n']):,} samples have relative image locations (e.g. {example!r}, "
-                                        f"from the relative source {meta.get('source')!r}): they resolve against the "
-                                        "current directory, not the one the workspace was built in, so image exports "
-                                        "and training would read other files or none; rebuild it from the absolute "
-                                        "path of its source (`densprune precompute /ABS/SOURCE --workspace "
-                                        f"{ws} --force`)")
+    """Samples whose image location is a relative path (densprune.export.writers.relative_locations_error)."""
+    from densprune.export.writers import relative_locations_error
+
+    msg = relative_locations_error(ws, meta)
+    return None if msg is None else Problem(str(db.db_path(ws)), msg)
 
 
 def _thumbs(ws: Path, facts: dict) -> list[Problem]:

@@ -23,6 +23,7 @@ from densprune.ingest.images import (
     decode_image,
     probe_image,
     reusable_thumbnail,
+    set_pil_pixel_limit,
     thumbnail_bytes,
 )
 from densprune.ingest.sources import SampleRef, read_bytes
@@ -64,6 +65,7 @@ class BatchDataset(Dataset):
         return len(self.refs)
 
     def __getitem__(self, batch: list[int]) -> DecodedBatch:
+        set_pil_pixel_limit(self.max_pixels)  # in this worker process too: --max-pixels is the one limit
         b = len(batch)
         reasons = [""] * b
         sizes = np.zeros((b, 2), np.int64)

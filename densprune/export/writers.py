@@ -10,7 +10,6 @@ every file written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from densprune.ingest.media import group_tar_members, image_ext, tar_sample_key
 from densprune.ingest.sources import read_bytes
 from densprune.ingest.uids import arrow_uids_to_datacomp
 from densprune.prune.plans import load_plan
+from densprune.workspace import sha256_file
 from densprune.workspace_lock import holds_shared_lock
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,17 @@ def formats_for(meta: dict) -> tuple[str, ...]:
 DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".uids.npy", "mask": ".mask.npy", "keys": ".keys.txt", "webdataset": ""}
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def relative_locations_error(ws: Path, meta: dict) -> str | None:
+    """What is wrong with a workspace whose samples have relative image locations (built from a relative
+    SOURCE by a densprune that stored locations as given; now SOURCE is made absolute first). Such a path
+    names a file only from the directory of that build, which nothing recorded. None when there are none."""
+    n, example = db.relative_image_locations(ws)
+    if not n:
+        return None
+    return (f"{n:,} samples have relative image locations (e.g. {example!r}, from the relative source "
+            f"{meta.get('source')!r}): they resolve against the current directory, not the one the workspace was "
+            "built in, so image exports and training would read other files or none; rebuild it from the absolute "
+            f"path of its source (`densprune precompute /ABS/SOURCE --workspace {ws} --force`)")
 
 
 def _tmp_path(out: Path) -> Path:
@@ -159,11 +164,8 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
         raise ValueError(f"{ws} was built from released embeddings ({meta.get('source_kind')}) and holds no image files, "
                          f"so it cannot be exported as {fmt}: export 'datacomp' (uids for DataComp's resharder) or "
                          "'parquet' (url, caption, uid) and download the images with img2dataset")
-    if fmt in IMAGE_FORMATS:
-        from densprune.verify import relative_location_problem
-
-        if (problem := relative_location_problem(ws, meta)) is not None:
-            raise ValueError(f"cannot export {fmt}: {problem.message}")
+    if fmt in IMAGE_FORMATS and (problem := relative_locations_error(ws, meta)) is not None:
+        raise ValueError(f"cannot export {fmt}: {problem}")
     if out:
         out_path = Path(out)
     else:

@@ -1,8 +1,15 @@
-"""Image decoding with a pixel cap, RGB conversion onto white, and thumbnails."""
+"""Image decoding with a pixel cap, RGB conversion onto white, and thumbnails.
+
+The pixel cap is ``--max-pixels`` and nothing else: PIL's own decompression-bomb limit
+(``Image.MAX_IMAGE_PIXELS``, 89.5M pixels by default) is set from it by every decode and probe
+(so in every process that decodes: DataLoader workers, Ray actors, the app), and an image over it
+gets the ``--max-pixels`` reason whichever of the two checks saw it first.
+"""
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -17,6 +24,39 @@ class ImageDecodeError(ValueError):
     """An image that cannot be used; the message is the reason recorded in the rejects table."""
 
 
+def set_pil_pixel_limit(max_pixels: int) -> None:
+    """Make ``max_pixels`` PIL's decompression-bomb limit in this process (PIL warns above it and
+    refuses twice it at ``Image.open``; :func:`decode_image` turns both into the --max-pixels reason)."""
+    if Image.MAX_IMAGE_PIXELS != max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _too_many(width: int, height: int, max_pixels: int) -> ImageDecodeError:
+    return ImageDecodeError(f"{width}x{height} = {width * height:,} pixels exceeds --max-pixels {max_pixels:,}")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """``Image.open`` under the one pixel limit: an image over ``max_pixels`` raises ImageDecodeError with
+    the --max-pixels reason (from its size, or from PIL's bomb check when that refused it first)."""
+    set_pil_pixel_limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked just below
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # more than twice PIL's limit (= max_pixels)
+        m = _BOMB_PIXELS.search(str(exc))
+        pixels = f"{int(m.group(1)):,}" if m else f"more than {2 * max_pixels:,}"
+        raise ImageDecodeError(f"{pixels} pixels exceeds --max-pixels {max_pixels:,}") from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise _too_many(width, height, max_pixels)
+    return img
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, target: int = 512) -> Image.Image:
     """Decode encoded image bytes to an RGB PIL image, refusing more than ``max_pixels``.
 
@@ -27,13 +67,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, target: int 
         raise ImageDecodeError("empty image file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a frame PIL checks later
+            img = _open(data, max_pixels)
             width, height = img.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"{width}x{height} = {width * height:,} pixels exceeds --max-pixels {max_pixels:,}"
-                )
             if img.format == "JPEG" and min(width, height) > 2 * target:
                 img.draft("RGB", (target, target))
             img.load()
@@ -73,16 +109,14 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str,
     if not data:
         raise ImageDecodeError("empty image file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt, mode, (width, height) = img.format or "", img.mode, img.size
+        with _open(data, max_pixels) as img:
+            fmt, mode, (width, height) = img.format or "", img.mode, img.size
+    except ImageDecodeError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"decompression bomb: {exc}") from exc
     except Exception as exc:  # PIL raises many types for corrupt files
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
-    if width * height > max_pixels:
-        raise ImageDecodeError(f"{width}x{height} = {width * height:,} pixels exceeds --max-pixels {max_pixels:,}")
     return fmt, mode, width, height
 
 

@@ -370,6 +370,9 @@ def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, 
     table_records: list[dict] = []
     bytes_mode = None
     for f in files:
+        problem = file_problem(f, max_bytes=None)  # a FIFO named x.parquet would block the reader for ever
+        if problem:
+            raise SourceError(f"{f}: {problem}, not a readable parquet file")
         try:
             schema = pq.read_schema(f)
         except (OSError, pa.ArrowException) as exc:
@@ -423,35 +426,75 @@ def _list_webdataset(tars: list[str], spec: str) -> SourceListing:
     refs: list[SampleRef] = []
     rejects: list[Reject] = []
     for tar_path in tars:
-        if not os.path.exists(tar_path):
+        shard = Path(tar_path).name
+        shard_problem = file_problem(tar_path, max_bytes=None)
+        if shard_problem == "file not found":
             rejects.append(Reject(tar_path, tar_path, "list", f"shard not found: {tar_path}"))
             continue
-        shard = Path(tar_path).name
+        if shard_problem:
+            rejects.append(Reject(shard, tar_path, "list", f"{tar_path}: unreadable tar shard ({shard_problem})"))
+            continue
         groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+        dups: dict[tuple[str, int], dict[str, tarfile.TarInfo]] = {}
         strays: list[tarfile.TarInfo] = []
+        others: list[tarfile.TarInfo] = []
         texts: dict[str, bytes | None] = {}
         jsons: dict[str, bytes | None] = {}
+        problems: dict[str, str] = {}
         try:
             with tarfile.open(tar_path, "r") as tf:
-                problem = collect_tar_members(tf, groups, strays)  # fills groups as it goes: kept on an error
+                # fills groups as it goes: kept on an error
+                problem = collect_tar_members(tf, groups, strays, dups, others)
                 problem = problem or tar_end_problem(tf, tar_path)
                 for k, g in groups.items():
-                    texts[k], jsons[k] = _read_member(tf, g.get("txt")), _read_member(tf, g.get("json"))
+                    problems[k] = _member_problem(g)
+                    if not problems[k]:
+                        texts[k], jsons[k] = _read_member(tf, g.get("txt")), _read_member(tf, g.get("json"))
         except (tarfile.TarError, OSError) as exc:
             problem = str(exc) or type(exc).__name__
         if problem:
             rejects.append(Reject(shard, tar_path, "list", f"{tar_path}: unreadable tar shard ({problem}); samples "
                                                            "listed before the error kept"))
+        where = Path(tar_path).resolve()
         for info in strays:
             name = storable(info.name)
-            rejects.append(Reject(f"{shard}/{name}", f"{Path(tar_path).resolve()}#{name}", "list",
+            rejects.append(Reject(f"{shard}/{name}", f"{where}#{name}", "list",
                                   f"{tar_path}: member {name!r} belongs to no sample (no file extension)"))
+        for info in others:
+            name = storable(info.name)
+            rejects.append(Reject(f"{shard}/{name}", f"{where}#{name}", "list",
+                                  f"{tar_path}: member {name!r} is a {storable(tar_member_kind(info))}, not a file: "
+                                  "tar links and special files are not read"))
+        for (k, n), g in dups.items():
+            name = storable(k)
+            rejects.append(Reject(f"{shard}/{name}#{n}", f"{where}#{name}", "list",
+                                  f"{tar_path}: duplicate sample {name!r} (occurrence {n} of its members "
+                                  f"{', '.join(sorted(storable(k + '.' + e) for e in g))}): the first one is kept"))
         for k, g in groups.items():
+            if problems.get(k):
+                name = storable(k)
+                rejects.append(Reject(f"{shard}/{name}", f"{where}#{name}", "list", f"{tar_path}: {problems[k]}"))
+                continue
             refs_or_reject = _tar_sample(tar_path, shard, k, g, texts.get(k), jsons.get(k))
             (refs if isinstance(refs_or_reject, SampleRef) else rejects).append(refs_or_reject)
     if not refs:
-        raise SourceError(f"no samples in webdataset shards {spec}")
+        first = f" ({len(rejects)} rejected, first: {rejects[0].reason})" if rejects else ""
+        raise SourceError(f"no samples in webdataset shards {spec}{first}")
     return SourceListing("webdataset", spec, refs, rejects)
+
+
+def _member_problem(g: dict[str, tarfile.TarInfo]) -> str:
+    """Why a tar sample's members must not be read ("" when they may): an unsafe name (absolute, with
+    ``..``), an image member over MAX_FILE_BYTES, a .txt/.json member over MAX_TEXT_BYTES."""
+    for ext, info in g.items():
+        why = unsafe_member_name(info.name)
+        if why:
+            return (f"unsafe member name {storable(info.name)!r} ({why}: it would extract outside its folder); "
+                    "the sample is not read")
+        limit = MAX_TEXT_BYTES if ext in ("txt", "json") else MAX_FILE_BYTES
+        if info.size > limit:
+            return f"member {storable(info.name)!r}: file too large ({info.size:,} bytes, the limit is {limit:,})"
+    return ""
 
 
 def _tar_sample(tar_path: str, shard: str, k: str, g: dict[str, tarfile.TarInfo], text: bytes | None,
@@ -510,14 +553,11 @@ def _parquet_row_group(path: str, column: str, group: int) -> list:
 def read_bytes(loc: tuple) -> bytes:
     """Read the encoded image bytes of a sample located by ``SampleRef.loc``."""
     kind = loc[0]
-    if kind == "file":
-        with open(loc[1], "rb") as fh:
-            return fh.read()
+    if kind == "file":  # regular files only, bounded (a FIFO put there since the listing is refused at once)
+        return read_regular(loc[1])
     if kind == "tar":
         _, path, offset, size = loc
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            return fh.read(size)
+        return read_regular(path, offset, size)
     if kind == "parquet":
         _, path, row, column = loc
         starts = _row_group_starts(path)
