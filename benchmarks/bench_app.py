@@ -43,7 +43,7 @@ from densprune import db  # noqa: E402
 from densprune.app import charts, common
 from densprune.app import data as appdata
 from densprune.app.common import VIEWS  # noqa: E402
-from densprune.prune import plans
+from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
 
 PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"]
@@ -91,7 +91,8 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
         at.session_state["workspace"] = str(ws)
         return at
 
-    rows = [["fresh process: `python -c` start, imports, plan index (read from the workspace, or built when missing), Overview rendered, exit",
+    rows = [["fresh process: `python -c` start, imports, plan index (read from the workspace, or built when missing), "
+             "Overview rendered, exit",
              *ms(fresh_process_time(ws, fresh_runs))]]
     session().run()  # warm this process: imports, plan index
     first: list[list[object]] = []
@@ -187,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         temp = None
         if plans.list_plans(ws).empty:  # the Preview and Export pages show more with a saved plan
             temp = "bench-app"
-            plans.save_plan(ws, temp, plans.load_index(ws).compute(PlanParams(keep=0.3)), overwrite=True)
+            plans.save_plan(ws, temp, plan_index.load_index(ws).compute(PlanParams(keep=0.3)), overwrite=True)
         try:
             rows += page_open_times(ws, args.runs, args.fresh_runs)
         finally:
             if temp:
                 plans.delete_plan(ws, temp)
 
-    index = plans.load_index(ws)
+    index = plan_index.load_index(ws)
     concepts = appdata.concept_frame(db.load_clusters(ws), index)
     cats = appdata.category_codes(ws) if meta.get("has_categories") else None
     curve = db.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")

@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             ["key press -> the page has settled (script run over)", f"{statistics.median(to_settled):.0f}",
              f"{min(to_settled):.0f}-{max(to_settled):.0f}"]]
     cold = opens.pop("cold")[0]
-    rows.insert(0, ["open /budget on the freshly started server (its plan index read from the workspace, or built when missing)", f"{cold:.0f}", ""])
+    rows.insert(0, ["open /budget on the freshly started server (its plan index read from the workspace, or built "
+                    "when missing)", f"{cold:.0f}", ""])
     for title, ts in opens.items():
         rows.append([f"open {title} from the sidebar: first time in this server", f"{ts[0]:.0f}", ""])
         if len(ts) > 1:
-            rows.append([f"open {title} from the sidebar: again (rounds 2-{len(ts)})", f"{statistics.median(ts[1:]):.0f}",
-                         f"{min(ts[1:]):.0f}-{max(ts[1:]):.0f}"])
+            rows.append([f"open {title} from the sidebar: again (rounds 2-{len(ts)})",
+                         f"{statistics.median(ts[1:]):.0f}", f"{min(ts[1:]):.0f}-{max(ts[1:]):.0f}"])
     text = (f"Budget page of {ws.name} ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
             f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)"
             + (f"; then every page opened from the sidebar, {args.page_rounds} rounds" if opens else "") + "\n\n"

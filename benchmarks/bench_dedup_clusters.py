@@ -99,8 +99,9 @@ def main() -> None:
         record[str(target)] = {k: r[k] for k in ("split_s", "dedup_s", "pairs", "n_groups")}
     md = (f"# SemDeDup inside concepts vs inside finer groups\n\n`python benchmarks/bench_dedup_clusters.py "
           f"--ws {args.ws} --rows {args.rows} --k {args.k} --runs {args.runs}`: {n:,} rows, 512-d float16, "
-          f"K={args.k} concepts (largest {sizes.max():,} rows); CPU seconds (all threads of the process, so other jobs' load "
-          f"on the shared 2-core machine does not count; load average {os.getloadavg()[0]:.1f} at the end).\n\n"
+          f"K={args.k} concepts (largest {sizes.max():,} rows); CPU seconds (all threads of the process, so other "
+          "jobs' load on the shared 2-core machine does not count; "
+          f"load average {os.getloadavg()[0]:.1f} at the end).\n\n"
           + table(["groups of", "groups", "pairs", "split CPU s", "SemDeDup CPU s", "speed-up (split included)"]
                   + [f"kept at eps {e}" for e in EPS], rows)
           + "\n\n'pairs together': of the duplicate pairs SemDeDup finds inside whole concepts at that eps "

@@ -228,7 +228,8 @@ def report(args: argparse.Namespace, refs: list[SampleRef], emb: OpenClipEmbedde
             f"device: {emb.device.type} ({card}); {os.cpu_count()} CPU cores; torch {torch.__version__}; "
             f"model {args.model} (random weights), {n:,} img2dataset-style samples (256 px JPEG q95, mean "
             f"{jpeg / 1000:.1f} KB, + caption), batch {args.batch_size}, {args.workers} workers, "
-            f"thumbnails {args.thumbnails}; {torch.get_num_threads()} torch threads in the main process; median of {args.runs} interleaved rounds after a warm-up round{load}.\n\n")
+            f"thumbnails {args.thumbnails}; {torch.get_num_threads()} torch threads in the main process; median of "
+            f"{args.runs} interleaved rounds after a warm-up round{load}.\n\n")
     return head + table(["what", "pairs/s (median)", "vs bare (data path: vs bare loader)", "each round"], rows)
 
 
@@ -248,7 +249,8 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the main process, for "
                                                               "every mode (default: torch's choice)")
-    ap.add_argument("--data", type=Path, default=None, help="folder for the generated shards (kept; reused when present)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="folder for the generated shards (kept; reused when present)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/embed-DEVICE.md)")
     args = ap.parse_args()
     if args.threads:

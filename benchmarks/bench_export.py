@@ -44,7 +44,7 @@ from _util import command_line, densprune_command, interleaved_times, machine, p
 
 from densprune import db  # noqa: E402
 from densprune.export.writers import export_plan  # noqa: E402
-from densprune.prune import plans  # noqa: E402
+from densprune.prune import plan_index, plans  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
 
 log = logging.getLogger("bench_export")
@@ -55,7 +55,7 @@ def ensure_plan(ws: Path, name: str, keep: float) -> None:
     if not plans.list_plans(ws).query("name == @name").empty:
         return
     t = time.perf_counter()
-    result = plans.load_index(ws).compute(PlanParams(method="dbp", keep=keep, temperature=0.1))
+    result = plan_index.load_index(ws).compute(PlanParams(method="dbp", keep=keep, temperature=0.1))
     plans.save_plan(ws, name, result)
     log.info("saved plan %s (%d kept) in %.1f s", name, result.n_kept, time.perf_counter() - t)
 

@@ -39,7 +39,7 @@ from _util import command_line, machine, publish  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.cluster.concepts import inter_distance  # noqa: E402
-from densprune.prune import plans  # noqa: E402
+from densprune.prune import plan_index, plans  # noqa: E402
 from densprune.prune.quotas import dbp_quotas  # noqa: E402
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
 from densprune.prune.semdedup import is_duplicate  # noqa: E402
@@ -155,7 +155,7 @@ def run_workspace(ws: Path, repeat: int, naive: bool) -> tuple[Timing, dict[str,
     plans.build_index(ws.resolve())
     build = (1e3 * (time.perf_counter() - t0), 1e3 * (time.process_time() - c0))
     t0, c0 = time.perf_counter(), time.process_time()
-    index = plans.load_index(ws)
+    index = plan_index.load_index(ws)
     mapped = (1e3 * (time.perf_counter() - t0), 1e3 * (time.process_time() - c0))
     data = workspace_data(ws) if naive else {}
     return build, {ONCE_MAPPED: (mapped, None), **time_plans(index, data, repeat, naive)}
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clusters", type=int, default=1000, help="K")
     ap.add_argument("--dim", type=int, default=32, help="centroid dimension")
     ap.add_argument("--workspace", type=Path, default=None,
-                    help="time the plans on this workspace instead of synthetic arrays (--sizes, --clusters, --dim unused)")
+                    help="time the plans on this workspace instead of synthetic arrays "
+                         "(--sizes, --clusters, --dim unused)")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per case (median)")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive per-cluster baseline")
     ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/plan.md; "
@@ -212,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"| plan (K={k}) | {head} |", "|---" * (1 + 4 * len(columns)) + "|"]
     lines.append(f"| {once} | " + " | ".join(f"{b[0]:,.0f} | {b[1]:,.0f} | | " for b, _ in columns.values()) + "|")
     if args.workspace is not None:
-        lines.append(f"| {ONCE_MAPPED} | " + " | ".join(f"{out[ONCE_MAPPED][0][0]:,.0f} | {out[ONCE_MAPPED][0][1]:,.0f} | | "
-                                                        for _, out in columns.values()) + "|")
+        lines.append(f"| {ONCE_MAPPED} | "
+                     + " | ".join(f"{out[ONCE_MAPPED][0][0]:,.0f} | {out[ONCE_MAPPED][0][1]:,.0f} | | "
+                                  for _, out in columns.values()) + "|")
     for label, _, _ in CASES:
         if not all(label in out for _, out in columns.values()):
             continue

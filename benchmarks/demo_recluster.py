@@ -30,7 +30,7 @@ from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.pipeline.recluster import recluster  # noqa: E402
-from densprune.prune.plans import load_index  # noqa: E402
+from densprune.prune.plan_index import load_index# noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
 from densprune.prune.semdedup import is_duplicate  # noqa: E402
 from densprune.workspace import default_demo_workspace  # noqa: E402
@@ -52,8 +52,8 @@ def describe(ws: Path, params: PlanParams, eps: float) -> tuple[list[str], np.nd
     star_clusters = np.bincount(cl[stars], minlength=k)
     col = [f"{k}", f"{int((lost > 0.5).sum())}", f"{int((star_clusters >= 10).sum())}",
            f"{int(np.bincount(cl[pool], minlength=k).max()):,}", f"{r.n_kept:,} of {r.n_eligible:,}",
-           f"{int(r.keep[stars].sum())} ({r.keep[stars].mean():.1%})", f"{int(r.keep[icons].sum())} ({r.keep[icons].mean():.1%})",
-           f"{t * 1000:.1f} ms"]
+           f"{int(r.keep[stars].sum())} ({r.keep[stars].mean():.1%})",
+           f"{int(r.keep[icons].sum())} ({r.keep[icons].mean():.1%})", f"{t * 1000:.1f} ms"]
     return col, r.keep
 
 

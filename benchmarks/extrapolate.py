@@ -4,7 +4,8 @@ Reads ``benchmarks/results/scale.json`` (two or more pool sizes) and fits, per s
 = a + b * N through the smallest and largest measured N (a: what does not grow with N, such as
 k-means training on its fixed sample and the 20k-row map; b: the per-row cost). SemDeDup is
 priced per pair compared, at the largest run's pairs per row: under the ``--dedup-clusters auto``
-rule the groups stay at about 2,000 rows, so the pairs grow like N once concepts outgrow that. Memory: peak RssAnon = c + m * N the same way.
+rule the groups stay at about 2,000 rows, so the pairs grow like N once concepts outgrow that.
+Memory: peak RssAnon = c + m * N the same way.
 Then it writes a table of hours and memory for
 
 - one machine of C cores, assuming the BLAS-bound stages (cluster, dedup, layout) use all C cores
@@ -73,7 +74,8 @@ def main() -> None:
                   "| stage | predicted CPU s | measured CPU s |", "|---|---|---|"]
         lines += [f"| {st} | {a + b * big['rows']:,.0f} | {big['stage_cpu_s'][st]:,.0f} |"
                   for st, (a, b) in rates.items() if st != "dedup"]
-        lines += [(f"| dedup (its CPU per row at {hi['rows']:,}) | {hi['stage_cpu_s']['dedup'] / hi['rows'] * big['rows']:,.0f}"
+        lines += [(f"| dedup (its CPU per row at {hi['rows']:,}) | "
+                   f"{hi['stage_cpu_s']['dedup'] / hi['rows'] * big['rows']:,.0f}"
                    f" | {big['stage_cpu_s']['dedup']:,.0f} |"), ""]
     lines += [(f"| pool | rows | CPU hours in all | one {args.cores}-core machine: hours | "
                f"{args.nodes} x {args.cores}-core Ray cluster: hours | driver RAM (RssAnon) | "

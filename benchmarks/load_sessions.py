@@ -93,7 +93,8 @@ async def page_problems(page) -> list[str]:
 async def open_page(page, name: str, timeout_ms: int) -> None:
     """Click the page's link in the sidebar and wait until its script run is over."""
     await page.locator('[data-testid="stSidebarNav"] a').filter(has_text=TITLES[name]).first.click()
-    await page.wait_for_function("(t) => { const h = document.querySelector('h1'); return h && h.innerText.trim() === t; }",
+    await page.wait_for_function("(t) => { const h = document.querySelector('h1'); "
+                                 "return h && h.innerText.trim() === t; }",
                                  arg=TITLES[name], timeout=timeout_ms, polling=50)
     await settled(page, timeout_ms)
 
@@ -312,11 +313,11 @@ def _record_until_stdin(ws: Path, rdir: Path) -> int:
 def prepare_workspace(src: Path, tmp: Path) -> Path:
     """A copy of ``src`` in ``tmp`` (its plans, not its exports and runs) with the two plans the CLI and
     the trainer start from (DBP keeping 30%)."""
-    from densprune.prune import plans
+    from densprune.prune import plan_index, plans
     from densprune.prune.selection import PlanParams
 
     ws = Path(shutil.copytree(src, tmp / "ws", ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
-    result = plans.load_index(ws).compute(PlanParams(method="dbp", keep=0.3))
+    result = plan_index.load_index(ws).compute(PlanParams(method="dbp", keep=0.3))
     for name in (LIVE_PLAN, TRAIN_PLAN):
         plans.save_plan(ws, name, result, overwrite=True)
     return ws
@@ -334,7 +335,8 @@ def run_load(ws: Path, sessions: int, rounds: int, trainer: str, train_samples: 
     train_report: dict = {"mode": trainer, "runs": []}
     stop = threading.Event()
     loads: list[float] = []  # the 1-minute load average every 5 s while the sessions run
-    side = [threading.Thread(target=lambda: [loads.append(os.getloadavg()[0]) for _ in iter(lambda: stop.wait(5), True)]),
+    side = [threading.Thread(target=lambda: [loads.append(os.getloadavg()[0])
+                                             for _ in iter(lambda: stop.wait(5), True)]),
             threading.Thread(target=cli_saver, args=(ws, stop, cli_report)),
             threading.Thread(target=real_trainer, args=(ws, stop, train_report, train_samples)) if trainer == "real"
             else threading.Thread(target=recorder_writer, args=(ws, stop, train_report))]
@@ -431,7 +433,8 @@ def report(res: dict, head: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10, help="browser sessions at once (default: %(default)s)")
-    ap.add_argument("--rounds", type=int, default=1, help="times each session goes through the pages (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="times each session goes through the pages (default: %(default)s)")
     ap.add_argument("--trainer", choices=("real", "recorder"), default="real",
                     help="real: densprune train cpu-tiny runs; recorder: the supervisor's Recorder in a loop")
     ap.add_argument("--train-samples", type=int, default=3840, help="samples seen per real training run")

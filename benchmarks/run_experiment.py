@@ -35,7 +35,8 @@ from _util import command_line, table
 from densprune import db
 from densprune.cli.main import REPO_ROOT
 from densprune.cli.main import main as cli_main
-from densprune.prune.plans import list_plans, load_index, save_plan
+from densprune.prune.plans import list_plans, save_plan
+from densprune.prune.plan_index import load_index
 from densprune.prune.selection import PlanParams
 from densprune.train import listing, records, supervisor
 from densprune.train.presets import get_preset
@@ -197,8 +198,9 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
     body = table(
         ["subset", "comparison", "images", "epochs", "samples seen", "wall (s)", "zero-shot top-1 %",
          "I→T R@1 %", "I→T R@5 %", "T→I R@1 %", "T→I R@5 %", "seeds"],
-        [[LABELS.get(r["method"], r["method"]), mode_name[r["mode"]], f"{r['n_train']:,}", r["epochs"], f"{r['samples_seen']:,.0f}",
-          _ms(r["wall_s"], pct=False), *[_ms(r[m]) for m in METRICS], len(r["seeds"])] for r in rows])
+        [[LABELS.get(r["method"], r["method"]), mode_name[r["mode"]], f"{r['n_train']:,}", r["epochs"],
+          f"{r['samples_seen']:,.0f}", _ms(r["wall_s"], pct=False), *[_ms(r[m]) for m in METRICS],
+          len(r["seeds"])] for r in rows])
     dtab = table(["comparison", "difference", "zero-shot top-1 (pts)", "I→T R@1", "I→T R@5", "T→I R@1", "T→I R@5",
                   "seeds (paired)"],
                  [[mode_name[d["mode"]], f"{LABELS.get(d['a'], d['a'])} − {LABELS.get(d['b'], d['b'])}",
@@ -218,7 +220,8 @@ def _budget_text(meta: dict) -> str:
     if meta.get("dedup_eps") is None:
         return f"Keep {meta['keep']:.0%} of the pool"
     return (f"SemDeDup eps {meta['dedup_eps']:g} first, then keep {meta['keep']:.0%} of what remains (the paper's "
-            f"budget): {meta.get('n_subset', 0):,} images = {meta.get('n_subset', 0) / max(meta.get('n_pool', 1), 1):.1%}"
+            f"budget): {meta.get('n_subset', 0):,} images = "
+            f"{meta.get('n_subset', 0) / max(meta.get('n_pool', 1), 1):.1%}"
             f" of the {meta.get('n_pool', 0):,}-image pool")
 
 
@@ -248,11 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="take the full-pool runs (the reference) from this experiment workspace instead of training "
                          "them here: the full pool is the same images whatever the embedder")
     ap.add_argument("--full-only", action="store_true",
-                    help="train only the full-pool reference runs of the given seeds (for another workspace's --full-from)")
+                    help="train only the full-pool reference runs of the given seeds "
+                         "(for another workspace's --full-from)")
     ap.add_argument("--embedder", choices=("offline", "openclip"), default="offline",
                     help="embedder that builds a missing workspace (default: offline, as `densprune demo`)")
     ap.add_argument("--model", default=None,
-                    help="open_clip model of --embedder openclip (a densprune run's model: local-dir:WS/runs/RUN/model)")
+                    help="open_clip model of --embedder openclip "
+                         "(a densprune run's model: local-dir:WS/runs/RUN/model)")
     ap.add_argument("--weights", default=None,
                     help="checkpoint for --embedder openclip, e.g. a full-pool run's checkpoints/epoch_4.pt")
     ap.add_argument("--report-only", action="store_true", help="train nothing: rewrite the results from the runs")
@@ -282,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             "embedder": wsmeta.get("embedder"), "model": wsmeta.get("model"), "weights": args.weights,
             "dedup_eps": args.dedup_eps, "n_pool": int(wsmeta.get("n_pool", 0)),
             "n_subset": int(list_plans(ws).set_index("name").loc[dbp_plan, "n_kept"]),
-            "full_from": str(args.full_from) if args.full_from else None, "n_eval": int(wsmeta.get("n_eval", 0)), "n_classes": n_classes,
+            "full_from": str(args.full_from) if args.full_from else None, "n_eval": int(wsmeta.get("n_eval", 0)),
+            "n_classes": n_classes,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
             "workspace": str(ws), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command_line()}

@@ -160,7 +160,8 @@ def run_precompute(pool: Path, ws: Path, k: int) -> dict:
 
     meta = db.load_meta(ws)
     peak_anon = [max((a for _, a in timeline), default=0)]
-    return {"stage_peak_anon_mib": stage_peaks(ws.with_suffix(".log"), timeline), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": hwm[0] / 1024,
+    return {"stage_peak_anon_mib": stage_peaks(ws.with_suffix(".log"), timeline), "wall_s": wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": hwm[0] / 1024,
             "peak_anon_mib": peak_anon[0] / 1024, "timings_s": meta["timings_s"], "stage_cpu_s": meta.get("cpu_s", {}),
             "n_samples": meta["n_samples"], "k": meta["k"], "dedup_groups": meta.get("dedup_groups"),
             "dedup_pairs": meta.get("dedup_pairs"), "load_before": load_before, "load_after": load_after}
@@ -233,8 +234,8 @@ def report(results: list[dict], command: str) -> str:
     for r in results:
         t, c = r["timings_s"], r.get("stage_cpu_s", {})
         rows.append([f"{r['rows']:,}", f"{r['peak_rss_mib']:,.0f}", f"{r['peak_anon_mib']:,.0f}"]
-                    + [f"{t.get(s, float('nan')):.1f}" for s in TIMED] + [f"{r['wall_s']:.1f}",
-                                                                             f"{r['load_before']:.1f} / {r['load_after']:.1f}"])
+                    + [f"{t.get(s, float('nan')):.1f}" for s in TIMED]
+                    + [f"{r['wall_s']:.1f}", f"{r['load_before']:.1f} / {r['load_after']:.1f}"])
         cpu_rows.append([f"{r['rows']:,}"] + [f"{c.get(s, float('nan')):.1f}" for s in TIMED]
                         + [f"{r['cpu_s']:.1f}", f"{r['cpu_s'] / 2:.1f}", f"{r.get('dedup_groups')}",
                            f"{r.get('dedup_pairs', 0):.2g}"])
@@ -260,7 +261,8 @@ def report(results: list[dict], command: str) -> str:
         dn = b["rows"] - a["rows"]
         out += ["", (f"Growth from {a['rows']:,} to {b['rows']:,} rows: "
                     f"peak RSS {(b['peak_rss_mib'] - a['peak_rss_mib']) * 2**20 / dn:.0f} bytes/row, "
-                    f"peak RssAnon {(b['peak_anon_mib'] - a['peak_anon_mib']) * 2**20 / dn:.0f} bytes/row (goal <= 300).")]
+                    f"peak RssAnon {(b['peak_anon_mib'] - a['peak_anon_mib']) * 2**20 / dn:.0f} bytes/row "
+                    "(goal <= 300).")]
     out += ["", "Clustering stage vs bare faiss (same sample, training and blockwise search; interleaved medians):", "",
             table(["rows", "runs", "densprune s", "bare faiss s", "ratio"],
                   [[f"{r['rows']:,}", r["runs"], f"{r['cluster_vs_faiss']['densprune']:.1f}",

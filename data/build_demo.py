@@ -193,7 +193,8 @@ _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*"
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*"
 _DATE_RES = (
-    re.compile(rf"\b{_DAY}\.?,?\s+{_MONTH}\.?\s+\d{{1,2}}(?:\s+\d{{1,2}}:\d{{2}}(?::\d{{2}})?)?(?:\s+\d{{4}})?\b", re.I),
+    re.compile(rf"\b{_DAY}\.?,?\s+{_MONTH}\.?\s+\d{{1,2}}"
+               rf"(?:\s+\d{{1,2}}:\d{{2}}(?::\d{{2}})?)?(?:\s+\d{{4}})?\b", re.I),
     re.compile(rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I),
     re.compile(rf"\b\d{{1,2}}\s+{_MONTH}\.?,?\s+\d{{4}}\b", re.I),
     re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b"),
@@ -348,7 +349,8 @@ def demo_caption(title: str, description: str, keywords: str, key: str, creator:
 
     - title: the ``dc:title`` without urls, e-mail
       addresses, dates, file formats and author names (``creator``, and every name of two words or
-      more in ``authors``, the bundle's creators; with a "by" before or an "'s" after). A title that names a collection, theme or
+      more in ``authors``, the bundle's creators; with a "by" before or an "'s" after).
+      A title that names a collection, theme or
       tool ("Part of the Flat Icon Collection (...)", "Lemon SVG theme", "gramastar", "AIGA_Symbol_Signs"),
       a credit ("Clipart by Nicu Buculei - segmented", often naming another file of the series) or is
       empty is replaced by the file name in words, less its number and author abbreviation

@@ -26,7 +26,8 @@ from filelock import ReadWriteLock, Timeout
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"
-SCHEMA_VERSION = 3  # 2: clusters.zs_label/zs_similarity; 3: plan_clusters.d_intra/complexity (added on the next plan save)
+# 2: clusters.zs_label/zs_similarity; 3: plan_clusters.d_intra/complexity (added on the next plan save)
+SCHEMA_VERSION = 3
 
 SAMPLES_DDL = """
 CREATE TABLE samples (
@@ -35,7 +36,8 @@ CREATE TABLE samples (
     key VARCHAR,                  -- the source's own key / relative path
     caption VARCHAR,
     image_ref VARCHAR,            -- where the original image lives (path, tar#member, parquet#row)
-    image_loc VARCHAR,            -- how densprune reads it: JSON ["file", path] | ["tar", path, offset, size] | ["parquet", path, row, column]
+    image_loc VARCHAR,            -- how densprune reads it: JSON ["file", path] | ["tar", path, offset, size]
+                                  -- | ["parquet", path, row, column]
     width INTEGER,                -- original size in pixels
     height INTEGER,
     category VARCHAR,             -- folder / category path where the source has one
@@ -49,7 +51,8 @@ CREATE TABLE samples (
     dup_of BIGINT,                -- row_idx of that most similar earlier member (-1: none)
     thumb_offset BIGINT,          -- thumbnail bytes in thumbs.bin
     thumb_size INTEGER,
-    caption_flag VARCHAR          -- 'invalid UTF-8': the source caption was decoded with U+FFFD replacement; NULL: as read
+    caption_flag VARCHAR          -- 'invalid UTF-8': the source caption was decoded with U+FFFD replacement;
+                                  -- NULL: as read
 )"""
 
 CLUSTERS_DDL = """
@@ -61,7 +64,8 @@ CREATE TABLE clusters (
     d_inter DOUBLE,
     complexity DOUBLE,
     label VARCHAR,                -- its most distinctive caption words (c-TF-IDF), <= 40 characters
-    zs_label VARCHAR,             -- zero-shot name: the vocabulary entry nearest its centroid (CLIP text tower); NULL without one
+    zs_label VARCHAR,             -- zero-shot name: the vocabulary entry nearest its centroid (CLIP text tower);
+                                  -- NULL without one
     zs_similarity DOUBLE,         -- cos(centroid, that entry's text embedding); NULL without one
     x DOUBLE,                     -- centroid position in the 2-D layout
     y DOUBLE
@@ -119,6 +123,15 @@ class WorkspaceNotFound(FileNotFoundError):
     """No complete workspace at the path."""
 
 
+class WorkspaceDamaged(WorkspaceNotFound):
+    """A workspace whose DuckDB file is not a readable densprune database (the message names the file)."""
+
+
+def _damaged(path: Path, why: str) -> WorkspaceDamaged:
+    return WorkspaceDamaged(f"{path} is not a readable densprune workspace database ({why}); rebuild the workspace "
+                            "with `densprune precompute SOURCE --workspace DIR --force`")
+
+
 class WorkspaceBusy(TimeoutError):
     """Another process held the workspace's write lock for longer than the caller would wait."""
 
@@ -133,7 +146,8 @@ def is_complete(workspace: str | os.PathLike) -> bool:
 
 
 @contextlib.contextmanager
-def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(workspace: str | os.PathLike, read_only: bool = True,
+            timeout_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection to the workspace database.
 
     DuckDB lets one process write or many read a database file, never both, so every connection
@@ -142,7 +156,8 @@ def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: flo
     ``timeout_s`` seconds of waiting."""
     path = db_path(workspace)
     if not path.exists():
-        raise WorkspaceNotFound(f"no workspace at {workspace} (missing {DB_NAME}); build one with `densprune precompute`")
+        raise WorkspaceNotFound(f"no workspace at {workspace} (missing {DB_NAME}); "
+                                "build one with `densprune precompute`")
     lock = ReadWriteLock(Path(workspace) / LOCK_NAME, is_singleton=False)
     with contextlib.ExitStack() as stack:
         stack.callback(lock.close)
@@ -151,9 +166,24 @@ def connect(workspace: str | os.PathLike, read_only: bool = True, timeout_s: flo
         except Timeout:
             raise WorkspaceBusy(f"{workspace} is busy: another process kept it locked for {timeout_s:g} s "
                                 "(a precompute or a long plan save?); try again when it is done") from None
-        con = duckdb.connect(str(path), read_only=read_only)
+        from densprune.ingest.media import file_problem
+
+        problem = file_problem(path, max_bytes=None)  # a FIFO there would block DuckDB for ever
+        if problem:
+            raise _damaged(path, problem)
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():  # held by a process outside densprune's locks: not damage
+                raise
+            raise _damaged(path, str(exc).splitlines()[0][:300]) from exc
         stack.callback(con.close)
-        yield con
+        try:
+            yield con
+        except duckdb.CatalogException as exc:  # a DuckDB file without densprune's tables
+            if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
+                raise
+            raise _damaged(path, "it has no densprune tables") from exc
 
 
 @contextlib.contextmanager
@@ -311,7 +341,8 @@ def index_columns(workspace: str | os.PathLike) -> dict[str, np.ndarray | None]:
 
         has_clip = con.execute("SELECT count(clip_score) FROM samples").fetchone()[0] > 0
         return {"cluster": column("cluster::INTEGER"), "dist": column("dist_to_centroid"),
-                "pool": column("coalesce(split = 'pool', false)"), "dup": column("coalesce(dup_max_sim, 'NaN'::DOUBLE)"),
+                "pool": column("coalesce(split = 'pool', false)"),
+                "dup": column("coalesce(dup_max_sim, 'NaN'::DOUBLE)"),
                 "clip": column("coalesce(clip_score, 'NaN'::DOUBLE)") if has_clip else None}
 
 
@@ -452,7 +483,8 @@ def plan_exists(workspace: str | os.PathLike, name: str) -> bool:
         return con.execute("SELECT count(*) FROM plans WHERE name = ?", [name]).fetchone()[0] > 0
 
 
-def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, *, overwrite: bool = False) -> str | None:
+def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, *,
+               overwrite: bool = False) -> str | None:
     """Replace plan ``row['name']`` (keys: PLAN_COLUMNS) and its per-cluster rows (PLAN_CLUSTER_COLUMNS)
     in one transaction; a workspace of schema version 1 gains the newer plan_clusters columns first.
 
@@ -484,8 +516,9 @@ def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
     """All plans, newest first: name, method, n_kept, budget, eligible (the remaining pool the budget
     counted), pool_size (the raw pool), params, created_at."""
     return query_df(workspace, "SELECT p.name, p.method, p.n_kept, p.budget, "
-                               "(SELECT sum(c.eligible) FROM plan_clusters c WHERE c.plan = p.name)::BIGINT AS eligible, "
-                               "p.pool_size, p.params, p.created_at FROM plans p ORDER BY p.created_at DESC")
+                               "(SELECT sum(c.eligible) FROM plan_clusters c WHERE c.plan = p.name)::BIGINT "
+                               "AS eligible, p.pool_size, p.params, p.created_at "
+                               "FROM plans p ORDER BY p.created_at DESC")
 
 
 def load_plan_row(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
@@ -568,7 +601,8 @@ def reject_summary(workspace: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchone()[0])
 
 
 def ensure_run_tables(workspace: str | os.PathLike) -> None:
@@ -662,12 +696,14 @@ def category_code_rows(workspace: str | os.PathLike, no_category: str) -> tuple[
     """Per row (N,) in row order: the code of its top-level category (int32, index into the sorted
     names; rows without one count as ``no_category``) and whether it is in the pool; the names."""
     with connect(workspace) as con:
-        names = [r[0] for r in con.execute("SELECT DISTINCT coalesce(top_category, ?) AS name FROM samples ORDER BY name",
-                                           [no_category]).fetchall()]
+        names = [r[0] for r in con.execute("SELECT DISTINCT coalesce(top_category, ?) AS name FROM samples "
+                                           "ORDER BY name", [no_category]).fetchall()]
         rows = con.execute(
-            "WITH codes AS (SELECT UNNEST(?::VARCHAR[]) AS name, (generate_subscripts(?::VARCHAR[], 1) - 1)::INTEGER AS code) "
+            "WITH codes AS (SELECT UNNEST(?::VARCHAR[]) AS name, "
+            "(generate_subscripts(?::VARCHAR[], 1) - 1)::INTEGER AS code) "
             "SELECT c.code, s.split = 'pool' AS pool FROM samples s "
-            "JOIN codes c ON coalesce(s.top_category, ?) = c.name ORDER BY s.row_idx", [names, names, no_category]).fetchnumpy()
+            "JOIN codes c ON coalesce(s.top_category, ?) = c.name ORDER BY s.row_idx",
+            [names, names, no_category]).fetchnumpy()
     return np.asarray(rows["code"], dtype=np.int32), np.asarray(rows["pool"], dtype=bool), names
 
 

@@ -11,7 +11,7 @@ A workspace folder DIR holds::
     DIR/thumbs.bin                concatenated thumbnails, addressed by samples.thumb_offset/thumb_size
     DIR/plans/NAME.GEN.npy        (N,) bool keep masks, named by their ``plans`` row
     DIR/exports/                  exports written from the app, each with NAME.manifest.json
-    DIR/index/plan-KEY/           the stored plan index (prune/index_store.py)
+    DIR/index/plan-KEY/           the stored plan index (prune/plan_index.py)
     DIR/runs/RUN/                 training runs
     DIR/.work/                    resumable embedding shards while precompute runs
 

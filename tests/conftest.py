@@ -16,7 +16,8 @@ COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "
 SHAPES = ("circle", "square")
 
 
-def make_image(color: tuple[int, int, int], shape: str, size: int = 64, seed: int = 0, mode: str = "RGB") -> Image.Image:
+def make_image(color: tuple[int, int, int], shape: str, size: int = 64, seed: int = 0,
+               mode: str = "RGB") -> Image.Image:
     """A small synthetic clip-art-like image: a coloured shape with a little noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -55,7 +56,8 @@ def image_folder(tmp_path: Path) -> Path:
             for j in range(6):
                 img = make_image(rgb, shape, seed=i, mode="RGBA" if j % 2 else "RGB")
                 ext = "png" if j % 2 else "jpg"
-                (d / f"{shape}_{j}.{ext}").write_bytes(encode(img if ext == "png" else img.convert("RGB"), "PNG" if ext == "png" else "JPEG"))
+                (d / f"{shape}_{j}.{ext}").write_bytes(encode(img if ext == "png" else img.convert("RGB"),
+                                                              "PNG" if ext == "png" else "JPEG"))
                 (d / f"{shape}_{j}.txt").write_text(f"a {color} {shape} number {j}")
                 i += 1
     (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
@@ -81,7 +83,8 @@ def make_wds_shards(tmp_path: Path) -> list[Path]:
                 members = {
                     f"{key}.jpg": encode(make_image(COLORS[color], SHAPES[j % 2], seed=n), "JPEG"),
                     f"{key}.txt": f"{color} {SHAPES[j % 2]}".encode(),
-                    f"{key}.json": json.dumps({"uid": f"{n:032x}", "original_width": 64, "original_height": 64}).encode(),
+                    f"{key}.json": json.dumps({"uid": f"{n:032x}", "original_width": 64,
+                                               "original_height": 64}).encode(),
                 }
                 if s == 1 and j == 9:
                     members.pop(f"{key}.jpg")
@@ -111,12 +114,12 @@ def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32-image workspace (offline embedder, K=4; two empty files and one non-image rejected) with plans ``half`` and ``all``.
-    Tests that change it work on a copy."""
+    """A 32-image workspace (offline embedder, K=4; two empty files and one non-image rejected) with plans
+    ``half`` and ``all``. Tests that change it work on a copy."""
     from densprune.embed.runner import EmbedSettings
     from densprune.pipeline.config import PrecomputeConfig
     from densprune.pipeline.precompute import precompute
-    from densprune.prune import plans
+    from densprune.prune import plan_index, plans
     from densprune.prune.selection import PlanParams
 
     root = tmp_path_factory.mktemp("verify") / "images"
@@ -132,7 +135,7 @@ def small_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = precompute(PrecomputeConfig(source=str(root), workspace=root.parent / "ws", embedder="offline", clusters=4,
                                      layout_rows=1000, eval_per_category=0,
                                      embed=EmbedSettings(batch_size=8, workers=0, shard_size=16)))
-    index = plans.load_index(ws)
+    index = plan_index.load_index(ws)
     plans.save_plan(ws, "half", index.compute(PlanParams(keep=0.5)))
     plans.save_plan(ws, "all", index.compute(PlanParams(keep=1.0)))
     return ws

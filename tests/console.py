@@ -81,7 +81,8 @@ def wait_for_health(proc: subprocess.Popen, url: str, timeout_s: float, what: st
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with code {proc.returncode}" if proc.poll() is not None else f"no answer in {timeout_s:.0f} s"
+            why = (f"exited with code {proc.returncode}" if proc.poll() is not None
+                   else f"no answer in {timeout_s:.0f} s")
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             raise AssertionError(f"`{what}` did not serve the app at {url} ({why}); its output ends:\n{tail}")
         time.sleep(0.5)

@@ -15,7 +15,7 @@ from densprune.app import data as appdata
 from densprune.embed.runner import EmbedSettings
 from densprune.pipeline.config import PrecomputeConfig
 from densprune.pipeline.precompute import precompute
-from densprune.prune import plans
+from densprune.prune import plan_index
 
 pytestmark = pytest.mark.slow
 VOCAB = ("red circle", "green square", "blue circle", "yellow square", "teapot")
@@ -42,7 +42,7 @@ def test_every_page_renders_with_clip_scores_and_no_categories(clip_ws, page):
 
 
 def test_budget_clip_filter_and_method_work(clip_ws):
-    index = plans.load_index(clip_ws)
+    index = plan_index.load_index(clip_ws)
     at = open_app(clip_ws, "budget")
     assert as_int(metric(at, "Eligible")) == index.pool_size
     at.toggle(key="plan_clip_on").set_value(True).run()

@@ -18,7 +18,7 @@ from densprune import db
 from densprune.app import data as appdata
 from densprune.app.common import PLAN_DEFAULTS, VIEWS
 from densprune.export.writers import DEFAULT_SUFFIX
-from densprune.prune import plans
+from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_budget_shows_exactly_the_planned_counts(ws):
     at.slider(key="plan_keep_pct").set_value(5).run()
     no_errors(at)
     assert as_int(metric(at, "Kept")) == round(0.05 * pool)
-    result = plans.load_index(ws).compute(appdata.params_from_state(plan_state(at), db.load_meta(ws)))
+    result = plan_index.load_index(ws).compute(appdata.params_from_state(plan_state(at), db.load_meta(ws)))
     assert result.n_kept == round(0.05 * pool)
 
 
@@ -175,10 +175,10 @@ def test_budget_method_changes_per_concept_kept(ws):
 WRITER = """
 import pathlib, sys, time
 from densprune import db
-from densprune.prune import plans
+from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanParams
 ws, stop = sys.argv[1], pathlib.Path(sys.argv[2])
-index, n = plans.load_index(ws), 0
+index, n = plan_index.load_index(ws), 0
 while not stop.exists():  # write transactions back to back, as a CLI plan save or a training run does
     plans.save_plan(ws, "writer-proc", index.compute(PlanParams(keep=0.1 + 0.01 * (n % 20))), overwrite=True)
     n += 1
@@ -281,7 +281,7 @@ def test_concepts_search_by_label_word_states_the_label_source(ws):
 
 def test_concepts_kept_is_the_plans_quota_of_the_picked_concept(ws):
     at = open_app(ws, "concepts")
-    index, meta = plans.load_index(ws), db.load_meta(ws)
+    index, meta = plan_index.load_index(ws), db.load_meta(ws)
     for pct in (30, 100):
         at.session_state["plan_keep_pct"] = pct
         at.run()
@@ -310,7 +310,7 @@ def test_preview_kept_and_dropped_follow_the_budget(ws):
         line = next(m.value for m in at.markdown if m.value.startswith("**Kept:"))
         return int(line.split()[1].replace(",", ""))
 
-    index, meta = plans.load_index(ws), db.load_meta(ws)
+    index, meta = plan_index.load_index(ws), db.load_meta(ws)
     concept = int(at.selectbox(key="preview_concept").value)
     for pct in (30, 5):  # the concept's kept count is the plan's quota for it
         at.session_state["plan_keep_pct"] = pct
@@ -335,7 +335,7 @@ def test_preview_kept_and_dropped_follow_the_budget(ws):
 
 def test_export_writes_into_the_workspace_with_manifest(ws):
     name = f"x-{uuid.uuid4().hex[:8]}"
-    index = plans.load_index(ws)
+    index = plan_index.load_index(ws)
     plans.save_plan(ws, name, index.compute(PlanParams(keep=0.1)))
     at = open_app(ws, "export")
     at.selectbox(key="export_plan").set_value(name).run()

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from densprune.app.common import VIEWS
 from densprune.app.policy import app_args, parse_app_args
 from densprune.cli import main as cli
-from densprune.prune import plans
+from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanParams
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -103,7 +103,7 @@ def test_opening_inside_an_allowed_root_switches(monkeypatch, demo_workspace, tw
 
 def _train_page(monkeypatch, argv: list[str], ws: Path) -> AppTest:
     if plans.list_plans(ws).empty:
-        plans.save_plan(ws, "policy-all", plans.load_index(ws).compute(PlanParams(keep=1.0)))
+        plans.save_plan(ws, "policy-all", plan_index.load_index(ws).compute(PlanParams(keep=1.0)))
     at = app_with_argv(monkeypatch, argv, ws)
     at.switch_page(str(VIEWS / "train.py")).run()
     assert not at.exception, [e.value for e in at.exception]

@@ -17,7 +17,7 @@ from densprune.app import charts
 from densprune.app import data as appdata
 from densprune.app.thumbgrid import Tile, grid_html, pairs_html, read_thumbs
 from densprune.ingest.media import image_ext, image_mime
-from densprune.prune.plans import load_index
+from densprune.prune.plan_index import load_index
 from densprune.prune.selection import PlanIndex, PlanParams
 
 N, K = 600, 6

@@ -34,7 +34,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 
 @pytest.fixture(scope="module")
 def app_url(demo_workspace: Path):
-    proc, url = start_app(demo_workspace, Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-streamlit-{os.getpid()}.log",
+    proc, url = start_app(demo_workspace,
+                          Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-streamlit-{os.getpid()}.log",
                           timeout_s=60)
     try:
         yield url

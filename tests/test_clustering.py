@@ -82,7 +82,8 @@ def test_cluster_stats_against_direct_numpy():
     for j in range(6):
         dj = np.sort([1 - cent[j] @ cent[i] for i in range(6) if i != j])[:3]
         np.testing.assert_allclose(d_inter[j], dj.mean(), rtol=1e-5)
-    np.testing.assert_allclose(inter_distance(cent, neighbors=100), inter_distance(cent, neighbors=5))  # l = min(l, K-1)
+    # l = min(l, K-1)
+    np.testing.assert_allclose(inter_distance(cent, neighbors=100), inter_distance(cent, neighbors=5))
     np.testing.assert_allclose(complexity(d_intra[:6], d_inter), d_intra[:6] * d_inter)
     order, d = nearest_concepts(cent, 0, 3)
     assert 0 not in order and np.all(np.diff(d) >= 0)

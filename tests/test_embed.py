@@ -82,14 +82,15 @@ def _check_against_reference(got: dict, vectors: dict, rejects: dict, atol: floa
 
 def test_offline_batches_match_per_sample_reference(image_folder, tmp_path):
     refs = list_source(str(image_folder)).refs
-    shards = embed_source(refs, OfflineEmbedder(), tmp_path / "w", EmbedSettings(batch_size=5, workers=2, shard_size=16),
-                          progress=False)
+    shards = embed_source(refs, OfflineEmbedder(), tmp_path / "w",
+                          EmbedSettings(batch_size=5, workers=2, shard_size=16), progress=False)
     got = _load_shards(shards)
     vectors, rejects = _reference(refs, lambda img, cap: pixel_features(img))
     assert len(rejects) == 1 and "cannot decode" in next(iter(rejects.values()))
     _check_against_reference(got, vectors, rejects, atol=1e-6)
     sizes = {r.key: Image.open(io.BytesIO(read_bytes(r.loc))).size for r in refs if not r.key.endswith("broken.jpg")}
-    assert [tuple(s) for s in np.stack([got["width"], got["height"]], 1)] == [sizes[refs[i].key] for i in got["idx"][got["ok"]]]
+    assert [tuple(s) for s in np.stack([got["width"], got["height"]], 1)] == \
+        [sizes[refs[i].key] for i in got["idx"][got["ok"]]]
 
 
 @pytest.mark.parametrize("decode", ["cpu", "device"])
@@ -163,13 +164,14 @@ def test_decode_jpegs_reports_each_bad_file():
 
 def test_device_failure_falls_back_to_pil_and_records_its_reason(image_folder, tmp_path, tiny):
     """A JPEG that passes the header checks but not decoding is rejected with PIL's reason, as before."""
-    (image_folder / "red" / "bogus.jpg").write_bytes(_bogus_huffman((image_folder / "red" / "circle_0.jpg").read_bytes()))
+    (image_folder / "red" / "bogus.jpg").write_bytes(
+        _bogus_huffman((image_folder / "red" / "circle_0.jpg").read_bytes()))
     refs = list_source(str(image_folder)).refs
     vectors, rejects = _reference(refs, _openclip_one(tiny))
     assert len(rejects) == 2
     for decode in ("cpu", "device"):
-        got = _load_shards(embed_source(refs, tiny, tmp_path / decode, EmbedSettings(batch_size=16, workers=0, decode=decode),
-                                        progress=False))
+        got = _load_shards(embed_source(refs, tiny, tmp_path / decode,
+                                        EmbedSettings(batch_size=16, workers=0, decode=decode), progress=False))
         _check_against_reference(got, vectors, rejects, atol=2e-3)
 
 

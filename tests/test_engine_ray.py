@@ -26,7 +26,8 @@ def test_ray_engine_matches_local_engine(image_folder, tmp_path):
     finally:
         ray.shutdown()
     local = precompute(cfg("local", "local"))
-    np.testing.assert_allclose(np.load(distributed / "embeddings/image.npy"), np.load(local / "embeddings/image.npy"), atol=1e-6)
+    np.testing.assert_allclose(np.load(distributed / "embeddings/image.npy"), np.load(local / "embeddings/image.npy"),
+                               atol=1e-6)
     assert db.load_meta(distributed)["n_samples"] == 48
     assert "cannot decode" in db.load_rejects(distributed).reason[0]
 
@@ -65,4 +66,5 @@ def test_ray_assignment_statistics_and_semdedup_match_local(tmp_path, monkeypatc
     np.testing.assert_allclose(ca.complexity, cb.complexity, rtol=1e-9)
     assert (ca["size"] == cb["size"]).all()
     assert db.load_meta(distributed)["dedup_groups"] == db.load_meta(local)["dedup_groups"] > 6
-    np.testing.assert_array_equal(np.load(distributed / "embeddings/image.npy"), np.load(local / "embeddings/image.npy"))
+    np.testing.assert_array_equal(np.load(distributed / "embeddings/image.npy"),
+                                  np.load(local / "embeddings/image.npy"))

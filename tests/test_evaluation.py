@@ -71,7 +71,8 @@ def folder(tmp_path: Path) -> Path:
     for c, (color, rgb) in enumerate(list(COLORS.items())[:3]):
         (root / f"{color}_thing").mkdir(parents=True)
         for j in range(4):
-            (root / f"{color}_thing" / f"{j}.png").write_bytes(encode(make_image(rgb, "circle", seed=10 * c + j), "PNG"))
+            (root / f"{color}_thing" / f"{j}.png").write_bytes(
+                encode(make_image(rgb, "circle", seed=10 * c + j), "PNG"))
     return root
 
 
@@ -104,7 +105,8 @@ def test_evaluate_model_equals_a_direct_computation(small_model, folder):
     model, ckpt, _ = small_model
     net, preprocess, tokenizer = ev.load_model(model, ckpt)
     fset = ev.image_folder_eval_set(folder)
-    assert fset.classnames == ["blue thing", "green thing", "red thing"] and fset.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert fset.classnames == ["blue thing", "green thing", "red thing"] \
+        and fset.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     captions = [f"caption number {i}" for i in range(len(fset.images))]
     evalset = ev.EvalSet("t", fset.images, fset.labels, fset.classnames, captions)
     templates = ("clip art of {}.", "{}.")
@@ -124,7 +126,8 @@ def test_evaluate_model_equals_a_direct_computation(small_model, folder):
     pred = [int(torch.argmax(torch.stack([img[i] @ c for c in cls]))) for i in range(n)]
     acc = np.mean([pred[i] == evalset.labels[i] for i in range(n)])
     i2t_r1 = np.mean([all(img[i] @ cap[j] <= img[i] @ cap[i] + 1e-6 for j in range(n)) for i in range(n)])
-    t2i_r5 = np.mean([sum(float(img[j] @ cap[i]) > float(img[i] @ cap[i]) + 1e-6 for j in range(n)) < 5 for i in range(n)])
+    t2i_r5 = np.mean([sum(float(img[j] @ cap[i]) > float(img[i] @ cap[i]) + 1e-6 for j in range(n)) < 5
+                      for i in range(n)])
     assert got["zeroshot_top1"] == pytest.approx(acc)
     assert got["i2t_r1"] == pytest.approx(i2t_r1)
     assert got["t2i_r5"] == pytest.approx(t2i_r5)

@@ -40,7 +40,7 @@ from test_crash_safety import HARNESS, ROOT, kill_at, precompute_args, state
 
 from densprune import db
 from densprune.cli.main import main
-from densprune.prune import plans
+from densprune.prune import plan_index, plans
 from densprune.verify import verify_workspace
 from densprune.workspace_lock import (
     HOLDERS_NAME,
@@ -306,7 +306,7 @@ def test_a_plan_save_during_a_recluster_is_refused(clean, tmp_path):
         proc = cli("plan", ws, "--name", "half", "--keep", "0.5")
         assert proc.returncode == 2 and in_use(ws, rec.pid, "densprune recluster").search(proc.stderr), proc.stderr
         with pytest.raises(WorkspaceInUse, match=rf"in use by PID {rec.pid} \(densprune recluster"):
-            plans.save_plan(ws, "lib", plans.load_index(ws).compute(plans.PlanParams(keep=0.5)))
+            plans.save_plan(ws, "lib", plan_index.load_index(ws).compute(plans.PlanParams(keep=0.5)))
     finally:
         marker.unlink(missing_ok=True)
     assert rec.wait(300) == 0, log.read_text()[-3000:]
@@ -451,7 +451,7 @@ def test_a_workspace_with_relative_locations_is_reported_and_not_exported(tmp_pa
     ws = pre.precompute(PrecomputeConfig(source="images", workspace=Path("ws"), embedder="offline", clusters=4,
                                              layout_rows=1000, embed=EmbedSettings(batch_size=8, workers=0)))
     ws = ws.resolve()
-    plans.save_plan(ws, "all", plans.load_index(ws).compute(plans.PlanParams(keep=1.0)))
+    plans.save_plan(ws, "all", plan_index.load_index(ws).compute(plans.PlanParams(keep=1.0)))
     assert json.loads(db.query_df(ws, "SELECT image_loc FROM samples LIMIT 1").image_loc[0])[1].startswith("images/")
     monkeypatch.chdir(tmp_path)
     problems = verify_workspace(ws)

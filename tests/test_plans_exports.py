@@ -18,13 +18,8 @@ from densprune.export.writers import export_plan
 from densprune.pipeline.config import PrecomputeConfig
 from densprune.pipeline.precompute import precompute
 from densprune.prune.compare import compare_saved_plans
-from densprune.prune.plans import (
-    list_plans,
-    load_index,
-    load_plan,
-    plan_clusters,
-    save_plan,
-)
+from densprune.prune.plan_index import load_index
+from densprune.prune.plans import list_plans, load_plan, plan_clusters, save_plan
 from densprune.prune.selection import PlanParams
 
 pytestmark = pytest.mark.slow
@@ -34,7 +29,8 @@ pytestmark = pytest.mark.slow
 def planned(demo_workspace):
     """The demo workspace with dbp / random plans at keep 30% (created once per module)."""
     for name, method in (("t-dbp30", "dbp"), ("t-rnd30", "random"), ("t-ssp30", "ssp")):
-        assert main(["plan", str(demo_workspace), "--name", name, "--keep", "30%", "--method", method, "--overwrite"]) == 0
+        assert main(["plan", str(demo_workspace), "--name", name, "--keep", "30%", "--method", method,
+                     "--overwrite"]) == 0
     return demo_workspace
 
 
@@ -97,7 +93,8 @@ def test_export_parquet_read_by_pandas_and_duckdb(planned, tmp_path):
     df = pd.read_parquet(out)
     assert len(df) == keep.sum() and set(df.row_idx) == set(np.flatnonzero(keep))
     assert {"uid", "row_idx", "caption", "image_ref", "cluster", "clip_score", "dist_to_centroid"} <= set(df.columns)
-    assert duckdb.connect().execute(f"SELECT count(DISTINCT uid) FROM read_parquet('{out}')").fetchone()[0] == keep.sum()
+    assert duckdb.connect().execute(f"SELECT count(DISTINCT uid) FROM read_parquet('{out}')").fetchone()[0] == \
+        keep.sum()
     _check_manifest(out, int(keep.sum()))
     assert not list(tmp_path.glob(".*tmp*"))
 
@@ -240,7 +237,8 @@ def test_a_name_saved_by_another_process_meanwhile_is_refused_under_the_lock(pla
 def test_overwrite_writes_a_new_mask_and_removes_the_old_one(planned, tmp_path):
     import shutil
 
-    ws = Path(shutil.copytree(planned, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
+    ws = Path(shutil.copytree(planned, tmp_path / "ws",
+                              ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
     old, _ = load_plan(ws, "t-ssp30")
     save_plan(ws, "t-ssp30", load_index(ws).compute(PlanParams(method="ssp", keep=0.5)), overwrite=True)
     new, keep = load_plan(ws, "t-ssp30")
@@ -254,7 +252,8 @@ def test_a_reader_holding_the_row_of_an_overwritten_plan_gets_the_new_plan(plann
     old mask): the reader reads the row again and returns the new row with its own mask."""
     import shutil
 
-    ws = Path(shutil.copytree(planned, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
+    ws = Path(shutil.copytree(planned, tmp_path / "ws",
+                              ignore=shutil.ignore_patterns(".densprune.lock", "exports", "runs")))
     stale = db.load_plan_row(ws, "t-dbp30")
     save_plan(ws, "t-dbp30", load_index(ws).compute(PlanParams(method="dbp", keep=0.5)), overwrite=True)
     real, calls = db.load_plan_row, []

@@ -124,7 +124,8 @@ def test_missing_weights_fail_fast_with_guidance(image_folder, tmp_path, monkeyp
 def test_demo_workspace_end_to_end(demo_workspace, capsys):
     meta = db.load_meta(demo_workspace)
     assert meta["n_samples"] == 8121 and meta["source_kind"] == "demo"
-    assert meta["n_eval"] == 20 * len(db.query_df(demo_workspace, "SELECT DISTINCT top_category FROM samples WHERE split = 'eval'"))
+    assert meta["n_eval"] == 20 * len(db.query_df(demo_workspace, "SELECT DISTINCT top_category FROM samples "
+                                                                  "WHERE split = 'eval'"))
     s = db.query_df(demo_workspace, "SELECT category, top_category, split, cluster FROM samples")
     assert s.category.notna().all()
     c = db.load_clusters(demo_workspace)

@@ -56,7 +56,8 @@ def test_every_readme_subcommand_answers_help(sub):
 def test_readme_and_the_command_name_the_same_subcommands():
     readme = set(readme_subcommands())
     assert readme, "no `densprune ...` lines found in README's ```bash blocks"
-    assert not readme - cli_subcommands(), f"README uses sub-commands the CLI lacks: {sorted(readme - cli_subcommands())}"
+    assert not readme - cli_subcommands(), \
+        f"README uses sub-commands the CLI lacks: {sorted(readme - cli_subcommands())}"
     assert not cli_subcommands() - readme, f"README's command block omits: {sorted(cli_subcommands() - readme)}"
 
 

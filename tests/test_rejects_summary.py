@@ -31,7 +31,8 @@ def test_reason_kinds_drop_paths_sizes_and_rows():
 
 def test_summary_adds_up_distinct_reasons():
     by_reason = pd.DataFrame({"stage": ["list", "list", "decode"],
-                              "reason": ["a row 1: file not found: /a", "b row 2: file not found: /b", "empty image file"],
+                              "reason": ["a row 1: file not found: /a", "b row 2: file not found: /b",
+                                         "empty image file"],
                               "count": [3, 2, 4]})
     s = summarise_rejects(by_reason)
     assert s[["stage", "kind", "count"]].values.tolist() == [["list", "file not found", 5],

@@ -54,8 +54,10 @@ def write_clip_retrieval(root: Path, sizes: list[int], d: int = 16, text: bool =
         img = clustered(rng, n, d).astype(dtype)
         txt = clustered(rng, n, d).astype(dtype)
         keys = [f"{k:05d}{i:04d}" for i in range(n)]
-        meta = {"caption": [f"photo of thing s{k} r{i}" for i in range(n)], "url": [f"https://img.example/{k}/{i}.jpg" for i in range(n)],
-                "key": keys, "similarity": rng.random(n), "width": rng.integers(10, 2000, n), "height": rng.integers(10, 2000, n)}
+        meta = {"caption": [f"photo of thing s{k} r{i}" for i in range(n)],
+                "url": [f"https://img.example/{k}/{i}.jpg" for i in range(n)],
+                "key": keys, "similarity": rng.random(n), "width": rng.integers(10, 2000, n),
+                "height": rng.integers(10, 2000, n)}
         np.save(root / "img_emb" / f"img_emb_{k}.npy", img)
         if text:
             np.save(root / "text_emb" / f"text_emb_{k}.npy", txt)
@@ -184,7 +186,8 @@ def test_missing_shards_are_named(tmp_path, gone, message):
 
 def test_metadata_without_vectors_is_named(tmp_path):
     write_clip_retrieval(tmp_path, [3])
-    pq.write_table(pq.read_table(tmp_path / "metadata" / "metadata_0.parquet"), tmp_path / "metadata" / "metadata_1.parquet")
+    pq.write_table(pq.read_table(tmp_path / "metadata" / "metadata_0.parquet"),
+                   tmp_path / "metadata" / "metadata_1.parquet")
     with pytest.raises(ReleasedError, match=r"metadata_1\.parquet has no image vectors"):
         open_released(tmp_path)
 
@@ -364,7 +367,7 @@ def test_datacomp_workspace_keeps_uids_exactly_and_exports_them(datacomp_ws, tmp
         np.testing.assert_array_equal(image[i], unit16(s["l14_img"]))
         assert (r.width, r.height, r.image_ref) == (s["width"], s["height"], s["url"])
     assert sorted(df.uid) == sorted(s["uid"] for s in rows.values())
-    from densprune.prune.plans import load_index
+    from densprune.prune.plan_index import load_index
 
     result = load_index(ws).compute(PlanParams(method="random", keep=0.5))
     save_plan(ws, "half", result)
@@ -403,7 +406,7 @@ def test_app_pages_show_caption_url_and_size_instead_of_thumbnails(clip_retrieva
             body = " ".join(h.proto.body for h in at.get("html"))
             assert 'href="https://img.example/' in body and 'rel="noopener noreferrer nofollow"' in body
             assert re.search(r"<div>\d+×\d+</div>", body), "the original size is shown"
-    from densprune.prune.plans import load_index
+    from densprune.prune.plan_index import load_index
 
     save_plan(ws, "app-check", load_index(ws).compute(PlanParams(method="dbp", keep=0.5)), overwrite=True)
     at = open_app(ws, "export")

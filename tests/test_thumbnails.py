@@ -89,7 +89,8 @@ def test_all_mode_reuses_small_source_jpegs(wds_shards, tmp_path):
 
 def test_source_thumbnail_of_a_parquet_row_and_of_bad_locations(tmp_path):
 
-    df = pd.DataFrame({"caption": ["a", "b"], "image": [encode(make_image((9, 9, 200), "square", size=300), "PNG")] * 2})
+    df = pd.DataFrame({"caption": ["a", "b"],
+                       "image": [encode(make_image((9, 9, 200), "square", size=300), "PNG")] * 2})
     df.to_parquet(tmp_path / "t.parquet", row_group_size=1)
     t = source_thumbnail(json.dumps(["parquet", str(tmp_path / "t.parquet"), 1, "image"]))
     assert Image.open(io.BytesIO(t)).size == (128, 128)

@@ -159,4 +159,5 @@ def test_export_without_a_manifest_and_one_outside_the_workspace(ws, capsys, tmp
     np.save(outside, np.load(outside)[:-1])
     only_problem(ws, capsys, outside, "bytes, the manifest says", "--export", str(outside))
     missing = tmp_path / "nothing.parquet"
-    only_problem(ws, capsys, missing.with_name(missing.name + ".manifest.json"), "no manifest", "--export", str(missing))
+    only_problem(ws, capsys, missing.with_name(missing.name + ".manifest.json"), "no manifest",
+                 "--export", str(missing))

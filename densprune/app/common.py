@@ -20,6 +20,7 @@ from densprune.app import data as appdata
 from densprune.app.policy import AppPolicy, parse_app_args
 from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
 from densprune.prune import plans
+from densprune.prune.plan_index import load_index
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 from densprune.workspace import build_stamp
 
@@ -99,7 +100,7 @@ def ws_args() -> tuple[str, str]:
 
 @st.cache_resource(show_spinner="Indexing the workspace…", max_entries=4)
 def plan_index(ws: str, stamp: str) -> PlanIndex:
-    return plans.load_index(ws)
+    return load_index(ws)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -96,7 +96,8 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
     def sec(key: str) -> str:
         return f" in {t[key]:.1f} s" if key in t else ""
 
-    n, n_rej = int(meta.get("n_samples", counts.get("samples", 0))), int(meta.get("n_rejects", counts.get("rejects", 0)))
+    n, n_rej = (int(meta.get("n_samples", counts.get("samples", 0))),
+                int(meta.get("n_rejects", counts.get("rejects", 0))))
     n_exports = len(list((ws / "exports").glob("*.manifest.json"))) if (ws / "exports").exists() else 0
     pretrained = f" / {meta['pretrained']}" if meta.get("pretrained") else ""
     emb = f"{meta.get('embedder')} ({meta.get('model')}{pretrained})"
@@ -106,12 +107,12 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
         ("2. embed images", "done", f"{emb}, {meta.get('image_dim')}-d vectors{sec('embed')}")
         if meta.get("embedder") != "released" else
         ("2. read released embeddings", "done", f"{meta.get('source_kind')} layout ({meta.get('model')}), "
-                                                f"{meta.get('image_dim')}-d {meta.get('dtype')} vectors, not re-embedded"
-                                                f"{sec('copy')}"),
+                                                f"{meta.get('image_dim')}-d {meta.get('dtype')} vectors, "
+                                                f"not re-embedded{sec('copy')}"),
         ("3. cluster into concepts", "done",
          f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
-        ("4. concept complexity", "done", f"d_intra, d_inter over the {meta.get('neighbors', NEIGHBORS)} nearest concepts"
-                                          f"{sec('concepts')}"),
+        ("4. concept complexity", "done",
+         f"d_intra, d_inter over the {meta.get('neighbors', NEIGHBORS)} nearest concepts{sec('concepts')}"),
         ("5. SemDeDup similarities", "done", f"nearest earlier member of every image{sec('dedup')}"),
         ("6. 2-D map", "done", f"UMAP of up to {counts.get('layout', n):,} images and the centroids{sec('layout')}"),
         ("thumbnails", "available" if meta.get("has_thumbnails", True) else "not available",

@@ -61,7 +61,8 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
     """summary_by_plan as shown: 'mean ± std' strings per metric."""
     if summary.empty:
         return summary
-    df = summary[["plan", "method", "preset", "comparison", "images", "epochs", "seeds", "samples_seen", "wall_s"]].copy()
+    df = summary[["plan", "method", "preset", "comparison", "images", "epochs", "seeds", "samples_seen",
+                  "wall_s"]].copy()
     df["samples_seen"] = df["samples_seen"].round().astype("int64")
     df["wall_s"] = df["wall_s"].round(1)
     for m, label in METRICS.items():
@@ -105,7 +106,8 @@ def loss_curves(curves: dict[str, list[dict]], height: int = 340) -> go.Figure:
     for name, events in curves.items():
         ev = [e for e in events if "loss" in e]
         fig.add_trace(go.Scatter(x=[e["samples_seen"] for e in ev], y=[e["loss"] for e in ev], mode="lines",
-                                 name=html.escape(name), hovertemplate="%{x:,} samples: loss %{y:.3f}<extra>%{fullData.name}</extra>"))
+                                 name=html.escape(name),
+                                 hovertemplate="%{x:,} samples: loss %{y:.3f}<extra>%{fullData.name}</extra>"))
     return _layout(fig, "Training loss", height, xaxis_title="samples seen", yaxis_title="contrastive loss",
                    legend=dict(orientation="h", y=-0.25))
 

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", required=True, type=Path, help="workspace folder to create")
     p.add_argument("--image-column", default=None, help="table column with image paths (or bytes)")
     p.add_argument("--caption-column", default=None, help="table column with captions")
+    p.add_argument("--follow-links", action="store_true",
+                   help="image folder: read the files and folders its symbolic links point to outside it "
+                        "(default: such links are rejected, with their reason)")
     r = p.add_argument_group("released embeddings (no image is decoded or embedded)")
     r.add_argument("--embeddings-layout", choices=["auto", "clip-retrieval", "datacomp"], default=None,
                    help="SOURCE is a folder of released embeddings: clip-retrieval (LAION: img_emb/img_emb_K.npy, "
@@ -191,6 +194,7 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         thumbnails=args.thumbnails, thumbs_per_concept=args.thumbs_per_concept,
         dedup_clusters=args.dedup_clusters,
         image_column=getattr(args, "image_column", None), caption_column=getattr(args, "caption_column", None),
+        follow_links=getattr(args, "follow_links", False),
         force=args.force, keep_work=args.keep_work, engine=args.engine, ray_address=args.ray_address,
         ray_actors=args.ray_actors, embeddings_layout=getattr(args, "embeddings_layout", None),
         embedding_key=getattr(args, "embedding_key", None),

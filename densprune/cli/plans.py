@@ -102,7 +102,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from densprune.prune.plans import load_index, save_plan, validate_plan_name
+    from densprune.prune.plan_index import load_index
+    from densprune.prune.plans import save_plan, validate_plan_name
 
     validate_plan_name(args.name)
     params = params_from_args(args)

@@ -93,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"stop it with `densprune cancel {args.workspace} --run {name}`")
         return 0
     row = supervisor.execute_run(args.workspace, name, echo=_print_progress)
-    print(f"run {name}: {row['status']} in {fmt_seconds(row.get('wall_s'))}, {row.get('samples_seen') or 0:,} samples seen"
+    print(f"run {name}: {row['status']} in {fmt_seconds(row.get('wall_s'))}, "
+          f"{row.get('samples_seen') or 0:,} samples seen"
           + (f"  error: {row['error']}" if row.get("error") and row["status"] != "done" else ""))
     return 0 if row["status"] == "done" else 1
 

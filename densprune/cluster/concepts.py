@@ -37,13 +37,13 @@ def inter_distance(centroids: np.ndarray, neighbors: int = NEIGHBORS, block: int
     """
     c = l2_normalize(centroids, dtype=np.float64)
     k = c.shape[0]
-    l = min(int(neighbors), k - 1)
+    n_near = min(int(neighbors), k - 1)
     out = np.full(k, np.nan)
-    for r0 in range(0, k if l > 0 else 0, block):
+    for r0 in range(0, k if n_near > 0 else 0, block):
         r1 = min(r0 + block, k)
         d = 1.0 - c[r0:r1] @ c.T  # (rb, K)
         d[np.arange(r1 - r0), np.arange(r0, r1)] = np.inf  # not its own neighbour
-        out[r0:r1] = np.partition(d, l - 1, axis=1)[:, :l].mean(axis=1)
+        out[r0:r1] = np.partition(d, n_near - 1, axis=1)[:, :n_near].mean(axis=1)
     return out
 
 

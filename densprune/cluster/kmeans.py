@@ -60,7 +60,8 @@ def train_spherical_kmeans(x: np.ndarray, k: int, *, niter: int = NITER, seed: i
         rows = np.sort(rng.choice(rows, size=cap, replace=False))
     sample = np.ascontiguousarray(x[rows], dtype=np.float32)
     gpu = faiss_gpu_count() > 0 if use_gpu is None else use_gpu
-    log.info("k-means: %d clusters on %d x %d rows (%s), %d iterations", k, *sample.shape, "GPU" if gpu else "CPU", niter)
+    log.info("k-means: %d clusters on %d x %d rows (%s), %d iterations", k, *sample.shape, "GPU" if gpu else "CPU",
+             niter)
     km = faiss.Kmeans(sample.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu,
                       max_points_per_centroid=max_points_per_centroid, nredo=nredo, verbose=False)
     km.train(sample)

@@ -45,8 +45,9 @@ def groups_per_concept(sizes: np.ndarray, dedup_clusters: int | str = "auto") ->
         k = np.ceil(sizes / DEDUP_TARGET_ROWS).astype(np.int64)
     elif isinstance(dedup_clusters, (int, np.integer)) and not isinstance(dedup_clusters, bool):
         if dedup_clusters < sizes.size:
-            raise ValueError(f"--dedup-clusters {dedup_clusters} is fewer than the {sizes.size} concepts: SemDeDup groups "
-                             "nest inside concepts (use 'concepts' to deduplicate inside the concepts themselves)")
+            raise ValueError(f"--dedup-clusters {dedup_clusters} is fewer than the {sizes.size} concepts: "
+                             "SemDeDup groups nest inside concepts "
+                             "(use 'concepts' to deduplicate inside the concepts themselves)")
         k = np.rint(dedup_clusters * sizes / max(int(sizes.sum()), 1)).astype(np.int64)
     else:
         raise ValueError(f"--dedup-clusters must be 'auto', 'concepts' or a number of groups, got {dedup_clusters!r}")

@@ -155,7 +155,8 @@ class OfflineEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        return f"offline-v2-{self.config.image_dims}-{self.config.text_dims}-{self.config.text_weight}-{self.config.seed}"
+        return (f"offline-v2-{self.config.image_dims}-{self.config.text_dims}-"
+                f"{self.config.text_weight}-{self.config.seed}")
 
     def worker_prep(self) -> OfflinePrep:
         return OfflinePrep()
@@ -269,7 +270,8 @@ class OpenClipPrep:
         out = self.transform(img)
         if not self.uint8:
             return out
-        return torch.from_numpy(np.array(out if out.mode == "RGB" else out.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(out if out.mode == "RGB" else out.convert("RGB"),
+                                         dtype=np.uint8)).permute(2, 0, 1)
 
     def text(self, captions: list[str]):
         """(b,) captions -> (b, ctx) int64 tokens."""
@@ -282,7 +284,8 @@ def split_preprocess(preprocess) -> tuple[object | None, tuple | None, tuple | N
     from torchvision.transforms import Compose, Normalize
 
     steps = list(getattr(preprocess, "transforms", []))
-    if len(steps) < 2 or type(steps[-2]).__name__ not in ("ToTensor", "MaybeToTensor") or not isinstance(steps[-1], Normalize):
+    if len(steps) < 2 or type(steps[-2]).__name__ not in ("ToTensor", "MaybeToTensor") \
+            or not isinstance(steps[-1], Normalize):
         return None, None, None
     norm = steps[-1]
     return Compose(steps[:-2]), tuple(float(v) for v in norm.mean), tuple(float(v) for v in norm.std)
@@ -330,7 +333,8 @@ class OpenClipEmbedder:
         if weights:
             self._load_weights(weights)
         if not self.pretrained:
-            log.warning("open_clip model %s is RANDOMLY INITIALISED (--pretrained none): vectors are not meaningful", model)
+            log.warning("open_clip model %s is RANDOMLY INITIALISED (--pretrained none): vectors are not meaningful",
+                        model)
         self.net.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self._pil_steps, self.mean, self.std = split_preprocess(self.preprocess)

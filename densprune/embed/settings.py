@@ -19,7 +19,9 @@ class EmbedSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     thumb_size: int = 128
     thumbnails: bool = True  # workers make a thumbnail of every row (``--thumbnails all``)
-    decode: str = "auto"  # auto: JPEGs decoded on the GPU when the model is on CUDA; cpu: PIL in the workers; device: always on the model's device
+    # auto: JPEGs decoded on the GPU when the model is on CUDA; cpu: PIL in the workers;
+    # device: always on the model's device
+    decode: str = "auto"
     dtype: str = "float32"  # of the vectors in the shards (float16 halves them)
     prefetch: int = 2  # batches decoded ahead per worker
     write_queue: int = 4  # embedded batches waiting for the writer thread

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from densprune import __version__, db
-from densprune.ingest.media import group_tar_members, image_ext, tar_sample_key
+from densprune.ingest.media import image_ext, tar_sample_instances, tar_sample_key, unsafe_member_name
 from densprune.ingest.sources import read_bytes
 from densprune.ingest.uids import arrow_uids_to_datacomp
 from densprune.prune.plans import load_plan
@@ -111,27 +111,49 @@ def write_webdataset(df: pd.DataFrame, out: Path, shard_size: int = 10_000) -> l
 
     For a webdataset source every member of a kept sample (jpg, txt, json, ...) is copied; for other
     sources the shards hold ``key.<ext>``, ``key.txt`` (caption) and ``key.json`` (uid, row_idx, cluster).
+    No member name is absolute or has a ``..`` part (a sample key that would give one is replaced by
+    the sample's uid), so extracting a shard never writes outside its folder.
     """
     import webdataset as wds  # imported here: it imports torch (seconds), which no other format needs
 
     tmp_dir = _tmp_path(out)
     tmp_dir.mkdir(parents=True)
-    tar_index: dict[str, dict[str, list[tarfile.TarInfo]]] = {}
+    tar_index: dict[str, dict[str, list[dict[str, tarfile.TarInfo]]]] = {}
     with wds.ShardWriter(str(tmp_dir / "%05d.tar"), maxcount=shard_size, verbose=0, mtime=0) as sink:
         for rec in df.itertuples(index=False):
-            sink.write(_wds_sample(rec, tar_index))
+            sink.write(_safe_names(_wds_sample(rec, tar_index), rec.uid))
     _finish(tmp_dir, out)
     return sorted(out.glob("*.tar"))
+
+
+def _safe_names(sample: dict[str, object], uid: str) -> dict[str, object]:
+    """``sample`` with a ``__key__`` that gives safe member names (``key.ext``): its uid when the key would
+    not (defence in depth: ingest rejects such names); a ValueError when neither is safe."""
+    names = [f"{sample['__key__']}.{ext}" for ext in sample if ext != "__key__"]
+    if not any(unsafe_member_name(n) for n in names):
+        return sample
+    log.warning("webdataset export: sample %s has an unsafe member name (%s): written as %s.*", uid,
+                next(n for n in names if unsafe_member_name(n)), uid)
+    safe = dict(sample, __key__=uid)
+    if not uid or any(unsafe_member_name(f"{uid}.{ext}") for ext in sample if ext != "__key__"):
+        raise ValueError(f"webdataset export: sample {uid!r} has no safe member name")
+    return safe
 
 
 def _wds_sample(rec, tar_index: dict) -> dict[str, object]:
     """One kept row as a webdataset sample: its source members, or image + txt + json."""
     loc = _loc(rec.image_loc)
     if loc[0] == "tar":
-        key = rec.image_ref.split("#", 1)[1].rsplit(".", 1)[0]
+        prefix = f"{loc[1]}#"  # image_ref is "<tar path>#<key>.<ext>" (the path may hold a '#')
+        member = rec.image_ref[len(prefix):] if rec.image_ref.startswith(prefix) else rec.image_ref.split("#", 1)[1]
+        key = member.rsplit(".", 1)[0]
         sample: dict[str, object] = {"__key__": key}
+        members = _tar_members(tar_index, loc[1], key, loc[2])
+        if not members:
+            raise ValueError(f"webdataset export: {loc[1]} has no sample {key!r} any more (the shard changed since "
+                             "the workspace was built: rebuild it with `densprune precompute --force`)")
         with open(loc[1], "rb") as src:
-            for info in _tar_members(tar_index, loc[1], key):
+            for info in members:
                 src.seek(info.offset_data)
                 sample[tar_sample_key(info.name)[1]] = src.read(info.size)
         return sample
@@ -141,12 +163,18 @@ def _wds_sample(rec, tar_index: dict) -> dict[str, object]:
             "json": json.dumps(meta).encode("utf-8")}
 
 
-def _tar_members(cache: dict, tar_path: str, key: str) -> list[tarfile.TarInfo]:
-    """The members of sample ``key`` in source shard ``tar_path`` (each shard indexed once per export)."""
+def _tar_members(cache: dict, tar_path: str, key: str, image_offset: int) -> list[tarfile.TarInfo]:
+    """The members of sample ``key`` in source shard ``tar_path``: of the instance of that key whose image
+    starts at ``image_offset`` (a repeated name), else its first (each shard indexed once per export)."""
     if tar_path not in cache:
+        from densprune.ingest.text import storable
+
         with tarfile.open(tar_path, "r") as tf:
-            cache[tar_path] = {k: list(g.values()) for k, g in group_tar_members(tf).items()}
-    return cache[tar_path].get(key, [])
+            cache[tar_path] = {storable(k): v for k, v in tar_sample_instances(tf).items()}
+    instances = cache[tar_path].get(key, [])
+    chosen = next((g for g in instances if any(i.offset_data == image_offset for i in g.values())),
+                  instances[0] if instances else {})
+    return list(chosen.values())
 
 
 @holds_shared_lock("densprune export")  # refused while a precompute/recluster rewrites the workspace

@@ -1,15 +1,19 @@
 """Image decoding with a pixel cap, RGB conversion onto white, and thumbnails.
 
 The pixel cap is ``--max-pixels`` and nothing else: PIL's own decompression-bomb limit
-(``Image.MAX_IMAGE_PIXELS``, 89.5M pixels by default) is set from it by every decode and probe
-(so in every process that decodes: DataLoader workers, Ray actors, the app), and an image over it
-gets the ``--max-pixels`` reason whichever of the two checks saw it first.
+(``Image.MAX_IMAGE_PIXELS``, 89.5M pixels by default) is ``max_pixels`` while a decode or probe runs
+(in every process that decodes: DataLoader workers, Ray actors, the app), and an image over it gets
+the ``--max-pixels`` reason whichever of the two checks saw it first. The embedding workers also
+make it their process-wide limit (:func:`set_pil_pixel_limit`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import threading
 import warnings
 
 import numpy as np
@@ -25,10 +29,35 @@ class ImageDecodeError(ValueError):
 
 
 def set_pil_pixel_limit(max_pixels: int) -> None:
-    """Make ``max_pixels`` PIL's decompression-bomb limit in this process (PIL warns above it and
-    refuses twice it at ``Image.open``; :func:`decode_image` turns both into the --max-pixels reason)."""
+    """Make ``max_pixels`` PIL's decompression-bomb limit in this process (for a worker process that
+    only decodes for densprune; PIL warns above it and refuses twice it)."""
     if Image.MAX_IMAGE_PIXELS != max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+_LIMIT_LOCK = threading.RLock()
+
+
+def _new_lock() -> None:  # a fork while another thread held the lock must not leave the child locked
+    global _LIMIT_LOCK
+    _LIMIT_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
+
+
+@contextlib.contextmanager
+def pil_pixel_limit(max_pixels: int):
+    """PIL's decompression-bomb limit is ``max_pixels`` inside the block and what it was after it (one
+    block at a time in a process, so that threads with other caps do not see each other's)."""
+    with _LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
 
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -40,8 +69,8 @@ def _too_many(width: int, height: int, max_pixels: int) -> ImageDecodeError:
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """``Image.open`` under the one pixel limit: an image over ``max_pixels`` raises ImageDecodeError with
-    the --max-pixels reason (from its size, or from PIL's bomb check when that refused it first)."""
-    set_pil_pixel_limit(max_pixels)
+    the --max-pixels reason (from its size, or from PIL's bomb check when that refused it first).
+    Call it inside :func:`pil_pixel_limit`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked just below
@@ -66,7 +95,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, target: int 
     if not data:
         raise ImageDecodeError("empty image file")
     try:
-        with warnings.catch_warnings():
+        with pil_pixel_limit(max_pixels), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a frame PIL checks later
             img = _open(data, max_pixels)
             width, height = img.size
@@ -109,7 +138,7 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str,
     if not data:
         raise ImageDecodeError("empty image file")
     try:
-        with _open(data, max_pixels) as img:
+        with pil_pixel_limit(max_pixels), _open(data, max_pixels) as img:
             fmt, mode, (width, height) = img.format or "", img.mode, img.size
     except ImageDecodeError:
         raise

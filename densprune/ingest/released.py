@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from densprune.ingest.media import file_problem
 from densprune.ingest.sources import SourceError
 from densprune.ingest.uids import normalize_uid, uid_from_key
 from densprune.vectors import NpyRows, row_norms
@@ -164,6 +165,7 @@ def _numbered(folder: Path, kind: str, ext: str) -> dict[int, Path]:
     if not folder.is_dir():
         return out
     for f in sorted(folder.glob(f"*{ext}")):
+        _check_regular(f)
         m = _SHARD_RE[kind].match(f.name)
         if not m:
             raise ReleasedError(f"{f}: unexpected file name in {folder} (expected {_SHARD_RE[kind].pattern[1:-1]})")
@@ -172,6 +174,15 @@ def _numbered(folder: Path, kind: str, ext: str) -> dict[int, Path]:
             raise ReleasedError(f"{f} and {out[k]} are both shard {k}")
         out[k] = f
     return out
+
+
+def _check_regular(path: Path) -> Path:
+    """``path``, or a ReleasedError when it is not a regular file (a FIFO would block its reader for ever,
+    a device never end): the one check of densprune.ingest.media."""
+    problem = file_problem(path, max_bytes=None)
+    if problem:
+        raise ReleasedError(f"{path}: {problem}")
+    return path
 
 
 def _read_header(fh) -> tuple[tuple[int, ...], np.dtype]:
@@ -264,8 +275,8 @@ def _open_clip_retrieval(root: Path) -> ReleasedSource:
 
 
 def _open_datacomp(root: Path, key: str) -> ReleasedSource:
-    parquets = {p.stem: p for p in sorted(root.glob("*.parquet"))}
-    npzs = {p.stem: p for p in sorted(root.glob("*.npz"))}
+    parquets = {p.stem: _check_regular(p) for p in sorted(root.glob("*.parquet"))}
+    npzs = {p.stem: _check_regular(p) for p in sorted(root.glob("*.npz"))}
     if not npzs:
         raise ReleasedError(f"{root} holds no SHARD.npz files (datacomp layout: SHARD.parquet + SHARD.npz)")
     for stem in sorted(set(parquets) | set(npzs)):

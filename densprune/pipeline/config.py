@@ -39,6 +39,7 @@ class PrecomputeConfig:
     thumbs_per_concept: int = 96  # rows per concept with a thumbnail in ``sample`` mode
     image_column: str | None = None
     caption_column: str | None = None
+    follow_links: bool = False  # read what a folder source's symbolic links out of it point to (else rejected)
     force: bool = False
     keep_work: bool = False
     engine: str = "local"  # "local" (DataLoader on this machine) or "ray" (actors on a Ray cluster)

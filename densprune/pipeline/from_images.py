@@ -227,7 +227,7 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
 
     timer = StageTimer()
     lap = timer.lap
-    listing = list_source(cfg.source, cfg.image_column, cfg.caption_column)
+    listing = list_source(cfg.source, cfg.image_column, cfg.caption_column, follow_links=cfg.follow_links)
     refs = _dedupe_uids(listing)
     log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,

@@ -162,7 +162,7 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
         raise RuntimeError(f"{centroids_path(ws)} is not the centroids the database now names")
     for keep_file in dropped_masks:
         (ws / keep_file).unlink(missing_ok=True)
-    from densprune.prune.plans import load_index  # the new clusters' plan index, stored for the app
+    from densprune.prune.plan_index import load_index  # the new clusters' plan index, stored for the app
 
     load_index(ws)
     log.info("recluster: %s now has %d concepts from %d deduplicated rows in %.1f s", ws, k, int(train.sum()), seconds)

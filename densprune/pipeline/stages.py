@@ -214,9 +214,9 @@ def layout_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering) -> tu
 
 
 def store_plan_index(ws: Path) -> None:
-    """Build the plan index of the finished workspace and store it there (densprune.prune.index_store),
+    """Build the plan index of the finished workspace and store it there (densprune.prune.plan_index),
     so that the app's first page does not build it (at 10M rows: ~14 s of CPU)."""
-    from densprune.prune.plans import load_index
+    from densprune.prune.plan_index import load_index
 
     t = time.perf_counter()
     index = load_index(ws)

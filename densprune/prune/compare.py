@@ -32,7 +32,8 @@ class SavedPlanComparison:
                 "clusters_most_different": worst.to_dict("records")}
 
 
-def compare_masks(keep_a: np.ndarray, keep_b: np.ndarray, clusters: np.ndarray, k: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+def compare_masks(keep_a: np.ndarray, keep_b: np.ndarray, clusters: np.ndarray,
+                  k: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
     """keep_a, keep_b: (N,) bool; clusters: (N,) int -> (per-cluster table, only_a, only_b, both)."""
     if keep_a.shape != keep_b.shape or keep_a.shape != clusters.shape:
         raise ValueError("plans of different workspaces cannot be compared (mask lengths differ)")

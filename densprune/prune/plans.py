@@ -1,4 +1,5 @@
-"""Plans in a workspace: build the plan index from the workspace, save, list and load plans.
+"""Saved plans in a workspace: save, list and load them (the plan index they are computed on:
+:mod:`densprune.prune.plan_index`).
 
 A saved plan is a row in ``plans``, its per-cluster counts in ``plan_clusters``, and its keep mask
 ((N,) bool aligned with row_idx) in the file the row's ``keep_file`` names, ``DIR/plans/NAME.GEN.npy``:
@@ -23,41 +24,16 @@ import pandas as pd
 
 from densprune import db
 from densprune.names import validate_name
-from densprune.prune import index_store
-from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
-from densprune.workspace import finish_centroids, save_npy
+from densprune.prune.selection import PlanParams, PlanResult
+from densprune.workspace import save_npy
 from densprune.workspace_lock import holds_shared_lock
 
 log = logging.getLogger(__name__)
 
 
-
 def validate_plan_name(name: str) -> str:
     """Plan names become file names: letters, digits, '_', '.', '-', at most 64 chars."""
     return validate_name(name, "plan name", max_len=64)
-
-
-def load_index(workspace: str | os.PathLike) -> PlanIndex:
-    """The plan index of a workspace: mapped from the one stored in it for this build
-    (densprune.prune.index_store), else built from the samples table and stored there for the next
-    process (when the workspace can be written). Callers that reuse it cache it (the app with st.cache_resource)."""
-
-    ws = Path(workspace).resolve()
-    finish_centroids(ws, db.load_meta(ws).get("centroids_sha256"))  # an interrupted `densprune recluster` is finished first
-    key = index_store.index_key(ws, db.load_meta(ws))
-    index = index_store.load_stored(ws, key)
-    if index is None:
-        index = build_index(ws)
-        index_store.store(ws, key, index)
-    return index
-
-
-def build_index(ws: Path) -> PlanIndex:
-    """The plan index built from the samples table (five columns of every row) and the centroids."""
-    cols = db.index_columns(ws)
-    return PlanIndex.build(clusters=cols.pop("cluster"), dist_to_centroid=cols.pop("dist"),
-                           centroids=np.load(ws / "centroids.npy"), in_pool=cols.pop("pool"),
-                           dup_max_sim=cols.pop("dup"), clip_score=cols.pop("clip"))
 
 
 def params_to_json(params: PlanParams) -> str:

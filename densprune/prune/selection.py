@@ -362,13 +362,13 @@ class PlanIndex:
         (NaN when K = 1). Cached per ``neighbors``; computed in row blocks, never a full K x K."""
         if not (_is_int(neighbors) and neighbors >= 1):
             raise ValueError(f"neighbors must be an integer >= 1, got {neighbors!r}")
-        l = min(int(neighbors), self.n_clusters - 1)
-        if l not in self._d_inter:
-            out = inter_distance(self.centroids, l)
+        n_near = min(int(neighbors), self.n_clusters - 1)
+        if n_near not in self._d_inter:
+            out = inter_distance(self.centroids, n_near)
             with self._lock:
-                self._d_inter[l] = out
+                self._d_inter[n_near] = out
             return out
-        return self._d_inter[l]
+        return self._d_inter[n_near]
 
     def complexity(self, neighbors: int = NEIGHBORS) -> np.ndarray:
         """(K,) DBP complexity d_inter * d_intra of the whole pool (NaN for empty clusters); a plan
@@ -499,7 +499,8 @@ class PlanIndex:
         if budget > n_elig:
             raise ValueError(f"a budget of {budget:,} samples is more than the {n_elig:,} eligible: the pool holds "
                              f"{self.pool_size:,}" + (f" and {'; '.join(removed)}" if removed else "")
-                             + ". Lower --keep (a fraction counts what remains), or loosen --dedup-eps / the CLIP filter.")
+                             + ". Lower --keep (a fraction counts what remains), "
+                               "or loosen --dedup-eps / the CLIP filter.")
         no_filter = p.dedup_eps is None and p.clip_keep is None and p.clip_threshold is None
         d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)  # no filter: the pool's
         comp = self.d_inter(p.neighbors) * d_intra

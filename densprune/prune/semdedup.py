@@ -184,7 +184,8 @@ def semdedup_group(embeddings: np.ndarray, idx: np.ndarray, dist: np.ndarray, *,
 def _check_eps(eps: np.ndarray) -> np.ndarray:
     eps = np.asarray(eps, dtype=np.float64)
     if not np.isfinite(eps).all() or (eps < 0).any() or (eps > 1).any():
-        raise ValueError(f"eps must lie in [0, 1], got {eps.min() if eps.size else eps}..{eps.max() if eps.size else eps}")
+        raise ValueError("eps must lie in [0, 1], got "
+                         f"{eps.min() if eps.size else eps}..{eps.max() if eps.size else eps}")
     return eps
 
 

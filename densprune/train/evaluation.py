@@ -55,7 +55,8 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 def retrieval_recall(image_feats: np.ndarray, text_feats: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Recall@k both ways for paired rows. (N, d), (N, d) -> {'i2t_r1', 'i2t_r5', 't2i_r1', 't2i_r5', ...}."""
     assert image_feats.shape[0] == text_feats.shape[0] > 0, "one caption per image"
-    sim = l2_normalize(image_feats, dtype=np.float64) @ l2_normalize(text_feats, dtype=np.float64).T  # (N images, N texts)
+    # (N images, N texts)
+    sim = l2_normalize(image_feats, dtype=np.float64) @ l2_normalize(text_feats, dtype=np.float64).T
     diag = np.diag(sim)
     i2t_rank = (sim > diag[:, None]).sum(axis=1)
     t2i_rank = (sim > diag[None, :]).sum(axis=0)

@@ -39,7 +39,8 @@ def refresh_runs(workspace: str | os.PathLike) -> int:
         if fields["status"] == "done" and metrics_file.exists():
             m = json.loads(metrics_file.read_text())
             step, seen = int(st.get("step") or 0), int(st.get("samples_seen") or 0)
-            db.replace_run_metrics(ws, r.name, [(k, v, step, seen) for k, v in m.items() if k.startswith("eval/")], "eval/")
+            db.replace_run_metrics(ws, r.name, [(k, v, step, seen) for k, v in m.items() if k.startswith("eval/")],
+                                   "eval/")
         changed += 1
     return changed
 

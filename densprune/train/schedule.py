@@ -35,7 +35,8 @@ class Schedule:
     samples_seen: int  # = total_steps * batch_size, what the run will see
 
 
-def make_schedule(n_train: int, batch_size: int, samples_seen: int | None = None, epochs: int | None = None) -> Schedule:
+def make_schedule(n_train: int, batch_size: int, samples_seen: int | None = None,
+                  epochs: int | None = None) -> Schedule:
     """Epochs for equal compute (``samples_seen``) or equal epochs (``epochs``); exactly one is given.
 
     open_clip_train's CSV loader drops the last partial batch and trains whole epochs, so the samples

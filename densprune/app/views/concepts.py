@@ -26,7 +26,8 @@ st.caption(appdata.label_sources(meta))
 ui.plan_banner(params)
 
 # --- search and the table -------------------------------------------------------------------
-query = st.text_input("Search concepts", key="concepts_search", placeholder="a name or a caption word: flower, arrow, flag",
+query = st.text_input("Search concepts", key="concepts_search",
+                      placeholder="a name or a caption word: flower, arrow, flag",
                       help="Shows the concepts whose name" + (" or zero-shot name" if has_zs else "")
                            + " contains this text, then those with captions that contain it (case-insensitive).")
 shown = table
@@ -48,7 +49,8 @@ event = st.dataframe(
         "name": st.column_config.TextColumn("concept", width="large",
                                             help="#id and its most distinctive caption words"),
         "zs_name": st.column_config.TextColumn("zero-shot name", width="medium",
-                                               help="vocabulary entry nearest the concept's centre (cosine similarity)"),
+                                               help="vocabulary entry nearest the concept's centre "
+                                                    "(cosine similarity)"),
         "pool_size": st.column_config.NumberColumn("images", help="pool images (held-out eval images excluded)"),
         "complexity": st.column_config.NumberColumn("complexity", format="%.3f",
                                                     help="d_intra × d_inter, as the current plan measures it"),
@@ -95,7 +97,8 @@ with right:
         st.markdown(f"Zero-shot name: **{appdata.escape_markdown(crow['zs_label'])}** · similarity "
                     f"{crow['zs_similarity']:.2f}")
     m = st.columns(2)
-    m[0].metric("Images in the pool", f"{int(row['pool_size']):,}", help=f"{int(row['size']):,} including held-out eval")
+    m[0].metric("Images in the pool", f"{int(row['pool_size']):,}",
+                help=f"{int(row['size']):,} including held-out eval")
     pct = crow["complexity_pct"]
     m[1].metric("Complexity", f"{row['complexity']:.3f}" if np.isfinite(row["complexity"]) else "–",
                 help="d_intra × d_inter",

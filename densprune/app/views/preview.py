@@ -53,7 +53,8 @@ for col, title, rows_, n, tone in ((left, "Kept", kept, n_kept, "kept"),
         st.markdown(f"**{title}: {n:,} images{share}**{sampled}")
         df = ui.rows(ws, stamp, tuple(int(r) for r in rows_))
         ui.thumb_grid(df, [f"d={d:.2f}" for d in df["dist_to_centroid"]], [tone] * len(df), tile_px=92,
-                      empty="None: the plan " + ("keeps none of this concept." if tone == "kept" else "keeps all of it."))
+                      empty="None: the plan "
+                            + ("keeps none of this concept." if tone == "kept" else "keeps all of it."))
 st.caption("d = distance to the concept's centre. With “farthest from centre”, DBP keeps the unusual images "
            "and drops the most typical (and most redundant) ones.")
 

@@ -64,7 +64,8 @@ else:
     epochs = int(d[0].number_input("Epochs", 1, 10_000, value=4, key="train_epochs"))
 seed0 = int(d[1].number_input("First seed", 0, 2**31 - 1, value=0, key="train_seed"))
 n_seeds = int(d[2].number_input("Seeds per plan", 1, 10, value=1, key="train_n_seeds",
-                                help="Runs per plan with seeds first, first + 1, …: the spread tells noise from effect."))
+                                help="Runs per plan with seeds first, first + 1, …: "
+                                     "the spread tells noise from effect."))
 device = d[3].selectbox("Device", ["auto", "cpu", "cuda"], key="train_device",
                         help="auto: CUDA when available, else CPU (fp32)")
 

@@ -1,4 +1,4 @@
-"""The plan index stored in the workspace (densprune.prune.index_store) and PlanIndex.members."""
+"""The plan index stored in the workspace (densprune.prune.plan_index) and PlanIndex.members."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from densprune import db
-from densprune.prune import index_store
-from densprune.prune.plans import build_index, load_index
+from densprune.prune import plan_index
+from densprune.prune.plan_index import build_index, load_index
 from densprune.prune.selection import PlanIndex, PlanParams
 
 
@@ -119,9 +119,9 @@ def workspace_copy(small_workspace: Path, tmp_path: Path) -> Path:
 def test_precompute_stores_the_index_and_a_new_process_maps_it(small_workspace, caplog):
     meta = db.load_meta(small_workspace)
     assert meta.get("build_id")
-    stored = index_store.stored_path(small_workspace, index_store.index_key(small_workspace, meta))
+    stored = plan_index.stored_path(small_workspace, plan_index.index_key(small_workspace, meta))
     assert stored.is_dir() and {p.stem for p in stored.glob("*.npy")} >= {"order", "dist_h", "pool_h"}
-    with caplog.at_level(logging.INFO, logger="densprune.prune.index_store"):
+    with caplog.at_level(logging.INFO, logger="densprune.prune.plan_index"):
         mapped = load_index(small_workspace)
     assert "mapped from" in caplog.text
     assert isinstance(mapped._dist_h.base, np.memmap) or isinstance(mapped._dist_h, np.memmap)
@@ -135,21 +135,21 @@ def assert_same_plans_on_workspace(a: PlanIndex, b: PlanIndex) -> None:
 
 def test_a_changed_build_gets_a_new_index_and_the_old_one_goes(workspace_copy):
     ws = workspace_copy
-    old = index_store.stored_path(ws, index_store.index_key(ws, db.load_meta(ws)))
+    old = plan_index.stored_path(ws, plan_index.index_key(ws, db.load_meta(ws)))
     assert old.is_dir()
     db.set_meta(ws, "reclustered", {"at": "now"})  # what recluster changes with the clusters
-    new_key = index_store.index_key(ws, db.load_meta(ws))
-    assert index_store.load_stored(ws, new_key) is None
+    new_key = plan_index.index_key(ws, db.load_meta(ws))
+    assert plan_index.load_stored(ws, new_key) is None
     load_index(ws)
-    assert index_store.stored_path(ws, new_key).is_dir() and not old.exists()
+    assert plan_index.stored_path(ws, new_key).is_dir() and not old.exists()
 
 
 def test_a_damaged_stored_index_is_rebuilt(workspace_copy, caplog):
     ws = workspace_copy
-    key = index_store.index_key(ws, db.load_meta(ws))
-    path = index_store.stored_path(ws, key) / "dist_h.npy"
+    key = plan_index.index_key(ws, db.load_meta(ws))
+    path = plan_index.stored_path(ws, key) / "dist_h.npy"
     path.write_bytes(path.read_bytes()[:100])  # truncated
-    with caplog.at_level(logging.WARNING, logger="densprune.prune.index_store"):
+    with caplog.at_level(logging.WARNING, logger="densprune.prune.plan_index"):
         index = load_index(ws)
     assert "cannot be used" in caplog.text
     assert_same_plans_on_workspace(index, build_index(ws))
@@ -157,9 +157,9 @@ def test_a_damaged_stored_index_is_rebuilt(workspace_copy, caplog):
 
 def test_a_workspace_that_cannot_hold_the_index_still_opens(workspace_copy, caplog):
     ws = workspace_copy
-    shutil.rmtree(ws / index_store.INDEX_DIR)
-    (ws / index_store.INDEX_DIR).write_text("not a folder")  # mkdir under it fails, as on a read-only mount
-    with caplog.at_level(logging.WARNING, logger="densprune.prune.index_store"):
+    shutil.rmtree(ws / plan_index.INDEX_DIR)
+    (ws / plan_index.INDEX_DIR).write_text("not a folder")  # mkdir under it fails, as on a read-only mount
+    with caplog.at_level(logging.WARNING, logger="densprune.prune.plan_index"):
         index = load_index(ws)
     assert "could not store the plan index" in caplog.text
     assert index.n_rows == db.load_sample_arrays(ws, ("row_idx",))["row_idx"].size
@@ -170,22 +170,22 @@ def test_racing_writers_leave_one_complete_index(workspace_copy):
     """Writers that race (each round four at once) all return the one complete folder; a writer
     cleaning up while another renames its temporary folder away is no error (it once was)."""
     ws = workspace_copy
-    key = index_store.index_key(ws, db.load_meta(ws))
+    key = plan_index.index_key(ws, db.load_meta(ws))
     index = build_index(ws)
-    final = index_store.stored_path(ws, key)
+    final = plan_index.stored_path(ws, key)
     for _ in range(15):
-        shutil.rmtree(ws / index_store.INDEX_DIR)
+        shutil.rmtree(ws / plan_index.INDEX_DIR)
         start = threading.Barrier(4)
 
         def write() -> Path | None:
             start.wait()
-            return index_store.store(ws, key, index)
+            return plan_index.store(ws, key, index)
 
         with ThreadPoolExecutor(4) as pool:
             done = list(pool.map(lambda _: write(), range(4)))
         assert done == [final] * 4
-        assert list((ws / index_store.INDEX_DIR).iterdir()) == [final]  # no temporary folder left behind
-    assert_same_plans_on_workspace(index_store.load_stored(ws, key), index)
+        assert list((ws / plan_index.INDEX_DIR).iterdir()) == [final]  # no temporary folder left behind
+    assert_same_plans_on_workspace(plan_index.load_stored(ws, key), index)
 
 
 def test_duplicates_of_a_cluster_most_similar_first():

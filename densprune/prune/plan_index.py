@@ -1,4 +1,6 @@
-"""The plan index stored in its workspace, so that a new process opens it in a blink.
+"""The plan index of a workspace: built from its samples table, stored in it, mapped by later processes.
+
+``load_index(ws)`` is what every caller uses; the stored copy is why a new process opens it in a blink.
 
 Building a :class:`~densprune.prune.selection.PlanIndex` reads five columns of every row from DuckDB
 and sorts them (at 10M rows: ~14 s of CPU). ``DIR/index/plan-KEY/`` keeps the arrays that define it
@@ -29,10 +31,11 @@ import numpy as np
 
 from densprune import db
 from densprune.prune.selection import PlanIndex
+from densprune.workspace import centroids_path, finish_centroids
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDEX_DIR", "index_key", "load_stored", "store", "stored_path"]
+__all__ = ["INDEX_DIR", "build_index", "index_key", "load_index", "load_stored", "store", "stored_path"]
 
 INDEX_DIR = "index"
 FORMAT = 1  # bump when PlanIndex.arrays changes meaning
@@ -109,3 +112,26 @@ def _remove_stale(root: Path, keep: str) -> None:
         except FileNotFoundError:  # that writer just renamed or removed it
             continue
         shutil.rmtree(entry, ignore_errors=True)
+
+
+def load_index(workspace: str | os.PathLike) -> PlanIndex:
+    """The plan index of a workspace: mapped from the one stored in it for this build
+    (below), else built from the samples table and stored there for the next
+    process (when the workspace can be written). Callers that reuse it cache it (the app with st.cache_resource)."""
+
+    ws = Path(workspace).resolve()
+    finish_centroids(ws, db.load_meta(ws).get("centroids_sha256"))  # an interrupted `densprune recluster` is finished first
+    key = index_key(ws, db.load_meta(ws))
+    index = load_stored(ws, key)
+    if index is None:
+        index = build_index(ws)
+        store(ws, key, index)
+    return index
+
+
+def build_index(ws: Path) -> PlanIndex:
+    """The plan index built from the samples table (five columns of every row) and the centroids."""
+    cols = db.index_columns(ws)
+    return PlanIndex.build(clusters=cols.pop("cluster"), dist_to_centroid=cols.pop("dist"),
+                           centroids=np.load(centroids_path(ws)), in_pool=cols.pop("pool"),
+                           dup_max_sim=cols.pop("dup"), clip_score=cols.pop("clip"))
