@@ -386,3 +386,49 @@ def test_concept_map_is_one_picture_in_every_colouring(ws):
         assert ({"kept", "dropped"} <= names) == (colour == "kept by the plan")
         pictures.add(image["source"])
     assert len(pictures) == 3  # each colouring draws its own picture
+
+
+def html_images(at: AppTest) -> list[int]:
+    """How many <img> tiles each st.html block of the page holds."""
+    return [h.proto.body.count("<img ") for h in at.html]
+
+
+def test_each_page_shows_what_the_workspace_holds(ws):
+    """Not only "it renders": the numbers and images each page shows, against the workspace itself."""
+    meta, index = db.load_meta(ws), plan_index.load_index(ws)
+    at = open_app(ws, "overview")
+    assert metric(at, "Samples") == f"{meta['n_samples']:,}" and metric(at, "Pool") == f"{meta['n_pool']:,}"
+    assert metric(at, "Concepts (K)") == f"{meta['k']:,}"
+
+    at.switch_page(str(VIEWS / "concepts.py")).run()
+    no_errors(at)
+    assert len(at.dataframe[0].value) == meta["k"]  # one row per concept
+    picked = int(at.selectbox(key="concepts_pick").value)
+    pool_size = int(db.load_clusters(ws).set_index("cluster").loc[picked, "pool_size"])
+    assert as_int(metric(at, "Images in the pool")) == pool_size
+    default = index.compute(appdata.params_from_state(plan_state(at), meta))
+    assert as_int(metric(at, "Kept by the plan")) == int(default.kept[picked])
+    assert html_images(at) and html_images(at)[0] == min(24, pool_size)  # the picked concept's tiles, each an image
+
+    at.switch_page(str(VIEWS / "complexity.py")).run()
+    no_errors(at)
+    assert len(html_images(at)) >= 6 and all(n > 0 for n in html_images(at))
+
+    at.switch_page(str(VIEWS / "budget.py")).run()
+    no_errors(at)
+    assert as_int(metric(at, "Kept")) == default.n_kept and as_int(metric(at, "Eligible")) == default.n_eligible
+
+    at.switch_page(str(VIEWS / "preview.py")).run()
+    no_errors(at)
+    kept_tiles, dropped_tiles = html_images(at)[:2]
+    concept = int(at.selectbox(key="preview_concept").value)
+    assert kept_tiles == min(24, int(default.kept[concept]))
+    assert dropped_tiles == min(24, int(default.eligible[concept] - default.kept[concept]))
+
+    name = f"shown-{uuid.uuid4().hex[:8]}"
+    plans.save_plan(ws, name, default)
+    at.switch_page(str(VIEWS / "export.py")).run()
+    no_errors(at)
+    plan_box, format_box = at.selectbox[0], at.selectbox[1]
+    assert name in plan_box.options and set(plan_box.options) == set(plans.list_plans(ws)["name"])
+    assert set(format_box.options) == set(DEFAULT_SUFFIX)  # every export format
