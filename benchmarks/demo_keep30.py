@@ -21,7 +21,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.prune.plan_index import load_index# noqa: E402
+from densprune.prune.plan_index import load_index  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
 from densprune.workspace import default_demo_workspace  # noqa: E402
 

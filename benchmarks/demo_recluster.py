@@ -30,7 +30,7 @@ from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.pipeline.recluster import recluster  # noqa: E402
-from densprune.prune.plan_index import load_index# noqa: E402
+from densprune.prune.plan_index import load_index  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
 from densprune.prune.semdedup import is_duplicate  # noqa: E402
 from densprune.workspace import default_demo_workspace  # noqa: E402

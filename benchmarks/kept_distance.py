@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this checkout
 from _util import publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.prune.plan_index import load_index# noqa: E402
+from densprune.prune.plan_index import load_index  # noqa: E402
 from densprune.prune.selection import PlanParams  # noqa: E402
 from densprune.workspace import default_demo_workspace  # noqa: E402
 

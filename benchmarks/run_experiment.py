@@ -35,8 +35,8 @@ from _util import command_line, table
 from densprune import db
 from densprune.cli.main import REPO_ROOT
 from densprune.cli.main import main as cli_main
-from densprune.prune.plans import list_plans, save_plan
 from densprune.prune.plan_index import load_index
+from densprune.prune.plans import list_plans, save_plan
 from densprune.prune.selection import PlanParams
 from densprune.train import listing, records, supervisor
 from densprune.train.presets import get_preset

@@ -184,6 +184,10 @@ def connect(workspace: str | os.PathLike, read_only: bool = True,
             if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
                 raise
             raise _damaged(path, "it has no densprune tables") from exc
+        except (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException) as exc:
+            if not read_only:  # a write that fails (a full disk?) is not called damage
+                raise
+            raise _damaged(path, str(exc).splitlines()[0][:300]) from exc  # a file cut short, say
 
 
 @contextlib.contextmanager

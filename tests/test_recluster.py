@@ -10,8 +10,8 @@ import pytest
 
 from densprune import db
 from densprune.cli.main import main
-from densprune.prune.plans import list_plans, save_plan
 from densprune.prune.plan_index import load_index
+from densprune.prune.plans import list_plans, save_plan
 from densprune.prune.selection import PlanParams
 from densprune.prune.semdedup import is_duplicate
 from densprune.workspace import CENTROIDS, finish_centroids, sha256_file

@@ -104,8 +104,8 @@ def tiny_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from densprune.embed.runner import EmbedSettings
     from densprune.pipeline.config import PrecomputeConfig
     from densprune.pipeline.precompute import precompute
-    from densprune.prune.plans import save_plan
     from densprune.prune.plan_index import load_index
+    from densprune.prune.plans import save_plan
     from densprune.prune.selection import PlanParams
 
     root = tmp_path_factory.mktemp("train") / "images"

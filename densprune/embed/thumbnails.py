@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 THUMBNAIL_MODES = ("auto", "all", "sample", "none")
 AUTO_ALL_MAX_ROWS = 1_000_000  # ~3.5 GB of 128 px JPEG thumbnails; above this ``auto`` means ``sample``
-THUMBS_PER_CONCEPT = 96  # the most images the Concepts page shows at once
 
 
 def resolve_thumbnails(mode: str, n_rows: int) -> str:

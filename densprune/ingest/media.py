@@ -194,7 +194,8 @@ def read_regular(path: str | os.PathLike, offset: int = 0, size: int | None = No
             raise InputFileError(f"{os.fspath(path)}: not a regular file ({_mode_kind(st.st_mode)})")
         want = max(0, st.st_size - offset) if size is None else size
         if max_bytes is not None and want > max_bytes:
-            raise InputFileError(f"{os.fspath(path)}: file too large ({want:,} bytes to read, the limit is {max_bytes:,})")
+            raise InputFileError(f"{os.fspath(path)}: file too large ({want:,} bytes to read, "
+                                 f"the limit is {max_bytes:,})")
         fh.seek(offset)
         return fh.read(want)
 

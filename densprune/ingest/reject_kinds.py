@@ -29,7 +29,8 @@ _KINDS: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), k) for p, k i
     (r": broken symbolic link \(", "broken symbolic link"),
     (r"symbolic link to a folder out of the source folder", "link to a folder out of the source folder"),
     (r"symbolic link out of the source folder", "link out of the source folder"),
-    (r"not a regular file \((FIFO|character device|block device|socket|folder|special file)", "not a regular file ({0})"),
+    (r"not a regular file \((FIFO|character device|block device|socket|folder|special file)",
+     "not a regular file ({0})"),
     (r"file too large \(", "file too large"),
     (r": not a file: ", "not a file"),
     (r": invalid path \(", "invalid path"),
@@ -37,7 +38,7 @@ _KINDS: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), k) for p, k i
     (r"fields, the header has \d+", "table line with more fields than its header"),
     (r"belongs to no sample", "tar member of no sample"),
     (r"has no image member", "sample without an image in its tar shard"),
-    (r"^duplicate uid ", "duplicate uid"),
+    (r"(^|: )duplicate uid ", "duplicate uid"),  # a released-embeddings row names its file and row first
 ))
 
 

@@ -46,7 +46,6 @@ from densprune.vectors import NpyRows, row_norms
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("clip-retrieval", "datacomp")
-DATACOMP_KEYS = ("b32_img", "b32_txt", "l14_img", "l14_txt")
 DEFAULT_DATACOMP_KEY = "b32_img"
 FLOAT_DTYPES = ("float16", "float32", "float64")
 MIN_NORM = 1e-6  # a vector shorter than this has no direction: rejected as a zero vector

@@ -31,13 +31,13 @@ import numpy as np
 
 from densprune import db
 from densprune.prune.selection import PlanIndex
-from densprune.workspace import centroids_path, finish_centroids
+from densprune.workspace import INDEX, centroids_path, finish_centroids
 
 log = logging.getLogger(__name__)
 
 __all__ = ["INDEX_DIR", "build_index", "index_key", "load_index", "load_stored", "store", "stored_path"]
 
-INDEX_DIR = "index"
+INDEX_DIR = INDEX  # DIR/index/plan-KEY/
 FORMAT = 1  # bump when PlanIndex.arrays changes meaning
 _STALE_TMP_S = 3600.0  # a temporary folder this old belongs to a writer that died
 

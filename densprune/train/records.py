@@ -36,10 +36,10 @@ from densprune.names import validate_name
 from densprune.train.presets import get_preset
 from densprune.train.schedule import RunSpec, Schedule, make_schedule
 from densprune.train.trainer import command_line, trainer_args
+from densprune.workspace import RUNS
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 
 
@@ -96,7 +96,7 @@ def preview_schedules(workspace: str | os.PathLike, plan_names: list[str], prese
 
 
 def runs_dir(workspace: str | os.PathLike) -> Path:
-    return Path(workspace).resolve() / "runs"
+    return Path(workspace).resolve() / RUNS
 
 
 def run_dir(workspace: str | os.PathLike, name: str) -> Path:
