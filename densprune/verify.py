@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -31,9 +34,10 @@ from densprune import db
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Problem", "verify_workspace", "verify_export"]
+__all__ = ["Problem", "repair", "verify_workspace", "verify_export"]
 
 BLOCK_ROWS = 65_536  # rows of an embedding file checked for NaN/inf at a time
+STRAY_MASK = "a plan mask with no plan row"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class Problem:
 
     file: str
     message: str
+    removable: bool = False  # a leftover of an interrupted write: `densprune verify --repair` removes ``file``
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
@@ -53,8 +58,11 @@ def verify_workspace(workspace: str | os.PathLike, exports: bool = True) -> list
     if not db.is_complete(ws):
         return [Problem(str(db.db_path(ws)), "missing: the workspace is incomplete (an interrupted precompute "
                                              "resumes with the same `densprune precompute` command)")]
-    meta = db.load_meta(ws)
-    facts = db.integrity_facts(ws)
+    try:
+        meta = db.load_meta(ws)
+        facts = db.integrity_facts(ws)
+    except (db.WorkspaceDamaged, duckdb.Error) as exc:
+        return [Problem(str(db.db_path(ws)), f"cannot be read: {exc}")] + _leftovers(ws, {})
     problems = _tables(ws, meta, facts)
     n, k = int(facts["samples"]["n"]), int(facts["clusters"]["n"])
     problems += _embeddings(ws, meta, n)
@@ -62,9 +70,100 @@ def verify_workspace(workspace: str | os.PathLike, exports: bool = True) -> list
     problems += _thumbs(ws, facts)
     problems += _plans(ws, facts, n, k)
     problems += [p for p in [relative_location_problem(ws, meta)] if p is not None]
+    problems += _leftovers(ws, meta)
     if exports:
         problems += _exports_folder(ws)
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# leftovers of interrupted writes
+# --------------------------------------------------------------------------------------------
+
+LEFTOVER_AGE_S = 60.0  # a temporary file without a PID this old belongs to no running writer
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _writer_gone(path: Path) -> bool:
+    """Whether the process that writes ``path`` (a temporary name) is gone: its PID (``...tmp-PID``) is not
+    running, or, for a name without a PID, it has not changed for LEFTOVER_AGE_S."""
+    from densprune.export.writers import TMP_MARK
+
+    tail = path.name.rsplit(TMP_MARK, 1)[-1] if TMP_MARK in path.name else ""
+    if tail.isdigit():
+        return not _pid_alive(int(tail))
+    try:
+        return time.time() - path.lstat().st_mtime > LEFTOVER_AGE_S
+    except FileNotFoundError:
+        return False
+
+
+def _writer_gone_pid(pending: Path) -> bool:
+    """Whether the export that holds the claim ``pending`` (its JSON records the PID) is gone."""
+    try:
+        return not _pid_alive(int(json.loads(pending.read_text())["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
+def _leftovers(ws: Path, meta: dict) -> list[Problem]:
+    """Temporary files and folders that interrupted writes left in the workspace (their writers are gone)."""
+    from densprune.export.writers import TMP_MARK
+    from densprune.workspace import CENTROIDS, EMBEDDINGS, EXPORTS, INDEX, PLANS, TMP_SUFFIX, sha256_file, tmp_path
+
+    out = []
+    candidates = [ws / (db.DB_NAME + TMP_SUFFIX), ws / (db.DB_NAME + TMP_SUFFIX + ".wal"), tmp_path(ws / "thumbs.bin")]
+    candidates += sorted((ws / EMBEDDINGS).glob("*" + TMP_SUFFIX)) + sorted((ws / PLANS).glob("*" + TMP_SUFFIX))
+    candidates += sorted((ws / EXPORTS).glob(f".*{TMP_MARK}*")) + sorted((ws / INDEX).glob(".plan-*" + TMP_SUFFIX))
+    for path in candidates:
+        if (path.exists() or path.is_symlink()) and _writer_gone(path):
+            out.append(Problem(str(path), "a temporary file left by an interrupted write (its writer is gone); "
+                                          "`densprune verify --repair` removes it", removable=True))
+    staged = tmp_path(ws / CENTROIDS)
+    if staged.exists():
+        if meta.get("centroids_sha256") and sha256_file(staged) == meta["centroids_sha256"]:
+            out.append(Problem(str(staged), "the centroids an interrupted recluster committed, not yet renamed into "
+                                            "place; opening the workspace (or `densprune verify --repair`) finishes it",
+                               removable=True))
+        elif _writer_gone(staged):
+            out.append(Problem(str(staged), "centroids of a recluster that did not commit; `densprune verify "
+                                            "--repair` removes them", removable=True))
+    for pending in sorted((ws / EXPORTS).glob(".*.manifest.json.pending")):
+        if _writer_gone_pid(pending):
+            out.append(Problem(str(pending), "an export was interrupted here: its files are incomplete; run the same "
+                                             "export again (it replaces them)"))
+    return out
+
+
+def repair(workspace: str | os.PathLike, problems: list[Problem]) -> list[str]:
+    """Remove the leftovers among ``problems`` (``removable``) and stray plan masks; finish a committed
+    recluster's centroid rename. Returns what was done, one line each. Nothing else is touched."""
+    from densprune.workspace import CENTROIDS, finish_centroids, tmp_path
+
+    ws = Path(workspace)
+    done = []
+    for p in problems:
+        path = Path(p.file)
+        if path == tmp_path(ws / CENTROIDS) and finish_centroids(ws, db.load_meta(ws).get("centroids_sha256")):
+            done.append(f"moved {path} into place")
+            continue
+        if not (p.removable or p.message.startswith(STRAY_MASK)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        done.append(f"removed {path}")
+    return done
 
 
 def _tables(ws: Path, meta: dict, facts: dict) -> list[Problem]:
@@ -150,13 +249,19 @@ def _thumbs(ws: Path, facts: dict) -> list[Problem]:
 
 
 def _plans(ws: Path, facts: dict, n: int, k: int) -> list[Problem]:
+    from densprune.prune.plans import plan_file
+
     out = []
     pool = db.load_sample_arrays(ws, ("split",))["split"] == "pool" if len(facts["plans"]) else None
     pc = facts["plan_clusters"].set_index("plan")
     listed = set()
     for row in facts["plans"].itertuples(index=False):
-        path = ws / row.keep_file
-        listed.add(path.resolve())
+        try:
+            path = plan_file(ws, row.keep_file, row.name)
+        except ValueError as exc:
+            out.append(Problem(str(db.db_path(ws)), str(exc)))
+            continue
+        listed.add(path)
         if row.name not in pc.index or int(pc.loc[row.name, "n_clusters"]) != k:
             have = 0 if row.name not in pc.index else int(pc.loc[row.name, "n_clusters"])
             out.append(Problem(str(db.db_path(ws)), f"plan {row.name}: {have} plan_clusters rows, expected {k}"))
@@ -167,8 +272,8 @@ def _plans(ws: Path, facts: dict, n: int, k: int) -> list[Problem]:
     plans_dir = ws / "plans"
     for stray in sorted(plans_dir.glob("*.npy")) if plans_dir.exists() else ():
         if stray.resolve() not in listed:
-            out.append(Problem(str(stray), "a plan mask with no plan row (left by an interrupted plan save or "
-                                           "delete): not a plan; delete the file"))
+            out.append(Problem(str(stray), STRAY_MASK + " (left by an interrupted plan save or delete): not a plan; "
+                                           "`densprune verify --repair` removes it"))
     return out
 
 
@@ -193,23 +298,19 @@ def _plan_mask(path: Path, row, n: int, pool: np.ndarray | None) -> list[Problem
 # exports
 # --------------------------------------------------------------------------------------------
 
-def _manifest_path(path: Path) -> Path:
-    return path if path.name.endswith(".manifest.json") else path.with_name(path.name + ".manifest.json")
-
-
 def verify_export(path: str | os.PathLike) -> list[Problem]:
     """Problems of one export (its file or folder, or its ``.manifest.json``)."""
-    from densprune.export.writers import sha256_file
+    from densprune.export.writers import manifest_path, read_manifest, sha256_file
 
-    man_path = _manifest_path(Path(path))
+    man_path = manifest_path(path)
     if not man_path.exists():
         return [Problem(str(man_path), "missing: no manifest, so the export is incomplete (interrupted?) or not "
                                        "densprune's; export it again")]
     try:
-        man = json.loads(man_path.read_text())
+        man = read_manifest(man_path)
         files, fmt, kept = man["files"], man["format"], int(man["counts"]["kept"])
-    except (ValueError, KeyError, TypeError) as exc:
-        return [Problem(str(man_path), f"unreadable manifest ({type(exc).__name__}: {exc})")]
+    except ValueError as exc:
+        return [Problem(str(man_path), str(exc).split(": ", 1)[-1])]
     out = []
     for f in files:
         p = Path(f["path"])
@@ -254,6 +355,8 @@ def _count_kept(out: Path, fmt: str, files: list[dict]) -> int | None:
 
 def _exports_folder(ws: Path) -> list[Problem]:
     """Every manifest in DIR/exports, and every export there without one."""
+    from densprune.export.writers import manifest_path
+
     d = ws / "exports"
     if not d.exists():
         return []
@@ -265,6 +368,6 @@ def _exports_folder(ws: Path) -> list[Problem]:
             out += verify_export(entry)
         elif entry.is_dir() and entry.name.endswith("_images"):  # a csv export's images, in its manifest
             continue
-        elif not _manifest_path(entry).exists():
+        elif not manifest_path(entry).exists():
             out.append(Problem(str(entry), "an export with no manifest (interrupted?): not complete; export again"))
     return out

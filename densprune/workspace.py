@@ -78,6 +78,26 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
 
 
+class OutsideWorkspace(ValueError):
+    """A path stored in a workspace that leads outside the folder it must be in."""
+
+
+def resolve_inside(workspace: str | os.PathLike, stored: str, folder: str) -> Path:
+    """The file a path stored in the workspace names (``stored``, relative to DIR), resolved (symlinks
+    followed) and checked to lie directly in ``DIR/folder``; OutsideWorkspace otherwise. Every path read
+    from a workspace's tables goes through this before it is opened or removed, so that a shared or
+    downloaded workspace cannot make densprune read or delete a file elsewhere."""
+    ws = Path(workspace).resolve()
+    root = (ws / folder).resolve()
+    rel = Path(stored)
+    if rel.is_absolute() or ".." in rel.parts or "\x00" in stored:
+        raise OutsideWorkspace(f"{stored!r} is not a path inside {root}")
+    full = (ws / rel).resolve()
+    if full.parent != root:
+        raise OutsideWorkspace(f"{stored!r} leads to {full}, outside {root}")
+    return full
+
+
 def save_npy(path: str | os.PathLike, arr: np.ndarray, dtype: str | np.dtype | None = None) -> Path:
     """Write ``arr`` (as ``dtype``, C order) to ``path.tmp``, flush it to disk and rename it to ``path``:
     a reader sees the old file or the new one, whole. The temporary file is removed when writing fails."""

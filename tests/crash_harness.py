@@ -107,6 +107,8 @@ def install(point: str, marker: Path) -> None:
         after_calls(db, "write_plan", 1, marker)
     elif point == "export":
         after_calls(writers, "sha256_file", 1, marker, before=True)
+    elif point == "export-claimed":  # the claim on the path is written, no file of the export yet
+        after_calls(writers, "_write", 1, marker, before=True)
     else:
         raise SystemExit(f"unknown point {point!r}")
 

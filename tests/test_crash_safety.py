@@ -3,6 +3,7 @@ of an uninterrupted run; a killed plan save or export leaves nothing that looks 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -159,5 +160,23 @@ def test_killed_export_leaves_nothing_complete(small_workspace, tmp_path, fmt):
     assert man.exists() and verify_workspace(ws) == []
     kill_at("export", ["export", str(ws), "--plan", "all", "--format", fmt, "--out", str(out)], tmp_path)
     assert not man.exists(), "the old manifest still vouches for the overwritten export"
-    problems = verify_workspace(ws)
-    assert [p.file for p in problems] == [str(out)] and "no manifest" in problems[0].message
+    problems = {p.file: p.message for p in verify_workspace(ws)}
+    pending = out.with_name(f".{man.name}.pending")  # the claim the killed export holds on its path
+    assert set(problems) == {str(out), str(pending)} and "no manifest" in problems[str(out)], problems
+    run_cli(["export", str(ws), "--plan", "all", "--format", fmt, "--out", str(out)])  # export again: it replaces them
+    assert verify_workspace(ws) == [] and json.loads(man.read_text())["plan"]["name"] == "all"
+
+
+@pytest.mark.slow
+def test_export_killed_before_it_writes_leaves_the_old_export_data(small_workspace, tmp_path):
+    """Killed after its claim, before any file: the old data is untouched; the rerun replaces it."""
+    import shutil
+
+    ws = Path(shutil.copytree(small_workspace, tmp_path / "ws", ignore=shutil.ignore_patterns(".densprune*lock*")))
+    out = ws / "exports" / "half.parquet"
+    run_cli(["export", str(ws), "--plan", "half", "--format", "parquet"])
+    before = out.read_bytes()
+    kill_at("export-claimed", ["export", str(ws), "--plan", "all", "--format", "parquet"], tmp_path)
+    assert out.read_bytes() == before
+    run_cli(["export", str(ws), "--plan", "all", "--format", "parquet"])
+    assert verify_workspace(ws) == []

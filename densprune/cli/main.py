@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import subprocess
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace", type=Path)
     p.add_argument("--export", action="append", type=Path, default=[], metavar="FILE",
                    help="an export (file, folder or its .manifest.json) outside DIR/exports to check too; repeatable")
+    p.add_argument("--repair", action="store_true",
+                   help="remove what interrupted runs left (temporary files of writers that are gone, plan masks no "
+                        "plan row names), finish a committed recluster's centroid rename, then check again; "
+                        "nothing else is touched")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("app", help="open the exploration app on a workspace (default: the demo)")
@@ -341,6 +346,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from densprune.verify import verify_export, verify_workspace
 
     problems = verify_workspace(args.workspace)
+    if args.repair:
+        from densprune.verify import repair
+
+        for line in repair(args.workspace, problems):
+            print(line)
+        problems = verify_workspace(args.workspace)
     for path in args.export:
         problems += verify_export(path)
     for p in problems:
@@ -364,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (WeightsUnavailable, SourceError, WorkspaceNotFound, WorkspaceBusy, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"error: no space left on the device{where}: the command stopped and removed its temporary files "
+              "(what was there before is unchanged); free some space and run it again", file=sys.stderr)
         return 2
 
 

@@ -56,17 +56,127 @@ def relative_locations_error(ws: Path, meta: dict) -> str | None:
             f"path of its source (`densprune precompute /ABS/SOURCE --workspace {ws} --force`)")
 
 
+TMP_MARK = ".tmp-"  # an export's temporary name: .NAME.tmp-PID beside NAME
+MANIFEST_SUFFIX = ".manifest.json"
+
+
 def _tmp_path(out: Path) -> Path:
-    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    return out.with_name(f".{out.name}{TMP_MARK}{os.getpid()}")
+
+
+def manifest_path(out: str | os.PathLike) -> Path:
+    """The manifest of the export at ``out`` (its file or folder): ``OUT.manifest.json``; a manifest itself
+    as it is."""
+    out = Path(out)
+    return out if out.name.endswith(MANIFEST_SUFFIX) else out.with_name(out.name + MANIFEST_SUFFIX)
+
+
+def read_manifest(out: str | os.PathLike) -> dict:
+    """The manifest of the export at ``out`` (ValueError naming the file when it is missing or unreadable;
+    the format: docs/formats.md)."""
+    path = manifest_path(out)
+    try:
+        man = json.loads(path.read_text())
+        if not isinstance(man, dict) or not isinstance(man.get("files"), list) or "format" not in man:
+            raise ValueError("not a densprune export manifest")
+        int(man["counts"]["kept"])
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: unreadable manifest ({type(exc).__name__}: {exc})") from None
+    return man
+
+
+def pending_path(out: str | os.PathLike) -> Path:
+    """The claim an export holds on ``out`` while it writes there, ``.OUT.manifest.json.pending``: written
+    before anything at ``out`` is touched, removed once the new manifest is in place. A killed export leaves
+    it, so its half-finished files are still known as densprune's own (a rerun replaces them; verify reports
+    the interrupted export)."""
+    man = manifest_path(out)
+    return man.with_name(f".{man.name}.pending")
+
+
+def _claimed(out: Path) -> bool:
+    """Whether an interrupted export to ``out`` left its claim (see pending_path)."""
+    try:
+        return Path(json.loads(pending_path(out).read_text())["out"]).resolve() == out.resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def list_exports(folder: str | os.PathLike) -> list[dict]:
+    """One summary per readable manifest in ``folder``: file, plan, format, kept, created, bytes."""
+    folder = Path(folder)
+    rows = []
+    for m in sorted(folder.glob("*" + MANIFEST_SUFFIX)) if folder.is_dir() else []:
+        try:
+            man = read_manifest(m)
+        except ValueError:
+            continue
+        rows.append({"file": Path(man.get("out", m.name)).name, "plan": (man.get("plan") or {}).get("name"),
+                     "format": man["format"], "kept": int(man["counts"]["kept"]), "created": man.get("created"),
+                     "bytes": sum(int(f.get("bytes", 0)) for f in man["files"])})
+    return rows
+
+
+def _written_by_us(target: Path, out: Path) -> bool:
+    """Whether ``target`` (``out`` itself, or a csv export's images folder) is what an earlier export to
+    ``out`` wrote: by its manifest (a file it lists, or a folder all of whose files it lists), or by the claim
+    an interrupted export to ``out`` left."""
+    if _claimed(out):
+        return True
+    try:
+        man = read_manifest(out)
+    except ValueError:
+        return False
+    if Path(man.get("out", "")).resolve() != out.resolve():
+        return False
+    listed = {str(Path(f["path"]).resolve()) for f in man["files"]}
+    if target.is_dir() and not target.is_symlink():
+        inside = [q for q in target.rglob("*") if not q.is_dir()]
+        return bool(inside) and all(str(q.resolve()) in listed for q in inside)
+    return str(target.resolve()) in listed
+
+
+def check_target(out: Path, fmt: str, workspace: Path) -> None:
+    """Refuse an export path that would replace what densprune did not write (a ValueError saying what to do):
+    densprune replaces only a previous export of its own at that path, identified by its manifest."""
+    if out.name.endswith(MANIFEST_SUFFIX):
+        raise ValueError(f"--out {out}: names ending in {MANIFEST_SUFFIX} are the exports' manifests; choose "
+                         "another name")
+    if out.name.startswith(".") and TMP_MARK in out.name:
+        raise ValueError(f"--out {out}: that is the form of an export's temporary name; choose another name")
+    ws = workspace.resolve()
+    if out.resolve() == ws or ws.is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} would replace the workspace {ws} (or a folder holding it); choose a new path, "
+                         f"for example {ws / 'exports' / out.name}")
+    targets = [out] + ([out.with_name(out.stem + "_images")] if fmt == "csv" else [])
+    for target in targets:
+        if (target.exists() or target.is_symlink()) and not _written_by_us(target, out):
+            what = "folder" if target.is_dir() else "file"
+            raise ValueError(f"{target} exists and is not an export densprune wrote there (no manifest "
+                             f"{manifest_path(out).name} lists it), so it is left alone: choose another --out, or "
+                             f"move the {what} away yourself")
 
 
 def _finish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
-    os.replace(tmp, out)
+    """Move ``tmp`` into place at ``out``, replacing the previous export there (check_target vouched for it)."""
+    if out.is_dir() and not out.is_symlink():
+        old = out.with_name(f".{out.name}.old{TMP_MARK}{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    os.replace(tmp, out)  # a file is replaced by the rename itself
+
+
+def _remove_tmp(path: Path) -> None:
+    """Remove this process's temporary file or folder for ``path`` (after a failed write)."""
+    tmp = _tmp_path(path)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def _loc(value: str) -> tuple:
@@ -198,9 +308,35 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
         out_path = Path(out)
     else:
         out_path = ws / "exports" / (f"{plan}-wds" if fmt == "webdataset" else f"{plan}{DEFAULT_SUFFIX[fmt]}")
+    check_target(out_path, fmt, ws)  # before anything is written or removed
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    man = out_path.with_name(out_path.name + ".manifest.json")
+    man, pending = manifest_path(out_path), pending_path(out_path)
+    claim = _tmp_path(pending)
+    claim.write_text(json.dumps({"out": str(out_path.resolve()), "pid": os.getpid(), "plan": plan, "format": fmt}))
+    os.replace(claim, pending)  # our claim on out_path, before anything there is touched
     man.unlink(missing_ok=True)  # the manifest marks a complete export: gone until this one is complete
+    try:
+        files = _write(ws, fmt, keep, out_path)
+    except BaseException:  # a full disk, a kill signal turned exception, a bad source file: no half-written leftovers
+        for path in (out_path, out_path.with_name(out_path.stem + "_images"), man):
+            _remove_tmp(path)
+        pending.unlink(missing_ok=True)  # nothing of ours is left at out_path: the old export or none
+        raise
+    manifest = _manifest(ws, plan, row, meta, fmt, keep, out_path, files)
+    tmp = _tmp_path(man)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, man)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    pending.unlink(missing_ok=True)
+    log.info("exported plan %s as %s: %d samples -> %s", plan, fmt, int(keep.sum()), out_path)
+    return out_path
+
+
+def _write(ws: Path, fmt: str, keep: np.ndarray, out_path: Path) -> list[Path]:
+    """Write the export's files (each under a temporary name, renamed into place); the files written."""
     df = db.kept_samples(ws, keep) if fmt not in ("mask", "datacomp") else None
     if fmt == "parquet":
         files = write_parquet(df, out_path)
@@ -225,7 +361,13 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
         files = [out_path]
     else:
         files = write_webdataset(df, out_path)
-    manifest = {
+    return files
+
+
+def _manifest(ws: Path, plan: str, row: dict, meta: dict, fmt: str, keep: np.ndarray, out_path: Path,
+              files: list[Path]) -> dict:
+    """The manifest of an export (docs/formats.md): what was exported, from what, and every file's sha256."""
+    return {
         "densprune_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "format": fmt,
@@ -239,8 +381,3 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
                    "budget": int(row["budget"])},
         "files": [{"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files],
     }
-    tmp = _tmp_path(man)
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, man)
-    log.info("exported plan %s as %s: %d samples -> %s", plan, fmt, int(keep.sum()), out_path)
-    return out_path

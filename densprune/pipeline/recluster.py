@@ -38,6 +38,7 @@ from densprune.cluster.concepts import NEIGHBORS, cluster_sizes, complexity, int
 from densprune.cluster.kmeans import NITER, SEED, assign, rank_in_cluster, train_spherical_kmeans
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
+from densprune.prune.plans import remove_plan_file
 from densprune.prune.semdedup import is_duplicate
 from densprune.vectors import cosine_distance
 from densprune.workspace import centroids_path, embeddings_dir, finish_centroids, image_vectors, stage_centroids
@@ -161,7 +162,7 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     if not finish_centroids(ws, staged_sha):  # a reader may have finished it first: both are fine
         raise RuntimeError(f"{centroids_path(ws)} is not the centroids the database now names")
     for keep_file in dropped_masks:
-        (ws / keep_file).unlink(missing_ok=True)
+        remove_plan_file(ws, keep_file, "(dropped by recluster)")
     from densprune.prune.plan_index import load_index  # the new clusters' plan index, stored for the app
 
     load_index(ws)

@@ -25,7 +25,7 @@ import pandas as pd
 from densprune import db
 from densprune.names import validate_name
 from densprune.prune.selection import PlanParams, PlanResult
-from densprune.workspace import save_npy
+from densprune.workspace import PLANS, OutsideWorkspace, resolve_inside, save_npy
 from densprune.workspace_lock import holds_shared_lock
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
         path.unlink(missing_ok=True)  # no row names it
         raise
     if old and old != str(path.relative_to(ws)):
-        (ws / old).unlink(missing_ok=True)
+        remove_plan_file(ws, old, name)
     log.info("saved plan %s: %d of %d remaining (%d in the pool) kept", name, result.n_kept, result.n_eligible,
              result.pool_size)
 
@@ -97,7 +97,7 @@ def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray
             raise ValueError(f"no plan named {name!r} in {ws} (plans: {names}); create one with `densprune plan`")
         row = df.iloc[0].to_dict()
         try:
-            keep = np.load(ws / row["keep_file"])
+            keep = np.load(plan_file(ws, row["keep_file"], name))
         except FileNotFoundError:
             # overwritten between reading the row and opening its file: the new row names the new file
             if attempt == 2 or db.load_plan_row(ws, name)["keep_file"].tolist() == [row["keep_file"]]:
@@ -119,4 +119,22 @@ def delete_plan(workspace: str | os.PathLike, name: str) -> None:
     ws = Path(workspace)
     old = db.delete_plan(ws, validate_plan_name(name))
     if old:
-        (ws / old).unlink(missing_ok=True)
+        remove_plan_file(ws, old, name)
+
+
+def plan_file(workspace: str | os.PathLike, keep_file: str, plan: str) -> Path:
+    """The mask file a plan row names (``keep_file``), resolved inside DIR/plans; a ValueError naming the plan
+    when the row leads anywhere else (an absolute path, ``..``, a symlink out): it is never read or removed."""
+    try:
+        return resolve_inside(workspace, keep_file, PLANS)
+    except OutsideWorkspace as exc:
+        raise ValueError(f"plan {plan!r}: its keep_file {exc}; densprune reads and removes plan masks only inside "
+                         "the workspace's plans/ folder (was the workspace copied from elsewhere?)") from None
+
+
+def remove_plan_file(workspace: str | os.PathLike, keep_file: str, plan: str) -> None:
+    """Remove the mask a replaced or deleted plan row named, when it lies inside DIR/plans; a warning otherwise."""
+    try:
+        plan_file(workspace, keep_file, plan).unlink(missing_ok=True)
+    except ValueError as exc:
+        log.warning("not removing the old mask of %s", exc)

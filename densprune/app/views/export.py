@@ -63,8 +63,11 @@ if st.button("Export", type="primary", disabled=not valid, key="export_go"):
 last = st.session_state.get("export_last")
 if last and Path(last).exists() and Path(last).resolve().parent == out_dir.resolve():
     path = Path(last)
-    manifest_path = path.with_name(path.name + ".manifest.json")
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    manifest_path = exports.manifest_path(path)
+    try:
+        manifest = exports.read_manifest(path)
+    except ValueError:
+        manifest = None
     d1, d2 = st.columns(2)
     if path.is_file() and path.stat().st_size <= MAX_DOWNLOAD:
         d1.download_button(f"Download {path.name} ({path.stat().st_size / 2**20:.1f} MiB)", path.read_bytes(),
@@ -77,17 +80,7 @@ if last and Path(last).exists() and Path(last).resolve().parent == out_dir.resol
         st.subheader("Manifest")
         st.json(manifest, expanded=2)
 
-existing = sorted(out_dir.glob("*.manifest.json")) if out_dir.exists() else []
-if existing:
+rows = exports.list_exports(out_dir)
+if rows:
     st.subheader("Exports in this workspace")
-    rows = []
-    for m in existing:
-        try:
-            man = json.loads(m.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        rows.append({"file": Path(man.get("out", m.name)).name, "plan": man.get("plan", {}).get("name"),
-                     "format": man.get("format"), "kept": man.get("counts", {}).get("kept"),
-                     "created": man.get("created"),
-                     "bytes": sum(f.get("bytes", 0) for f in man.get("files", []))})
     st.dataframe(rows, hide_index=True, width="stretch")
