@@ -51,7 +51,7 @@ def start_app(ws: Path, log: Path, port: int | None = None, timeout_s: float = 1
     port = port or free_port()
     with open(log, "wb") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+            [sys.executable, "-m", "densprune.app.serve", "run", str(ROOT / "app.py"), "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none", "--", "--workspace", str(ws)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)

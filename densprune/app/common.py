@@ -367,6 +367,9 @@ def open_workspace_form(key: str = "overview") -> None:
                                   "from a shell: `densprune app DIR`.")
         go = c2.form_submit_button("Open", width="stretch")
     if go and path.strip():
+        if "\x00" in path:  # no file system takes it (Path.resolve would raise)
+            st.error("Not a valid path: it contains a NUL character.")
+            return
         p = Path(path.strip()).expanduser()
         if not policy().allows(p):  # checked first: a path outside is not even probed
             st.error(outside_roots_message("Opening a workspace from this app"))

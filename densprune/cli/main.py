@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,9 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="app port (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the app)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name the app answers to besides localhost and IP addresses (requests for any other "
+                        "name are refused, against DNS rebinding); repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.no_app:
         print(summary_text(ws))
         return 0
-    return launch_app(ws, args.port, args.host)
+    return launch_app(ws, args.port, args.host, allow_hosts=args.allow_host)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -252,25 +256,31 @@ def cmd_app(args: argparse.Namespace) -> int:
         if args.workspace is not None:
             print(f"error: no workspace at {ws}; build one with `densprune precompute SOURCE --workspace {ws}`", file=sys.stderr)
             return 2
-    return launch_app(ws, args.port, args.host, allow_roots=args.allow_root, allow_custom_models=args.allow_custom_models)
+    return launch_app(ws, args.port, args.host, allow_roots=args.allow_root, allow_custom_models=args.allow_custom_models,
+                      allow_hosts=args.allow_host)
 
 
 def launch_app(ws: Path, port: int, host: str = "127.0.0.1", allow_roots: list[Path] | None = None,
-               allow_custom_models: bool = False) -> int:
-    """Run the app (``streamlit run densprune/app/main.py``) on ``ws``; it builds the demo itself when missing.
+               allow_custom_models: bool = False, allow_hosts: list[str] | None = None) -> int:
+    """Run the app (``streamlit run densprune/app/main.py`` through densprune.app.serve, which refuses
+    requests for host names other than localhost, IP addresses, ``host`` and ``allow_hosts``) on ``ws``;
+    it builds the demo itself when missing.
 
     ``allow_roots``: the folders whose workspaces the app may open and train in (default: ``ws``'s folder);
     ``allow_custom_models``: free-text model names on the Train page (see densprune.app.policy).
     """
     from densprune.app.policy import app_args
+    from densprune.app.serve import ALLOW_HOSTS_ENV
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the app listens on %s: anyone who can reach port %d can browse this workspace, save plans "
                     "and exports, and start training", host, port)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
+    names = [*(allow_hosts or []), host]
+    env = {**os.environ, ALLOW_HOSTS_ENV: ",".join(n for n in names if n and "," not in n)}
+    cmd = [sys.executable, "-m", "densprune.app.serve", "run", str(APP_SCRIPT), "--server.port", str(port),
            "--server.address", host, *APP_FLAGS, "--", *app_args(ws, allow_roots, allow_custom_models)]
     log.info("opening the app at http://%s:%d", host, port)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=env)
 
 
 def workspace_info(ws: Path) -> dict:
