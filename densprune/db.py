@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -166,11 +167,8 @@ def connect(workspace: str | os.PathLike, read_only: bool = True,
         except Timeout:
             raise WorkspaceBusy(f"{workspace} is busy: another process kept it locked for {timeout_s:g} s "
                                 "(a precompute or a long plan save?); try again when it is done") from None
-        from densprune.ingest.media import file_problem
-
-        problem = file_problem(path, max_bytes=None)  # a FIFO there would block DuckDB for ever
-        if problem:
-            raise _damaged(path, problem)
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO there would block DuckDB for ever
+            raise _damaged(path, "not a regular file")
         try:
             con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:

@@ -302,8 +302,8 @@ def write_tar(path: Path, members: list[tuple]) -> None:
     with open(path, "wb") as fh:
         for m in members:
             info = tarfile.TarInfo(m[0])
-            data = m[1] if isinstance(m[1], bytes) else b""
-            if isinstance(m[1], bytes):
+            data = m[1] if len(m) == 2 else b""
+            if len(m) == 2:
                 info.size = len(data)
             elif m[1] is None:
                 info.size = m[2]
@@ -513,7 +513,10 @@ def test_cli_damaged_workspace_database_is_an_error_naming_it(tmp_path, how):
 def test_cli_every_command_on_a_damaged_database(tmp_path):
     ws = tmp_path / "ws"
     path = damage(ws, "garbage")
-    for args in (("verify", ws), ("plans", ws), ("plan", ws, "--name", "p", "--keep", "0.5"),
+    found = cli("verify", ws, timeout=60)  # verify reports it as a finding ("FILE: problem"), exit 1
+    assert found.returncode == 1 and f"{path}: cannot be read" in found.stdout, (found.stdout, found.stderr)
+    assert "not a readable densprune workspace database" in found.stdout and "Traceback" not in found.stderr
+    for args in (("plans", ws), ("plan", ws, "--name", "p", "--keep", "0.5"),
                  ("export", ws, "--plan", "p", "--format", "keys")):
         proc = cli(*args, timeout=60)
         assert proc.returncode == 2, (args, proc.stderr)

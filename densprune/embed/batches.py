@@ -59,7 +59,8 @@ class BatchDataset(Dataset):
                  device_decode: bool) -> None:
         """prep: the embedder's ``worker_prep()`` (``image(img)``, ``text(captions)``); thumbnails: make them."""
         self.refs, self.prep = refs, prep
-        self.max_pixels, self.thumb_size, self.thumbnails, self.device_decode = max_pixels, thumb_size, thumbnails, device_decode
+        self.max_pixels, self.thumb_size = max_pixels, thumb_size
+        self.thumbnails, self.device_decode = thumbnails, device_decode
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -109,9 +110,11 @@ class BatchDataset(Dataset):
             return False
         sizes[pos] = (width, height)
         if self.thumbnails:
-            reuse = reusable_thumbnail(data, width, height, self.thumb_size)
-            thumbs[pos] = data if reuse else thumbnail_bytes(decode_image(data, self.max_pixels, target=self.thumb_size),
-                                                             self.thumb_size)
+            if reusable_thumbnail(data, width, height, self.thumb_size):
+                thumbs[pos] = data
+            else:
+                small = decode_image(data, self.max_pixels, target=self.thumb_size)
+                thumbs[pos] = thumbnail_bytes(small, self.thumb_size)
         return True
 
 
@@ -142,7 +145,8 @@ class ShardBatches(Sampler):
     """Lists of indices (one per batch) that never cross a shard boundary, for the shards still to do."""
 
     def __init__(self, shards: list[tuple[int, int]], batch_size: int) -> None:
-        self.batches = [list(range(s, min(s + batch_size, e))) for start, e in shards for s in range(start, e, batch_size)]
+        self.batches = [list(range(s, min(s + batch_size, e)))
+                        for start, e in shards for s in range(start, e, batch_size)]
 
     def __iter__(self):
         return iter(self.batches)

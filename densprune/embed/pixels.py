@@ -80,7 +80,8 @@ def resize_crop(images: list[torch.Tensor], spec: PixelSpec) -> torch.Tensor:
     return out
 
 
-def decode_jpegs(data: torch.Tensor, offsets: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor | None], list[str]]:
+def decode_jpegs(data: torch.Tensor, offsets: np.ndarray,
+                 device: torch.device) -> tuple[list[torch.Tensor | None], list[str]]:
     """Decode JPEGs stored back to back on ``device`` (nvJPEG on CUDA, libjpeg-turbo on the CPU).
 
     Args:

@@ -126,7 +126,8 @@ def list_source(spec: str, image_column: str | None = None, caption_column: str 
     if spec == "demo":
         root = demo_data_dir()
         if not root.is_dir():
-            raise SourceError(f"the bundled demo data is missing: {root} (reinstall densprune, or rebuild it with data/build_demo.py in a checkout)")
+            raise SourceError(f"the bundled demo data is missing: {root} (reinstall densprune, or rebuild it with "
+                              "data/build_demo.py in a checkout)")
         listing = _list_parquet_files(sorted(root.glob("*.parquet")), str(root), image_column, caption_column)
         listing.kind, listing.spec = "demo", "demo"
         return listing
@@ -275,7 +276,8 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
 def _list_csv(path: Path, image_column: str | None, caption_column: str | None) -> SourceListing:
     records, cols, ragged = _read_delimited(path)
     img_col = _pick(cols, image_column, PATH_COLUMNS, "image", str(path))
-    cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(path)) if (caption_column or any(c in cols for c in CAPTION_COLUMNS)) else None
+    has_caption = caption_column or any(c in cols for c in CAPTION_COLUMNS)
+    cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(path)) if has_caption else None
     return _table_refs(records, img_col, cap_col, path, "csv", ragged)
 
 
@@ -315,7 +317,8 @@ def _read_delimited(path: Path) -> tuple[list[dict], list[str], list[Reject]]:
                 rec.setdefault(name, value)
             records.append(rec)
     except csv.Error as exc:
-        raise SourceError(f"{path} line {reader.line_num}: cannot be read as {'TSV' if tab else 'CSV'} ({exc})") from exc
+        raise SourceError(f"{path} line {reader.line_num}: cannot be read as {'TSV' if tab else 'CSV'} "
+                          f"({exc})") from exc
     return records, cols, ragged
 
 
@@ -342,11 +345,12 @@ def _table_refs(records: list[dict], img_col: str, cap_col: str | None, path: Pa
         cat = decode_text(rec.get("category"))[0] or None
         caption, flag = decode_text(rec.get(cap_col)) if cap_col else ("", None)
         refs.append(
-            SampleRef(key=storable(raw), uid=uid, caption=caption, image_ref=storable(str(full)), loc=("file", str(full)),
-                      category=cat, caption_flag=flag)
+            SampleRef(key=storable(raw), uid=uid, caption=caption, image_ref=storable(str(full)),
+                      loc=("file", str(full)), category=cat, caption_flag=flag)
         )
     if not refs:
-        raise SourceError(f"{path}: no usable rows ({len(rejects)} rejected, first: {rejects[0].reason if rejects else '-'})")
+        first = rejects[0].reason if rejects else "-"
+        raise SourceError(f"{path}: no usable rows ({len(rejects)} rejected, first: {first})")
     return SourceListing(kind, str(path), refs, rejects, has_categories=any(r.category for r in refs))
 
 
@@ -362,7 +366,8 @@ def _dim(*values: object) -> int:
     return -1
 
 
-def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, caption_column: str | None) -> SourceListing:
+def _list_parquet_files(files: list[Path], spec: str, image_column: str | None,
+                        caption_column: str | None) -> SourceListing:
     if not files:
         raise SourceError(f"no parquet files in {spec}")
     refs: list[SampleRef] = []
@@ -389,7 +394,8 @@ def _list_parquet_files(files: list[Path], spec: str, image_column: str | None, 
         is_bytes = img_col in binary_cols
         if bytes_mode is None:
             bytes_mode = is_bytes
-        cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(f)) if (caption_column or any(c in cols for c in CAPTION_COLUMNS)) else None
+        has_caption = caption_column or any(c in cols for c in CAPTION_COLUMNS)
+        cap_col = _pick(cols, caption_column, CAPTION_COLUMNS, "caption", str(f)) if has_caption else None
         meta_cols = [c for c in cols if c != img_col] if is_bytes else cols  # a path column is read with the rest
         try:
             meta = pq.read_table(f, columns=meta_cols).to_pylist()
