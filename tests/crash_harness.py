@@ -57,9 +57,9 @@ def after_calls(module, name: str, n: int, marker: Path, before: bool = False) -
 
 def install(point: str, marker: Path) -> None:
     from densprune import db
-    from densprune.pipeline import from_images, from_released, stages
     from densprune.embed import shards
     from densprune.export import writers
+    from densprune.pipeline import from_images, from_released, stages
 
     if point == "embedding":
         after_calls(shards, "save_shard", 2, marker)

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from console import densprune_command, free_port, start_server, stop_server, wait_for_health
+
 from densprune.app.serve import host_allowed, host_name
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from console import run_densprune
+
 from densprune.cli.main import main
 from densprune.verify import verify_workspace
 

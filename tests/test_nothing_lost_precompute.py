@@ -441,9 +441,9 @@ def test_a_relative_source_gives_locations_that_hold_from_anywhere(tmp_path):
 def test_a_workspace_with_relative_locations_is_reported_and_not_exported(tmp_path, monkeypatch, capsys):
     """As densprune before this fix built it from a relative SOURCE: verify names the problem, an export
     that copies images refuses with the reason instead of listing files that are not there."""
+    from densprune.embed.runner import EmbedSettings
     from densprune.pipeline import precompute as pre
     from densprune.pipeline.config import PrecomputeConfig
-    from densprune.embed.runner import EmbedSettings
 
     make_source(tmp_path / "build" / "images")
     monkeypatch.chdir(tmp_path / "build")

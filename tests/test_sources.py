@@ -14,8 +14,8 @@ from densprune.ingest.images import ImageDecodeError, decode_image, thumbnail_by
 from densprune.ingest.sources import SourceError, list_source, read_bytes
 from densprune.ingest.uids import (
     arrow_uids_to_datacomp,
-    sort_pairs,
     normalize_uid,
+    sort_pairs,
     uid_from_key,
     uids_to_datacomp,
 )
