@@ -58,7 +58,8 @@ def kill_at(point: str, args: list[str], tmp_path: Path) -> None:
     deadline = time.monotonic() + 240
     while not marker.exists():
         if proc.poll() is not None:
-            pytest.fail(f"{point}: the process ended (rc {proc.returncode}) before the point: {proc.stderr.read()[-2000:]}")
+            pytest.fail(f"{point}: the process ended (rc {proc.returncode}) before the point: "
+                        f"{proc.stderr.read()[-2000:]}")
         assert time.monotonic() < deadline, f"{point} not reached in time"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)

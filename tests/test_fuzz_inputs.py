@@ -90,8 +90,10 @@ def image_payloads(draw) -> tuple[str, bytes, bool]:
 CAPTIONS = st.one_of(
     st.just(b""),
     st.text(max_size=40).map(lambda s: s.encode("utf-8", "surrogatepass")),
-    st.builds(lambda s, n: (s * n).encode("utf-8", "surrogatepass"), st.text(min_size=1, max_size=5), st.integers(2000, 40_000)),
-    st.lists(st.sampled_from([b"\x00", b"\x07", b"\x1b[31m", b"\r", b"\n", b"\t", b"\x7f", b"word"]), max_size=12).map(b"".join),
+    st.builds(lambda s, n: (s * n).encode("utf-8", "surrogatepass"), st.text(min_size=1, max_size=5),
+              st.integers(2000, 40_000)),
+    st.lists(st.sampled_from([b"\x00", b"\x07", b"\x1b[31m", b"\r", b"\n", b"\t", b"\x7f", b"word"]),
+             max_size=12).map(b"".join),
     st.binary(max_size=60),  # often not UTF-8
     st.builds(lambda a, b: a.encode() + b"\xff\xfe\xc3" + b.encode(), st.text(max_size=10), st.text(max_size=10)),
 )
@@ -143,7 +145,8 @@ def test_folder_of_broken_images_and_captions(rows):
         root = Path(tmp) / "imgs"
         root.mkdir()
         keys, captions = [], {}
-        for i, ((ext, data, _), cap, name) in enumerate(rows + [((e, d, True), b"ok", b"good") for e, d in VALID[:MIN_GOOD]]):
+        good = [((e, d, True), b"ok", b"good") for e, d in VALID[:MIN_GOOD]]
+        for i, ((ext, data, _), cap, name) in enumerate(rows + good):
             stem = f"{i:03d}_".encode() + (name if isinstance(name, bytes) else name.encode())
             if stem in (b".", b".."):
                 continue
@@ -233,7 +236,8 @@ def parquet_tables(draw) -> tuple[pa.Table, int]:
     if draw(st.booleans()):  # keys, often duplicated
         cols["key"] = pa.array([str(draw(st.integers(0, 3))) for _ in range(n)] + [f"v{i}" for i in range(m - n)])
     if draw(st.booleans()):
-        cols["uid"] = pa.array([draw(st.sampled_from(["", "zz", "0" * 32, "A" * 32, None])) for _ in range(n)] + [None] * (m - n))
+        cols["uid"] = pa.array([draw(st.sampled_from(["", "zz", "0" * 32, "A" * 32, None])) for _ in range(n)]
+                               + [None] * (m - n))
     if draw(st.booleans()):
         cols["width"] = pa.array([draw(st.sampled_from(["12", "abc", "", None, "1e9", "-5"])) for _ in range(m)])
         cols["height"] = pa.array([draw(st.sampled_from([1.5, float("nan"), None, 1e30, -3.0])) for _ in range(m)])
@@ -274,7 +278,8 @@ def test_parquet_of_paths_with_null_and_garbage_paths(rows, binary_captions):
         paths += good
         src = tmp / "paths.parquet"
         pq.write_table(pa.table({"filepath": pa.array(paths, pa.string()),
-                                 "caption": pa.array([f"c{i}\xff".encode("latin-1") for i in range(len(paths))], pa.binary())
+                                 "caption": pa.array([f"c{i}\xff".encode("latin-1") for i in range(len(paths))],
+                                                     pa.binary())
                                  if binary_captions else pa.array([f"c{i}" for i in range(len(paths))])}), src)
         samples, rejects = tables(build(src, tmp / "ws"))
         assert len(samples) + len(rejects) == len(paths)
@@ -297,10 +302,10 @@ def test_tables_without_the_columns_name_the_file(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 JSONS = st.one_of(st.none(), st.just(b"{not json"), st.just(b"[1, 2]"), st.just(b'"text"'), st.just(b"\xff\xfe"),
-                  st.fixed_dictionaries({}, optional={"caption": st.one_of(st.text(max_size=20), st.integers(), st.none(),
-                                                                          st.just("\udcff bad")),
-                                                      "original_width": st.one_of(st.integers(-5, 10**6), st.text(max_size=4)),
-                                                      "uid": st.one_of(st.just("0" * 32), st.text(max_size=4))})
+                  st.fixed_dictionaries({}, optional={
+                      "caption": st.one_of(st.text(max_size=20), st.integers(), st.none(), st.just("\udcff bad")),
+                      "original_width": st.one_of(st.integers(-5, 10**6), st.text(max_size=4)),
+                      "uid": st.one_of(st.just("0" * 32), st.text(max_size=4))})
                   .map(lambda d: json.dumps(d).encode()))
 
 
@@ -476,7 +481,8 @@ def test_clip_retrieval_with_bad_rows_and_bad_files(src):
 
 
 @FUZZ
-@given(released_sources(), st.lists(st.sampled_from(["ok", "ok", "ok", "bad", "dup", "upper"]), min_size=30, max_size=30))
+@given(released_sources(),
+       st.lists(st.sampled_from(["ok", "ok", "ok", "bad", "dup", "upper"]), min_size=30, max_size=30))
 def test_datacomp_with_bad_rows_uids_and_files(src, uid_kinds):
     sizes, d, dtypes, blocks, fault, fault_shard, captions = src
     with tempfile.TemporaryDirectory() as tmp:
@@ -503,7 +509,8 @@ def test_datacomp_with_bad_rows_uids_and_files(src, uid_kinds):
                 g += 1
             keys += uids
             np.savez(root / f"{k:08d}.npz", b32_img=arr)
-            pq.write_table(pa.table({"uid": uids, "text": pa.array(captions[k], pa.binary())}), root / f"{k:08d}.parquet")
+            pq.write_table(pa.table({"uid": uids, "text": pa.array(captions[k], pa.binary())}),
+                           root / f"{k:08d}.parquet")
         if fault != "none":
             with pytest.raises(ReleasedError) as err:
                 build(root, Path(tmp) / "ws")
@@ -551,7 +558,8 @@ def test_a_source_with_too_few_usable_rows_is_a_clear_error(tmp_path):
     root.mkdir()
     (root / "a.jpg").write_bytes(b"")
     (root / "b.png").write_bytes(b"junk")
-    with pytest.raises(ValueError, match=rf"{root}: none of the 2 samples could be decoded; first reasons: a.jpg: empty image file"):
+    why = rf"{root}: none of the 2 samples could be decoded; first reasons: a.jpg: empty image file"
+    with pytest.raises(ValueError, match=why):
         build(root, tmp_path / "ws")
     (root / "c.jpg").write_bytes(VALID[0][1])
     with pytest.raises(ValueError, match=rf"{root}: only 1 usable pool rows for --clusters 2"):

@@ -46,10 +46,13 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
                    help="open_clip pretrained tag, or 'none' for random weights (tests only) (default: %(default)s)")
     g.add_argument("--weights", default=None, help="local open_clip checkpoint to load instead of downloading")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cpu")
-    g.add_argument("--batch-size", type=int, default=D("batch_size"), help="images per embedding batch (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=D("batch_size"),
+                   help="images per embedding batch (default: %(default)s)")
     g.add_argument("--workers", type=int, default=D("workers"), help="DataLoader decode workers (default: %(default)s)")
-    g.add_argument("--shard-size", type=int, default=D("shard_size"), help="samples per resumable shard (default: %(default)s)")
-    g.add_argument("--max-pixels", type=int, default=D("max_pixels"), help="reject images with more decoded pixels (default: %(default)s)")
+    g.add_argument("--shard-size", type=int, default=D("shard_size"),
+                   help="samples per resumable shard (default: %(default)s)")
+    g.add_argument("--max-pixels", type=int, default=D("max_pixels"),
+                   help="reject images with more decoded pixels (default: %(default)s)")
     g.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto",
                    help="dtype of the .npy vectors; auto: float16 for openclip (as LAION and DataComp ship them), "
                         "float32 for offline; released embeddings keep their own dtype (default: %(default)s)")
@@ -71,10 +74,13 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
     g.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     g.add_argument("--ray-actors", type=int, default=None, help="number of embedder actors (default: CPUs / --workers)")
     c = p.add_argument_group("clustering")
-    c.add_argument("--clusters", "-k", type=int, default=None, help="number of concepts K (default: sqrt(N), at most 500)")
+    c.add_argument("--clusters", "-k", type=int, default=None,
+                   help="number of concepts K (default: sqrt(N), at most 500)")
     c.add_argument("--niter", type=int, default=D("niter"), help="k-means iterations (default: %(default)s)")
-    c.add_argument("--seed", type=int, default=D("seed"), help="seed for k-means, sampling, layout (default: %(default)s)")
-    c.add_argument("--neighbors", type=int, default=D("neighbors"), help="l nearest centroids for d_inter (default: %(default)s)")
+    c.add_argument("--seed", type=int, default=D("seed"),
+                   help="seed for k-means, sampling, layout (default: %(default)s)")
+    c.add_argument("--neighbors", type=int, default=D("neighbors"),
+                   help="l nearest centroids for d_inter (default: %(default)s)")
     c.add_argument("--label-vocabulary", default=None, metavar="FILE",
                    help="zero-shot concept names (open_clip embedder only): one name per line; "
                         "default: open_clip's 1,000 ImageNet class names")
@@ -86,7 +92,8 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
                         "concepts, a number sets the total (default: %(default)s)")
     e = p.add_argument_group("evaluation split")
     e.add_argument("--eval-per-category", type=int, default=D("eval_per_category"),
-                   help="held-out eval images per top-level category, for sources with categories (default: %(default)s)")
+                   help="held-out eval images per top-level category, for sources with categories "
+                        "(default: %(default)s)")
     e.add_argument("--eval-min-category", type=int, default=D("eval_min_category"),
                    help="only categories with at least this many images give eval images (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild a complete workspace from scratch")
@@ -254,10 +261,11 @@ def cmd_app(args: argparse.Namespace) -> int:
     ws = args.workspace or default_demo_workspace()
     if not db.is_complete(ws):
         if args.workspace is not None:
-            print(f"error: no workspace at {ws}; build one with `densprune precompute SOURCE --workspace {ws}`", file=sys.stderr)
+            print(f"error: no workspace at {ws}; build one with `densprune precompute SOURCE --workspace {ws}`",
+                  file=sys.stderr)
             return 2
-    return launch_app(ws, args.port, args.host, allow_roots=args.allow_root, allow_custom_models=args.allow_custom_models,
-                      allow_hosts=args.allow_host)
+    return launch_app(ws, args.port, args.host, allow_roots=args.allow_root,
+                      allow_custom_models=args.allow_custom_models, allow_hosts=args.allow_host)
 
 
 def launch_app(ws: Path, port: int, host: str = "127.0.0.1", allow_roots: list[Path] | None = None,
@@ -295,7 +303,8 @@ def workspace_info(ws: Path) -> dict:
     top = cl.nlargest(5, "size")[["cluster", "size", "complexity", "label", "zs_label", "zs_similarity"]]
     info["largest_clusters"] = top.astype(object).where(top.notna(), None).to_dict("records")
     info["rejects_by_reason"] = reject_summary(ws).to_dict("records")
-    info["caption_flags"] = [{"flag": f, "count": int(c)} for f, c in db.caption_flag_counts(ws).itertuples(index=False)]
+    info["caption_flags"] = [{"flag": f, "count": int(c)}
+                             for f, c in db.caption_flag_counts(ws).itertuples(index=False)]
     return info
 
 
@@ -322,14 +331,16 @@ def summary_text(ws: Path) -> str:
         f"concepts       K={info['k']} (seed {info['seed']}), complexity min {info['complexity']['min']:.4f} / "
         f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
         f"plans          {info['tables']['plans']}",
-        f"built          {info['created']} by densprune {info['densprune_version']} in {info['timings_s'].get('total', 0):.1f} s",
+        f"built          {info['created']} by densprune {info['densprune_version']} "
+        f"in {info['timings_s'].get('total', 0):.1f} s",
     ]
     if info["rejects_by_reason"]:
         lines.append("rejected by reason:")
         lines += [f"  {r['count']:>6,}  {r['stage']:<7} {r['kind']}" for r in info["rejects_by_reason"]]
     if info["caption_flags"]:
         lines.append("flagged captions (the samples are kept):")
-        lines += [f"  {r['count']:>6,}  caption {r['flag']} (decoded with U+FFFD replacement)" for r in info["caption_flags"]]
+        lines += [f"  {r['count']:>6,}  caption {r['flag']} (decoded with U+FFFD replacement)"
+                  for r in info["caption_flags"]]
     lines.append("largest concepts:")
     for c in info["largest_clusters"]:
         zs = f"  [zero-shot: {shorten(c['zs_label'], 40)} {c['zs_similarity']:.2f}]" if c.get("zs_label") else ""

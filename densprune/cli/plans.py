@@ -44,7 +44,8 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="budget: a fraction of what remains after dedup and the CLIP filter (0.3 or 30%%), "
                         "or an absolute count (250000)")
     p.add_argument("--method", choices=METHODS, default=D["method"],
-                   help="dbp (complexity quotas), ssp (same rate per cluster), random, clip-score, dedup (default: %(default)s)")
+                   help="dbp (complexity quotas), ssp (same rate per cluster), random, clip-score, dedup "
+                        "(default: %(default)s)")
     p.add_argument("--temperature", "--tau", type=float, default=D["temperature"],
                    help="DBP softmax temperature (paper: 0.1) (default: %(default)s)")
     p.add_argument("--neighbors", type=int, default=D["neighbors"],
@@ -113,7 +114,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     ms = (time.perf_counter() - t) * 1000
     save_plan(args.workspace, args.name, result, overwrite=args.overwrite)
     print(f"plan {args.name}: {params.method}, kept {result.n_kept:,} = {share(result.n_kept, result.n_eligible)} of "
-          f"the {result.n_eligible:,} remaining after dedup and the CLIP filter, {share(result.n_kept, result.pool_size)} "
+          f"the {result.n_eligible:,} remaining after dedup and the CLIP filter, "
+          f"{share(result.n_kept, result.pool_size)} "
           f"of the {result.pool_size:,} in the pool; computed in {ms:.1f} ms")
     for note in result.notes:
         print(f"note: {note}")

@@ -160,7 +160,8 @@ def embed_batch(rb: ReadyBatch, embedder, dtype: str) -> BatchResult:
     return BatchResult(b.idx, rb.reasons, b.sizes, b.thumbs, b.thumb_offsets, image, text, done)
 
 
-def _device_jpegs(batch: DecodedBatch, embedder, prep, max_pixels: int, reasons: list[str]) -> list[tuple[np.ndarray, torch.Tensor]]:
+def _device_jpegs(batch: DecodedBatch, embedder, prep, max_pixels: int,
+                  reasons: list[str]) -> list[tuple[np.ndarray, torch.Tensor]]:
     """Decode and resize the batch's JPEGs on the embedder's device: [(positions, uint8 (n, 3, S, S))]."""
     dev = embedder.device
     images, why = decode_jpegs(batch.jpeg_data, batch.jpeg_offsets, dev)

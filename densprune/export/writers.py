@@ -4,8 +4,8 @@ Formats: parquet, csv (open_clip_train's CsvDataset), datacomp (sorted ``u8,u8``
 (bool .npy), keys (one uid per line), webdataset (new tar shards with the kept samples only).
 Everything is written under a temporary name and renamed into place; the manifest
 (``PATH.manifest.json``) is removed first and written last, so an export with a manifest is complete
-(an interrupted one has none: ``densprune verify`` reports it). It records the plan, the embedder, K, seed, source, counts and the sha256 of
-every file written.
+(an interrupted one has none: ``densprune verify`` reports it). It records the plan, the embedder, K, seed,
+source, counts and the sha256 of every file written.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ IMAGE_FORMATS = ("csv", "webdataset")  # formats that copy the images: not for w
 def formats_for(meta: dict) -> tuple[str, ...]:
     """The export formats a workspace supports (no image-copying format without image files)."""
     return FORMATS if meta.get("embedder") != "released" else tuple(f for f in FORMATS if f not in IMAGE_FORMATS)
-DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".uids.npy", "mask": ".mask.npy", "keys": ".keys.txt", "webdataset": ""}
+DEFAULT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "datacomp": ".uids.npy", "mask": ".mask.npy",
+                  "keys": ".keys.txt", "webdataset": ""}
 
 
 def relative_locations_error(ws: Path, meta: dict) -> str | None:
@@ -299,9 +300,9 @@ def export_plan(workspace: str | os.PathLike, plan: str, fmt: str, out: str | os
     row, keep = load_plan(ws, plan)
     meta = db.load_meta(ws)
     if fmt not in formats_for(meta):
-        raise ValueError(f"{ws} was built from released embeddings ({meta.get('source_kind')}) and holds no image files, "
-                         f"so it cannot be exported as {fmt}: export 'datacomp' (uids for DataComp's resharder) or "
-                         "'parquet' (url, caption, uid) and download the images with img2dataset")
+        raise ValueError(f"{ws} was built from released embeddings ({meta.get('source_kind')}) and holds no image "
+                         f"files, so it cannot be exported as {fmt}: export 'datacomp' (uids for DataComp's "
+                         "resharder) or 'parquet' (url, caption, uid) and download the images with img2dataset")
     if fmt in IMAGE_FORMATS and (problem := relative_locations_error(ws, meta)) is not None:
         raise ValueError(f"cannot export {fmt}: {problem}")
     if out:

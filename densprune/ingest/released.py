@@ -71,7 +71,8 @@ class Columns:
     score: str | None  # a CLIP image-caption similarity, used when there are no caption vectors
 
     def names(self) -> list[str]:
-        return sorted({c for c in (self.caption, self.url, self.key, self.uid, self.width, self.height, self.score) if c})
+        return sorted({c for c in (self.caption, self.url, self.key, self.uid, self.width, self.height, self.score)
+                       if c})
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,17 +249,19 @@ def _open_clip_retrieval(root: Path) -> ReleasedSource:
     expected = range(max(img) + 1)
     for k in expected:
         if k not in img:
-            raise ReleasedError(f"missing shard: {root / 'img_emb' / f'img_emb_{k}.npy'} (shards 0..{max(img)} are expected)")
+            raise ReleasedError(f"missing shard: {root / 'img_emb' / f'img_emb_{k}.npy'} "
+                                f"(shards 0..{max(img)} are expected)")
         if k not in meta:
-            raise ReleasedError(f"missing shard: {root / 'metadata' / f'metadata_{k}.parquet'} (the metadata of {img[k]})")
+            raise ReleasedError(f"missing shard: {root / 'metadata' / f'metadata_{k}.parquet'} "
+                                f"(the metadata of {img[k]})")
         if text and k not in text:
             raise ReleasedError(f"missing shard: {root / 'text_emb' / f'text_emb_{k}.npy'} (other shards have caption "
                                 "vectors: all or none must)")
     for extra, files in (("metadata", meta), ("text_emb", text)):
         stray = sorted(set(files) - set(expected))
         if stray:
-            raise ReleasedError(f"{files[stray[0]]} has no image vectors ({root / 'img_emb' / f'img_emb_{stray[0]}.npy'} "
-                                "is missing)")
+            missing = root / "img_emb" / f"img_emb_{stray[0]}.npy"
+            raise ReleasedError(f"{files[stray[0]]} has no image vectors ({missing} is missing)")
     shards, dim, dtypes = [], None, set()
     for k in expected:
         rows = parquet_rows(meta[k])

@@ -50,7 +50,8 @@ def hex_chars_to_pairs(chars: np.ndarray, first_row: int = 0) -> np.ndarray:
     nib = _HEX[chars]
     if nib.size and nib.max() == 255:
         i = int(np.flatnonzero((nib == 255).any(axis=1))[0])
-        raise ValueError(f"uid {bytes(chars[i]).decode('ascii', 'replace')!r} (row {first_row + i}) is not 32 hex digits")
+        raise ValueError(f"uid {bytes(chars[i]).decode('ascii', 'replace')!r} (row {first_row + i}) "
+                         "is not 32 hex digits")
     raw = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])  # (n, 16) bytes, big-endian halves
     return raw.view(">u8").astype(np.uint64)
 

@@ -54,7 +54,8 @@ def _dedupe_uids(listing: SourceListing) -> list[SampleRef]:
     refs = []
     for r in listing.refs:
         if r.uid in seen:
-            listing.rejects.append(Reject(r.key, r.image_ref, "list", f"duplicate uid {r.uid} (an earlier sample has it)"))
+            listing.rejects.append(Reject(r.key, r.image_ref, "list",
+                                          f"duplicate uid {r.uid} (an earlier sample has it)"))
             continue
         seen.add(r.uid)
         refs.append(r)
@@ -180,7 +181,8 @@ def clip_scores(ws: Path, image: np.ndarray, block: int = 65536) -> np.ndarray |
         return None
     text = np.load(path, mmap_mode="r")
     return np.concatenate([np.einsum("ij,ij->i", np.asarray(image[s:s + block], np.float32),
-                                     np.asarray(text[s:s + block], np.float32)) for s in range(0, image.shape[0], block)])
+                                     np.asarray(text[s:s + block], np.float32))
+                           for s in range(0, image.shape[0], block)])
 
 
 def samples_table(emb: Embedded, split: Split, cl: Clustering, dup_max_sim: np.ndarray, dup_of: np.ndarray,
@@ -229,7 +231,8 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
     lap = timer.lap
     listing = list_source(cfg.source, cfg.image_column, cfg.caption_column, follow_links=cfg.follow_links)
     refs = _dedupe_uids(listing)
-    log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs), len(listing.rejects))
+    log.info("source %s (%s): %d samples, %d rejected while listing", cfg.source, listing.kind, len(refs),
+             len(listing.rejects))
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)  # weights that cannot be loaded fail here
     reset_workspace(cfg)  # inputs checked: only now does --force remove the old build
@@ -268,8 +271,8 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
     if not cfg.keep_work:  # the workspace is complete: the shards are not needed again
         shutil.rmtree(emb.work, ignore_errors=True)
     store_plan_index(ws)
-    log.info("[done] workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k, len(rejects),
-             timer.wall["total"])
+    log.info("[done] workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k,
+             len(rejects), timer.wall["total"])
     return ws
 
 

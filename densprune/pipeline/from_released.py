@@ -123,7 +123,8 @@ def scan_stage(src: ReleasedSource, block_rows: int = BLOCK_ROWS) -> Scan:
             for i in np.flatnonzero(~good):
                 key, ref = _source_ref(src, block, keys, int(i))
                 why = reasons[i] or uid_reasons[i]
-                rejects.append(Reject(key, ref, "validate", f"{block.shard.metadata.name} row {block.start + i}: {why}"))
+                rejects.append(Reject(key, ref, "validate",
+                                      f"{block.shard.metadata.name} row {block.start + i}: {why}"))
         idx = np.flatnonzero(good)
         pairs[g + idx] = uid_ints([uids[i] for i in idx])
         ok[g:g + m] = good

@@ -199,7 +199,8 @@ def dedup_stage(cfg: PrecomputeConfig, image: np.ndarray, cl: Clustering, pool_r
         dup_max_sim, dup_of = semdedup_on_ray(vector_file(image), groups, gdist, address=cfg.ray_address)
     else:
         dup_max_sim, dup_of = semdedup(image, groups, gdist, progress=True)
-    curve = pd.DataFrame({"eps": DEDUP_EPS_GRID, "kept_fraction": kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)})
+    curve = pd.DataFrame({"eps": DEDUP_EPS_GRID,
+                          "kept_fraction": kept_fraction_curve(dup_max_sim[pool_rows], DEDUP_EPS_GRID)})
     return Dedup(dup_max_sim, dup_of, curve, n_groups, pair_count(np.bincount(groups, minlength=n_groups)))
 
 

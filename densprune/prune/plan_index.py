@@ -120,7 +120,8 @@ def load_index(workspace: str | os.PathLike) -> PlanIndex:
     process (when the workspace can be written). Callers that reuse it cache it (the app with st.cache_resource)."""
 
     ws = Path(workspace).resolve()
-    finish_centroids(ws, db.load_meta(ws).get("centroids_sha256"))  # an interrupted `densprune recluster` is finished first
+    # an interrupted `densprune recluster` is finished first
+    finish_centroids(ws, db.load_meta(ws).get("centroids_sha256"))
     key = index_key(ws, db.load_meta(ws))
     index = load_stored(ws, key)
     if index is None:
