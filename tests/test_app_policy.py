@@ -71,8 +71,12 @@ def test_a_symlink_out_of_a_root_is_refused(tmp_path):
 
 def test_cli_passes_the_policy_to_the_app(monkeypatch, tmp_path, demo_workspace):
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
-    assert cli.main(["app", str(demo_workspace), "--allow-root", str(tmp_path), "--allow-custom-models"]) == 0
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append(cmd) or envs.append(env) or 0)
+    envs: list[dict] = []
+    assert cli.main(["app", str(demo_workspace), "--allow-root", str(tmp_path), "--allow-custom-models",
+                     "--allow-host", "my.box"]) == 0
+    assert calls[0][1:4] == ["-m", "densprune.app.serve", "run"]  # the server with the Host check
+    assert envs[0]["DENSPRUNE_ALLOW_HOSTS"].split(",") == ["my.box", "127.0.0.1"]
     after = calls[0][calls[0].index("--") + 1:]
     pol = parse_app_args(after)
     assert pol.workspace == demo_workspace.resolve() and pol.roots == (tmp_path.resolve(),)
