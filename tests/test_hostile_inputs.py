@@ -419,8 +419,9 @@ def test_the_webdataset_writer_never_writes_an_unsafe_member_name(tmp_path):
 def test_max_pixels_is_the_one_limit_not_pils(jpeg_10k):
     from densprune.ingest.images import ImageDecodeError, decode_image, probe_image
 
-    pil_default = Image.MAX_IMAGE_PIXELS
-    assert pil_default < 100_000_000  # PIL's own default is below densprune's
+    pil_default = int(1024 * 1024 * 1024 // 4 // 3)  # PIL's shipped limit (Image.MAX_IMAGE_PIXELS, 89.5M), below
+    assert pil_default < 100_000_000  # densprune's default: decoding sets PIL's limit from --max-pixels instead
+    before = Image.MAX_IMAGE_PIXELS  # whatever this process has (other tests' decodes may have run)
     assert probe_image(png_header(10_000, 10_000))[2:] == (10_000, 10_000)  # 100M = the default cap
     assert probe_image(png_header(12_000, 12_000), max_pixels=200_000_000)[2:] == (12_000, 12_000)
     for w, h, cap in ((12_000, 12_000, 100_000_000), (30_000, 30_000, 100_000_000), (300, 300, 50_000)):
@@ -430,7 +431,7 @@ def test_max_pixels_is_the_one_limit_not_pils(jpeg_10k):
             assert reason_kind(str(exc.value)) == "too many pixels (--max-pixels)"
     img = decode_image(jpeg_10k)
     assert img.info["original_size"] == (10_000, 10_000)
-    assert Image.MAX_IMAGE_PIXELS == pil_default  # densprune's cap applies to its decodes, not to the process
+    assert Image.MAX_IMAGE_PIXELS == before  # densprune's cap applies to its decodes, not to the process
 
 
 def test_decoding_workers_use_max_pixels_as_pils_limit(tmp_path, jpeg_10k):
