@@ -8,7 +8,7 @@
     and each page's first open, with the cached plans cleared before it (one run: what a page costs
     when its plan is not computed yet).
 (b) Budget change: what the Budget page computes when the keep slider moves, i.e. the plan plus SSP
-    and random at the same budget (appdata.budget_view), the per-concept and category aggregations,
+    and random at the same budget (page_data.budget_view), the per-concept and category aggregations,
     and the page's figures serialised to JSON as Streamlit sends them; on the demo and on a synthetic
     1M-row index (PlanIndex.build on random arrays, K=500, 20 categories). Every run uses a new keep
     fraction, so no cache helps. Median of --runs.
@@ -40,9 +40,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _util import median_wall_cpu, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.app import charts, common
-from densprune.app import data as appdata
-from densprune.app.common import VIEWS  # noqa: E402
+from densprune.app import charts, page_data
+from densprune.app.session import VIEWS  # noqa: E402
 from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
 
@@ -110,8 +109,8 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
             cpu.append(time.process_time() - c0)
             assert not at.exception, [e.value for e in at.exception]
 
-        common.compute.clear()  # the first open computes the current plan (the index stays built)
-        common.budget_view.clear()
+        session.compute.clear()  # the first open computes the current plan (the index stays built)
+        session.budget_view.clear()
         median_wall_cpu(open_page, runs)  # times only at.run(), the page itself; the first run is a warm-up
         rows.append([f"open {page}", *ms((float(np.median(wall[1:])), float(np.median(cpu[1:]))))])
         first.append([f"first open {page} (plan caches cleared before it; one run)", *ms((wall[0], cpu[0]))])
@@ -127,13 +126,13 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
     return rows
 
 
-def budget_change(index: PlanIndex, concepts: pd.DataFrame, cats: appdata.CategoryCodes | None,
+def budget_change(index: PlanIndex, concepts: pd.DataFrame, cats: page_data.CategoryCodes | None,
                   curve: pd.DataFrame, runs: int) -> tuple[float, float]:
     keeps = iter(np.linspace(0.05, 0.95, runs + 2))
     base = PlanParams(method="dbp", keep=0.3, temperature=0.1)
 
     def once() -> None:
-        view = appdata.budget_view(index, replace(base, keep=float(next(keeps))), concepts, cats)
+        view = page_data.budget_view(index, replace(base, keep=float(next(keeps))), concepts, cats)
         figs = [charts.kept_per_concept(view.per_concept, "dbp"), charts.dedup_curve(curve, 0.05)]
         if view.coverage is not None:
             figs.append(charts.coverage_bars(view.coverage))
@@ -157,9 +156,9 @@ def synthetic(n: int, k: int = 500, d: int = 64, n_cats: int = 20, seed: int = 0
                                 "pool_size": np.bincount(clusters[pool], minlength=k),
                                 "label": [f"concept {j}" for j in range(k)], "x": rng.normal(size=k),
                                 "y": rng.normal(size=k)})
-    concepts = appdata.concept_frame(clusters_df, index)
+    concepts = page_data.concept_frame(clusters_df, index)
     codes = rng.integers(0, n_cats, size=n).astype(np.int32)
-    cats = appdata.CategoryCodes(codes, tuple(f"category {i}" for i in range(n_cats)),
+    cats = page_data.CategoryCodes(codes, tuple(f"category {i}" for i in range(n_cats)),
                                  np.bincount(codes[pool], minlength=n_cats).astype(np.int64))
     curve = pd.DataFrame({"eps": np.linspace(0, 0.3, 61), "kept_fraction": np.linspace(1, 0.3, 61)})
     return index, concepts, cats, curve, build
@@ -196,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 plans.delete_plan(ws, temp)
 
     index = plan_index.load_index(ws)
-    concepts = appdata.concept_frame(db.load_clusters(ws), index)
-    cats = appdata.category_codes(ws) if meta.get("has_categories") else None
+    concepts = page_data.concept_frame(db.load_clusters(ws), index)
+    cats = page_data.category_codes(ws) if meta.get("has_categories") else None
     curve = db.query_df(ws, "SELECT eps, kept_fraction FROM dedup_curve ORDER BY eps")
     rows.append([f"budget change, {ws.name} ({meta['n_samples']:,} rows, K={meta['k']})",
                  *ms(budget_change(index, concepts, cats, curve, args.runs), 1)])

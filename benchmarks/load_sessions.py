@@ -327,8 +327,8 @@ def run_load(ws: Path, sessions: int, rounds: int, trainer: str, train_samples: 
              timeout_s: float = 300, shots: Path | None = None, light: bool = False) -> dict:
     """Start the app on ``ws``, run the sessions with the CLI saver and the trainer alongside, check the
     plans and the workspace afterwards; returns everything measured (see :func:`summarise`)."""
+    from densprune.pipeline.verify import verify_workspace
     from densprune.prune import plans
-    from densprune.verify import verify_workspace
 
     before = set(plans.list_plans(ws)["name"])
     cli_report = {"seconds": [], "errors": [], "saved": {}, "overwrites": 0}

@@ -11,7 +11,7 @@ from conftest import make_wds_shards
 from test_app_pages import PAGES, as_int, metric, no_errors, open_app, plan_state
 
 from densprune import db
-from densprune.app import data as appdata
+from densprune.app import page_data
 from densprune.embed.runner import EmbedSettings
 from densprune.pipeline.config import PrecomputeConfig
 from densprune.pipeline.precompute import precompute
@@ -48,11 +48,11 @@ def test_budget_clip_filter_and_method_work(clip_ws):
     at.toggle(key="plan_clip_on").set_value(True).run()
     at.slider(key="plan_clip_keep_pct").set_value(50).run()
     no_errors(at)
-    filtered = index.compute(appdata.params_from_state(plan_state(at), db.load_meta(clip_ws)))
+    filtered = index.compute(page_data.params_from_state(plan_state(at), db.load_meta(clip_ws)))
     assert as_int(metric(at, "Eligible")) == int(filtered.eligible.sum()) < index.pool_size
     at.selectbox(key="plan_method").set_value("clip-score").run()
     no_errors(at)
-    params = appdata.params_from_state(plan_state(at), db.load_meta(clip_ws))
+    params = page_data.params_from_state(plan_state(at), db.load_meta(clip_ws))
     assert params.method == "clip-score" and params.clip_keep == 0.5
     result = index.compute(params)
     assert as_int(metric(at, "Kept")) == result.n_kept
@@ -79,21 +79,21 @@ def test_zero_shot_names_are_the_nearest_vocabulary_entries(clip_ws):
 
 
 def test_concepts_page_shows_both_names_and_finds_zero_shot_names(clip_ws):
-    from densprune.app import data as appdata
+    from densprune.app import page_data
 
     cl = db.load_clusters(clip_ws)
     at = open_app(clip_ws, "concepts")
     no_errors(at)
     table = at.dataframe[0].value
-    expected = [appdata.zero_shot_name(lab, sim) for lab, sim in zip(cl["zs_label"], cl["zs_similarity"])]
+    expected = [page_data.zero_shot_name(lab, sim) for lab, sim in zip(cl["zs_label"], cl["zs_similarity"])]
     assert table["zs_name"].tolist() == expected
-    assert appdata.label_sources(db.load_meta(clip_ws)) in [c.value for c in at.caption]
-    assert "Zero-shot names" in appdata.label_sources(db.load_meta(clip_ws))
+    assert page_data.label_sources(db.load_meta(clip_ws)) in [c.value for c in at.caption]
+    assert "Zero-shot names" in page_data.label_sources(db.load_meta(clip_ws))
     target = cl["zs_label"].iloc[0]
     at.text_input(key="concepts_search").input(target.upper()).run()
     no_errors(at)
     found = at.dataframe[0].value
-    assert sorted(found["name"]) == sorted(appdata.concept_name(c, lab) for c, lab, z in
+    assert sorted(found["name"]) == sorted(page_data.concept_name(c, lab) for c, lab, z in
                                            zip(cl["cluster"], cl["label"], cl["zs_label"])
                                            if target in z or target.casefold() in (lab or "").casefold()
                                            or _caption_has(clip_ws, c, target))

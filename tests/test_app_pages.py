@@ -15,8 +15,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from densprune import db
-from densprune.app import data as appdata
-from densprune.app.common import PLAN_DEFAULTS, VIEWS
+from densprune.app import page_data
+from densprune.app.session import PLAN_DEFAULTS, VIEWS
 from densprune.export.writers import DEFAULT_SUFFIX
 from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanParams
@@ -116,7 +116,7 @@ def test_budget_shows_exactly_the_planned_counts(ws):
     at.slider(key="plan_keep_pct").set_value(5).run()
     no_errors(at)
     assert as_int(metric(at, "Kept")) == round(0.05 * pool)
-    result = plan_index.load_index(ws).compute(appdata.params_from_state(plan_state(at), db.load_meta(ws)))
+    result = plan_index.load_index(ws).compute(page_data.params_from_state(plan_state(at), db.load_meta(ws)))
     assert result.n_kept == round(0.05 * pool)
 
 
@@ -257,7 +257,7 @@ def test_concepts_search_and_pick(ws):
 
 def test_concepts_search_by_label_word_states_the_label_source(ws):
     """Searching a label word lists the concepts named with it first, then those with the word in captions."""
-    from densprune.app import data as appdata
+    from densprune.app import page_data
 
     cl = db.load_clusters(ws)
     word = cl.sort_values("pool_size", ascending=False)["label"].iloc[0].split(", ")[0]
@@ -268,12 +268,12 @@ def test_concepts_search_by_label_word_states_the_label_source(ws):
     expected = (sorted(named, key=lambda c: (-counts.get(c, 0), c)) + sorted(by_caption, key=lambda c: (-counts[c], c)))
     names = dict(zip(cl["cluster"], cl["label"]))
     at = open_app(ws, "concepts")
-    assert appdata.label_sources(db.load_meta(ws)) in [c.value for c in at.caption]
-    assert "No zero-shot names" in appdata.label_sources(db.load_meta(ws))  # the demo's embedder has no text tower
+    assert page_data.label_sources(db.load_meta(ws)) in [c.value for c in at.caption]
+    assert "No zero-shot names" in page_data.label_sources(db.load_meta(ws))  # the demo's embedder has no text tower
     at.text_input(key="concepts_search").input(word.upper()).run()
     no_errors(at)
     table = at.dataframe[0].value
-    assert table["name"].tolist() == [appdata.concept_name(c, names[c]) for c in expected]
+    assert table["name"].tolist() == [page_data.concept_name(c, names[c]) for c in expected]
     assert table["matches"].tolist() == [counts.get(c, 0) for c in expected]
     assert at.selectbox(key="concepts_pick").value == expected[0]
     assert "zs_name" not in table
@@ -287,7 +287,7 @@ def test_concepts_kept_is_the_plans_quota_of_the_picked_concept(ws):
         at.run()
         no_errors(at)
         concept = int(at.selectbox(key="concepts_pick").value)
-        result = index.compute(appdata.params_from_state(plan_state(at), meta))
+        result = index.compute(page_data.params_from_state(plan_state(at), meta))
         assert as_int(metric(at, "Kept by the plan")) == int(result.kept[concept])
 
 
@@ -315,7 +315,7 @@ def test_preview_kept_and_dropped_follow_the_budget(ws):
     for pct in (30, 5):  # the concept's kept count is the plan's quota for it
         at.session_state["plan_keep_pct"] = pct
         at.run()
-        result = index.compute(appdata.params_from_state(plan_state(at), meta))
+        result = index.compute(page_data.params_from_state(plan_state(at), meta))
         assert result.n_kept == round(pct / 100 * meta["n_pool"])
         assert kept_count() == int(result.kept[concept])
 
@@ -406,7 +406,7 @@ def test_each_page_shows_what_the_workspace_holds(ws):
     picked = int(at.selectbox(key="concepts_pick").value)
     pool_size = int(db.load_clusters(ws).set_index("cluster").loc[picked, "pool_size"])
     assert as_int(metric(at, "Images in the pool")) == pool_size
-    default = index.compute(appdata.params_from_state(plan_state(at), meta))
+    default = index.compute(page_data.params_from_state(plan_state(at), meta))
     assert as_int(metric(at, "Kept by the plan")) == int(default.kept[picked])
     assert html_images(at) and html_images(at)[0] == min(24, pool_size)  # the picked concept's tiles, each an image
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from densprune.app.common import VIEWS
 from densprune.app.policy import app_args, parse_app_args
+from densprune.app.session import VIEWS
 from densprune.cli import main as cli
 from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanParams

@@ -17,8 +17,8 @@ import pytest
 from conftest import COLORS, SHAPES, encode, make_image
 
 from densprune import db
+from densprune.pipeline.verify import verify_workspace
 from densprune.prune import plans
-from densprune.verify import verify_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "crash_harness.py"

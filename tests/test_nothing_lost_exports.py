@@ -16,7 +16,7 @@ import pytest
 from console import run_densprune
 
 from densprune.cli.main import main
-from densprune.verify import verify_workspace
+from densprune.pipeline.verify import verify_workspace
 
 
 @pytest.fixture

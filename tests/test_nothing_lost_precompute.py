@@ -40,8 +40,8 @@ from test_crash_safety import HARNESS, ROOT, kill_at, precompute_args, state
 
 from densprune import db
 from densprune.cli.main import main
+from densprune.pipeline.verify import verify_workspace
 from densprune.prune import plan_index, plans
-from densprune.verify import verify_workspace
 from densprune.workspace_lock import (
     HOLDERS_NAME,
     WorkspaceInUse,

@@ -105,7 +105,7 @@ def test_preview_pairs_read_images_from_source_in_sample_mode(image_folder, tmp_
     its source), like every other grid. (The page used to read the pairs again without the locations.)"""
     from streamlit.testing.v1 import AppTest
 
-    from densprune.app.common import VIEWS
+    from densprune.app.session import VIEWS
 
     ws = _build(image_folder, tmp_path / "ws", "sample", thumbs_per_concept=1)
     s = _samples(ws)

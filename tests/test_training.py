@@ -14,7 +14,7 @@ import pytest
 from conftest import COLORS, encode, make_image
 
 from densprune import db
-from densprune.app.common import VIEWS
+from densprune.app.session import VIEWS
 from densprune.cli.main import main
 from densprune.train import launch, listing, records, supervisor, trainer
 from densprune.train.presets import PRESETS, get_preset

@@ -1,4 +1,4 @@
-"""Plotly figures of the app's pages, built from the tables in :mod:`densprune.app.data` (no Streamlit).
+"""Plotly figures of the app's pages, built from the tables in :mod:`densprune.app.page_data` (no Streamlit).
 
 Every figure takes K-sized tables or a sampled map (at most ~20k points, drawn into one picture on the
 server: densprune.app.raster), never all rows.
@@ -221,7 +221,7 @@ def kept_per_concept(per: pd.DataFrame, method: str, height: int = 330) -> go.Fi
 
 
 def coverage_bars(cov: pd.DataFrame) -> go.Figure:
-    """Kept share per category for the plan, SSP and random (cov from appdata.coverage)."""
+    """Kept share per category for the plan, SSP and random (cov from page_data.coverage)."""
     cov = cov[cov["pool"] > 0]
     fig = go.Figure()
     for name, col in (("plan", BLUE), ("ssp", ORANGE), ("random", GREEN)):

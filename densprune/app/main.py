@@ -22,8 +22,7 @@ import streamlit as st
 
 from densprune import db
 from densprune.app import build as appbuild
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import page_data, session
 from densprune.app.policy import parse_app_args
 from densprune.workspace import default_demo_workspace
 
@@ -62,7 +61,7 @@ def build_demo(ws: Path) -> None:
         time.sleep(0.5)
     if proc.returncode != 0 or not db.is_complete(ws):
         demo_builder.clear()
-        st.error(f"Building the demo workspace in {appdata.escape_markdown(str(ws))} failed "
+        st.error(f"Building the demo workspace in {page_data.escape_markdown(str(ws))} failed "
                  f"(exit code {proc.returncode}).")
         st.code(appbuild.log_tail(ws) or "(no log)", language="text")
         st.button("Try again")
@@ -73,15 +72,15 @@ def build_demo(ws: Path) -> None:
 
 def open_workspace() -> Path:
     """The workspace of this session: chosen on the Overview page, else ``--workspace``, else the demo."""
-    if ui.WS_KEY not in st.session_state:
+    if session.WS_KEY not in st.session_state:
         ws = cli_workspace(sys.argv[1:])
-        st.session_state[ui.WS_KEY] = str(ws or default_demo_workspace().resolve())
-    return Path(st.session_state[ui.WS_KEY])
+        st.session_state[session.WS_KEY] = str(ws or default_demo_workspace().resolve())
+    return Path(st.session_state[session.WS_KEY])
 
 
 def pages() -> dict[str, list]:
     """The navigation: sections of st.Page objects (the views, each with its own URL)."""
-    return {section: [ui.page(name) for name in names] for section, names in ui.SECTIONS.items()}
+    return {section: [session.page(name) for name in names] for section, names in session.SECTIONS.items()}
 
 
 def run() -> None:
@@ -94,13 +93,13 @@ def run() -> None:
         if ws == default_demo_workspace().resolve():
             build_demo(ws)  # reruns the app when done
         st.title("densprune")
-        st.error(f"No complete workspace at {appdata.escape_markdown(str(ws))} (missing {db.DB_NAME}). Build one "
+        st.error(f"No complete workspace at {page_data.escape_markdown(str(ws))} (missing {db.DB_NAME}). Build one "
                  f"with `densprune precompute SOURCE --workspace DIR`, or open another one below.")
-        ui.open_workspace_form("missing")
+        session.open_workspace_form("missing")
         st.stop()
-    ui.keep_plan_state()
+    session.keep_plan_state()
     with st.sidebar:
-        st.caption(f"Workspace **{appdata.escape_markdown(ws.name)}**  \n{appdata.escape_markdown(str(ws))}")
+        st.caption(f"Workspace **{page_data.escape_markdown(ws.name)}**  \n{page_data.escape_markdown(str(ws))}")
     nav.run()
 
 

@@ -6,7 +6,7 @@ whether training may name any model (the options after ``--`` of ``streamlit run
 
 Without ``--allow-root`` the only root is the folder holding the workspace the server started with
 (the demo workspace's folder when it started without one). Plain Python, no Streamlit: the pages ask
-:func:`densprune.app.common.policy`.
+:func:`densprune.app.session.policy`.
 """
 
 from __future__ import annotations

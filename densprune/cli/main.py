@@ -364,11 +364,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from densprune.verify import verify_export, verify_workspace
+    from densprune.pipeline.verify import verify_export, verify_workspace
 
     problems = verify_workspace(args.workspace)
     if args.repair:
-        from densprune.verify import repair
+        from densprune.pipeline.verify import repair
 
         for line in repair(args.workspace, problems):
             print(line)

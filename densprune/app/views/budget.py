@@ -5,15 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from densprune import db
-from densprune.app import charts
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import charts, page_data, session
 from densprune.prune import plans
 
-ws, stamp = ui.ws_args()
-meta = ui.meta(ws, stamp)
+ws, stamp = session.ws_args()
+meta = session.meta(ws, stamp)
 has_clip = bool(meta.get("has_clip_scores"))
-CURRENT = ui.CURRENT_PLAN
+CURRENT = session.CURRENT_PLAN
 NO_BAR = {"displayModeBar": False}
 
 st.title("Budget")
@@ -22,16 +20,16 @@ st.caption("Set how many images to keep and how to choose them. Every change rec
 
 
 def knobs() -> None:
-    methods = [m for m in ui.METHOD_NAMES if m != "clip-score" or has_clip]
+    methods = [m for m in session.METHOD_NAMES if m != "clip-score" or has_clip]
     if st.session_state.get("plan_method") not in methods:
         st.session_state["plan_method"] = "dbp"
     st.slider("Keep (% of the remaining pool)", 1, 100, key="plan_keep_pct", format="%d%%",
               help="The budget, as in the paper: a share of what remains after deduplication and the CLIP "
                    "filter (the paper deduplicated LAION to 277M and kept 30-60% of that).")
-    method = st.selectbox("Method", methods, key="plan_method", format_func=ui.METHOD_NAMES.get,
+    method = st.selectbox("Method", methods, key="plan_method", format_func=session.METHOD_NAMES.get,
                           help="DBP gives complex concepts more of the budget; SSP keeps the same share of "
                                "every concept; random ignores concepts.")
-    st.select_slider("Temperature τ", ui.TEMPERATURES, key="plan_temperature", disabled=method != "dbp",
+    st.select_slider("Temperature τ", session.TEMPERATURES, key="plan_temperature", disabled=method != "dbp",
                      help="DBP only. Small τ puts the budget on the most complex concepts; large τ gives every "
                           "concept the same number of images. The paper uses 0.1.")
     st.radio("Inside a concept keep", ["hard", "easy", "random"], key="plan_within", horizontal=True,
@@ -44,7 +42,7 @@ def knobs() -> None:
               help="Drop an image when an earlier image of its concept is more similar than 1 − ε.")
     st.slider("Dedup ε", 0.0, 0.3, step=0.005, key="plan_dedup_eps", format="%.3f",
               disabled=not st.session_state["plan_dedup_on"])
-    curve = ui.dedup_curve(ws, stamp)
+    curve = session.dedup_curve(ws, stamp)
     if len(curve):
         st.plotly_chart(charts.dedup_curve(curve, float(st.session_state["plan_dedup_eps"])), width="stretch",
                         config=NO_BAR, key="budget_dedup_curve")
@@ -62,11 +60,11 @@ def knobs() -> None:
 
 
 def results() -> None:
-    params = ui.current_params(meta)
-    view = ui.budget_view(ws, stamp, params)
+    params = session.current_params(meta)
+    view = session.budget_view(ws, stamp, params)
     r = view.result
-    shares = appdata.budget_shares(r)
-    st.caption(f"Plan: **{ui.describe_params(params)}** · keeps {appdata.escape_markdown(shares.sentence())}")
+    shares = page_data.budget_shares(r)
+    st.caption(f"Plan: **{session.describe_params(params)}** · keeps {page_data.escape_markdown(shares.sentence())}")
     m = st.columns(4)
     m[0].metric("Kept", f"{r.n_kept:,}", delta=f"{shares.of_remaining:.1%} of remaining",
                 delta_color="off", delta_arrow="off", help=shares.sentence())
@@ -99,19 +97,19 @@ def save_section() -> None:
         overwrite = c2.checkbox("Overwrite", key="budget_overwrite")
         submitted = c3.form_submit_button("Save plan", type="primary", width="stretch")
     if submitted:
-        params = ui.current_params(meta)
+        params = session.current_params(meta)
         try:
             plans.validate_plan_name(name.strip())
             with st.spinner("Saving…"):
-                plans.save_plan(ws, name.strip(), ui.compute(ws, stamp, params), overwrite=overwrite)
-            st.success(f"Saved plan “{name.strip()}”: {ui.describe_params(params)}.", icon=":material/check:")
+                plans.save_plan(ws, name.strip(), session.compute(ws, stamp, params), overwrite=overwrite)
+            st.success(f"Saved plan “{name.strip()}”: {session.describe_params(params)}.", icon=":material/check:")
         except (ValueError, FileExistsError) as exc:
-            st.error(appdata.escape_markdown(str(exc)))
+            st.error(page_data.escape_markdown(str(exc)))
         except db.WorkspaceBusy as exc:  # another process held the workspace past the lock timeout
-            st.warning(f"Not saved: {appdata.escape_markdown(str(exc))}. Nothing was written; press Save again.",
+            st.warning(f"Not saved: {page_data.escape_markdown(str(exc))}. Nothing was written; press Save again.",
                        icon=":material/hourglass:")
 
-    saved = ui.saved_plans(ws)
+    saved = session.saved_plans(ws)
     if saved.empty:
         st.caption("No saved plans yet.")
     else:
@@ -128,7 +126,7 @@ def compare_section() -> None:
                      help="Two plans side by side, with the images that flip between them. It follows every "
                           "change of the knobs above; off, the knobs answer faster."):
         return
-    choices = [CURRENT] + ui.saved_plans(ws)["name"].tolist()
+    choices = [CURRENT] + session.saved_plans(ws)["name"].tolist()
     if len(choices) < 2:
         st.caption("Save a plan to compare it with the current one.")
         return
@@ -136,15 +134,16 @@ def compare_section() -> None:
     a = c1.selectbox("Plan A", choices, key="budget_cmp_a", index=0)
     b = c2.selectbox("Plan B", choices, key="budget_cmp_b", index=1)
     if CURRENT in (a, b):
-        st.caption(f"{CURRENT}: {ui.describe_params(ui.current_params(meta))}")
+        st.caption(f"{CURRENT}: {session.describe_params(session.current_params(meta))}")
     if a == b:
         st.info("Pick two different plans.")
         return
     try:
-        per, only_a, only_b, both = appdata.compare_keeps(ui.plan_keep(ws, stamp, a), ui.plan_keep(ws, stamp, b),
-                                                          ui.row_arrays(ws, stamp)["cluster"], ui.concepts(ws, stamp))
+        per, only_a, only_b, both = page_data.compare_keeps(
+            session.plan_keep(ws, stamp, a), session.plan_keep(ws, stamp, b),
+            session.row_arrays(ws, stamp)["cluster"], session.concepts(ws, stamp))
     except ValueError as exc:
-        st.error(appdata.escape_markdown(str(exc)))
+        st.error(page_data.escape_markdown(str(exc)))
         return
     m = st.columns(3)
     m[0].metric("Kept by both", f"{both:,}")
@@ -158,7 +157,7 @@ def compare_section() -> None:
     for col, label, rows_ in zip(st.columns(2, gap="large"), ("A", "B"), (only_a, only_b)):
         with col:
             st.markdown(f"**Kept only by {label}** ({rows_.size:,}; a sample)")
-            ui.thumb_grid(ui.rows(ws, stamp, tuple(int(i) for i in appdata.spread_sample(rows_, 16))),
+            session.thumb_grid(session.rows(ws, stamp, tuple(int(i) for i in page_data.spread_sample(rows_, 16))),
                           tile_px=80, empty="None.")
 
 

@@ -7,13 +7,11 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from densprune.app import charts
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import charts, page_data, session
 
-ws, stamp = ui.ws_args()
-meta = ui.meta(ws, stamp)
-cdf = ui.concepts(ws, stamp)
+ws, stamp = session.ws_args()
+meta = session.meta(ws, stamp)
+cdf = session.concepts(ws, stamp)
 NO_BAR = {"displayModeBar": False}
 
 st.title("Complexity")
@@ -32,20 +30,20 @@ right.plotly_chart(charts.complexity_histogram(cdf), width="stretch", config=NO_
 # --- quotas at the current temperature ------------------------------------------------------
 st.subheader("What each concept keeps")
 c1, c2 = st.columns(2)
-c1.select_slider("Temperature τ", ui.TEMPERATURES, key="plan_temperature",
+c1.select_slider("Temperature τ", session.TEMPERATURES, key="plan_temperature",
                  help="DBP shares the budget by softmax(complexity / τ). Small τ: the budget goes to the most "
                       "complex concepts. Large τ: every concept gets the same number of images.")
 c2.slider("Keep (% of the remaining pool)", 1, 100, key="plan_keep_pct", format="%d%%",
           help="A share of what remains after deduplication and the CLIP filter, as in the paper.")
-params = ui.current_params(meta)
+params = session.current_params(meta)
 if params.method != "dbp":
     st.info(f"The current plan uses **{params.method}**, not DBP; the charts below show DBP at the same budget.")
     params = replace(params, method="dbp")
-result = ui.compute(ws, stamp, params)  # the plan alone: this page shows no baselines
-per_concept = appdata.plan_table(cdf, result)
+result = session.compute(ws, stamp, params)  # the plan alone: this page shows no baselines
+per_concept = page_data.plan_table(cdf, result)
 per = per_concept[per_concept["eligible"] > 0]
 
-groups = appdata.rate_by_complexity(per_concept, bins=5)
+groups = page_data.rate_by_complexity(per_concept, bins=5)
 if result.n_kept >= int(result.eligible.sum()):
     st.info("This budget keeps every eligible image, so every concept keeps 100%: lower the budget to see "
             "complexity at work.", icon=":material/info:")
@@ -64,11 +62,11 @@ st.caption("Left: each dot is a concept; complex concepts keep a larger share. R
 
 # --- least vs most complex, side by side ----------------------------------------------------
 st.subheader("Least and most complex concepts")
-least, most = appdata.extremes(cdf, n=3)
+least, most = page_data.extremes(cdf, n=3)
 kept_by = per.set_index("cluster")
-shown = ui.members_of(ws, stamp, tuple(int(c) for c in pd.concat([least, most])["cluster"]), 12)
+shown = session.members_of(ws, stamp, tuple(int(c) for c in pd.concat([least, most])["cluster"]), 12)
 if not meta.get("has_thumbnails", True):
-    st.caption(appdata.no_thumbnails_note(meta))
+    st.caption(page_data.no_thumbnails_note(meta))
 cols = st.columns(2, gap="large")
 for col, title, group in ((cols[0], "Least complex: near copies, cut hard", least),
                           (cols[1], "Most complex: varied, kept", most)):
@@ -79,6 +77,6 @@ for col, title, group in ((cols[0], "Least complex: near copies, cut hard", leas
             k = kept_by.loc[c] if c in kept_by.index else None
             share = (f"keeps {int(k['kept']):,} of {int(k['eligible']):,} ({k['kept_pct']:.0f}%)" if k is not None
                      else "nothing eligible")
-            st.markdown(f"{appdata.escape_markdown(r['name'])} · complexity {r['complexity']:.3f} · "
+            st.markdown(f"{page_data.escape_markdown(r['name'])} · complexity {r['complexity']:.3f} · "
                         f"d_intra {r['d_intra']:.2f} · d_inter {r['d_inter']:.2f} · **{share}**")
-            ui.thumb_grid(shown[c], tile_px=64, caption_lines=1, explain_missing=False)
+            session.thumb_grid(shown[c], tile_px=64, caption_lines=1, explain_missing=False)

@@ -5,25 +5,23 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from densprune.app import charts
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import charts, page_data, session
 
-ws, stamp = ui.ws_args()
-meta = ui.meta(ws, stamp)
-cdf = ui.concepts(ws, stamp)
-params = ui.current_params(meta)
-result = ui.compute(ws, stamp, params)
-table = appdata.plan_table(cdf, result)
-options, names = ui.concept_options(cdf)
+ws, stamp = session.ws_args()
+meta = session.meta(ws, stamp)
+cdf = session.concepts(ws, stamp)
+params = session.current_params(meta)
+result = session.compute(ws, stamp, params)
+table = page_data.plan_table(cdf, result)
+options, names = session.concept_options(cdf)
 
-has_zs = appdata.has_zero_shot(cdf)
+has_zs = page_data.has_zero_shot(cdf)
 
 st.title("Concepts")
 st.caption("Every image belongs to the concept (k-means cluster) whose centre is nearest to it. "
            "Pick a concept in the table or the list below to see its images.")
-st.caption(appdata.label_sources(meta))
-ui.plan_banner(params)
+st.caption(page_data.label_sources(meta))
+session.plan_banner(params)
 
 # --- search and the table -------------------------------------------------------------------
 query = st.text_input("Search concepts", key="concepts_search",
@@ -32,9 +30,9 @@ query = st.text_input("Search concepts", key="concepts_search",
                            + " contains this text, then those with captions that contain it (case-insensitive).")
 shown = table
 if query.strip():
-    shown = appdata.search_concepts(table, ui.caption_matches(ws, stamp, query.strip()), query)
+    shown = page_data.search_concepts(table, session.caption_matches(ws, stamp, query.strip()), query)
     if shown.empty:
-        st.info(f"No concept name or caption contains “{appdata.escape_markdown(query.strip())}”. "
+        st.info(f"No concept name or caption contains “{page_data.escape_markdown(query.strip())}”. "
                 "Try a shorter or different word.", icon=":material/search_off:")
     elif st.session_state.get("concepts_last_search") != query:
         st.session_state["concepts_pick"] = int(shown["cluster"].iloc[0])
@@ -79,10 +77,10 @@ left, right = st.columns([6, 5], gap="large")
 with left:
     colour = st.segmented_control("Colour the map by", ["concept", "complexity", "kept by the plan"],
                                   key="concepts_colour", default="concept")
-    pts = ui.layout(ws, stamp)
+    pts = session.layout(ws, stamp)
     mode = "kept" if colour == "kept by the plan" else (colour or "concept")  # None: the button unselected
     fig = charts.concept_map(pts, cdf, mode, result.keep, pick,
-                             picture=ui.map_picture(ws, stamp, mode, params if mode == "kept" else None))
+                             picture=session.map_picture(ws, stamp, mode, params if mode == "kept" else None))
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
     st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
                "Diamonds are concept centres; the picked concept is outlined.")
@@ -92,9 +90,9 @@ with right:
     st.selectbox("Concept", options, key="concepts_pick", format_func=lambda c: names[c])
     row = table.set_index("cluster").loc[pick]
     crow = cdf.set_index("cluster").loc[pick]
-    st.subheader(appdata.escape_markdown(names[pick]))
+    st.subheader(page_data.escape_markdown(names[pick]))
     if has_zs and crow["zs_name"]:
-        st.markdown(f"Zero-shot name: **{appdata.escape_markdown(crow['zs_label'])}** · similarity "
+        st.markdown(f"Zero-shot name: **{page_data.escape_markdown(crow['zs_label'])}** · similarity "
                     f"{crow['zs_similarity']:.2f}")
     m = st.columns(2)
     m[0].metric("Images in the pool", f"{int(row['pool_size']):,}",
@@ -113,21 +111,21 @@ with right:
                 f"{row['d_intra']:.3f} · {row['d_inter']:.3f}" if np.isfinite(row["d_intra"]) else "–",
                 help="d_intra (mean distance of its images to its centre) · "
                      "d_inter (mean distance to the nearest concepts)")
-    msg = appdata.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]))
+    msg = page_data.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]))
     if msg:
         st.info(msg, icon=":material/info:")
     n_show = st.select_slider("Images to show", [24, 48, 96], key="concepts_n", value=24)
     st.caption("Below: its images nearest the centre first (the most typical). Green frame: kept by the "
                "current plan; faded red: dropped. d = distance to the centre.")
 
-near = appdata.neighbour_concepts(ui.plan_index(ws, stamp), cdf, pick, n=5)
-shown = ui.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), 8)  # one read for the neighbours
-mem = ui.members(ws, stamp, pick, n_show)
+near = page_data.neighbour_concepts(session.plan_index(ws, stamp), cdf, pick, n=5)
+shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), 8)  # one read for the neighbours
+mem = session.members(ws, stamp, pick, n_show)
 tones = ["kept" if result.keep[r] else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
 notes = [f"#{int(k) + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
          for k, d, s in zip(mem["rank_in_cluster"], mem["dist_to_centroid"], mem["split"])]
-st.markdown(f"**Images of {appdata.escape_markdown(names[pick])}**")
-ui.thumb_grid(mem, notes, tones, empty="This concept has no images.")
+st.markdown(f"**Images of {page_data.escape_markdown(names[pick])}**")
+session.thumb_grid(mem, notes, tones, empty="This concept has no images.")
 
 st.subheader("Neighbouring concepts")
 
@@ -139,9 +137,9 @@ def _open(c: int) -> None:
 for _, nb in near.iterrows():
     a, b = st.columns([1, 4], vertical_alignment="center")
     with a:
-        st.markdown(f"**{appdata.escape_markdown(nb['name'])}**  \n"
+        st.markdown(f"**{page_data.escape_markdown(nb['name'])}**  \n"
                     f"distance {nb['distance']:.3f} · {int(nb['pool_size']):,} images · "
                     f"complexity {nb['complexity']:.3f}")
         st.button("Open", key=f"concepts_open_{int(nb['cluster'])}", on_click=_open, args=(int(nb["cluster"]),))
     with b:
-        ui.thumb_grid(shown[int(nb["cluster"])], tile_px=64, caption_lines=1, explain_missing=False)
+        session.thumb_grid(shown[int(nb["cluster"])], tile_px=64, caption_lines=1, explain_missing=False)

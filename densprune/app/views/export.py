@@ -8,11 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import page_data, session
 from densprune.export import writers as exports
 
-ws, stamp = ui.ws_args()
+ws, stamp = session.ws_args()
 FORMAT_HELP = {
     "parquet": "one row per kept sample: uid, caption, image reference, concept, scores",
     "csv": "tab-separated filepath/title, what open_clip_train's --dataset-type csv reads "
@@ -25,20 +24,20 @@ FORMAT_HELP = {
 MAX_DOWNLOAD = 200 * 2**20  # bytes; bigger files stay on disk
 
 st.title("Export")
-saved = ui.saved_plans_or_stop(ws, "No saved plans yet. Set a budget on the Budget page and save it as a named "
+saved = session.saved_plans_or_stop(ws, "No saved plans yet. Set a budget on the Budget page and save it as a named "
                                    "plan; it then shows up here.")
 
 c1, c2 = st.columns(2)
 plan = c1.selectbox("Plan", saved["name"].tolist(), key="export_plan")
-formats = exports.formats_for(ui.meta(ws, stamp))
+formats = exports.formats_for(session.meta(ws, stamp))
 fmt = c2.selectbox("Format", list(formats), key="export_format",
                    help=None if formats == exports.FORMATS else
                    "This workspace was built from released embeddings and holds no image files: csv and "
                    "webdataset, which copy images, are not offered.")
 row = saved.set_index("name").loc[plan]
-c1.caption(f"{ui.describe_saved(row['params'])}: keeps {int(row['n_kept']):,} of "
+c1.caption(f"{session.describe_saved(row['params'])}: keeps {int(row['n_kept']):,} of "
            f"{int(row['pool_size']):,} pool samples")
-c2.caption(appdata.escape_markdown(FORMAT_HELP[fmt]))
+c2.caption(page_data.escape_markdown(FORMAT_HELP[fmt]))
 
 out_dir = Path(ws) / "exports"
 default_name = f"{plan}-wds" if fmt == "webdataset" else f"{plan}{exports.DEFAULT_SUFFIX[fmt]}"
@@ -58,7 +57,7 @@ if st.button("Export", type="primary", disabled=not valid, key="export_go"):
         st.session_state["export_last"] = str(written)
         st.success(f"Wrote {written}", icon=":material/check:")
     except (ValueError, OSError) as exc:
-        st.error(f"Export failed: {appdata.escape_markdown(str(exc))}")
+        st.error(f"Export failed: {page_data.escape_markdown(str(exc))}")
 
 last = st.session_state.get("export_last")
 if last and Path(last).exists() and Path(last).resolve().parent == out_dir.resolve():

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import page_data, session
 from densprune.app.thumbgrid import Tile, pairs_html
 
-ws, stamp = ui.ws_args()
-meta = ui.meta(ws, stamp)
-cdf = ui.concepts(ws, stamp)
-index = ui.plan_index(ws, stamp)
-options, names = ui.concept_options(cdf)
-CURRENT = ui.CURRENT_PLAN
+ws, stamp = session.ws_args()
+meta = session.meta(ws, stamp)
+cdf = session.concepts(ws, stamp)
+index = session.plan_index(ws, stamp)
+options, names = session.concept_options(cdf)
+CURRENT = session.CURRENT_PLAN
 
 st.title("Preview")
 st.caption("What a plan keeps and drops inside one concept, and which images count as near-duplicates.")
@@ -23,23 +22,24 @@ if st.session_state.get("preview_concept") not in names:  # start on the concept
     st.session_state["preview_concept"] = st.session_state.get("concepts_pick", options[0])
     if st.session_state["preview_concept"] not in names:
         st.session_state["preview_concept"] = options[0]
-saved = ui.saved_plans(ws)
+saved = session.saved_plans(ws)
 c1, c2 = st.columns([3, 2])
 concept = c1.selectbox("Concept", options, key="preview_concept", format_func=lambda c: names[c])
 plan = c2.selectbox("Plan", [CURRENT] + saved["name"].tolist(), key="preview_plan")
 
-keep = ui.plan_keep(ws, stamp, plan)
+keep = session.plan_keep(ws, stamp, plan)
 if plan == CURRENT:
-    st.caption(f"Current plan: **{ui.describe_params(ui.current_params(meta))}** (change it on the Budget page)")
+    st.caption(f"Current plan: **{session.describe_params(session.current_params(meta))}** "
+               "(change it on the Budget page)")
 else:
-    row = ui.saved_plan(ws, plan)[0]
-    st.caption(f"Saved plan **{appdata.escape_markdown(plan)}**: {ui.describe_saved(row['params'])}, keeps "
+    row = session.saved_plan(ws, plan)[0]
+    st.caption(f"Saved plan **{page_data.escape_markdown(plan)}**: {session.describe_saved(row['params'])}, keeps "
                f"{int(row['n_kept']):,} of {int(row['pool_size']):,}")
 
-pool = ui.row_arrays(ws, stamp)["pool"]
-kept, dropped, n_kept, n_dropped = appdata.kept_and_dropped(index, int(concept), keep, pool, n=24)
+pool = session.row_arrays(ws, stamp)["pool"]
+kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(index, int(concept), keep, pool, n=24)
 crow = cdf.set_index("cluster").loc[int(concept)]
-msg = appdata.concept_message(int(crow["pool_size"]), int(n_kept + n_dropped), n_kept, int(crow["size"]))
+msg = page_data.concept_message(int(crow["pool_size"]), int(n_kept + n_dropped), n_kept, int(crow["size"]))
 if msg:
     st.info(msg, icon=":material/info:")
 
@@ -51,8 +51,8 @@ for col, title, rows_, n, tone in ((left, "Kept", kept, n_kept, "kept"),
         share = f" ({100 * n / total:.0f}%)" if total else ""
         sampled = " · a sample from the centre outwards" if n > len(rows_) else ""
         st.markdown(f"**{title}: {n:,} images{share}**{sampled}")
-        df = ui.rows(ws, stamp, tuple(int(r) for r in rows_))
-        ui.thumb_grid(df, [f"d={d:.2f}" for d in df["dist_to_centroid"]], [tone] * len(df), tile_px=92,
+        df = session.rows(ws, stamp, tuple(int(r) for r in rows_))
+        session.thumb_grid(df, [f"d={d:.2f}" for d in df["dist_to_centroid"]], [tone] * len(df), tile_px=92,
                       empty="None: the plan "
                             + ("keeps none of this concept." if tone == "kept" else "keeps all of it."))
 st.caption("d = distance to the concept's centre. With “farthest from centre”, DBP keeps the unusual images "
@@ -65,7 +65,7 @@ if "preview_eps" not in st.session_state:
 eps = st.slider("Dedup ε", 0.0, 0.3, step=0.005, key="preview_eps", format="%.3f",
                 help="SemDeDup calls an image a duplicate when an earlier image of its concept is more similar "
                      "than 1 − ε (cosine similarity of the embeddings).")
-pairs, n_pairs = ui.dup_pairs(ws, stamp, int(concept), float(eps), 12)
+pairs, n_pairs = session.dup_pairs(ws, stamp, int(concept), float(eps), 12)
 if n_pairs == 0:
     st.info(f"No near-duplicates at ε = {eps:.3f}: no image of this concept is more similar than "
             f"{1 - eps:.3f} to an earlier one. Raise ε to loosen the threshold.", icon=":material/info:")
@@ -77,16 +77,16 @@ else:
         offsets = pd.concat([pairs["thumb_offset"], pairs["dup_thumb_offset"]])
         sizes = pd.concat([pairs["thumb_size"], pairs["dup_thumb_size"]])
         locs = pd.concat([pairs["image_loc"], pairs["dup_image_loc"]])
-        data = ui.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes), tuple(locs))
+        data = session.thumbs(ws, stamp, tuple(int(x) for x in offsets), tuple(int(x) for x in sizes), tuple(locs))
     else:
-        st.caption(appdata.no_thumbnails_note(meta))
+        st.caption(page_data.no_thumbnails_note(meta))
         data = [b""] * (2 * k)
 
     def tile(i: int, pre: str, image: bytes) -> Tile:
         p = pairs.iloc[i]
         url = p[f"{pre}image_ref"]
         return Tile(image, str(p[f"{pre}caption"] or ""), url=url if isinstance(url, str) else "",
-                    size=appdata.size_text(p[f"{pre}width"], p[f"{pre}height"]))
+                    size=page_data.size_text(p[f"{pre}width"], p[f"{pre}height"]))
 
     st.html(pairs_html([(tile(i, "", data[i]), tile(i, "dup_", data[k + i]), f"similarity {pairs['sim'].iloc[i]:.3f}")
                         for i in range(k)]))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from densprune.app import common as ui
-from densprune.app import data as appdata
+from densprune.app import page_data, session
 from densprune.app import run_charts as runcharts
 from densprune.train import launch, listing, records
 from densprune.train.presets import PRESETS, get_preset, open_clip_models
 from densprune.train.schedule import RunSpec, fmt_seconds
 
-ws, stamp = ui.ws_args()
-policy = ui.policy()
+ws, stamp = session.ws_args()
+policy = session.policy()
 NO_BAR = {"displayModeBar": False}
 OTHER = "another open_clip model…"
 
@@ -21,7 +20,7 @@ st.caption("Train a CLIP model from scratch on each plan's kept images with open
            "evaluate it on the held-out images: zero-shot classification into their categories and "
            "image↔caption retrieval. Runs train one after another in the background; this page only watches.")
 
-saved = ui.saved_plans_or_stop(ws, "No saved plans yet. Save a plan on the Budget page (for a comparison: the "
+saved = session.saved_plans_or_stop(ws, "No saved plans yet. Save a plan on the Budget page (for a comparison: the "
                                    "full pool at keep 100%, and DBP, SSP and random at the same budget); it then "
                                    "shows up here.")
 
@@ -46,7 +45,7 @@ try:
     preset = get_preset(preset_name) if preset_name else None
 except ValueError as exc:
     preset = None
-    c2.error(appdata.escape_markdown(str(exc)))
+    c2.error(page_data.escape_markdown(str(exc)))
 
 mode = st.radio("Compare the plans at", ["samples", "epochs"], horizontal=True, key="train_mode",
                 format_func={"samples": "equal compute (same samples seen)",
@@ -84,7 +83,7 @@ if preset and chosen:
     n_runs = (len(chosen) - len(problems)) * n_seeds
     may_launch = policy.allows(ws)
     if not may_launch:
-        st.error(ui.outside_roots_message("Training from this app"))
+        st.error(session.outside_roots_message("Training from this app"))
     if st.button(f"Launch {n_runs} run{'s' * (n_runs != 1)}", type="primary", disabled=n_runs == 0 or not may_launch,
                  key="train_launch", icon=":material/play_arrow:") and may_launch:
         specs = [RunSpec(plan=p, preset=preset_name, samples_seen=samples, epochs=epochs, device=device, seed=s,
@@ -95,7 +94,7 @@ if preset and chosen:
             st.success(f"Started {len(started)} run(s) in the background: {', '.join(started)}",
                        icon=":material/check:")
         except (ValueError, FileExistsError, OSError) as exc:
-            st.error(f"Could not start the runs: {appdata.escape_markdown(str(exc))}")
+            st.error(f"Could not start the runs: {page_data.escape_markdown(str(exc))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,7 +112,7 @@ def live() -> None:
     for row in active.sort_values("created_at").to_dict("records"):
         frac, text = runcharts.progress_line(row)
         a, b = st.columns([6, 1], vertical_alignment="bottom")
-        a.progress(frac, text=f"**{appdata.escape_markdown(row['name'])}** · {appdata.escape_markdown(text)}")
+        a.progress(frac, text=f"**{page_data.escape_markdown(row['name'])}** · {page_data.escape_markdown(text)}")
         if b.button("Cancel", key=f"train_cancel_{row['name']}", icon=":material/stop:"):
             launch.cancel_run(ws, row["name"])
             st.toast(f"Cancelling {row['name']}…")
@@ -163,4 +162,4 @@ with st.expander("Loss curves and command lines"):
     st.code(records.run_command_line(ws, one), language="bash", wrap_lines=True)
     st.caption(f"Run folder `{row['run_dir']}` · status {row['status']} · wall {fmt_seconds(row['wall_s'])}")
     if row["status"] == "failed" and row["error"]:
-        st.error(appdata.escape_markdown(str(row["error"])))
+        st.error(page_data.escape_markdown(str(row["error"])))

@@ -15,8 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from densprune import db
-from densprune.app import charts
-from densprune.app import data as appdata
+from densprune.app import charts, page_data
 from densprune.app.policy import AppPolicy, parse_app_args
 from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
 from densprune.prune import plans
@@ -73,7 +72,8 @@ def policy() -> AppPolicy:
 
 def outside_roots_message(what: str) -> str:
     """The error shown for a workspace outside the allowed roots (the same whether it exists or not)."""
-    return (f"{what} is limited to workspaces under {appdata.escape_markdown(policy().describe_roots() or '(none)')}. "
+    roots = page_data.escape_markdown(policy().describe_roots() or "(none)")
+    return (f"{what} is limited to workspaces under {roots}. "
             f"To allow more, start the app with `densprune app DIR --allow-root FOLDER`.")
 
 
@@ -112,12 +112,12 @@ def meta(ws: str, stamp: str) -> dict:
 def concepts(ws: str, stamp: str) -> pd.DataFrame:
     """The clusters table with names and the complexity the plans use."""
     m = meta(ws, stamp)
-    return appdata.concept_frame(db.load_clusters(ws), plan_index(ws, stamp), int(m.get("neighbors", 20)))
+    return page_data.concept_frame(db.load_clusters(ws), plan_index(ws, stamp), int(m.get("neighbors", 20)))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def category_codes(ws: str, stamp: str) -> appdata.CategoryCodes | None:
-    return appdata.category_codes(ws) if meta(ws, stamp).get("has_categories") else None
+def category_codes(ws: str, stamp: str) -> page_data.CategoryCodes | None:
+    return page_data.category_codes(ws) if meta(ws, stamp).get("has_categories") else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -132,7 +132,7 @@ def row_arrays(ws: str, stamp: str) -> dict[str, np.ndarray]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def top_categories(ws: str, stamp: str) -> pd.DataFrame:
-    return db.top_categories(ws, appdata.NO_CATEGORY)
+    return db.top_categories(ws, page_data.NO_CATEGORY)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -265,8 +265,8 @@ def compute(ws: str, stamp: str, params: PlanParams) -> PlanResult:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def budget_view(ws: str, stamp: str, params: PlanParams) -> appdata.BudgetView:
-    return appdata.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp), category_codes(ws, stamp),
+def budget_view(ws: str, stamp: str, params: PlanParams) -> page_data.BudgetView:
+    return page_data.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp), category_codes(ws, stamp),
                                result=compute(ws, stamp, params))
 
 
@@ -275,8 +275,8 @@ def budget_view(ws: str, stamp: str, params: PlanParams) -> appdata.BudgetView:
 # --------------------------------------------------------------------------------------------
 
 def current_params(m: dict | None = None) -> PlanParams:
-    """The plan the knobs of this session describe (see appdata.params_from_state)."""
-    return appdata.params_from_state(st.session_state, m if m is not None else meta(*ws_args()))
+    """The plan the knobs of this session describe (see page_data.params_from_state)."""
+    return page_data.params_from_state(st.session_state, m if m is not None else meta(*ws_args()))
 
 
 def describe_params(p: PlanParams) -> str:
@@ -301,7 +301,7 @@ def describe_saved(params_json: str | dict) -> str:
     try:
         return describe_params(plans.params_from_json(params_json))
     except (TypeError, ValueError):
-        return appdata.escape_markdown(str(params_json))
+        return page_data.escape_markdown(str(params_json))
 
 
 def plan_banner(p: PlanParams) -> None:
@@ -337,8 +337,8 @@ def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str
         tiles = [Tile(b, c, nt, tn) for b, c, nt, tn in zip(data, caps, notes, tones)]
     else:
         if explain_missing:
-            st.caption(appdata.no_thumbnails_note(m))
-        tiles = [Tile(b"", c, nt, tn, url=u if isinstance(u, str) else "", size=appdata.size_text(w, h))
+            st.caption(page_data.no_thumbnails_note(m))
+        tiles = [Tile(b"", c, nt, tn, url=u if isinstance(u, str) else "", size=page_data.size_text(w, h))
                  for c, nt, tn, u, w, h in zip(caps, notes, tones, df["image_ref"], df["width"], df["height"])]
     st.html(grid_html(tiles, tile_px=tile_px, caption_lines=caption_lines))
 
@@ -375,7 +375,7 @@ def open_workspace_form(key: str = "overview") -> None:
             st.error(outside_roots_message("Opening a workspace from this app"))
             return
         if not db.is_complete(p):
-            st.error(f"No complete workspace at `{appdata.escape_markdown(str(p))}` (it has no "
+            st.error(f"No complete workspace at `{page_data.escape_markdown(str(p))}` (it has no "
                      f"{db.DB_NAME}). Build one with `densprune precompute SOURCE --workspace DIR`.")
             return
         st.session_state[WS_KEY] = str(p.resolve())

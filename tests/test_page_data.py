@@ -1,4 +1,4 @@
-"""Tests for the app's pure helpers: densprune.app.data, .thumbgrid, .charts, .build."""
+"""Tests for the app's pure helpers: densprune.app.page_data, .thumbgrid, .charts, .build."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from PIL import Image
 
 from densprune import db
 from densprune.app import build as appbuild
-from densprune.app import charts
-from densprune.app import data as appdata
+from densprune.app import charts, page_data
 from densprune.app.thumbgrid import Tile, grid_html, pairs_html, read_thumbs
 from densprune.ingest.media import image_ext, image_mime
 from densprune.prune.plan_index import load_index
@@ -34,8 +33,8 @@ def tiny():
                        "pool_size": np.bincount(clusters[pool], minlength=K),
                        "label": [f"label{j}" for j in range(K)], "x": rng.normal(size=K), "y": rng.normal(size=K)})
     codes = rng.integers(0, 3, size=N).astype(np.int32)
-    cats = appdata.CategoryCodes(codes, ("a", "b", "c"), np.bincount(codes[pool], minlength=3))
-    return dict(index=index, concepts=appdata.concept_frame(df, index), cats=cats, clusters=clusters, pool=pool)
+    cats = page_data.CategoryCodes(codes, ("a", "b", "c"), np.bincount(codes[pool], minlength=3))
+    return dict(index=index, concepts=page_data.concept_frame(df, index), cats=cats, clusters=clusters, pool=pool)
 
 
 def webp(color=(200, 30, 30)) -> bytes:
@@ -73,24 +72,24 @@ def test_grid_html_escapes_captions_and_notes():
     assert "<i>a</i>" not in pair and "similarity &lt;1&gt;" in pair
 
 
-# --- appdata --------------------------------------------------------------------------------
+# --- page_data --------------------------------------------------------------------------------
 
 def test_escape_markdown():
-    assert appdata.escape_markdown("**x** [a](b) <i>") == "\\*\\*x\\*\\* \\[a\\]\\(b\\) \\<i\\>"
-    assert appdata.concept_name(3, "cats, dogs") == "#3 cats, dogs" and appdata.concept_name(4, "") == "#4"
+    assert page_data.escape_markdown("**x** [a](b) <i>") == "\\*\\*x\\*\\* \\[a\\]\\(b\\) \\<i\\>"
+    assert page_data.concept_name(3, "cats, dogs") == "#3 cats, dogs" and page_data.concept_name(4, "") == "#4"
 
 
 def test_concept_message_explains_each_state():
-    assert "empty" in appdata.concept_message(0, 0, 0, 0)
-    assert "held out" in appdata.concept_message(0, 0, 0, 20)
-    assert "None of its 5 pool images" in appdata.concept_message(5, 0, 0, 5)
-    assert "every one" in appdata.concept_message(5, 5, 5, 5)
-    assert "none of its images" in appdata.concept_message(5, 5, 0, 5)
-    assert appdata.concept_message(10, 8, 3, 10) is None
+    assert "empty" in page_data.concept_message(0, 0, 0, 0)
+    assert "held out" in page_data.concept_message(0, 0, 0, 20)
+    assert "None of its 5 pool images" in page_data.concept_message(5, 0, 0, 5)
+    assert "every one" in page_data.concept_message(5, 5, 5, 5)
+    assert "none of its images" in page_data.concept_message(5, 5, 0, 5)
+    assert page_data.concept_message(10, 8, 3, 10) is None
 
 
 def test_budget_view_compares_at_the_same_budget(tiny):
-    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
+    view = page_data.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
     r = view.result
     assert r.n_kept == view.random.n_kept == view.ssp.n_kept == round(0.3 * tiny["pool"].sum())
     per = view.per_concept
@@ -100,33 +99,33 @@ def test_budget_view_compares_at_the_same_budget(tiny):
     cov = view.coverage
     assert cov["plan"].sum() == r.n_kept and cov["pool"].sum() == tiny["pool"].sum()
     assert not view.keeps_everything
-    assert appdata.budget_view(tiny["index"], PlanParams(keep=1.0), tiny["concepts"]).keeps_everything
+    assert page_data.budget_view(tiny["index"], PlanParams(keep=1.0), tiny["concepts"]).keeps_everything
 
 
 def test_plan_table_and_shares_use_the_remaining_pool(tiny):
-    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3, dedup_eps=0.1), tiny["concepts"])
+    view = page_data.budget_view(tiny["index"], PlanParams(keep=0.3, dedup_eps=0.1), tiny["concepts"])
     r, per = view.result, view.per_concept
     np.testing.assert_array_equal(per["d_intra"], r.d_intra)  # what DBP used, not the pool's
     np.testing.assert_array_equal(per["complexity"], r.complexity)
     assert not np.allclose(per["d_intra"], tiny["concepts"]["d_intra"])
-    sh = appdata.budget_shares(r)
+    sh = page_data.budget_shares(r)
     assert (sh.kept, sh.remaining, sh.pool) == (r.n_kept, int(r.eligible.sum()), int(tiny["pool"].sum()))
     assert sh.remaining < sh.pool and abs(sh.of_remaining - 0.3) < 1e-3 and sh.of_pool < sh.of_remaining
     assert f"{sh.of_remaining:.1%} of the {sh.remaining:,} that remain" in sh.sentence()
-    assert np.isnan(appdata.BudgetShares(0, 0, 0).of_remaining)
+    assert np.isnan(page_data.BudgetShares(0, 0, 0).of_remaining)
 
 
 def test_coverage_counts_kept_per_category(tiny):
     keep = np.zeros(N, bool)
     keep[:50] = True
-    cov = appdata.coverage(tiny["cats"], {"m": keep}).set_index("category")
+    cov = page_data.coverage(tiny["cats"], {"m": keep}).set_index("category")
     for i, name in enumerate(("a", "b", "c")):
         assert cov.loc[name, "m"] == np.count_nonzero(tiny["cats"].codes[:50] == i)
 
 
 def test_rate_by_complexity_groups_all_concepts(tiny):
-    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3, temperature=0.01), tiny["concepts"])
-    g = appdata.rate_by_complexity(view.per_concept, bins=3)
+    view = page_data.budget_view(tiny["index"], PlanParams(keep=0.3, temperature=0.01), tiny["concepts"])
+    g = page_data.rate_by_complexity(view.per_concept, bins=3)
     assert g["concepts"].sum() == (view.per_concept["eligible"] > 0).sum()
     assert g["kept"].sum() == view.result.n_kept
     assert g["kept_pct"].iloc[-1] >= g["kept_pct"].iloc[0]  # small tau favours complex concepts
@@ -135,7 +134,7 @@ def test_rate_by_complexity_groups_all_concepts(tiny):
 def test_kept_and_dropped_split_a_concept(tiny):
     r = tiny["index"].compute(PlanParams(keep=0.4))
     j = 2
-    kept, dropped, n_kept, n_dropped = appdata.kept_and_dropped(tiny["index"], j, r.keep, tiny["pool"], n=5)
+    kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(tiny["index"], j, r.keep, tiny["pool"], n=5)
     members = np.flatnonzero((tiny["clusters"] == j) & tiny["pool"])
     assert n_kept + n_dropped == members.size and n_kept == r.kept[j]
     assert len(kept) <= 5 and len(dropped) <= 5
@@ -145,12 +144,12 @@ def test_kept_and_dropped_split_a_concept(tiny):
 def test_compare_keeps_and_neighbours(tiny):
     a = tiny["index"].compute(PlanParams(keep=0.3)).keep
     b = tiny["index"].compute(PlanParams(keep=0.3, method="ssp")).keep
-    per, only_a, only_b, both = appdata.compare_keeps(a, b, tiny["clusters"], tiny["concepts"])
+    per, only_a, only_b, both = page_data.compare_keeps(a, b, tiny["clusters"], tiny["concepts"])
     assert both + only_a.size == a.sum() and both + only_b.size == b.sum()
     assert (per["diff"] == per["kept_b"] - per["kept_a"]).all() and "name" in per
-    near = appdata.neighbour_concepts(tiny["index"], tiny["concepts"], 0, n=3)
+    near = page_data.neighbour_concepts(tiny["index"], tiny["concepts"], 0, n=3)
     assert len(near) == 3 and 0 not in set(near["cluster"]) and near["distance"].is_monotonic_increasing
-    assert appdata.spread_sample(np.arange(100), 7).size == 7
+    assert page_data.spread_sample(np.arange(100), 7).size == 7
 
 
 def test_workspace_queries(demo_workspace: Path):
@@ -177,16 +176,16 @@ def test_workspace_queries(demo_workspace: Path):
     else:
         raise AssertionError("the demo has no near-duplicate pairs at eps 0.3")
     meta = db.load_meta(ws)
-    steps = appdata.pipeline_steps(ws, meta, db.counts(ws))
+    steps = page_data.pipeline_steps(ws, meta, db.counts(ws))
     assert len(steps) >= 6
-    cats = appdata.category_codes(ws)
+    cats = page_data.category_codes(ws)
     assert cats.codes.size == meta["n_samples"] and cats.pool_counts.sum() == meta["n_pool"]
 
 
 # --- charts ---------------------------------------------------------------------------------
 
 def test_charts_draw_the_data_they_are_given(tiny):
-    view = appdata.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
+    view = page_data.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
     per = view.per_concept
     pts = pd.DataFrame({"row_idx": np.arange(N), "cluster": tiny["clusters"], "x": np.arange(N, dtype=float),
                         "y": np.zeros(N)})
@@ -284,10 +283,11 @@ def test_image_ext_from_magic_then_suffix():
 # --- concept names and search -----------------------------------------------------------------
 
 def test_concept_names_are_bounded_and_zero_shot_names_shown_with_similarity():
-    assert appdata.concept_name(3, "x" * 200_000).startswith("#3 ") and len(appdata.concept_name(3, "x" * 500)) <= 64
-    assert appdata.concept_name(4, None) == "#4"
-    assert appdata.zero_shot_name("tabby cat", 0.2734) == "tabby cat (0.27)"
-    assert appdata.zero_shot_name(None, float("nan")) == ""
+    assert page_data.concept_name(3, "x" * 200_000).startswith("#3 ")
+    assert len(page_data.concept_name(3, "x" * 500)) <= 64
+    assert page_data.concept_name(4, None) == "#4"
+    assert page_data.zero_shot_name("tabby cat", 0.2734) == "tabby cat (0.27)"
+    assert page_data.zero_shot_name(None, float("nan")) == ""
 
 
 def test_search_concepts_by_name_zero_shot_name_or_caption_word():
@@ -295,12 +295,12 @@ def test_search_concepts_by_name_zero_shot_name_or_caption_word():
                                                               "#3 card"],
                           "zs_name": ["starfish (0.21)", "flagpole (0.30)", "Granny Smith (0.25)", ""]})
     hits = pd.DataFrame({"cluster": [3, 1], "matches": [7, 2]})  # captions containing the text
-    got = appdata.search_concepts(table, hits, " FLAG ")
+    got = page_data.search_concepts(table, hits, " FLAG ")
     assert got["cluster"].tolist() == [1, 3] and got["matches"].tolist() == [2, 7]
     assert got["name_match"].tolist() == [True, False]
-    got = appdata.search_concepts(table, hits.iloc[:0], "granny")
+    got = page_data.search_concepts(table, hits.iloc[:0], "granny")
     assert got["cluster"].tolist() == [2] and got["matches"].tolist() == [0]
-    assert appdata.search_concepts(table, hits.iloc[:0], "zebra").empty
+    assert page_data.search_concepts(table, hits.iloc[:0], "zebra").empty
 
 
 def test_grid_captions_are_cut_but_escaped():
