@@ -134,7 +134,7 @@ def test_rate_by_complexity_groups_all_concepts(tiny):
 def test_kept_and_dropped_split_a_concept(tiny):
     r = tiny["index"].compute(PlanParams(keep=0.4))
     j = 2
-    kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(tiny["index"], j, r.keep, tiny["pool"], n=5)
+    kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(tiny["index"], j, r.keep, n=5)
     members = np.flatnonzero((tiny["clusters"] == j) & tiny["pool"])
     assert n_kept + n_dropped == members.size and n_kept == r.kept[j]
     assert len(kept) <= 5 and len(dropped) <= 5

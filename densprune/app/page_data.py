@@ -40,7 +40,7 @@ def params_from_state(state: Mapping, meta: dict) -> PlanParams:
         temperature=float(state.get("plan_temperature", 0.1)),
         neighbors=int(meta.get("neighbors", NEIGHBORS)),
         balance=float(state.get("plan_balance", 0.0)),
-        dedup_eps=float(state["plan_dedup_eps"]) if state.get("plan_dedup_on") else None,
+        dedup_eps=round(float(state["plan_dedup_eps"]), 3) if state.get("plan_dedup_on") else None,  # summary levels
         clip_keep=float(state["plan_clip_keep_pct"]) / 100.0 if (has_clip and state.get("plan_clip_on")) else None,
         within=str(state.get("plan_within", "hard")),
         seed=int(state.get("plan_seed", 0)),
@@ -223,13 +223,21 @@ def concept_message(pool_size: int, eligible: int, kept: int, size: int) -> str 
     return None
 
 
-def kept_and_dropped(index: PlanIndex, j: int, keep: np.ndarray, pool: np.ndarray,
+def kept_and_dropped(index: PlanIndex, j: int, keep: np.ndarray | PlanResult,
                      n: int = 24) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Concept ``j`` under a keep mask (N,): up to ``n`` kept and ``n`` dropped pool rows, each spread
-    evenly over the concept from its centre outwards, and the full kept and dropped counts."""
+    """Concept ``j`` under a keep mask (N,) or a plan (read from concept ``j``'s rows alone:
+    PlanIndex.concept_keep): up to ``n`` kept and ``n`` dropped pool rows, each spread evenly over the
+    concept from its centre outwards, and the full kept and dropped counts."""
     members = index.members(j, int(index.sizes[j]))  # all of them, nearest the centre first
-    members = members[pool[members]]
-    k = keep[members]
+    rows, pool = index.concept_rows(j)
+    if isinstance(keep, PlanResult):
+        rows, kept_seg = index.concept_keep(j, keep)
+    else:
+        kept_seg = np.asarray(keep[rows], dtype=bool)
+    by_row = np.argsort(rows)
+    at = by_row[np.searchsorted(rows[by_row], members)]  # each member's place in the concept's rows
+    members = members[pool[at]]
+    k = kept_seg[at][pool[at]]
     kept, dropped = members[k], members[~k]
 
     def spread(a: np.ndarray) -> np.ndarray:
@@ -333,9 +341,11 @@ def budget_shares(result: PlanResult) -> BudgetShares:
 def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
                 cats: CategoryCodes | None = None, result: PlanResult | None = None) -> BudgetView:
     """Everything the Budget page shows for ``params``: three plan computations (``result``, when given,
-    is the plan of ``params`` already computed) and K-sized tables."""
-    result = index.compute(params) if result is None else result
-    masks = cats is not None  # the baselines' keep masks only feed the category coverage
+    is the plan of ``params`` already computed, with or without its mask) and K-sized tables. The
+    category coverage (``cats``) needs the three keep masks: a pass over the rows each."""
+    masks = cats is not None  # the keep masks only feed the category coverage
+    if result is None or (masks and result.keep is None):
+        result = index.compute(params, mask=masks)
     rnd = index.compute(replace(params, method="random"), mask=masks)
     ssp = index.compute(replace(params, method="ssp"), mask=masks)
     per = plan_table(concepts, result)

@@ -260,14 +260,44 @@ def thumbs(ws: str, stamp: str, offsets: tuple[int, ...], sizes: tuple[int, ...]
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def compute(ws: str, stamp: str, params: PlanParams) -> PlanResult:
-    """One plan on the workspace's index (results are read-only, so sharing them is safe)."""
+    """One plan on the workspace's index with its (N,) keep mask: for saving, the map's kept colouring
+    and comparisons (results are read-only, so sharing them is safe)."""
     return plan_index(ws, stamp).compute(params)
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def plan_counts(ws: str, stamp: str, params: PlanParams) -> PlanResult:
+    """One plan's numbers without its mask: from the per-concept summary (no pass over the rows)
+    wherever it holds the plan's filters (PlanIndex.summary_level), else the full pass."""
+    return plan_index(ws, stamp).compute(params, mask=False)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def concept_kept_rows(ws: str, stamp: str, params: PlanParams, cluster: int) -> frozenset[int]:
+    """The rows of one concept that the plan keeps, read from that concept's rows alone."""
+    rows, kept = plan_index(ws, stamp).concept_keep(cluster, plan_counts(ws, stamp, params))
+    return frozenset(int(r) for r in rows[kept])
+
+
+def slow_note(ws: str, stamp: str, params: PlanParams) -> str | None:
+    """A caption for a plan that needs a full pass over the rows (None when the summary answers it)."""
+    index = plan_index(ws, stamp)
+    slow = index.slow_knobs(params)
+    if not slow:
+        return None
+    return (f":material/hourglass: Computed by a full pass over the {index.n_rows:,} rows, because of "
+            f"{'; '.join(slow)}. Every other setting is answered from the per-concept summary, whatever the "
+            "workspace's size.")
+
+
+COVERAGE_LIVE_ROWS = 2_000_000  # above this, category coverage (three masks per move) waits for a toggle
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
-def budget_view(ws: str, stamp: str, params: PlanParams) -> page_data.BudgetView:
-    return page_data.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp), category_codes(ws, stamp),
-                               result=compute(ws, stamp, params))
+def budget_view(ws: str, stamp: str, params: PlanParams, with_coverage: bool) -> page_data.BudgetView:
+    return page_data.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp),
+                                 category_codes(ws, stamp) if with_coverage else None,
+                                 result=plan_counts(ws, stamp, params))
 
 
 # --------------------------------------------------------------------------------------------

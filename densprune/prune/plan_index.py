@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["INDEX_DIR", "build_index", "index_key", "load_index", "load_stored", "store", "stored_path"]
 
 INDEX_DIR = INDEX  # DIR/index/plan-KEY/
-FORMAT = 1  # bump when PlanIndex.arrays changes meaning
+FORMAT = 2  # bump when PlanIndex.arrays changes meaning (2: the per-concept summary)
 _STALE_TMP_S = 3600.0  # a temporary folder this old belongs to a writer that died
 
 

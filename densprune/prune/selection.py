@@ -38,6 +38,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from densprune.cluster.concepts import NEIGHBORS, inter_distance, intra_distance
+from densprune.prune.plan_summary import (
+    CLIP_GRID,
+    EPS_GRID,
+    PlanSummary,
+    budget_count,
+    fixed_point,
+    intra_from_sums,
+    segment_sums,
+)
 from densprune.prune.quotas import dbp_quotas, quota_bounds, uniform_rate_quotas
 from densprune.prune.semdedup import dup_threshold
 
@@ -47,6 +56,7 @@ __all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanIndex", "budget
 
 METHODS = ("dbp", "ssp", "random", "clip-score", "dedup")
 WITHIN = ("hard", "easy", "random")
+_RANDOM_QUOTA_STREAM = 0x5EED  # the random method's quota draw: a stream apart from the seed's within-cluster order
 _NO_CLIP = ("this workspace has no CLIP scores (offline embedder): clip_keep, clip_threshold and "
             "method='clip-score' need image-text CLIP scores; embed with a CLIP model to use them")
 _NO_DUP = ("this workspace has no SemDeDup similarities: dedup_eps and method='dedup' need the "
@@ -127,20 +137,6 @@ class PlanResult:
     notes: tuple[str, ...] = field(default=())
 
 
-def budget_count(keep: float | int, remaining: int) -> int:
-    """Samples to keep: an int is a count; a float in [0, 1] a fraction of ``remaining`` (half rounds
-    up). For a plan, ``remaining`` is what survives dedup and the CLIP filter (the paper's convention)."""
-    if not (_is_int(remaining) and remaining >= 0):
-        raise ValueError(f"remaining must be an integer >= 0, got {remaining!r}")
-    if _is_int(keep):
-        if keep < 0:
-            raise ValueError(f"keep as a count must be >= 0, got {keep}")
-        return int(keep)
-    if _is_real(keep) and 0.0 <= float(keep) <= 1.0:
-        return min(int(math.floor(float(keep) * remaining + 0.5)), int(remaining))
-    raise ValueError(f"keep must be a float fraction in [0, 1] or an int count >= 0, got {keep!r}")
-
-
 def _ranks(order: np.ndarray) -> np.ndarray:
     """The inverse (N,) of a permutation ``order`` (N,): the rank of every position, int32 when it fits."""
     rank = np.empty(order.size, dtype=np.int32 if order.size < 2**31 else np.int64)
@@ -190,14 +186,14 @@ def _vector(name: str, v: np.ndarray | None, n: int, kind: str) -> np.ndarray | 
 class PlanIndex:
     """Precomputed per-cluster structure of one workspace; build with :meth:`build`."""
 
-    _SEED_CACHE = 3  # random orders kept per index (3 int64 arrays of N each per seed)
+    _SEED_CACHE = 3  # random orders kept per index (2 intp arrays of N each per seed)
 
     def __init__(self, *, order: np.ndarray, sizes: np.ndarray, d_intra: np.ndarray, centroids: np.ndarray,
                  dist_h: np.ndarray, pool_h: np.ndarray, dup_h: np.ndarray | None,
                  clip_h: np.ndarray | None, dup_rank: np.ndarray | None = None,
-                 clip_rank: np.ndarray | None = None) -> None:
+                 clip_rank: np.ndarray | None = None, summary: PlanSummary | None = None) -> None:
         """Use :meth:`build` or :meth:`from_arrays`; this stores already-validated arrays (``*_h`` are in
-        hard order; the two global ranks are computed here unless given)."""
+        hard order; the two global ranks and the per-concept summary are computed here unless given)."""
         n, k = order.size, sizes.size
         self.order = order  # (N,) hard position -> row
         self.inv = np.empty(n, dtype=np.intp)  # (N,) row -> hard position
@@ -220,9 +216,12 @@ class PlanIndex:
             clip_rank = _ranks(np.argsort(-clip_h, kind="stable"))
         self._dup_rank = None if dup_h is None else dup_rank
         self._clip_rank = None if clip_h is None else clip_rank
+        if summary is None:
+            summary = PlanSummary.build(pool_h=pool_h, dist_h=dist_h, sizes=sizes, dup_h=dup_h,
+                                        clip_rank=self._clip_rank)
+        self.summary = summary  # per-concept counts and distance sums at every filter level (plan_summary.py)
         self._d_inter: dict[int, np.ndarray] = {}
-        self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
-        self._seed_ranks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()  # guards the two caches above
 
     @classmethod
@@ -269,7 +268,8 @@ class PlanIndex:
                    dup_h=None if dup is None else dup[order], clip_h=None if clip is None else clip[order])
 
     # the arrays that define an index (:meth:`arrays`); the others are derived from them in __init__
-    STORED = ("order", "sizes", "d_intra", "centroids", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank")
+    STORED = ("order", "sizes", "d_intra", "centroids", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank",
+              *(f"summary_{name}" for name in PlanSummary.STORED))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays that define this index, by the names of :attr:`STORED` (absent: no dedup or no
@@ -281,6 +281,7 @@ class PlanIndex:
         out = {"order": self.order.astype(small, copy=False), "sizes": self.sizes, "d_intra": self.d_intra,
                "centroids": self.centroids, "dist_h": self._dist_h, "pool_h": self._pool_h,
                "dup_h": self._dup_h, "clip_h": self._clip_h, "dup_rank": self._dup_rank, "clip_rank": self._clip_rank}
+        out.update({f"summary_{name}": v for name, v in self.summary.arrays().items()})
         return {k: v for k, v in out.items() if v is not None}
 
     @classmethod
@@ -303,10 +304,17 @@ class PlanIndex:
                 raise ValueError(f"stored plan index: {name} has shape {a[name].shape}, expected ({n},)")
         if ("dup_h" in a) != ("dup_rank" in a) or ("clip_h" in a) != ("clip_rank" in a):
             raise ValueError("stored plan index: a global order without its values (or the reverse)")
+        summary = None
+        if any(name.startswith("summary_") for name in a):
+            summary = PlanSummary.from_arrays({name[len("summary_"):]: v for name, v in a.items()
+                                               if name.startswith("summary_")}, k)
+            if summary.counts.shape[:2] != (1 + len(EPS_GRID) * ("dup_h" in a), 1 + len(CLIP_GRID) * ("clip_h" in a)):
+                raise ValueError(f"stored plan summary: levels {summary.counts.shape[:2]} do not fit the index's "
+                                 "dedup and CLIP columns")
         return cls(order=order.astype(np.intp, copy=False), sizes=sizes.astype(np.int64, copy=False),
                    d_intra=a["d_intra"], centroids=cen.astype(np.float64, copy=False), dist_h=a["dist_h"],
                    pool_h=a["pool_h"].astype(bool, copy=False), dup_h=a.get("dup_h"), clip_h=a.get("clip_h"),
-                   dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"))
+                   dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"), summary=summary)
 
     def _segment(self, cluster: int) -> tuple[int, int]:
         """[lo, hi) of one cluster's rows in the hard order (farthest from the centroid first)."""
@@ -377,18 +385,15 @@ class PlanIndex:
 
     def remaining_intra(self, elig_h: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """(K,) d_intra of the eligible rows: mean distance to the centroid of each cluster's
-        eligible members (NaN where none). One weighted segment sum over the stored distances
-        (a bincount by cluster, done with ``np.add.reduceat`` since rows are grouped by cluster).
+        eligible members (NaN where none), from exact integer sums of the fixed-point distances
+        (:func:`~densprune.prune.plan_summary.fixed_point`), so it equals the summary's bit for bit.
 
         Args:
             elig_h: (N,) bool eligible mask in hard order.
             counts: (K,) int64 eligible members per cluster (from the same mask).
         """
-        sums = np.zeros(self.n_clusters)
-        if self._starts.size:
-            sums[self.sizes > 0] = np.add.reduceat(self._dist_h * elig_h, self._starts)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        q = fixed_point(self._dist_h)
+        return intra_from_sums(segment_sums(np.where(elig_h, q, 0), self._starts, self.sizes > 0), counts)
 
     def rows_cluster(self) -> np.ndarray:
         """(N,) int64 cluster of every row, row order (from the index: no read of the workspace)."""
@@ -398,25 +403,9 @@ class PlanIndex:
         """(N,) bool pool mask, row order (from the index: no read of the workspace)."""
         return self._pool_h[self.inv]
 
-    def _random_rank(self, seed: int) -> np.ndarray:
-        """Per seed: the rank (N,) of every hard position in a global random order (method random).
-        Cached apart from :meth:`_random_orders`, whose cluster-grouped order costs a 10M-row sort."""
-        with self._lock:
-            if seed in self._seeds:
-                return self._seeds[seed][0]
-            if seed in self._seed_ranks:
-                self._seed_ranks.move_to_end(seed)
-                return self._seed_ranks[seed]
-        rank = _ranks(np.random.default_rng(seed).permutation(self.n_rows))
-        with self._lock:
-            self._seed_ranks[seed] = rank
-            while len(self._seed_ranks) > self._SEED_CACHE:
-                self._seed_ranks.popitem(last=False)
-        return rank
-
-    def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per seed: the rank (N,) of every hard position in a global random order, the same order
-        grouped by cluster (random inside each cluster), and row -> position in that grouped order."""
+    def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per seed: the hard positions grouped by cluster in a random order inside each cluster (N,),
+        and row -> position in that order (N,)."""
         with self._lock:
             if seed in self._seeds:
                 self._seeds.move_to_end(seed)
@@ -428,12 +417,11 @@ class PlanIndex:
         w = g[np.argsort(cl_g, kind="stable")]
         winv = np.empty(self.n_rows, dtype=np.intp)
         winv[self.order[w]] = np.arange(self.n_rows)
-        out = (_ranks(g), w, winv)
         with self._lock:
-            self._seeds[seed] = out
+            self._seeds[seed] = (w, winv)
             while len(self._seeds) > self._SEED_CACHE:
                 self._seeds.popitem(last=False)
-        return out
+        return w, winv
 
     def _counts(self, mask_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exclusive cumsum (N+1,) of a cluster-grouped mask and its per-cluster totals (K,)."""
@@ -442,41 +430,71 @@ class PlanIndex:
         np.cumsum(mask_f, out=c[1:])
         return c, c[self.offsets[1:]] - c[self.offsets[:-1]]
 
-    def _eligible(self, p: PlanParams, notes: list[str], removed: list[str]) -> np.ndarray:
-        """(N,) bool in hard order: pool & not duplicate & CLIP filter. ``removed`` collects what
-        each filter took, for the error of a budget that does not fit."""
+    def _eligible(self, p: PlanParams) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """(N,) bool in hard order: pool & not duplicate & CLIP filter, and what remained after
+        each filter: (after dedup, after the CLIP threshold, after the CLIP top fraction)."""
         e = self._pool_h.copy()
-        if self.pool_size < self.n_rows:
-            notes.append(f"{self.n_rows - self.pool_size} rows outside the pool (eval) are never kept")
-        n_left = self.pool_size
         if p.dedup_eps is not None:
             e &= ~(self._dup_h > dup_threshold(p.dedup_eps))
-            n_dedup = int(np.count_nonzero(e))
-            notes.append(f"SemDeDup eps={p.dedup_eps:g}: {n_left - n_dedup} pool samples are duplicates")
-            removed.append(f"SemDeDup eps={p.dedup_eps:g} removed {n_left - n_dedup:,}")
-            n_left = n_dedup
-        n_after_dedup = n_left
+        n_dedup = int(np.count_nonzero(e)) if p.dedup_eps is not None else self.pool_size
+        n_thr = n_dedup
         if p.clip_threshold is not None:
             e &= self._clip_h >= p.clip_threshold
             n_thr = int(np.count_nonzero(e))
-            notes.append(f"CLIP score >= {p.clip_threshold:g} removes {n_left - n_thr} samples")
-            removed.append(f"CLIP score >= {p.clip_threshold:g} removed {n_left - n_thr:,}")
-            n_left = n_thr
+        n_top = n_thr
         if p.clip_keep is not None:  # a fraction of what dedup left (the paper: dedup, then the CLIP filter)
-            n_top = budget_count(float(p.clip_keep), n_after_dedup)
-            n_before = int(np.count_nonzero(e))
-            e = _first_by_rank(e, self._clip_rank, n_top, n_before)
-            n_cut = n_before - min(n_top, n_before)
-            notes.append(f"CLIP top {p.clip_keep:.1%} of what dedup left ({n_top} of {n_after_dedup} samples) "
-                         f"removes {n_cut} samples")
-            removed.append(f"the CLIP top {p.clip_keep:.1%} removed {n_cut:,}")
-        return e
+            e = _first_by_rank(e, self._clip_rank, budget_count(float(p.clip_keep), n_dedup), n_thr)
+            n_top = int(np.count_nonzero(e))
+        return e, (n_dedup, n_thr, n_top)
 
-    def compute(self, params: PlanParams, mask: bool = True) -> PlanResult:
-        """Evaluate one plan: a keep mask and per-cluster counts. See the module docstring.
-        ``mask=False`` leaves the (N,) keep mask out (``keep`` is None) and computes only the counts
-        and statistics: for SSP no pass over the rows after the eligible counts, for the others no
-        pass back to row order (the Budget page's random and SSP baselines at 10M rows)."""
+    def _filter_notes(self, p: PlanParams, remained: tuple[int, int, int], notes: list[str],
+                      removed: list[str]) -> None:
+        """What each filter took, as notes and (``removed``) for the error of a budget that does not fit."""
+        n_dedup, n_thr, n_top = remained
+        if self.pool_size < self.n_rows:
+            notes.append(f"{self.n_rows - self.pool_size} rows outside the pool (eval) are never kept")
+        if p.dedup_eps is not None:
+            notes.append(f"SemDeDup eps={p.dedup_eps:g}: {self.pool_size - n_dedup} pool samples are duplicates")
+            removed.append(f"SemDeDup eps={p.dedup_eps:g} removed {self.pool_size - n_dedup:,}")
+        if p.clip_threshold is not None:
+            notes.append(f"CLIP score >= {p.clip_threshold:g} removes {n_dedup - n_thr} samples")
+            removed.append(f"CLIP score >= {p.clip_threshold:g} removed {n_dedup - n_thr:,}")
+        if p.clip_keep is not None:
+            n_want = budget_count(float(p.clip_keep), n_dedup)
+            notes.append(f"CLIP top {p.clip_keep:.1%} of what dedup left ({n_want} of {n_dedup} samples) "
+                         f"removes {n_thr - n_top} samples")
+            removed.append(f"the CLIP top {p.clip_keep:.1%} removed {n_thr - n_top:,}")
+
+    def summary_level(self, params: PlanParams) -> tuple[int, int] | None:
+        """The summary's (dedup, CLIP) level that answers ``params`` without a pass over the rows, or
+        None when only the full pass can (the clip-score and dedup methods, a CLIP threshold, an eps or
+        CLIP fraction off the summary's levels: densprune.prune.plan_summary)."""
+        if params.method in ("clip-score", "dedup"):
+            return None
+        return self.summary.level(params.dedup_eps, params.clip_keep, params.clip_threshold)
+
+    def slow_knobs(self, params: PlanParams) -> list[str]:
+        """Which of ``params``' settings make a plan need a full pass over the rows (empty when the
+        per-concept summary answers it): the words the app shows next to a slow plan."""
+        out = []
+        if params.method in ("clip-score", "dedup"):
+            out.append(f"method {params.method} (a global order of the rows)")
+        if params.clip_threshold is not None:
+            out.append("a CLIP score threshold")
+        if params.dedup_eps is not None and self.summary.level(params.dedup_eps, None) is None:
+            out.append(f"dedup eps {params.dedup_eps:g} (the summary holds 0 to 0.3 in steps of 0.005)")
+        if params.clip_keep is not None and self.summary.level(None, params.clip_keep) is None:
+            out.append(f"CLIP top {params.clip_keep:.1%} (the summary holds 5% to 100% in steps of 5%)")
+        return out
+
+    def compute(self, params: PlanParams, mask: bool = True, *, summary: bool = True) -> PlanResult:
+        """Evaluate one plan: per-cluster counts and (``mask``) the keep mask. See the module docstring.
+
+        The counts come from the per-concept summary when it holds the plan's filters (K-sized work,
+        whatever N is: :meth:`summary_level`), else from a full pass over the rows (``summary=False``
+        forces the full pass: the reference the summary is tested against). Both give the same
+        numbers. ``mask=False`` leaves the (N,) keep mask out (``keep`` is None); with ``mask`` the
+        mask is materialised from the quotas in one pass over the rows."""
         if not isinstance(params, PlanParams):
             raise TypeError(f"params must be a PlanParams, got {type(params).__name__}")
         p = params
@@ -487,29 +505,35 @@ class PlanIndex:
             raise ValueError(_NO_DUP)
         notes: list[str] = []
         removed: list[str] = []
-        elig = self._eligible(p, notes, removed)
-        if p.method in ("dbp", "ssp") and p.within == "random":  # rows grouped by cluster, random inside
-            _, frame, frame_inv = self._random_orders(p.seed)
-            e_f = elig[frame]
-        else:  # the hard order itself
-            frame_inv, e_f = self.inv, elig
-        c, counts = self._counts(e_f)  # the frames share the cluster offsets, so counts are the same
-        n_elig = int(c[-1])
+        level = self.summary_level(p) if summary else None
+        no_filter = p.dedup_eps is None and p.clip_keep is None and p.clip_threshold is None
+        if level is None:  # the full pass
+            elig, remained = self._eligible(p)
+            counts = segment_sums(elig, self._starts, self.sizes > 0)
+            d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)
+        else:
+            elig = None
+            b, c = level
+            counts = np.array(self.summary.counts[b, c], dtype=np.int64)
+            n_dedup = int(self.summary.counts[b, 0].sum())
+            remained = (n_dedup, n_dedup, int(counts.sum()))
+            d_intra = self.d_intra if no_filter else intra_from_sums(self.summary.qsum[b, c], counts)
+        self._filter_notes(p, remained, notes, removed)
+        n_elig = int(counts.sum())
         budget = budget_count(p.keep, n_elig)
         if budget > n_elig:
             raise ValueError(f"a budget of {budget:,} samples is more than the {n_elig:,} eligible: the pool holds "
                              f"{self.pool_size:,}" + (f" and {'; '.join(removed)}" if removed else "")
                              + ". Lower --keep (a fraction counts what remains), "
                                "or loosen --dedup-eps / the CLIP filter.")
-        no_filter = p.dedup_eps is None and p.clip_keep is None and p.clip_threshold is None
-        d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)  # no filter: the pool's
         comp = self.d_inter(p.neighbors) * d_intra
-        if p.method in ("dbp", "ssp"):
-            keep, quota = self._by_quota(p, e_f, c, counts, frame_inv if mask else None, comp, budget, notes)
-            kept = quota.copy()  # quota <= counts, so every quota is filled exactly
-        else:
+        if p.method in ("clip-score", "dedup"):
             keep, kept = self._by_order(p, elig, budget, n_elig, mask)
             quota = kept.copy()
+        else:
+            quota = self._quota(p, counts, comp, budget, notes)
+            kept = quota.copy()  # quota <= counts, so every quota is filled exactly
+            keep = self._fill(p, quota, elig) if mask else None
         d_intra = np.array(d_intra)  # a copy: the result's, never the index's
         for a in (keep, counts, quota, kept, d_intra, comp):
             if a is not None:
@@ -518,41 +542,80 @@ class PlanIndex:
                           n_kept=int(kept.sum()), n_eligible=n_elig, pool_size=self.pool_size, d_intra=d_intra,
                           complexity=comp, notes=tuple(notes))
 
-    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int,
-                  mask: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-        """random / clip-score / dedup: the first ``budget`` eligible rows of a global order.
-        Returns keep (N,) (None unless ``mask``) and kept per cluster (K,)."""
-        if p.method == "random":
-            rank = self._random_rank(p.seed)
-        elif p.method == "clip-score":
-            rank = self._clip_rank
-        else:  # dedup: least duplicated first
-            rank = self._dup_rank
-        keep_h = _first_by_rank(elig, rank, budget, n_elig)
-        kept = np.zeros(self.n_clusters, dtype=np.int64)
-        if self._starts.size:
-            kept[self.sizes > 0] = np.add.reduceat(keep_h, self._starts, dtype=np.int64)
-        return (keep_h[self.inv] if mask else None), kept
-
-    def _by_quota(self, p: PlanParams, e: np.ndarray, c: np.ndarray, counts: np.ndarray, frame_inv: np.ndarray | None,
-                  comp: np.ndarray, budget: int, notes: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
-        """DBP/SSP: per-cluster quotas from ``comp`` (K,), filled in the `within` order.
-
-        ``e`` (N,) is the eligible mask in the frame (hard order, or the seeded order that is random
-        inside each cluster), ``c`` (N+1,) its exclusive cumsum, ``counts`` (K,) eligible per cluster,
-        ``frame_inv`` (N,) row -> frame position, or None for no keep mask. Returns keep (N,) in row
-        order (None without ``frame_inv``) and quota (K,)."""
+    def _quota(self, p: PlanParams, counts: np.ndarray, comp: np.ndarray, budget: int,
+               notes: list[str]) -> np.ndarray:
+        """(K,) int64 quotas: DBP from ``comp`` (K,), SSP the same rate everywhere, random a seeded
+        multivariate hypergeometric draw (the per-concept counts of a uniformly random subset of
+        ``budget`` eligible rows, K-sized work)."""
         if p.method == "dbp":
             if budget < counts.sum() and quota_bounds(counts, budget, p.balance)[2]:
                 notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
-            quota = dbp_quotas(comp, counts, budget, p.temperature, p.balance)
-        else:
-            quota = uniform_rate_quotas(counts, budget)
-        if frame_inv is None:
-            return None, quota
+            return dbp_quotas(comp, counts, budget, p.temperature, p.balance)
+        if p.method == "ssp":
+            return uniform_rate_quotas(counts, budget)
+        rng = np.random.default_rng((p.seed, _RANDOM_QUOTA_STREAM))
+        return rng.multivariate_hypergeometric(counts, budget, method="marginals").astype(np.int64)
+
+    def _fill(self, p: PlanParams, quota: np.ndarray, elig: np.ndarray | None) -> np.ndarray:
+        """The (N,) bool keep mask in row order that fills ``quota`` (K,) in each cluster in the
+        ``within`` order (random for the random method): one pass over the rows (``elig`` (N,), the
+        eligible mask in hard order, is computed when not given)."""
+        if elig is None:
+            elig = self._eligible(p)[0]
+        if p.method == "random" or p.within == "random":  # rows grouped by cluster, random inside
+            frame, frame_inv = self._random_orders(p.seed)
+            e = elig[frame]
+        else:  # the hard order itself
+            frame_inv, e = self.inv, elig
+        c, counts = self._counts(e)  # the frames share the cluster offsets
         start = c[self.offsets[:-1]]
-        if p.within == "easy":  # the last `quota` eligible of each cluster: nearest the centroid
+        if p.within == "easy" and p.method != "random":  # the last `quota` eligible: nearest the centroid
             keep_f = e & (c[:-1] >= np.repeat(start + counts - quota, self.sizes))
         else:  # the first `quota` eligible: farthest first (hard) or the seeded random order
             keep_f = e & (c[:-1] < np.repeat(start + quota, self.sizes))
-        return keep_f[frame_inv], quota
+        return keep_f[frame_inv]
+
+    def concept_rows(self, cluster: int) -> tuple[np.ndarray, np.ndarray]:
+        """One concept's rows (M,) int64 in the hard order (farthest from the centre first) and their
+        pool flags (M,) bool: a slice of the index."""
+        lo, hi = self._segment(cluster)
+        return self.order[lo:hi].astype(np.int64), np.array(self._pool_h[lo:hi], dtype=bool)
+
+    def concept_keep(self, cluster: int, result: PlanResult) -> tuple[np.ndarray, np.ndarray]:
+        """One concept's rows (M,) int64 and whether ``result`` keeps each (M,) bool, from that
+        concept's rows alone (no pass over the other N - M), for the pages that list members.
+        The filters are row-local, except the CLIP top fraction, whose cut is the summary's
+        (a plan the summary cannot answer, or a clip-score / dedup plan, reads its full mask)."""
+        p = result.params
+        lo, hi = self._segment(cluster)
+        rows = self.order[lo:hi].astype(np.int64)
+        level = self.summary_level(p)
+        if level is None:
+            keep = result.keep if result.keep is not None else self.compute(p).keep
+            return rows, np.asarray(keep[rows], dtype=bool)
+        e = np.array(self._pool_h[lo:hi], dtype=bool)
+        if p.dedup_eps is not None:
+            e &= ~(self._dup_h[lo:hi] > dup_threshold(p.dedup_eps))
+        if p.clip_keep is not None:
+            e &= self._clip_rank[lo:hi] <= self.summary.clip_cut[level]
+        q = int(result.quota[cluster])
+        if p.method == "random" or p.within == "random":  # this concept's rows in the seed's frame
+            frame, _ = self._random_orders(p.seed)
+            pos = frame[lo:hi] - lo  # positions inside the segment, in the random order
+            ranked = np.cumsum(e[pos]) - 1
+            keep_seg = np.zeros(hi - lo, dtype=bool)
+            keep_seg[pos] = e[pos] & (ranked < q)
+        else:
+            ranked = np.cumsum(e) - 1
+            n = int(e.sum())
+            keep_seg = e & ((ranked >= n - q) if p.within == "easy" else (ranked < q))
+        return rows, keep_seg
+
+    def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int,
+                  mask: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """clip-score / dedup: the first ``budget`` eligible rows of a global order.
+        Returns keep (N,) (None unless ``mask``) and kept per cluster (K,)."""
+        rank = self._clip_rank if p.method == "clip-score" else self._dup_rank  # dedup: least duplicated first
+        keep_h = _first_by_rank(elig, rank, budget, n_elig)
+        kept = segment_sums(keep_h, self._starts, self.sizes > 0)
+        return (keep_h[self.inv] if mask else None), kept

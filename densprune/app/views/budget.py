@@ -50,7 +50,7 @@ def knobs() -> None:
               help="Keep only the images whose caption matches them best (top share by CLIP score) before "
                    "the budget is shared out." if has_clip else
               "Unavailable: this workspace has no CLIP scores (offline embedder).")
-    st.slider("CLIP: keep top (% of what dedup left)", 1, 100, key="plan_clip_keep_pct", format="%d%%",
+    st.slider("CLIP: keep top (% of what dedup left)", 5, 100, step=5, key="plan_clip_keep_pct", format="%d%%",
               disabled=not (has_clip and st.session_state["plan_clip_on"]))
     if not has_clip:
         st.caption(":material/info: No CLIP scores in this workspace: it was embedded offline (no text "
@@ -61,8 +61,14 @@ def knobs() -> None:
 
 def results() -> None:
     params = session.current_params(meta)
-    view = session.budget_view(ws, stamp, params)
+    n_rows = session.plan_index(ws, stamp).n_rows
+    has_cats = session.category_codes(ws, stamp) is not None
+    with_coverage = has_cats and (n_rows <= session.COVERAGE_LIVE_ROWS or st.session_state.get("budget_coverage_on"))
+    view = session.budget_view(ws, stamp, params, bool(with_coverage))
     r = view.result
+    slow = session.slow_note(ws, stamp, params)
+    if slow:
+        st.caption(slow)
     shares = page_data.budget_shares(r)
     st.caption(f"Plan: **{session.describe_params(params)}** · keeps {page_data.escape_markdown(shares.sentence())}")
     m = st.columns(4)
@@ -83,6 +89,11 @@ def results() -> None:
 
     st.plotly_chart(charts.kept_per_concept(view.per_concept, params.method), width="stretch", config=NO_BAR,
                     key="budget_per_concept")
+    if has_cats and n_rows > session.COVERAGE_LIVE_ROWS:
+        st.toggle("Category coverage", key="budget_coverage_on",
+                  help=f"Kept share of every category under the plan, random and SSP: three keep masks, a pass over "
+                       f"the {n_rows:,} rows each, on every change of the knobs. Off, every number above comes "
+                       "from the per-concept summary.")
     if view.coverage is not None:
         st.plotly_chart(charts.coverage_bars(view.coverage), width="stretch", config=NO_BAR, key="budget_coverage")
 

@@ -11,7 +11,7 @@ ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
 cdf = session.concepts(ws, stamp)
 params = session.current_params(meta)
-result = session.compute(ws, stamp, params)
+result = session.plan_counts(ws, stamp, params)  # the numbers; the mask only for the map's kept colouring
 table = page_data.plan_table(cdf, result)
 options, names = session.concept_options(cdf)
 
@@ -79,7 +79,8 @@ with left:
                                   key="concepts_colour", default="concept")
     pts = session.layout(ws, stamp)
     mode = "kept" if colour == "kept by the plan" else (colour or "concept")  # None: the button unselected
-    fig = charts.concept_map(pts, cdf, mode, result.keep, pick,
+    fig = charts.concept_map(pts, cdf, mode, session.compute(ws, stamp, params).keep if mode == "kept" else None,
+                             pick,
                              picture=session.map_picture(ws, stamp, mode, params if mode == "kept" else None))
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
     st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
@@ -121,7 +122,8 @@ with right:
 near = page_data.neighbour_concepts(session.plan_index(ws, stamp), cdf, pick, n=5)
 shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), 8)  # one read for the neighbours
 mem = session.members(ws, stamp, pick, n_show)
-tones = ["kept" if result.keep[r] else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
+kept_rows = session.concept_kept_rows(ws, stamp, params, pick)  # from this concept's rows alone
+tones = ["kept" if r in kept_rows else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
 notes = [f"#{int(k) + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
          for k, d, s in zip(mem["rank_in_cluster"], mem["dist_to_centroid"], mem["split"])]
 st.markdown(f"**Images of {page_data.escape_markdown(names[pick])}**")

@@ -27,7 +27,10 @@ c1, c2 = st.columns([3, 2])
 concept = c1.selectbox("Concept", options, key="preview_concept", format_func=lambda c: names[c])
 plan = c2.selectbox("Plan", [CURRENT] + saved["name"].tolist(), key="preview_plan")
 
-keep = session.plan_keep(ws, stamp, plan)
+if plan == CURRENT:  # the current plan is read from this concept's rows alone, its mask never built
+    keep = session.plan_counts(ws, stamp, session.current_params(meta))
+else:
+    keep = session.plan_keep(ws, stamp, plan)
 if plan == CURRENT:
     st.caption(f"Current plan: **{session.describe_params(session.current_params(meta))}** "
                "(change it on the Budget page)")
@@ -36,8 +39,7 @@ else:
     st.caption(f"Saved plan **{page_data.escape_markdown(plan)}**: {session.describe_saved(row['params'])}, keeps "
                f"{int(row['n_kept']):,} of {int(row['pool_size']):,}")
 
-pool = session.row_arrays(ws, stamp)["pool"]
-kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(index, int(concept), keep, pool, n=24)
+kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(index, int(concept), keep, n=24)
 crow = cdf.set_index("cluster").loc[int(concept)]
 msg = page_data.concept_message(int(crow["pool_size"]), int(n_kept + n_dropped), n_kept, int(crow["size"]))
 if msg:
