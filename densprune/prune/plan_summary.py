@@ -21,7 +21,8 @@ a global order of the rows) is answered by the full pass, and :meth:`PlanSummary
 
 Size: (1 + len(EPS_GRID)) x (1 + len(CLIP_GRID)) x K x 16 bytes, at most 62 x 21 x K x 16 bytes
 (10.4 MB at K = 500, 104 MB at K = 5,000 with CLIP scores; 62 x K x 16 without), whatever N is.
-Build: one pass over the rows per dedup level (62), each with a partition for the CLIP cuts.
+Build: a histogram of (concept, dedup level) per CLIP cut, accumulated along the global CLIP order:
+two passes over the rows and a running count per dedup level (PlanSummary.build).
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ class PlanSummary:
               clip_rank: np.ndarray | None) -> "PlanSummary":
         """Summarise a plan index's rows (all in hard order, grouped by cluster).
 
+        Every row gets its dedup level ``dl``: it is eligible at dedup level b iff b < dl (0 for rows
+        outside the pool; the dedup thresholds only fall as eps grows). Without CLIP levels the
+        summary is one bincount of (cluster, dl). With them, the rows are walked in the global CLIP
+        order (where a row's position is its CLIP rank), the cut of every (b, c) found from the
+        running count of rows eligible at b, and a (cluster, dl) histogram accumulated up to each cut
+        in turn: two passes over the rows plus one cumulative count per dedup level.
+
         Args:
             pool_h: (N,) bool pool membership.
             dist_h: (N,) float distance to the centroid.
@@ -143,23 +151,64 @@ class PlanSummary:
             clip_rank: (N,) int rank in the global CLIP order (0 = best score), or None (no CLIP levels).
         """
         k = sizes.size
-        nonempty = sizes > 0
-        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)
-        starts = offsets[:-1][nonempty]
-        cl_h = np.repeat(np.arange(k, dtype=np.int64), sizes)
-        q = fixed_point(dist_h)
         eps = np.array([np.nan] + (list(EPS_GRID) if dup_h is not None else []))
         clip = np.array([np.nan] + (list(CLIP_GRID) if clip_rank is not None else []))
-        counts = np.zeros((eps.size, clip.size, k), dtype=np.int64)
+        n_b, n_c = eps.size, clip.size
+        dl = np.asarray(pool_h, dtype=np.int16)
+        if dup_h is not None:  # eligible at b >= 1 iff dup <= threshold(eps_b): a prefix of the levels
+            dup = np.asarray(dup_h)  # compared in its own dtype, as the full pass's `dup_h > threshold` is
+            thr_desc = np.asarray(dup_threshold(np.asarray(EPS_GRID))).astype(dup.dtype)
+            n_ok = thr_desc.size - np.searchsorted(thr_desc[::-1], dup, side="left")
+            dl = dl * (1 + n_ok).astype(np.int16)
+        cl = np.repeat(np.arange(k, dtype=np.int64), sizes)
+        q = fixed_point(dist_h)
+        width = n_b + 1  # dl in [0, n_b]
+        counts = np.zeros((n_b, n_c, k), dtype=np.int64)
         qsum = np.zeros_like(counts)
-        clip_cut = np.full((eps.size, clip.size), np.iinfo(np.int64).max, dtype=np.int64)
-        for b in range(eps.size):
-            e = pool_h if b == 0 else pool_h & ~(dup_h > dup_threshold(eps[b]))
-            counts[b, 0] = segment_sums(e, starts, nonempty)
-            qsum[b, 0] = segment_sums(np.where(e, q, 0), starts, nonempty)
-            if clip.size > 1:
-                counts[b, 1:], qsum[b, 1:], clip_cut[b, 1:] = _clip_levels(e, clip_rank, cl_h, q, clip[1:], k)
-        log.info("plan summary: %d dedup x %d CLIP levels x %d concepts (%.1f MB)", eps.size, clip.size, k,
+        clip_cut = np.full((n_b, n_c), np.iinfo(np.int64).max, dtype=np.int64)
+
+        def record(hist: np.ndarray, qhist: np.ndarray, b: int, c: int) -> None:
+            # eligible at b: dl > b, i.e. the histogram columns b+1 .. n_b
+            counts[b, c] = hist[:, b + 1:].sum(axis=1)
+            qsum[b, c] = qhist[:, b + 1:].sum(axis=1)
+
+        if n_c == 1:
+            codes = cl * width + dl
+            hist = np.bincount(codes, minlength=k * width).reshape(k, width)
+            qhist = _exact_weighted_bincount(codes, q, k * width).reshape(k, width)
+            for b in range(n_b):
+                record(hist, qhist, b, 0)
+        else:
+            by_clip = np.empty(clip_rank.size, dtype=np.intp)
+            by_clip[np.asarray(clip_rank, dtype=np.intp)] = np.arange(clip_rank.size)  # rank -> hard position
+            codes = (cl * width + dl)[by_clip]  # in the CLIP order
+            q_c, dl_c = q[by_clip], dl[by_clip]
+            del by_clip
+            n_dedup = np.bincount(dl, minlength=width)[::-1].cumsum()[::-1][1:]  # (B,) eligible at each b
+            queries = []  # (cut, b, c): at CLIP level c of dedup level b, rows of rank <= cut are in the filter
+            for b in range(n_b):
+                tops = np.array([budget_count(float(f), int(n_dedup[b])) for f in clip[1:]], dtype=np.int64)
+                running = np.cumsum(dl_c > b)
+                cuts = np.where(tops > 0, np.searchsorted(running, tops, side="left"), -1)
+                clip_cut[b, 1:] = cuts
+                queries += [(int(cut), b, c + 1) for c, cut in enumerate(cuts)]
+            hist = np.zeros((k, width), dtype=np.int64)
+            qhist = np.zeros_like(hist)
+            done = 0  # rows of the CLIP order already in the histograms
+            for cut, b, c in sorted(queries):
+                if cut + 1 > done:
+                    seg = codes[done:cut + 1]
+                    hist += np.bincount(seg, minlength=k * width).reshape(k, width)
+                    qhist += _exact_weighted_bincount(seg, q_c[done:cut + 1], k * width).reshape(k, width)
+                    done = cut + 1
+                record(hist, qhist, b, c)
+            seg = codes[done:]
+            hist += np.bincount(seg, minlength=k * width).reshape(k, width)
+            qhist += _exact_weighted_bincount(seg, q_c[done:], k * width).reshape(k, width)
+            for b in range(n_b):
+                record(hist, qhist, b, 0)
+            del dl_c
+        log.info("plan summary: %d dedup x %d CLIP levels x %d concepts (%.1f MB)", n_b, n_c, k,
                  (counts.nbytes + qsum.nbytes) / 1e6)
         return cls(eps=eps, clip=clip, counts=counts, qsum=qsum, clip_cut=clip_cut)
 
@@ -177,26 +226,3 @@ class PlanSummary:
 def _find(levels: np.ndarray, value: float) -> int | None:
     hit = np.flatnonzero(levels[1:] == float(value))
     return int(hit[0]) + 1 if hit.size else None
-
-
-def _clip_levels(e: np.ndarray, clip_rank: np.ndarray, cl_h: np.ndarray, q: np.ndarray, fractions: np.ndarray,
-                 k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Counts and fixed-point sums (C, K) and the rank cuts (C,) of the rows of ``e`` (N,) bool in the
-    CLIP top ``fractions`` (C,) of ``e`` (the first ``budget_count(f, e.sum())`` by ``clip_rank``, as the
-    full pass keeps them)."""
-    ranks = clip_rank[e]
-    n = ranks.size
-    tops = np.array([budget_count(float(f), n) for f in fractions], dtype=np.int64)  # ascending with f
-    cuts = np.full(tops.size, -1, dtype=np.int64)  # a row is in level c's filter iff its rank <= cuts[c]
-    inside = tops > 0
-    if n and inside.any():
-        kth = np.unique(tops[inside] - 1)
-        part = np.partition(ranks, kth)
-        cuts[inside] = part[tops[inside] - 1]
-    # the first level whose cut reaches the row (cuts are non-decreasing); C = in no level's filter
-    level = np.searchsorted(cuts, ranks, side="left")
-    width = tops.size + 1
-    codes = cl_h[e] * width + level
-    cnt = np.bincount(codes, minlength=k * width).reshape(k, width)[:, :-1]
-    qs = _exact_weighted_bincount(codes, q[e], k * width).reshape(k, width)[:, :-1]
-    return np.cumsum(cnt, axis=1).T, np.cumsum(qs, axis=1).T, cuts
