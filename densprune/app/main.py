@@ -78,6 +78,14 @@ def open_workspace() -> Path:
     return Path(st.session_state[session.WS_KEY])
 
 
+def warm_up(argv: list[str]) -> list[str]:
+    """Before any browser connects (called by densprune.app.serve in a thread): import the app and fill
+    the caches of the workspace a new session opens (``argv``: the app's arguments, as in
+    :func:`open_workspace`). Returns what was filled."""
+    ws = cli_workspace(argv) or default_demo_workspace().resolve()
+    return session.warm_caches(ws)
+
+
 def pages() -> dict[str, list]:
     """The navigation: sections of st.Page objects (the views, each with its own URL)."""
     return {section: [session.page(name) for name in names] for section, names in session.SECTIONS.items()}

@@ -19,11 +19,15 @@ import ipaddress
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
 ALLOW_HOSTS_ENV = "DENSPRUNE_ALLOW_HOSTS"
+WARM_UP_THREAD = "densprune-warm-up"
+NO_WARM_UP_ENV = "DENSPRUNE_NO_WARM_UP"  # "1": fill no caches before the first session (to measure without it)
 REFUSED = (b"densprune: this app answers only requests for localhost, its IP address or a name given with "
            b"`densprune app --allow-host NAME`\n")
 
@@ -89,13 +93,44 @@ def install(allowed: Iterable[str]) -> None:
     starlette_app.create_streamlit_middleware = with_host_check
 
 
+def warm_up_in_background(app_argv: list[str], wait_s: float = 60.0) -> threading.Thread:
+    """Start a thread that, once Streamlit's runtime exists, imports the app and fills the caches the
+    first page reads (densprune.app.main.warm_up), so the first browser to connect does not wait for
+    them. Best effort: a failure is logged and the pages compute what they need as before."""
+
+    def work() -> None:
+        # the cached functions ask for a script-run context a server thread does not have: not a problem
+        logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+            lambda record: record.threadName != WARM_UP_THREAD)
+        t0 = time.monotonic()
+        try:
+            from streamlit.runtime import Runtime
+
+            while not Runtime.exists() and time.monotonic() - t0 < wait_s:
+                time.sleep(0.02)
+            from densprune.app.main import warm_up
+
+            filled = warm_up(app_argv)
+            log.info("warm-up: %s ready %.1f s after start", ", ".join(filled) or "nothing", time.monotonic() - t0)
+        except Exception:  # noqa: BLE001 - the pages do the same work on their first run
+            log.warning("warm-up failed; the first page computes what it needs", exc_info=True)
+
+    thread = threading.Thread(target=work, name=WARM_UP_THREAD, daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``streamlit ARGS`` (``run SCRIPT ...``) with the Host check installed."""
+    """``streamlit ARGS`` (``run SCRIPT ... [-- APP ARGS]``) with the Host check installed and the
+    caches of the first page filled in the background while the server starts."""
     allowed = [h for h in os.environ.get(ALLOW_HOSTS_ENV, "").split(",") if h.strip()]
     install(allowed)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["run"] and os.environ.get(NO_WARM_UP_ENV) != "1":
+        warm_up_in_background(args[args.index("--") + 1:] if "--" in args else [])
     from streamlit.web.cli import main as streamlit_main
 
-    sys.argv = ["streamlit", *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["streamlit", *args]
     streamlit_main()
 
 

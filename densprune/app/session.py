@@ -279,6 +279,28 @@ def concept_kept_rows(ws: str, stamp: str, params: PlanParams, cluster: int) -> 
     return frozenset(int(r) for r in rows[kept])
 
 
+def warm_caches(ws: str | Path) -> list[str]:
+    """Fill the caches that the first page of a session reads (whichever page it lands on) for workspace
+    ``ws``, as that page's own calls would: the plan index mapped, the concepts and the map drawn, the
+    default plan's numbers, the Budget page's view. Called by the server before any browser connects
+    (densprune.app.main.warm_up), so the first page only draws. Returns what it filled."""
+    ws = str(Path(ws))
+    if not db.is_complete(ws):
+        return []
+    stamp = build_stamp(Path(ws))
+    plan_index(ws, stamp)
+    m = meta(ws, stamp)
+    concepts(ws, stamp)
+    counts(ws, stamp)
+    layout(ws, stamp)
+    map_picture(ws, stamp, "concept", None)
+    params = page_data.params_from_state(PLAN_DEFAULTS, m)
+    plan_counts(ws, stamp, params)
+    budget_view(ws, stamp, params, bool(m.get("has_categories")) and plan_index(ws, stamp).n_rows <= COVERAGE_LIVE_ROWS)
+    dedup_curve(ws, stamp)
+    return ["plan index", "meta", "concepts", "counts", "map", "default plan", "budget view", "dedup curve"]
+
+
 def slow_note(ws: str, stamp: str, params: PlanParams) -> str | None:
     """A caption for a plan that needs a full pass over the rows (None when the summary answers it)."""
     index = plan_index(ws, stamp)

@@ -1,17 +1,22 @@
-"""Interactive pruning plans: everything per-cluster is computed once, a plan is one vectorised pass.
+"""Interactive pruning plans: everything per-cluster is computed once; a plan move is K-sized arithmetic.
 
 :class:`PlanIndex` holds the rows sorted by (cluster, distance to centroid descending), the "hard"
 order, together with the cluster offsets in that order, the distances, d_intra of the pool, the
-pool mask, and the global orders by SemDeDup similarity and CLIP score. :meth:`PlanIndex.compute`
-then turns a :class:`PlanParams` into a keep mask without any Python loop over rows or clusters:
+pool mask, the global orders by SemDeDup similarity and CLIP score, and the per-concept summary
+(:mod:`densprune.prune.plan_summary`: eligible counts and distance sums at every dedup / CLIP level
+the app offers). :meth:`PlanIndex.compute` turns a :class:`PlanParams` into per-cluster numbers and,
+when asked, a keep mask:
 
-    eligible = pool & ~duplicate(eps) & CLIP filter                 (hard order, bool)
-    c        = exclusive cumsum of eligible                         (rank of a row among eligible)
-    counts   = c[offset_{j+1}] - c[offset_j]                        (eligible per cluster)
+    counts   = eligible per cluster after pool, dedup(eps) and the CLIP filter   (summary, or a pass)
     budget   = keep * counts.sum()  (a fraction of what remains; an int stays a count)
-    d_intra  = segment sums of dist * eligible / counts             (the remaining pool, as the paper)
-    quota    = dbp_quotas(d_inter * d_intra, counts, budget, tau, balance)
-    keep     = eligible & (c - c[offset_j] < quota_j)               ("hard": farthest first)
+    d_intra  = fixed-point distance sums of the eligible / counts               (the remaining pool)
+    quota    = dbp_quotas(d_inter * d_intra, counts, budget, tau, balance)      (K-sized)
+    keep     = eligible & (c - c[offset_j] < quota_j)   ("hard": farthest first; c = exclusive cumsum)
+
+Where the summary holds the plan's filters the first three lines read K numbers, whatever N is;
+otherwise (a CLIP threshold, an eps or CLIP fraction off the summary's levels, the clip-score and
+dedup methods) one vectorised pass over the rows computes them; both give the same numbers bit for
+bit (tests/test_plan_summary.py). The mask is one more pass, made only when it is asked for.
 
 The budget follows the paper: it deduplicates LAION-CAT-440M to 277M and keeps a fraction of that
 (the reference code: ``N = int(prune_ratio * total_dataset_size)`` over the deduplicated set), so
@@ -19,12 +24,13 @@ The budget follows the paper: it deduplicates LAION-CAT-440M to 277M and keeps a
 what dedup left. A count larger than what is eligible is an error, never a silent no-op.
 
 "easy" counts the rank from the cluster's end; "random" runs the same pass over a per-seed order
-that is random inside each cluster. Global methods (random, clip-score, dedup) keep the first
-``budget`` eligible rows of a precomputed global order. Plan times: benchmarks/bench_plan.py and
-benchmarks/results/plan.md (K = 1000: about 10-60 ms of CPU per plan at 1M rows, 0.25-0.8 s at 10M,
-measured on a shared 2-core machine). The index
-is read-only after build except for small caches guarded by a lock, so one index may be shared
-across threads (e.g. a Streamlit ``cache_resource``).
+that is random inside each cluster. The random method draws its per-cluster counts from the
+multivariate hypergeometric distribution (the counts of a uniformly random subset of ``budget``
+eligible rows; seeded) and fills them in that per-seed order: a uniformly random subset, from K
+numbers. clip-score and dedup keep the first ``budget`` eligible rows of a global order. Times:
+benchmarks/bench_plan_moves.py (summary against the full pass) and benchmarks/bench_plan.py (the
+full pass against a per-cluster loop). The index is read-only after build except for small caches
+guarded by a lock, so one index may be shared across threads (e.g. a Streamlit ``cache_resource``).
 """
 
 from __future__ import annotations

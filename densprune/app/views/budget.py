@@ -62,7 +62,7 @@ def knobs() -> None:
 def results() -> None:
     params = session.current_params(meta)
     n_rows = session.plan_index(ws, stamp).n_rows
-    has_cats = session.category_codes(ws, stamp) is not None
+    has_cats = bool(meta.get("has_categories"))
     with_coverage = has_cats and (n_rows <= session.COVERAGE_LIVE_ROWS or st.session_state.get("budget_coverage_on"))
     view = session.budget_view(ws, stamp, params, bool(with_coverage))
     r = view.result
