@@ -411,7 +411,7 @@ class PlanIndex:
 
     def _random_orders(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Per seed: the hard positions grouped by cluster in a random order inside each cluster (N,),
-        and row -> position in that order (N,)."""
+        and the row at each position of that order (N,)."""
         with self._lock:
             if seed in self._seeds:
                 self._seeds.move_to_end(seed)
@@ -421,13 +421,12 @@ class PlanIndex:
         if self.n_clusters <= np.iinfo(np.int16).max:  # numpy's stable sort of 16-bit ints is a radix sort
             cl_g = cl_g.astype(np.int16)
         w = g[np.argsort(cl_g, kind="stable")]
-        winv = np.empty(self.n_rows, dtype=np.intp)
-        winv[self.order[w]] = np.arange(self.n_rows)
+        rows = self.order[w]
         with self._lock:
-            self._seeds[seed] = (w, winv)
+            self._seeds[seed] = (w, rows)
             while len(self._seeds) > self._SEED_CACHE:
                 self._seeds.popitem(last=False)
-        return w, winv
+        return w, rows
 
     def _counts(self, mask_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exclusive cumsum (N+1,) of a cluster-grouped mask and its per-cluster totals (K,)."""
@@ -569,17 +568,29 @@ class PlanIndex:
         if elig is None:
             elig = self._eligible(p)[0]
         if p.method == "random" or p.within == "random":  # rows grouped by cluster, random inside
-            frame, frame_inv = self._random_orders(p.seed)
+            frame, frame_rows = self._random_orders(p.seed)
             e = elig[frame]
         else:  # the hard order itself
-            frame_inv, e = self.inv, elig
-        c, counts = self._counts(e)  # the frames share the cluster offsets
-        start = c[self.offsets[:-1]]
+            frame_rows, e = self.order, elig
+        # c[p] = eligible positions before p (exclusive count); within a cluster the kept eligible
+        # positions are those before the cut where c reaches start + quota (hard, random) or from the
+        # cut where it reaches start + counts - quota (easy): K binary searches, then ranges of the frame
+        c = np.empty(e.size + 1, dtype=np.int32 if e.size < 2**31 else np.int64)
+        c[0] = 0
+        np.cumsum(e, out=c[1:])
+        lo, hi = self.offsets[:-1], self.offsets[1:]
+        start = c[lo]
         if p.within == "easy" and p.method != "random":  # the last `quota` eligible: nearest the centroid
-            keep_f = e & (c[:-1] >= np.repeat(start + counts - quota, self.sizes))
+            cut = np.searchsorted(c[:-1], start + (c[hi] - start) - quota, side="left")
+            first, last = np.clip(cut, lo, hi), hi
         else:  # the first `quota` eligible: farthest first (hard) or the seeded random order
-            keep_f = e & (c[:-1] < np.repeat(start + quota, self.sizes))
-        return keep_f[frame_inv]
+            cut = np.searchsorted(c[:-1], start + quota, side="left")
+            first, last = lo, np.clip(cut, lo, hi)
+        inside = np.repeat(np.tile(np.array([False, True, False]), lo.size),  # per cluster: before, kept, after
+                           np.column_stack((first - lo, last - first, hi - last)).ravel())
+        keep = np.zeros(e.size, dtype=bool)
+        keep[frame_rows[e & inside]] = True  # a scatter of the kept rows only
+        return keep
 
     def concept_rows(self, cluster: int) -> tuple[np.ndarray, np.ndarray]:
         """One concept's rows (M,) int64 in the hard order (farthest from the centre first) and their
