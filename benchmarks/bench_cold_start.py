@@ -9,9 +9,14 @@ Each run starts a fresh server (``python -m densprune.app.serve run app.py ... -
   (Concepts: the concept table and the map; Budget: the Kept metric and its charts; Complexity:
   its charts; Overview: its metrics).
 
-The two sides alternate run by run: ``warm-up`` (the server fills the first page's caches while it
+The sides alternate run by run: ``warm-up`` (the server fills the first page's caches while it
 starts: densprune.app.serve.warm_up_in_background) and ``no warm-up`` (``DENSPRUNE_NO_WARM_UP=1``:
 the first session computes them). Both do the same work before the page is painted; only when.
+With ``--atlas EXE`` (the ``embedding-atlas`` command, installed apart) Embedding Atlas runs beside
+them on the same rows: a parquet of the workspace's samples with x/y per row (a row of the map's
+sample at its own place, any other row near its concept's centre on the map), served by
+``embedding-atlas FILE --x x --y y --text caption``, timed to its table and its histograms with the
+row count shown (its embedding view needs WebGPU, which headless chromium lacks: it draws no map).
 Medians over ``--runs``; the table and a JSON file go to benchmarks/results/ (``--out``).
 
     python benchmarks/bench_cold_start.py --workspace workspaces/ws-1m --runs 5 --pages concepts budget \
@@ -65,17 +70,7 @@ def one_run(ws: Path, page_name: str, warm: bool, log: Path) -> dict[str, float]
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                raise RuntimeError(f"the server did not start, see {log}")
-            time.sleep(0.02)
-        t_http = time.perf_counter() - t0
+        t_http = wait_http(f"{url}/_stcore/health", proc, t0, log)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -90,11 +85,76 @@ def one_run(ws: Path, page_name: str, warm: bool, log: Path) -> dict[str, float]
     return {"http_s": t_http, "painted_s": t_paint}
 
 
+ATLAS_DRAWN_JS = """(n) => document.body.innerText.includes(n + ' / ' + n + ' points')
+                          && document.querySelectorAll('[role=row], tr').length > 1
+                          && document.querySelectorAll('svg').length > 10"""
+
+
+def atlas_parquet(ws: Path, out: Path) -> Path:
+    """The workspace's samples as Embedding Atlas reads them, x/y per row (see the module docstring)."""
+    import duckdb
+
+    if out.exists():
+        return out
+    con = duckdb.connect(str(ws / "densprune.duckdb"), read_only=True)
+    try:
+        con.execute(f"""COPY (
+          WITH centres AS (SELECT cluster, avg(x) AS cx, avg(y) AS cy, stddev_pop(x) AS sx, stddev_pop(y) AS sy
+                           FROM layout GROUP BY cluster)
+          SELECT s.row_idx, s.caption, s.cluster, s.clip_score, s.dist_to_centroid,
+                 coalesce(l.x, c.cx + coalesce(c.sx, 0.1) * (((hash(s.row_idx) % 2001) / 1000.0) - 1.0)) AS x,
+                 coalesce(l.y, c.cy + coalesce(c.sy, 0.1) * (((hash(s.row_idx * 7 + 1) % 2001) / 1000.0) - 1.0)) AS y
+          FROM samples s LEFT JOIN layout l USING (row_idx) LEFT JOIN centres c ON c.cluster = s.cluster
+        ) TO '{out}' (FORMAT parquet)""")
+    finally:
+        con.close()
+    return out
+
+
+def atlas_run(exe: str, data: Path, n_rows: int, log: Path) -> dict[str, float]:
+    """Seconds from Embedding Atlas's start to HTTP and to its table and histograms with the row count."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, str(data), "--x", "x", "--y", "y", "--text", "caption", "--host", "127.0.0.1",
+                                 "--port", str(port), "--no-auto-port"], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        t_http = wait_http(url, proc, t0, log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_function(ATLAS_DRAWN_JS, arg=f"{n_rows:,}", timeout=600_000, polling=10)
+            t_paint = time.perf_counter() - t0
+            browser.close()
+    finally:
+        stop_app(proc)
+    return {"http_s": t_http, "painted_s": t_paint}
+
+
+def wait_http(url: str, proc: subprocess.Popen, t0: float, log: Path) -> float:
+    """Seconds since ``t0`` until ``url`` answers 200."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - t0
+        except OSError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > 300:
+            raise RuntimeError(f"the server did not start, see {log}")
+        time.sleep(0.02)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, required=True)
     ap.add_argument("--runs", type=int, default=5, help="runs per page and side (median)")
     ap.add_argument("--pages", nargs="+", default=["concepts", "budget"], choices=sorted(TITLES))
+    ap.add_argument("--atlas", default=None, help="the embedding-atlas command: run it beside densprune")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cold_start.md (+ .json)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -106,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"no complete workspace at {ws}")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-cold-start-{os.getpid()}.log"
     runs: dict[str, dict[str, list[dict[str, float]]]] = {pg: {"warm-up": [], "no warm-up": []} for pg in args.pages}
+    n_rows = int(db.load_meta(ws)["n_samples"])
+    atlas_data = atlas_parquet(ws, log.with_suffix(".parquet")) if args.atlas else None
+    atlas: list[dict[str, float]] = []
     for i in range(args.runs):
+        if atlas_data is not None:
+            atlas.append(atlas_run(args.atlas, atlas_data, n_rows, log))
+            print(f"run {i + 1} Embedding Atlas: HTTP {atlas[-1]['http_s']:.2f} s, "
+                  f"painted {atlas[-1]['painted_s']:.2f} s", flush=True)
         for pg in args.pages:
             for side in (("warm-up", "no warm-up") if i % 2 == 0 else ("no warm-up", "warm-up")):
                 r = one_run(ws, pg, side == "warm-up", log)
@@ -123,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio = statistics.median(r["painted_s"] for r in sides["no warm-up"]) / statistics.median(
             r["painted_s"] for r in sides["warm-up"])
         rows.append([f"/{pg}", "no warm-up / warm-up", "", f"{ratio:.2f}x", ""])
+        if atlas:
+            theirs = statistics.median(r["painted_s"] for r in atlas)
+            ours = statistics.median(r["painted_s"] for r in sides["warm-up"])
+            rows.append([f"/{pg}", "Embedding Atlas / warm-up", "", f"{theirs / ours:.2f}x", ""])
+    if atlas:
+        paint = [r["painted_s"] for r in atlas]
+        rows.append(["Embedding Atlas (table + histograms; no map without WebGPU)", "embedding-atlas",
+                     f"{statistics.median(r['http_s'] for r in atlas):.2f}", f"{statistics.median(paint):.2f}",
+                     f"{min(paint):.2f}-{max(paint):.2f}"])
     meta = db.load_meta(ws)
     load = os.getloadavg()[0]
     text = (f"{ws.name}: {meta['n_samples']:,} rows, K={meta['k']}; fresh server and fresh headless chromium per run, "
@@ -131,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     path = publish(text, args.out, "cold_start.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
                                                      "workspace": str(ws), "rows": meta["n_samples"],
-                                                     "runs": runs}, indent=1))
+                                                     "runs": runs, "embedding_atlas": atlas}, indent=1))
     return 0
 
 

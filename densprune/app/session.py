@@ -54,6 +54,7 @@ TEMPERATURES = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0
 METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per concept)", "random": "random",
                 "clip-score": "CLIP score (top fraction)", "dedup": "dedup only (least duplicated first)"}
 MAX_MAP_POINTS = 20_000
+CONCEPT_TILES, CONCEPT_NEIGHBOURS, NEIGHBOUR_TILES = 24, 5, 8  # the Concepts page's grids (first view)
 
 
 def keep_plan_state() -> None:
@@ -296,9 +297,20 @@ def warm_caches(ws: str | Path) -> list[str]:
     map_picture(ws, stamp, "concept", None)
     params = page_data.params_from_state(PLAN_DEFAULTS, m)
     plan_counts(ws, stamp, params)
+    cdf = concepts(ws, stamp)
+    pick = default_concept(cdf)  # the Concepts page's first concept: its images, its neighbours' images
+    grids = [members(ws, stamp, pick, CONCEPT_TILES)]
+    near = page_data.neighbour_concepts(plan_index(ws, stamp), cdf, pick, n=CONCEPT_NEIGHBOURS)
+    grids += members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), NEIGHBOUR_TILES).values()
+    concept_kept_rows(ws, stamp, params, pick)
+    if m.get("has_thumbnails", True):
+        for df in grids:
+            if len(df):
+                tile_images(ws, stamp, df)
     budget_view(ws, stamp, params, bool(m.get("has_categories")) and plan_index(ws, stamp).n_rows <= COVERAGE_LIVE_ROWS)
     dedup_curve(ws, stamp)
-    return ["plan index", "meta", "concepts", "counts", "map", "default plan", "budget view", "dedup curve"]
+    return ["plan index", "meta", "concepts", "counts", "map", "default plan", "first concept's images",
+            "budget view", "dedup curve"]
 
 
 def slow_note(ws: str, stamp: str, params: PlanParams) -> str | None:
@@ -384,8 +396,7 @@ def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str
     caps = df["caption"].fillna("").astype(str).tolist()
     m = meta(ws, stamp)
     if m.get("has_thumbnails", True):
-        data = thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]),
-                      tuple(df["image_loc"]) if "image_loc" in df else ())
+        data = tile_images(ws, stamp, df)
         tiles = [Tile(b, c, nt, tn) for b, c, nt, tn in zip(data, caps, notes, tones)]
     else:
         if explain_missing:
@@ -393,6 +404,17 @@ def thumb_grid(df: pd.DataFrame, notes: list[str] | None = None, tones: list[str
         tiles = [Tile(b"", c, nt, tn, url=u if isinstance(u, str) else "", size=page_data.size_text(w, h))
                  for c, nt, tn, u, w, h in zip(caps, notes, tones, df["image_ref"], df["width"], df["height"])]
     st.html(grid_html(tiles, tile_px=tile_px, caption_lines=caption_lines))
+
+
+def tile_images(ws: str, stamp: str, df: pd.DataFrame) -> list[bytes]:
+    """The thumbnail bytes of the rows of ``df`` (cached per set of rows), as a grid shows them."""
+    return thumbs(ws, stamp, tuple(int(x) for x in df["thumb_offset"]), tuple(int(x) for x in df["thumb_size"]),
+                  tuple(df["image_loc"]) if "image_loc" in df else ())
+
+
+def default_concept(cdf: pd.DataFrame) -> int:
+    """The concept the Concepts page opens on: the one with the most pool images."""
+    return int(cdf.sort_values("pool_size", ascending=False)["cluster"].iloc[0])
 
 
 def saved_plans_or_stop(ws: str, message: str) -> pd.DataFrame:

@@ -68,7 +68,7 @@ st.session_state["concepts_last_sel"] = sel
 
 
 if st.session_state.get("concepts_pick") not in names:
-    st.session_state["concepts_pick"] = int(cdf.sort_values("pool_size", ascending=False)["cluster"].iloc[0])
+    st.session_state["concepts_pick"] = session.default_concept(cdf)
 pick = int(st.session_state["concepts_pick"])
 
 left, right = st.columns([6, 5], gap="large")
@@ -115,12 +115,14 @@ with right:
     msg = page_data.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]))
     if msg:
         st.info(msg, icon=":material/info:")
-    n_show = st.select_slider("Images to show", [24, 48, 96], key="concepts_n", value=24)
+    n_show = st.select_slider("Images to show", [session.CONCEPT_TILES, 48, 96], key="concepts_n",
+                              value=session.CONCEPT_TILES)
     st.caption("Below: its images nearest the centre first (the most typical). Green frame: kept by the "
                "current plan; faded red: dropped. d = distance to the centre.")
 
-near = page_data.neighbour_concepts(session.plan_index(ws, stamp), cdf, pick, n=5)
-shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), 8)  # one read for the neighbours
+near = page_data.neighbour_concepts(session.plan_index(ws, stamp), cdf, pick, n=session.CONCEPT_NEIGHBOURS)
+shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]),  # one read for the neighbours
+                           session.NEIGHBOUR_TILES)
 mem = session.members(ws, stamp, pick, n_show)
 kept_rows = session.concept_kept_rows(ws, stamp, params, pick)  # from this concept's rows alone
 tones = ["kept" if r in kept_rows else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
