@@ -11,6 +11,10 @@ DBP plan (``compute(p)``: counts from the summary, then one pass over the rows) 
 
     python benchmarks/bench_plan_moves.py --sizes 1000000 10000000 --clusters 500 5000
     python benchmarks/bench_plan_moves.py --sizes 100000000 --clusters 500 --out benchmarks/results/plan_moves_100m.md
+
+``--extrapolate N`` adds arithmetic (not a measurement) for N rows from the largest size measured:
+the summary's size and the move time per K (both independent of N), the builds, the mask and the
+full pass per row.
 """
 
 from __future__ import annotations
@@ -115,12 +119,31 @@ def report(results: list[dict], repeat: int, full_repeat: int) -> str:
     return "\n".join(lines)
 
 
+def extrapolate(results: list[dict], n: int) -> str:
+    """Arithmetic for ``n`` rows from the largest measured size, per K (see the module docstring)."""
+    largest = max(r["n"] for r in results)
+    label = "dbp keep=0.3 eps=0.07 clip_keep=0.5"
+    lines = [f"On paper, {n:,} rows (from the N={largest:,} runs; arithmetic on measured rates, "
+             "not a measurement):", "",
+             "| K | summary size, MB | a move from the summary, ms | index build, min | summary build, min | "
+             f"keep mask, s | a full-pass move ({label}), s |", "|---" * 7 + "|"]
+    for r in (r for r in results if r["n"] == largest):
+        scale = n / r["n"]
+        move = max(c["move_ms"][0] for c in r["cases"].values() if c["summary"])
+        cells = [f"{r['k']:,}", f"{r['summary_bytes'] / 1e6:,.1f}", f"{move:.2f} (the slowest case at this K)",
+                 f"{r['index_build_ms'][0] * scale / 6e4:,.0f}", f"{r['summary_build_ms'][0] * scale / 6e4:,.0f}",
+                 f"{r['mask_ms'][0] * scale / 1e3:,.1f}", f"{r['cases'][label]['full_pass_ms'][0] * scale / 1e3:,.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--clusters", type=int, nargs="+", default=[500, 5000])
     ap.add_argument("--repeat", type=int, default=15, help="timed summary moves per case (median)")
     ap.add_argument("--full-repeat", type=int, default=5, help="timed full passes per case (median)")
+    ap.add_argument("--extrapolate", type=int, default=None, help="add arithmetic for this many rows")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/plan_moves.md (+ .json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -129,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         for k in args.clusters:
             results.append(run(n, k, args.repeat, args.full_repeat))
             gc.collect()
-    path = publish(report(results, args.repeat, args.full_repeat), args.out, "plan_moves.md")
+    text = report(results, args.repeat, args.full_repeat)
+    if args.extrapolate:
+        text += "\n\n" + extrapolate(results, args.extrapolate)
+    path = publish(text, args.out, "plan_moves.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
                                                      "results": results}, indent=1))
 

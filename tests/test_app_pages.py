@@ -120,6 +120,24 @@ def test_budget_shows_exactly_the_planned_counts(ws):
     assert result.n_kept == round(0.05 * pool)
 
 
+def test_budget_names_the_knobs_that_need_a_full_pass(ws):
+    """The summary answers DBP with dedup on the slider's steps (no caption); the dedup-only method
+    needs a pass over the rows, and the page says so, with the same counts as the library."""
+    at = open_app(ws, "budget")
+    at.toggle(key="plan_dedup_on").set_value(True).run()
+    at.slider(key="plan_dedup_eps").set_value(0.035).run()
+    no_errors(at)
+    params = page_data.params_from_state(plan_state(at), db.load_meta(ws))
+    index = plan_index.load_index(ws)
+    assert params.dedup_eps == 0.035 and index.summary_level(params) is not None
+    assert "full pass over" not in all_text(at)
+    at.selectbox(key="plan_method").set_value("dedup").run()
+    no_errors(at)
+    assert "Computed by a full pass over the" in all_text(at) and "method dedup" in all_text(at)
+    params = page_data.params_from_state(plan_state(at), db.load_meta(ws))
+    assert as_int(metric(at, "Kept")) == index.compute(params, mask=False).n_kept
+
+
 def test_budget_keep_everything_is_explained(ws):
     at = open_app(ws, "budget")
     at.slider(key="plan_keep_pct").set_value(100).run()
