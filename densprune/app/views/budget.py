@@ -15,8 +15,9 @@ CURRENT = session.CURRENT_PLAN
 NO_BAR = {"displayModeBar": False}
 
 st.title("Budget")
-st.caption("Set how many images to keep and how to choose them. Every change recomputes the plan "
-           "over the whole pool; nothing is written until you save it.")
+st.caption("Set how many images to keep and how to choose them. Every change recomputes the plan for the "
+           "whole pool from per-concept counts stored with the workspace, so it answers at once at any size; "
+           "nothing is written until you save it.")
 
 
 def knobs() -> None:
