@@ -428,13 +428,6 @@ class PlanIndex:
                 self._seeds.popitem(last=False)
         return w, rows
 
-    def _counts(self, mask_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exclusive cumsum (N+1,) of a cluster-grouped mask and its per-cluster totals (K,)."""
-        c = np.empty(mask_f.size + 1, dtype=np.int64)
-        c[0] = 0
-        np.cumsum(mask_f, out=c[1:])
-        return c, c[self.offsets[1:]] - c[self.offsets[:-1]]
-
     def _eligible(self, p: PlanParams) -> tuple[np.ndarray, tuple[int, int, int]]:
         """(N,) bool in hard order: pool & not duplicate & CLIP filter, and what remained after
         each filter: (after dedup, after the CLIP threshold, after the CLIP top fraction)."""
