@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _util import median_wall_cpu, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.app import charts, page_data
+from densprune.app import charts, page_data, session  # noqa: E402
 from densprune.app.session import VIEWS  # noqa: E402
 from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
@@ -85,7 +85,7 @@ def ms(wall_cpu: tuple[float, float], digits: int = 0) -> list[str]:
 def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
     from streamlit.testing.v1 import AppTest
 
-    def session() -> AppTest:
+    def new_session() -> AppTest:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.session_state["workspace"] = str(ws)
         return at
@@ -93,14 +93,14 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
     rows = [["fresh process: `python -c` start, imports, plan index (read from the workspace, or built when missing), "
              "Overview rendered, exit",
              *ms(fresh_process_time(ws, fresh_runs))]]
-    session().run()  # warm this process: imports, plan index
+    new_session().run()  # warm this process: imports, plan index
     first: list[list[object]] = []
     for page in PAGES:
         wall: list[float] = []
         cpu: list[float] = []
 
         def open_page() -> None:
-            at = session().run()  # the router: lands on Overview
+            at = new_session().run()  # the router: lands on Overview
             if page != "overview":
                 at.switch_page(str(VIEWS / f"{page}.py"))
             t0, c0 = time.perf_counter(), time.process_time()
@@ -109,13 +109,13 @@ def page_open_times(ws: Path, runs: int, fresh_runs: int) -> list[list[object]]:
             cpu.append(time.process_time() - c0)
             assert not at.exception, [e.value for e in at.exception]
 
-        session.compute.clear()  # the first open computes the current plan (the index stays built)
-        session.budget_view.clear()
+        for cached in (session.compute, session.plan_counts, session.budget_view, session.concept_kept_rows):
+            cached.clear()  # the first open computes the current plan (the index stays built)
         median_wall_cpu(open_page, runs)  # times only at.run(), the page itself; the first run is a warm-up
         rows.append([f"open {page}", *ms((float(np.median(wall[1:])), float(np.median(cpu[1:]))))])
         first.append([f"first open {page} (plan caches cleared before it; one run)", *ms((wall[0], cpu[0]))])
     rows += first
-    at = session().run()
+    at = new_session().run()
     at.switch_page(str(VIEWS / "budget.py")).run()
     keeps = iter(range(5, 95, 3))
 

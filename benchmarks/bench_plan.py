@@ -13,8 +13,8 @@ a shared machine (the load average is recorded in the result file) the CPU time 
 costs and the wall time what it took while others ran; the speed-up is the ratio of CPU times.
 Prints a markdown table and writes it, headed by the command, to benchmarks/results/plan.md (``--out``).
 With ``--workspace DIR`` the same plans run on an existing workspace instead of synthetic arrays: the
-one-off costs are then ``plans.build_index`` (reading the columns from DuckDB and building the index:
-what precompute does once per build) and ``plans.load_index`` (mapping the index stored in the
+one-off costs are then ``plan_index.build_index`` (reading the columns from DuckDB and building the index:
+what precompute does once per build) and ``plan_index.load_index`` (mapping the index stored in the
 workspace: what each new app process does), and the naive side gets the same columns.
 
     python benchmarks/bench_plan.py                      # N = 1M, K = 1000
@@ -39,7 +39,7 @@ from _util import command_line, machine, publish  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.cluster.concepts import inter_distance  # noqa: E402
-from densprune.prune import plan_index, plans  # noqa: E402
+from densprune.prune import plan_index  # noqa: E402
 from densprune.prune.quotas import dbp_quotas  # noqa: E402
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
 from densprune.prune.semdedup import is_duplicate  # noqa: E402
@@ -63,7 +63,7 @@ def synthetic(n: int, k: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def workspace_data(ws: Path) -> dict[str, np.ndarray]:
-    """The arrays :func:`synthetic` makes, read from a workspace (what ``plans.load_index`` reads)."""
+    """The arrays :func:`synthetic` makes, read from a workspace (what ``plan_index.load_index`` reads)."""
     cols = db.load_sample_arrays(ws, ("cluster", "dist_to_centroid", "split", "dup_max_sim", "clip_score"))
     clip = cols["clip_score"]
     return dict(clusters=cols["cluster"].astype(np.int64), dist=cols["dist_to_centroid"],
@@ -148,11 +148,11 @@ def run(n: int, k: int, d: int, repeat: int, naive: bool) -> tuple[Timing, dict[
 
 
 def run_workspace(ws: Path, repeat: int, naive: bool) -> tuple[Timing, dict[str, tuple[Timing, Timing | None]]]:
-    """The plans on a workspace's index; the one-off times are ``plans.build_index`` (read the columns
-    from DuckDB, build) and ``plans.load_index`` (map the index stored in the workspace), the second
+    """The plans on a workspace's index; the one-off times are ``plan_index.build_index`` (read the columns
+    from DuckDB, build) and ``plan_index.load_index`` (map the index stored in the workspace), the second
     returned under the key ONCE_MAPPED of the plans."""
     t0, c0 = time.perf_counter(), time.process_time()
-    plans.build_index(ws.resolve())
+    plan_index.build_index(ws.resolve())
     build = (1e3 * (time.perf_counter() - t0), 1e3 * (time.process_time() - c0))
     t0, c0 = time.perf_counter(), time.process_time()
     index = plan_index.load_index(ws)
@@ -161,7 +161,7 @@ def run_workspace(ws: Path, repeat: int, naive: bool) -> tuple[Timing, dict[str,
     return build, {ONCE_MAPPED: (mapped, None), **time_plans(index, data, repeat, naive)}
 
 
-ONCE_MAPPED = "plans.load_index: the index stored in the workspace, mapped (once per process)"
+ONCE_MAPPED = "plan_index.load_index: the index stored in the workspace, mapped (once per process)"
 
 
 def time_plans(index: PlanIndex, data: dict[str, np.ndarray], repeat: int,
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workspace is not None:
         meta = db.load_meta(args.workspace)
         columns = {f"workspace N={meta['n_samples']:,}": run_workspace(args.workspace, args.repeat, not args.no_naive)}
-        k, once = meta["k"], "plans.build_index: read the columns from DuckDB + build (once per build)"
+        k, once = meta["k"], "plan_index.build_index: read the columns from DuckDB + build (once per build)"
     else:
         columns = {f"N={n:,}": run(n, args.clusters, args.dim, args.repeat, not args.no_naive) for n in args.sizes}
         k, once = args.clusters, "index build (once)"
