@@ -5,7 +5,9 @@ Both sides do the same work: every number a plan shows (per concept eligible, d_
 quota, kept; the totals) without the (N,) mask: ``PlanIndex.compute(p, mask=False)`` (the summary,
 where it holds the plan's filters) against ``compute(p, mask=False, summary=False)`` (the full pass).
 Each case is checked to give the same numbers on both sides before it is timed; runs alternate
-between the two sides and the table gives medians, wall and process CPU. Also reported per size:
+between the two sides (``--back-to-back``: a case's moves in a row, then its full passes, since a
+full pass over 100M rows between two moves evicts the caches a run of slider moves keeps warm) and
+the table gives medians, wall and process CPU. Also reported per size:
 the index build, the summary's build and size (bytes per row), and materialising the keep mask of a
 DBP plan (``compute(p)``: counts from the summary, then one pass over the rows) as MB of mask per s.
 
@@ -67,7 +69,7 @@ def build_index(n: int, k: int) -> tuple[PlanIndex, tuple[float, float]]:
     return index, build
 
 
-def run(n: int, k: int, repeat: int, full_repeat: int) -> dict:
+def run(n: int, k: int, repeat: int, full_repeat: int, back_to_back: bool = False) -> dict:
     index, build = build_index(n, k)
     summary_build = timed(lambda: PlanSummary.build(pool_h=index._pool_h, dist_h=index._dist_h, sizes=index.sizes,
                                                     dup_h=index._dup_h, clip_rank=index._clip_rank))
@@ -78,7 +80,10 @@ def run(n: int, k: int, repeat: int, full_repeat: int) -> dict:
         fast_r, full_r = index.compute(p, mask=False), index.compute(p, mask=False, summary=False)  # warm-up
         same_numbers(fast_r, full_r)
         fast, full = [], []
-        for i in range(max(repeat, full_repeat)):
+        if back_to_back:  # moves in a row, as slider moves come, then the full passes
+            fast = [timed(lambda: index.compute(p, mask=False)) for _ in range(repeat)]
+            full = [timed(lambda: index.compute(p, mask=False, summary=False)) for _ in range(full_repeat)]
+        for i in range(0 if back_to_back else max(repeat, full_repeat)):
             if i < repeat:
                 fast.append(timed(lambda: index.compute(p, mask=False)))
             if i < full_repeat:
@@ -94,9 +99,9 @@ def run(n: int, k: int, repeat: int, full_repeat: int) -> dict:
     return out
 
 
-def report(results: list[dict], repeat: int, full_repeat: int) -> str:
+def report(results: list[dict], repeat: int, full_repeat: int, order: str = "alternating") -> str:
     cols = [f"N={r['n']:,} K={r['k']:,}" for r in results]
-    lines = [f"median of {repeat} summary runs and {full_repeat} full passes, alternating; wall ms (CPU ms)", "",
+    lines = [f"median of {repeat} summary runs and {full_repeat} full passes, {order}; wall ms (CPU ms)", "",
              "| plan move | " + " | ".join(f"{c}: summary | full pass | ratio" for c in cols) + " |",
              "|---" * (1 + 3 * len(cols)) + "|"]
     for label, _, _ in CASES:
@@ -144,15 +149,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=15, help="timed summary moves per case (median)")
     ap.add_argument("--full-repeat", type=int, default=5, help="timed full passes per case (median)")
     ap.add_argument("--extrapolate", type=int, default=None, help="add arithmetic for this many rows")
+    ap.add_argument("--back-to-back", action="store_true",
+                    help="time each case's summary moves in a row, then its full passes (a full pass between "
+                         "two moves evicts the caches a move would find warm)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/plan_moves.md (+ .json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = []
     for n in args.sizes:
         for k in args.clusters:
-            results.append(run(n, k, args.repeat, args.full_repeat))
+            results.append(run(n, k, args.repeat, args.full_repeat, args.back_to_back))
             gc.collect()
-    text = report(results, args.repeat, args.full_repeat)
+    text = report(results, args.repeat, args.full_repeat,
+                  "the moves back to back, then the full passes" if args.back_to_back else "alternating")
     if args.extrapolate:
         text += "\n\n" + extrapolate(results, args.extrapolate)
     path = publish(text, args.out, "plan_moves.md")
