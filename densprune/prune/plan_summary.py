@@ -45,24 +45,24 @@ CLIP_GRID: tuple[float, ...] = tuple(i / 100 for i in range(5, 101, 5))  # 5% ..
 Q_SCALE = 2**31  # fixed-point distances: dist in [0, 2] -> [0, 2**32]; a sum over 2**31 rows fits int64
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_real(v: object) -> bool:
-    return (_is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(float(v))
+def is_real(v: object) -> bool:
+    return (is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(float(v))
 
 
 def budget_count(keep: float | int, remaining: int) -> int:
     """Samples to keep: an int is a count; a float in [0, 1] a fraction of ``remaining`` (half rounds
     up). For a plan, ``remaining`` is what survives dedup and the CLIP filter (the paper's convention)."""
-    if not (_is_int(remaining) and remaining >= 0):
+    if not (is_int(remaining) and remaining >= 0):
         raise ValueError(f"remaining must be an integer >= 0, got {remaining!r}")
-    if _is_int(keep):
+    if is_int(keep):
         if keep < 0:
             raise ValueError(f"keep as a count must be >= 0, got {keep}")
         return int(keep)
-    if _is_real(keep) and 0.0 <= float(keep) <= 1.0:
+    if is_real(keep) and 0.0 <= float(keep) <= 1.0:
         return min(int(math.floor(float(keep) * remaining + 0.5)), int(remaining))
     raise ValueError(f"keep must be a float fraction in [0, 1] or an int count >= 0, got {keep!r}")
 

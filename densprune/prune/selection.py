@@ -36,7 +36,6 @@ guarded by a lock, so one index may be shared across threads (e.g. a Streamlit `
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -51,6 +50,8 @@ from densprune.prune.plan_summary import (
     budget_count,
     fixed_point,
     intra_from_sums,
+    is_int,
+    is_real,
     segment_sums,
 )
 from densprune.prune.quotas import dbp_quotas, quota_bounds, uniform_rate_quotas
@@ -68,14 +69,6 @@ _NO_CLIP = ("this workspace has no CLIP scores (offline embedder): clip_keep, cl
 _NO_DUP = ("this workspace has no SemDeDup similarities: dedup_eps and method='dedup' need the "
            "per-row max similarity (samples.dup_max_sim) that precompute stores; rebuild the workspace with "
            "`densprune precompute SOURCE --workspace DIR --force`")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: object) -> bool:
-    return (_is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(float(v))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,27 +91,27 @@ class PlanParams:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.within not in WITHIN:
             raise ValueError(f"within must be one of {WITHIN}, got {self.within!r}")
-        if _is_int(self.keep):
+        if is_int(self.keep):
             if self.keep < 0:
                 raise ValueError(f"keep as a count must be >= 0, got {self.keep}")
             object.__setattr__(self, "keep", int(self.keep))
-        elif _is_real(self.keep) and 0.0 <= float(self.keep) <= 1.0:
+        elif is_real(self.keep) and 0.0 <= float(self.keep) <= 1.0:
             object.__setattr__(self, "keep", float(self.keep))
         else:
             raise ValueError(f"keep must be a float fraction in [0, 1] or an int count >= 0, got {self.keep!r}")
-        if not (_is_real(self.temperature) and self.temperature > 0):
+        if not (is_real(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
-        if not (_is_int(self.neighbors) and self.neighbors >= 1):
+        if not (is_int(self.neighbors) and self.neighbors >= 1):
             raise ValueError(f"neighbors must be an integer >= 1, got {self.neighbors!r}")
-        if not (_is_real(self.balance) and self.balance >= 0):
+        if not (is_real(self.balance) and self.balance >= 0):
             raise ValueError(f"balance must be a finite number >= 0, got {self.balance!r}")
-        if self.dedup_eps is not None and not (_is_real(self.dedup_eps) and 0 <= self.dedup_eps <= 1):
+        if self.dedup_eps is not None and not (is_real(self.dedup_eps) and 0 <= self.dedup_eps <= 1):
             raise ValueError(f"dedup_eps must be None or a number in [0, 1], got {self.dedup_eps!r}")
-        if self.clip_keep is not None and not (_is_real(self.clip_keep) and 0 <= self.clip_keep <= 1):
+        if self.clip_keep is not None and not (is_real(self.clip_keep) and 0 <= self.clip_keep <= 1):
             raise ValueError(f"clip_keep must be None or a fraction in [0, 1], got {self.clip_keep!r}")
-        if self.clip_threshold is not None and not _is_real(self.clip_threshold):
+        if self.clip_threshold is not None and not is_real(self.clip_threshold):
             raise ValueError(f"clip_threshold must be None or a finite number, got {self.clip_threshold!r}")
-        if not (_is_int(self.seed) and self.seed >= 0):
+        if not (is_int(self.seed) and self.seed >= 0):
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
 
@@ -324,7 +317,7 @@ class PlanIndex:
 
     def _segment(self, cluster: int) -> tuple[int, int]:
         """[lo, hi) of one cluster's rows in the hard order (farthest from the centroid first)."""
-        if not (_is_int(cluster) and 0 <= cluster < self.n_clusters):
+        if not (is_int(cluster) and 0 <= cluster < self.n_clusters):
             raise ValueError(f"cluster must be an integer in [0, {self.n_clusters}), got {cluster!r}")
         return int(self.offsets[cluster]), int(self.offsets[cluster + 1])
 
@@ -374,7 +367,7 @@ class PlanIndex:
     def d_inter(self, neighbors: int = NEIGHBORS) -> np.ndarray:
         """(K,) mean cosine distance of each centroid to its min(neighbors, K-1) nearest others
         (NaN when K = 1). Cached per ``neighbors``; computed in row blocks, never a full K x K."""
-        if not (_is_int(neighbors) and neighbors >= 1):
+        if not (is_int(neighbors) and neighbors >= 1):
             raise ValueError(f"neighbors must be an integer >= 1, got {neighbors!r}")
         n_near = min(int(neighbors), self.n_clusters - 1)
         if n_near not in self._d_inter:
