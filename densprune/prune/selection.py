@@ -421,12 +421,18 @@ class PlanIndex:
                 self._seeds.popitem(last=False)
         return w, rows
 
+    def _pool_after_dedup(self, p: PlanParams, lo: int, hi: int) -> np.ndarray:
+        """(hi - lo,) bool, a new array: hard positions [lo, hi) in the pool and not SemDeDup duplicates
+        at ``p.dedup_eps`` (the row-local filters every plan applies first)."""
+        e = np.array(self._pool_h[lo:hi], dtype=bool)
+        if p.dedup_eps is not None:
+            e &= ~(self._dup_h[lo:hi] > dup_threshold(p.dedup_eps))
+        return e
+
     def _eligible(self, p: PlanParams) -> tuple[np.ndarray, tuple[int, int, int]]:
         """(N,) bool in hard order: pool & not duplicate & CLIP filter, and what remained after
         each filter: (after dedup, after the CLIP threshold, after the CLIP top fraction)."""
-        e = self._pool_h.copy()
-        if p.dedup_eps is not None:
-            e &= ~(self._dup_h > dup_threshold(p.dedup_eps))
+        e = self._pool_after_dedup(p, 0, self.n_rows)
         n_dedup = int(np.count_nonzero(e)) if p.dedup_eps is not None else self.pool_size
         n_thr = n_dedup
         if p.clip_threshold is not None:
@@ -596,9 +602,7 @@ class PlanIndex:
         if level is None:
             keep = result.keep if result.keep is not None else self.compute(p).keep
             return rows, np.asarray(keep[rows], dtype=bool)
-        e = np.array(self._pool_h[lo:hi], dtype=bool)
-        if p.dedup_eps is not None:
-            e &= ~(self._dup_h[lo:hi] > dup_threshold(p.dedup_eps))
+        e = self._pool_after_dedup(p, lo, hi)
         if p.clip_keep is not None:
             e &= self._clip_rank[lo:hi] <= self.summary.clip_cut[level]
         q = int(result.quota[cluster])
