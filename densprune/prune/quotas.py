@@ -35,6 +35,7 @@ __all__ = [
     "quota_bounds",
     "dbp_quotas",
     "uniform_rate_quotas",
+    "bounded_quotas",
 ]
 
 
@@ -273,3 +274,23 @@ def uniform_rate_quotas(eligible: np.ndarray, budget: int) -> np.ndarray:
         return e.copy()
     x = e * (total / n)
     return round_to_integers(x, total, np.zeros_like(e), e)
+
+
+def bounded_quotas(target: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Integer quotas nearest ``target`` under per-concept bounds: the exact projection of ``target``
+    onto {x : sum(x) = total, lo <= x <= hi} (:func:`project_to_budget`), rounded by largest remainder
+    (:func:`round_to_integers`), so the total is exact and each quota is within 1 of the real optimum.
+    This is the quota problem with a curator's floors, caps and weights (densprune.prune.decisions).
+
+    Args:
+        target: (K,) float wish (a weighted share of ``total``).
+        total: integer sum, sum(lo) <= total <= sum(hi).
+        lo, hi: (K,) int64 bounds, 0 <= lo <= hi.
+    Returns:
+        (K,) int64 q, lo <= q <= hi, q.sum() == total.
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    total = _check_budget(total)
+    x = project_to_budget(target, total, lo, hi)
+    return round_to_integers(x, total, lo, hi)

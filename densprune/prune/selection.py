@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from densprune.cluster.concepts import NEIGHBORS, inter_distance, intra_distance
+from densprune.prune.decisions import Decisions, InfeasibleDecisions
 from densprune.prune.plan_summary import (
     CLIP_GRID,
     EPS_GRID,
@@ -54,7 +55,13 @@ from densprune.prune.plan_summary import (
     is_real,
     segment_sums,
 )
-from densprune.prune.quotas import dbp_quotas, quota_bounds, uniform_rate_quotas
+from densprune.prune.quotas import (
+    bounded_quotas,
+    complexity_weights,
+    dbp_quotas,
+    quota_bounds,
+    uniform_rate_quotas,
+)
 from densprune.prune.semdedup import dup_threshold
 
 logger = logging.getLogger(__name__)
@@ -134,6 +141,9 @@ class PlanResult:
     d_intra: np.ndarray  # (K,) float64 mean distance to the centroid of the eligible members
     complexity: np.ndarray  # (K,) float64 d_inter * d_intra as DBP used it
     notes: tuple[str, ...] = field(default=())
+    decisions: str | None = None  # the digest of the decisions applied (densprune.prune.decisions), None: none
+    effects: tuple[dict, ...] = field(default=())  # per decision: what it is and how many images it moved
+    forced: int = 0  # images kept by always tags and keep-whole concepts (part of n_kept)
 
 
 def _ranks(order: np.ndarray) -> np.ndarray:
@@ -180,6 +190,40 @@ def _vector(name: str, v: np.ndarray | None, n: int, kind: str) -> np.ndarray | 
         if not np.issubdtype(a.dtype, np.floating):
             a = a.astype(np.float64)
     return a
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Tagged:
+    """What a plan's never and always rows are at its filters. Positions are hard positions, sorted."""
+
+    never_pos: np.ndarray  # (M1,) every never row
+    never_n: np.ndarray  # (K,) int64 eligible never rows per concept
+    never_q: np.ndarray  # (K,) int64 their fixed-point distance sums
+    always_pos: np.ndarray  # (M2,) the always rows in the pool (eval rows are never kept)
+    always_n: np.ndarray  # (K,) int64 always rows in the pool per concept
+    always_elig_n: np.ndarray  # (K,) int64 of those, the ones that pass the filters
+    always_eval: int  # always rows outside the pool
+    never_eligible: int  # never rows that would have been eligible
+    always_outside: int  # always rows in the pool that the filters would have removed
+
+
+def _effects(dec: Decisions, t: _Tagged, kept: np.ndarray, base: np.ndarray) -> tuple[dict, ...]:
+    """Per decision in force, what it changed against the same plan without decisions (``base`` (K,)
+    kept per concept): a rule, its concept's kept count before and after; a tag, its rows."""
+    out: list[dict] = []
+    for r in dec.active_rules:
+        j = r.concept
+        out.append({"decision": f"concept {j}: {r.describe()}", "kind": "rule", "concept": j,
+                    "kept_without": int(base[j]), "kept": int(kept[j]), "moved": int(kept[j] - base[j])})
+    for tag in dec.tags:
+        if tag.action == "label":
+            continue
+        out.append({"decision": f"tag {tag.name} ({tag.action})", "kind": "tag", "tag": tag.name,
+                    "rows": int(tag.rows.size)})
+    out.append({"decision": "all decisions", "kind": "total", "never_eligible": t.never_eligible,
+                "always_kept": int(t.always_n.sum()), "always_outside_filters": t.always_outside,
+                "moved": int(np.maximum(kept - base, 0).sum())})
+    return tuple(out)
 
 
 class PlanIndex:
@@ -484,14 +528,19 @@ class PlanIndex:
             out.append(f"CLIP top {params.clip_keep:.1%} (the summary holds 5% to 100% in steps of 5%)")
         return out
 
-    def compute(self, params: PlanParams, mask: bool = True, *, summary: bool = True) -> PlanResult:
+    def compute(self, params: PlanParams, mask: bool = True, *, summary: bool = True,
+                decisions: Decisions | None = None) -> PlanResult:
         """Evaluate one plan: per-cluster counts and (``mask``) the keep mask. See the module docstring.
 
         The counts come from the per-concept summary when it holds the plan's filters (K-sized work,
         whatever N is: :meth:`summary_level`), else from a full pass over the rows (``summary=False``
         forces the full pass: the reference the summary is tested against). Both give the same
         numbers. ``mask=False`` leaves the (N,) keep mask out (``keep`` is None); with ``mask`` the
-        mask is materialised from the quotas in one pass over the rows."""
+        mask is materialised from the quotas in one pass over the rows.
+
+        ``decisions`` (concept rules and row tags, densprune.prune.decisions) are applied as that
+        module describes; the tagged rows add work of their size (M), not N's. Decisions that cannot
+        all hold raise :class:`~densprune.prune.decisions.InfeasibleDecisions`."""
         if not isinstance(params, PlanParams):
             raise TypeError(f"params must be a PlanParams, got {type(params).__name__}")
         p = params
@@ -500,6 +549,7 @@ class PlanIndex:
             raise ValueError(_NO_CLIP)
         if (p.method == "dedup" or p.dedup_eps is not None) and self._dup_h is None:
             raise ValueError(_NO_DUP)
+        dec = decisions if decisions is not None and not decisions.empty else None
         notes: list[str] = []
         removed: list[str] = []
         level = self.summary_level(p) if summary else None
@@ -507,14 +557,16 @@ class PlanIndex:
         if level is None:  # the full pass
             elig, remained = self._eligible(p)
             counts = segment_sums(elig, self._starts, self.sizes > 0)
+            qsum = None
             d_intra = self.d_intra if no_filter else self.remaining_intra(elig, counts)
         else:
             elig = None
             b, c = level
             counts = np.array(self.summary.counts[b, c], dtype=np.int64)
+            qsum = self.summary.qsum[b, c]
             n_dedup = int(self.summary.counts[b, 0].sum())
             remained = (n_dedup, n_dedup, int(counts.sum()))
-            d_intra = self.d_intra if no_filter else intra_from_sums(self.summary.qsum[b, c], counts)
+            d_intra = self.d_intra if no_filter else intra_from_sums(qsum, counts)
         self._filter_notes(p, remained, notes, removed)
         n_elig = int(counts.sum())
         budget = budget_count(p.keep, n_elig)
@@ -523,21 +575,171 @@ class PlanIndex:
                              f"{self.pool_size:,}" + (f" and {'; '.join(removed)}" if removed else "")
                              + ". Lower --keep (a fraction counts what remains), "
                                "or loosen --dedup-eps / the CLIP filter.")
+        tagged = None
+        if dec is not None:
+            tagged = self._tagged(dec, p, level, elig)
+            if tagged.never_n.any():  # never rows leave the pool DBP measures
+                if qsum is None:
+                    qsum = segment_sums(np.where(elig, fixed_point(self._dist_h), 0), self._starts, self.sizes > 0)
+                counts = counts - tagged.never_n
+                d_intra = intra_from_sums(qsum - tagged.never_q, counts)
         comp = self.d_inter(p.neighbors) * d_intra
-        if p.method in ("clip-score", "dedup"):
+        forced = 0
+        if dec is None and p.method in ("clip-score", "dedup"):
             keep, kept = self._by_order(p, elig, budget, n_elig, mask)
             quota = kept.copy()
-        else:
+        elif dec is None:
             quota = self._quota(p, counts, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
             keep = self._fill(p, quota, elig) if mask else None
+        else:
+            keep, quota, kept, forced = self._decided(p, dec, tagged, counts, comp, budget, elig, mask, notes)
         d_intra = np.array(d_intra)  # a copy: the result's, never the index's
+        effects: tuple[dict, ...] = ()
+        if dec is not None:
+            base = self.compute(p, mask=False, summary=summary)
+            effects = _effects(dec, tagged, kept, base.kept)
         for a in (keep, counts, quota, kept, d_intra, comp):
             if a is not None:
                 a.setflags(write=False)
         return PlanResult(params=p, keep=keep, eligible=counts, quota=quota, kept=kept, budget=budget,
                           n_kept=int(kept.sum()), n_eligible=n_elig, pool_size=self.pool_size, d_intra=d_intra,
-                          complexity=comp, notes=tuple(notes))
+                          complexity=comp, notes=tuple(notes), decisions=None if dec is None else dec.digest,
+                          effects=effects, forced=forced)
+
+    def _tag_eligible(self, p: PlanParams, pos: np.ndarray, level: tuple[int, int] | None,
+                      elig: np.ndarray | None) -> np.ndarray:
+        """(M,) bool: whether the hard positions ``pos`` pass the plan's filters (pool, dedup, CLIP),
+        from the full pass's mask when there is one, else row by row at the summary's level."""
+        if elig is not None:
+            return elig[pos]
+        e = np.array(self._pool_h[pos], dtype=bool)
+        if p.dedup_eps is not None:
+            e &= ~(self._dup_h[pos] > dup_threshold(p.dedup_eps))
+        if p.clip_keep is not None:
+            e &= self._clip_rank[pos] <= self.summary.clip_cut[level]
+        return e
+
+    def _tagged(self, dec: Decisions, p: PlanParams, level: tuple[int, int] | None,
+                elig: np.ndarray | None) -> "_Tagged":
+        """Per concept, what the never and always rows of ``dec`` are at this plan's filters (M-sized)."""
+        k = self.n_clusters
+        out = {}
+        for action in ("never", "always"):
+            rows = dec.rows(action)
+            if rows.size and (rows[0] < 0 or rows[-1] >= self.n_rows):
+                raise ValueError(f"tag rows out of range: {action} rows run to {int(rows[-1])} but the workspace has "
+                                 f"{self.n_rows:,} rows (tags from another build of it?); remove them with "
+                                 "`densprune untag WS NAME`")
+            pos = np.sort(self.inv[rows])
+            out[action] = (pos, self._tag_eligible(p, pos, level, elig))
+        never_pos, never_el = out["never"]
+        always_pos, always_el = out["always"]
+        never_e = never_pos[never_el]
+        cl_never = self._cl_h[never_e]
+        q = fixed_point(self._dist_h[never_e])  # sorted positions: concepts ascending, exact int64 sums
+        edges = np.searchsorted(cl_never, np.arange(k + 1))
+        cs = np.concatenate(([0], np.cumsum(q, dtype=np.int64)))
+        in_pool = np.asarray(self._pool_h[always_pos], dtype=bool)
+        return _Tagged(never_pos=never_pos, never_n=np.diff(edges).astype(np.int64),
+                       never_q=cs[edges[1:]] - cs[edges[:-1]],
+                       always_pos=always_pos[in_pool],
+                       always_n=np.bincount(self._cl_h[always_pos[in_pool]], minlength=k).astype(np.int64),
+                       always_elig_n=np.bincount(self._cl_h[always_pos[always_el]], minlength=k).astype(np.int64),
+                       always_eval=int(always_pos.size - in_pool.sum()),
+                       never_eligible=int(never_e.size), always_outside=int((in_pool & ~always_el).sum()))
+
+    def _decided(self, p: PlanParams, dec: Decisions, t: "_Tagged", counts: np.ndarray, comp: np.ndarray,
+                 budget: int, elig: np.ndarray | None, mask: bool, notes: list[str]
+                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, int]:
+        """A plan under decisions: always rows and keep-whole concepts first, the method shares the rest
+        of the budget among the other concepts under their floors, caps and weights.
+        ``counts`` (K,): eligible per concept with the never rows taken out. Returns keep (N,) or None,
+        quota (K,) (what the method filled, keep-whole included), kept (K,) (quota + always rows), forced."""
+        rules = dec.rule_arrays(self.n_clusters)
+        whole, drop = rules.kind == 1, rules.kind == 2
+        e = counts - t.always_elig_n  # what is left to share in each concept once the always rows are kept
+        forced_whole = np.where(whole, e, 0)
+        shared = ~whole & ~drop
+        e_s = np.where(shared, e, 0)
+        forced = int(t.always_n.sum() + forced_whole.sum())
+        rest = budget - forced
+        what = (f"always tags {int(t.always_n.sum()):,}, keep-whole concepts {int(forced_whole.sum()):,}")
+        if rest < 0:
+            raise InfeasibleDecisions(
+                f"the decisions force {forced:,} images ({what}) into a budget of {budget:,}: raise --keep to at "
+                f"least {forced:,} images, or tag / keep whole fewer")
+        if rest > e_s.sum():
+            raise InfeasibleDecisions(
+                f"a budget of {budget:,} leaves {rest:,} images to share after the {forced:,} forced ({what}), but "
+                f"the concepts the method shares hold only {int(e_s.sum()):,} eligible (never tags took "
+                f"{t.never_eligible:,}, drop rules {int(np.where(drop, e, 0).sum()):,}); lower --keep or drop less")
+        if t.always_eval:
+            notes.append(f"{t.always_eval:,} always-tagged rows are eval rows: never kept")
+        if t.never_eligible:
+            notes.append(f"never tags take {t.never_eligible:,} eligible images out of the pool")
+        if forced:
+            notes.append(f"decisions keep {forced:,} images first ({what})")
+        lo_u, hi_u, w = rules.bounds(counts + t.always_n - t.always_elig_n, t.always_n)  # floors, caps count them
+        lo, hi = np.where(shared, np.minimum(lo_u, e_s), 0), np.where(shared, np.minimum(hi_u, e_s), 0)
+        if hi.sum() < rest:
+            raise InfeasibleDecisions(
+                f"the caps leave at most {int(hi.sum()):,} images in the shared concepts but {rest:,} are needed "
+                f"(budget {budget:,} - forced {forced:,}); raise the caps or lower --keep")
+        if lo.sum() > rest:
+            raise InfeasibleDecisions(
+                f"the floors sum to {int(lo.sum()):,} images but only {rest:,} are left to share (budget {budget:,} "
+                f"- forced {forced:,}); lower the floors or raise --keep")
+        if p.method in ("clip-score", "dedup"):
+            if (rules.kind >= 3).any():
+                notes.append(f"{p.method} keeps a global order: floor, cap and weight rules do not apply to it")
+            return self._decided_by_order(p, t, shared, whole, rest, elig, mask) + (forced,)
+        bounded = bool((lo > 0).any() or (hi < e_s).any() or (w != 1).any())
+        if p.method == "dbp":
+            share = complexity_weights(comp, p.temperature) * w * shared
+            share = share / share.sum() if share.sum() > 0 else shared / max(shared.sum(), 1)
+            m = 1 if p.balance == 0 else int(budget / max(self.n_clusters, 1) * p.balance)
+            lo_d = np.minimum(np.maximum(lo, np.clip(np.minimum(m, e_s - 1), 0, None)), hi)
+            if lo_d.sum() > rest:
+                notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
+                lo_d = lo
+            q_s = bounded_quotas(share * rest, rest, lo_d, hi)
+        elif p.method == "ssp" or bounded:
+            if p.method == "random":
+                notes.append("random with floors, caps or weights: each concept keeps its bounded share, chosen "
+                             "at random inside it")
+            we = w * e_s
+            q_s = bounded_quotas(we * (rest / we.sum()) if we.sum() else we, rest, lo, hi)
+        else:  # random: the counts of a uniformly random subset of what the shared concepts hold
+            rng = np.random.default_rng((p.seed, _RANDOM_QUOTA_STREAM))
+            q_s = rng.multivariate_hypergeometric(e_s, rest, method="marginals").astype(np.int64)
+        quota = q_s + forced_whole
+        keep = None
+        if mask:
+            keep = self._fill(p, quota, self._untagged(p, t, elig))
+            keep[self.order[t.always_pos]] = True
+        return keep, quota, quota + t.always_n, forced
+
+    def _untagged(self, p: PlanParams, t: "_Tagged", elig: np.ndarray | None) -> np.ndarray:
+        """(N,) bool in hard order: the eligible positions that are neither never nor always tagged."""
+        e = self._eligible(p)[0] if elig is None else elig.copy()
+        e[t.never_pos] = False
+        e[t.always_pos] = False
+        return e
+
+    def _decided_by_order(self, p: PlanParams, t: "_Tagged", shared: np.ndarray, whole: np.ndarray, rest: int,
+                          elig: np.ndarray, mask: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """clip-score / dedup under decisions: always rows and kept-whole concepts, then the first ``rest``
+        eligible rows of the global order among the shared concepts."""
+        e = self._untagged(p, t, elig)
+        in_shared = np.repeat(shared, self.sizes)
+        keep_h = _first_by_rank(e & in_shared, self._clip_rank if p.method == "clip-score" else self._dup_rank,
+                                rest, int(np.count_nonzero(e & in_shared)))
+        keep_h |= e & np.repeat(whole, self.sizes)
+        quota = segment_sums(keep_h, self._starts, self.sizes > 0)
+        keep_h[t.always_pos] = True
+        kept = quota + t.always_n
+        return (keep_h[self.inv] if mask else None), quota, kept
 
     def _quota(self, p: PlanParams, counts: np.ndarray, comp: np.ndarray, budget: int,
                notes: list[str]) -> np.ndarray:
