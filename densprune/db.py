@@ -445,11 +445,13 @@ def counts(workspace: str | os.PathLike) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 
 def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, clusters: pd.DataFrame,
-                     meta: dict, drop_plans: tuple[str, ...] = ()) -> list[str]:
+                     meta: dict, drop_plans: tuple[str, ...] = (), rules: pd.DataFrame | None = None,
+                     log_entries: tuple[dict, ...] = ()) -> list[str]:
     """Replace the cluster assignment in one transaction: ``samples`` (cluster, dist_to_centroid,
     rank_in_cluster by row_idx, every row), the whole ``clusters`` table, ``layout.cluster``, the
     given ``meta`` keys, and delete the plans ``drop_plans`` (their rows; the caller removes the masks,
-    whose ``keep_file`` paths are returned)."""
+    whose ``keep_file`` paths are returned). ``rules`` (clustering, concept, kind, value, fraction,
+    created_by, created_at) replace every concept rule: the old clustering's, carried to the new one."""
     need = {"row_idx", "cluster", "dist_to_centroid", "rank_in_cluster"}
     if set(assignment.columns) != need:
         raise ValueError(f"assignment needs exactly the columns {sorted(need)}")
@@ -468,6 +470,8 @@ def rewrite_clusters(workspace: str | os.PathLike, *, assignment: pd.DataFrame, 
                 con.execute(f"INSERT INTO clusters ({cols}) SELECT {cols} FROM _c")
             _upsert_meta(con, meta)
             dropped = [f for f in (_drop_plan(con, name) for name in drop_plans) if f is not None]
+            if rules is not None:
+                _replace_rules(con, rules, log_entries)
     return dropped
 
 
@@ -486,14 +490,17 @@ def plan_exists(workspace: str | os.PathLike, name: str) -> bool:
 
 
 def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, *,
-               overwrite: bool = False) -> str | None:
+               overwrite: bool = False, decisions: tuple[dict, pd.DataFrame, str] | None = None) -> str | None:
     """Replace plan ``row['name']`` (keys: PLAN_COLUMNS) and its per-cluster rows (PLAN_CLUSTER_COLUMNS)
     in one transaction; a workspace of schema version 1 gains the newer plan_clusters columns first.
 
     Returns the ``keep_file`` of the row it replaced (None for a new plan), read in the same transaction,
     so the caller removes exactly the mask no row names any more. Raises FileExistsError (nothing
     written) when the plan exists and ``overwrite`` is False: checked under the write lock, so two
-    processes saving the same new name cannot both succeed."""
+    processes saving the same new name cannot both succeed.
+
+    ``decisions``: (snapshot, its rows, the effects as JSON) of the decisions the plan applied, stored in
+    the same transaction (the snapshot once per digest) and named by the plan's ``decisions`` column."""
     if set(row) != set(PLAN_COLUMNS) or set(clusters.columns) != set(PLAN_CLUSTER_COLUMNS):
         raise ValueError(f"a plan needs columns {PLAN_COLUMNS} and {PLAN_CLUSTER_COLUMNS}")
     cols = ", ".join(PLAN_CLUSTER_COLUMNS)
@@ -511,16 +518,24 @@ def write_plan(workspace: str | os.PathLike, row: dict, clusters: pd.DataFrame, 
                     [row[c] for c in PLAN_COLUMNS])
         with registered(con, "_rows", clusters):
             con.execute(f"INSERT INTO plan_clusters ({cols}) SELECT {cols} FROM _rows")
+        if decisions is not None:
+            snap, snap_rows, effects = decisions
+            _ensure_decision_tables(con)
+            _write_snapshot(con, snap, snap_rows)
+            con.execute("UPDATE plans SET decisions = ?, effects = ? WHERE name = ?", [snap["digest"], effects,
+                                                                                      row["name"]])
     return None if old is None else old[0]
 
 
 def list_plans(workspace: str | os.PathLike) -> pd.DataFrame:
     """All plans, newest first: name, method, n_kept, budget, eligible (the remaining pool the budget
     counted), pool_size (the raw pool), params, created_at."""
-    return query_df(workspace, "SELECT p.name, p.method, p.n_kept, p.budget, "
-                               "(SELECT sum(c.eligible) FROM plan_clusters c WHERE c.plan = p.name)::BIGINT "
-                               "AS eligible, p.pool_size, p.params, p.created_at "
-                               "FROM plans p ORDER BY p.created_at DESC")
+    with connect(workspace) as con:
+        dec = "p.decisions" if "decisions" in _columns(con, "plans") else "NULL::VARCHAR AS decisions"
+        return con.execute("SELECT p.name, p.method, p.n_kept, p.budget, "
+                           "(SELECT sum(c.eligible) FROM plan_clusters c WHERE c.plan = p.name)::BIGINT "
+                           f"AS eligible, p.pool_size, p.params, p.created_at, {dec} "
+                           "FROM plans p ORDER BY p.created_at DESC").df()
 
 
 def load_plan_row(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
@@ -596,6 +611,182 @@ def reject_summary(workspace: str | os.PathLike) -> pd.DataFrame:
     """Rejects counted by stage and reason, most frequent first: stage, reason, count."""
     return query_df(workspace, "SELECT stage, reason, count(*) AS count FROM rejects GROUP BY stage, reason "
                                "ORDER BY count DESC, stage, reason")
+
+
+# --------------------------------------------------------------------------------------------
+# a curator's decisions (densprune.prune.curation): row tags, concept rules, their log, and the
+# snapshots saved plans record. Created on the first write; a workspace without them has none.
+# --------------------------------------------------------------------------------------------
+
+DECISION_DDL = (
+    "CREATE TABLE IF NOT EXISTS tags (name VARCHAR PRIMARY KEY, action VARCHAR, created_by VARCHAR, "
+    "created_at TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS tag_rows (tag VARCHAR, row_idx BIGINT)",
+    # rules belong to one clustering (meta centroids_sha256); value: a count, a fraction or a weight
+    "CREATE TABLE IF NOT EXISTS concept_rules (clustering VARCHAR, concept INTEGER, kind VARCHAR, value DOUBLE, "
+    "fraction BOOLEAN, created_by VARCHAR, created_at TIMESTAMP)",
+    # who did what, when, how: one row per tag addition / removal and rule change
+    "CREATE TABLE IF NOT EXISTS decision_log (logged_at TIMESTAMP, who VARCHAR, what VARCHAR, target VARCHAR, "
+    "source_kind VARCHAR, source VARCHAR, n_rows BIGINT)",
+    # the decisions a saved plan used, by content digest (densprune.prune.decisions.Decisions.digest)
+    "CREATE TABLE IF NOT EXISTS decision_snapshots (digest VARCHAR PRIMARY KEY, clustering VARCHAR, rules JSON, "
+    "tags JSON, created_at TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS snapshot_rows (digest VARCHAR, tag VARCHAR, row_idx BIGINT)",
+)
+DECISION_TABLES = ("tags", "tag_rows", "concept_rules", "decision_log", "decision_snapshots", "snapshot_rows")
+PLAN_DECISION_COLUMNS = (("decisions", "VARCHAR"), ("effects", "JSON"))  # added to plans on the first write
+
+
+def _ensure_decision_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in DECISION_DDL:
+        con.execute(ddl)
+    for col, typ in PLAN_DECISION_COLUMNS:
+        con.execute(f"ALTER TABLE plans ADD COLUMN IF NOT EXISTS {col} {typ}")
+
+
+def _log(con: duckdb.DuckDBPyConnection, entry: dict) -> None:
+    con.execute("INSERT INTO decision_log VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [entry.get("at"), entry.get("who"), entry["what"], entry.get("target"), entry.get("source_kind"),
+                 entry.get("source"), entry.get("n_rows")])
+
+
+def add_tag_rows(workspace: str | os.PathLike, name: str, action: str, rows: np.ndarray, log_entry: dict) -> int:
+    """Add ``rows`` (M,) int64 to tag ``name`` (created with ``action``; an existing tag must have that
+    action) in one transaction, with its log entry; returns how many rows were new. Rows already in the
+    tag are not added twice, so concurrent writers of the same rows lose nothing and double nothing."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    with connect(workspace, read_only=False) as con, registered(con, "_new", pa.table({"row_idx": rows})), \
+            transaction(con):
+        _ensure_decision_tables(con)
+        have = con.execute("SELECT action FROM tags WHERE name = ?", [name]).fetchall()
+        if have and have[0][0] != action:
+            raise ValueError(f"tag {name!r} exists with action {have[0][0]!r}, not {action!r}; choose another name, "
+                             f"or remove it first with `densprune untag WS {name}`")
+        if not have:
+            con.execute("INSERT INTO tags VALUES (?, ?, ?, ?)", [name, action, log_entry.get("who"),
+                                                               log_entry.get("at")])
+        added = con.execute("INSERT INTO tag_rows SELECT ?, n.row_idx FROM _new n WHERE n.row_idx NOT IN "
+                            "(SELECT row_idx FROM tag_rows WHERE tag = ?)", [name, name]).fetchall()[0][0]
+        _log(con, {**log_entry, "what": f"tag {action}", "target": name, "n_rows": int(added)})
+    return int(added)
+
+
+def remove_tag(workspace: str | os.PathLike, name: str, log_entry: dict) -> int:
+    """Delete tag ``name`` and its rows in one transaction (logged); returns its row count (-1: no such tag)."""
+    with connect(workspace, read_only=False) as con, transaction(con):
+        _ensure_decision_tables(con)
+        if con.execute("SELECT count(*) FROM tags WHERE name = ?", [name]).fetchone()[0] == 0:
+            return -1
+        n = con.execute("SELECT count(*) FROM tag_rows WHERE tag = ?", [name]).fetchone()[0]
+        con.execute("DELETE FROM tag_rows WHERE tag = ?", [name])
+        con.execute("DELETE FROM tags WHERE name = ?", [name])
+        _log(con, {**log_entry, "what": "untag", "target": name, "n_rows": int(n)})
+    return int(n)
+
+
+def list_tags(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Every tag: name, action, n_rows, created_by, created_at (empty without tags)."""
+    with connect(workspace) as con:
+        if not _has_table(con, "tags"):
+            return pd.DataFrame(columns=["name", "action", "n_rows", "created_by", "created_at"])
+        return con.execute("SELECT t.name, t.action, (SELECT count(*) FROM tag_rows r WHERE r.tag = t.name) AS n_rows, "
+                           "t.created_by, t.created_at FROM tags t ORDER BY t.name").df()
+
+
+def tag_rows(workspace: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The tags (name, action) and each tag's rows (M,) int64 sorted."""
+    with connect(workspace) as con:
+        if not _has_table(con, "tags"):
+            return pd.DataFrame(columns=["name", "action"]), {}
+        tags = con.execute("SELECT name, action FROM tags ORDER BY name").df()
+        got = con.execute("SELECT tag, row_idx FROM tag_rows ORDER BY tag, row_idx").fetchnumpy()
+    tag, row = np.asarray(got["tag"], dtype=object), np.asarray(got["row_idx"], dtype=np.int64)
+    out = {}
+    for name in tags["name"]:
+        lo, hi = np.searchsorted(tag, name, side="left"), np.searchsorted(tag, name, side="right")
+        out[name] = row[lo:hi]
+    return tags, out
+
+
+def set_rules(workspace: str | os.PathLike, clustering: str, rules: pd.DataFrame, log_entry: dict) -> None:
+    """Replace the rules of the concepts in ``rules`` (concept, kind, value, fraction) on ``clustering``
+    in one transaction (an 'auto' rule deletes the concept's rule), logged."""
+    with connect(workspace, read_only=False) as con, transaction(con):
+        _ensure_decision_tables(con)
+        for r in rules.itertuples():
+            con.execute("DELETE FROM concept_rules WHERE clustering = ? AND concept = ?", [clustering, int(r.concept)])
+            if r.kind != "auto":
+                con.execute("INSERT INTO concept_rules VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [clustering, int(r.concept), r.kind, None if pd.isna(r.value) else float(r.value),
+                             bool(r.fraction), log_entry.get("who"), log_entry.get("at")])
+            _log(con, {**log_entry, "what": f"rule {r.kind}", "target": f"concept {int(r.concept)}",
+                       "source": log_entry.get("source") or (None if pd.isna(r.value) else f"{r.value:g}")})
+
+
+def replace_rules(workspace: str | os.PathLike, rules: pd.DataFrame, log_entries: list[dict]) -> None:
+    """Replace every concept rule with ``rules`` (the columns of concept_rules) in one transaction, logged."""
+    with connect(workspace, read_only=False) as con, transaction(con):
+        _replace_rules(con, rules, log_entries)
+
+
+def _replace_rules(con: duckdb.DuckDBPyConnection, rules: pd.DataFrame, log_entries) -> None:
+    """Inside the caller's transaction: every concept rule becomes ``rules``; the log entries are added."""
+    _ensure_decision_tables(con)
+    con.execute("DELETE FROM concept_rules")
+    with registered(con, "_r", rules):
+        con.execute("INSERT INTO concept_rules SELECT clustering, concept, kind, value, fraction, "
+                    "created_by, created_at FROM _r")
+    for entry in log_entries:
+        _log(con, entry)
+
+
+def load_rules(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Every concept rule: clustering, concept, kind, value, fraction, created_by, created_at."""
+    with connect(workspace) as con:
+        if not _has_table(con, "concept_rules"):
+            return pd.DataFrame(columns=["clustering", "concept", "kind", "value", "fraction", "created_by",
+                                         "created_at"])
+        return con.execute("SELECT * FROM concept_rules ORDER BY clustering, concept").df()
+
+
+def decision_log(workspace: str | os.PathLike, limit: int = 200) -> pd.DataFrame:
+    """The latest ``limit`` decision log entries, newest first."""
+    with connect(workspace) as con:
+        if not _has_table(con, "decision_log"):
+            return pd.DataFrame(columns=["logged_at", "who", "what", "target", "source_kind", "source", "n_rows"])
+        return con.execute("SELECT * FROM decision_log ORDER BY logged_at DESC LIMIT ?", [int(limit)]).df()
+
+
+def decisions_version(workspace: str | os.PathLike) -> tuple:
+    """A cheap key that changes whenever a decision is written (for caches)."""
+    with connect(workspace) as con:
+        if not _has_table(con, "decision_log"):
+            return (0, None)
+        return tuple(con.execute("SELECT count(*), max(logged_at) FROM decision_log").fetchone())
+
+
+def _write_snapshot(con: duckdb.DuckDBPyConnection, snap: dict, rows: pd.DataFrame) -> None:
+    """Inside the caller's transaction: store snapshot ``snap`` (digest, clustering, rules, tags, created_at)
+    and its ``rows`` (tag, row_idx) unless that digest is stored already."""
+    if con.execute("SELECT count(*) FROM decision_snapshots WHERE digest = ?", [snap["digest"]]).fetchall()[0][0]:
+        return
+    con.execute("INSERT INTO decision_snapshots VALUES (?, ?, ?, ?, ?)",
+                [snap["digest"], snap["clustering"], snap["rules"], snap["tags"], snap["created_at"]])
+    with registered(con, "_snap", rows):
+        con.execute("INSERT INTO snapshot_rows SELECT ?, tag, row_idx FROM _snap", [snap["digest"]])
+
+
+def load_snapshot(workspace: str | os.PathLike, digest: str) -> tuple[dict, pd.DataFrame] | None:
+    """Snapshot ``digest``: its row (rules and tags as JSON text) and its rows (tag, row_idx); None if absent."""
+    with connect(workspace) as con:
+        if not _has_table(con, "decision_snapshots"):
+            return None
+        snap = con.execute("SELECT * FROM decision_snapshots WHERE digest = ?", [digest]).df()
+        if snap.empty:
+            return None
+        rows = con.execute("SELECT tag, row_idx FROM snapshot_rows WHERE digest = ? ORDER BY tag, row_idx",
+                           [digest]).df()
+    return snap.iloc[0].to_dict(), rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,11 +908,31 @@ def top_categories(workspace: str | os.PathLike, no_category: str = "(none)") ->
         "FROM samples GROUP BY 1 ORDER BY pool DESC, category"), [no_category])
 
 
+def _like(text: str) -> str:
+    """An ILIKE pattern matching ``text`` anywhere, literally (%, _ and \\ escaped)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
     """Concepts with captions containing ``text`` (case-insensitive, literal): cluster, matches."""
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return query_df(workspace, "SELECT cluster, count(*) AS matches FROM samples WHERE caption ILIKE ? "
-                                     "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [pattern])
+                                     "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [_like(text)])
+
+
+def caption_rows(workspace: str | os.PathLike, text: str) -> np.ndarray:
+    """(M,) int64 rows whose caption contains ``text`` (case-insensitive, literal), sorted."""
+    with connect(workspace) as con:
+        got = con.execute("SELECT row_idx FROM samples WHERE caption ILIKE ? ESCAPE '\\' ORDER BY row_idx",
+                          [_like(text)]).fetchnumpy()
+    return np.asarray(got["row_idx"], dtype=np.int64)
+
+
+def rows_for(workspace: str | os.PathLike, column: str, values: list[str]) -> pd.DataFrame:
+    """The rows whose ``column`` (uid or key) is one of ``values``: value, row_idx (absent values: no row)."""
+    if column not in ("uid", "key"):
+        raise ValueError(f"rows are looked up by uid or key, not {column!r}")
+    with connect(workspace) as con, registered(con, "_v", pa.table({"value": pa.array(values, pa.string())})):
+        return con.execute(f"SELECT v.value, s.row_idx FROM _v v JOIN samples s ON s.{column} = v.value").df()
 
 
 def layout_sample(workspace: str | os.PathLike, max_points: int = 20_000) -> pd.DataFrame:

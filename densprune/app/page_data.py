@@ -18,7 +18,7 @@ import pandas as pd
 
 from densprune import db
 from densprune.cluster.concepts import NEIGHBORS, nearest_concepts
-from densprune.cluster.labels import shorten
+from densprune.cluster.labels import ranked_labels, shorten, strip_rank
 from densprune.prune.compare import compare_masks
 from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
@@ -49,7 +49,10 @@ def params_from_state(state: Mapping, meta: dict) -> PlanParams:
 
 def concept_name(cluster: int, label: str | None) -> str:
     """'#12 arrows, hole, simple' (just '#12' without a label); labels cut to LABEL_SHOWN_CHARS."""
-    label = shorten(label, LABEL_SHOWN_CHARS) if isinstance(label, str) else ""
+    if not isinstance(label, str):
+        label = ""
+    base = strip_rank(label)
+    label = shorten(base, LABEL_SHOWN_CHARS) + label[len(base):]  # the ' - 3 of 11' stays whole
     return f"#{int(cluster)} {label}" if label else f"#{int(cluster)}"
 
 
@@ -163,7 +166,8 @@ def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = NEI
     """The clusters table with d_intra/d_inter/complexity as the plans use them, a display name and
     each concept's complexity percentile (0 = least complex)."""
     df = clusters.copy()
-    df["name"] = [concept_name(c, lab) for c, lab in zip(df["cluster"], df["label"].fillna(""))]
+    df["label"] = ranked_labels(list(df["label"].fillna("")), df["size"].to_numpy())  # '... - 3 of 11' on clashes
+    df["name"] = [concept_name(c, lab) for c, lab in zip(df["cluster"], df["label"])]
     zs_label = df["zs_label"] if "zs_label" in df else pd.Series([None] * len(df))
     zs_sim = df["zs_similarity"] if "zs_similarity" in df else pd.Series([np.nan] * len(df))
     df["zs_name"] = [zero_shot_name(lab, sim) for lab, sim in zip(zs_label, pd.to_numeric(zs_sim))]

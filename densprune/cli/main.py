@@ -189,10 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete the saved plans (they refer to the old clusters) instead of refusing")
     p.set_defaults(func=cmd_recluster)
 
+    from densprune.cli import curation as cli_curation
     from densprune.cli import plans as cli_plans
     from densprune.cli import train as cli_train
 
     cli_plans.add_commands(sub)
+    cli_curation.add_commands(sub)
     cli_train.add_commands(sub)
     return parser
 
@@ -237,6 +239,9 @@ def cmd_recluster(args: argparse.Namespace) -> int:
     print(f"reclustered {args.workspace}: K={rep.k} concepts trained on the {rep.train_rows:,} of {rep.pool_rows:,} "
           f"pool rows that survive SemDeDup eps={rep.dedup_eps:g}, in {rep.seconds:.1f} s"
           + (f"; deleted plans: {', '.join(rep.dropped_plans)}" if rep.dropped_plans else ""))
+    if rep.carried_rules or rep.dropped_rules:
+        print(f"concept rules: {rep.carried_rules} carried to the new concepts by member overlap"
+              + (f"; {len(rep.dropped_rules)} dropped: " + "; ".join(rep.dropped_rules) if rep.dropped_rules else ""))
     print(summary_text(args.workspace))
     return 0
 

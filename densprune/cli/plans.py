@@ -79,6 +79,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="plan name (letters, digits, _ . -)")
     add_plan_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing plan of that name")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument("--ignore-decisions", action="store_true",
+                   help="the pure method: leave the workspace's tags and concept rules out (they apply by default)")
+    d.add_argument("--decisions-from", metavar="PLAN", default=None,
+                   help="apply the decisions saved plan PLAN recorded (its snapshot), not today's: the same mask "
+                        "whatever was tagged since")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("plans", help="list the plans of a workspace")
@@ -102,24 +108,59 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def plan_decisions(workspace: Path, ignore: bool = False, from_plan: str | None = None):
+    """The decisions a plan applies: none (``ignore``), a saved plan's snapshot, or the workspace's."""
+    from densprune.prune.curation import decisions_from_snapshot, load_decisions
+    from densprune.prune.plans import load_plan_row
+
+    if ignore:
+        return None
+    if from_plan is not None:
+        digest = load_plan_row(workspace, from_plan).get("decisions")
+        if not digest:
+            raise ValueError(f"plan {from_plan!r} was computed without decisions; drop --decisions-from, or use "
+                             "--ignore-decisions for the same")
+        return decisions_from_snapshot(workspace, digest)
+    return load_decisions(workspace)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from densprune.prune.plan_index import load_index
     from densprune.prune.plans import save_plan, validate_plan_name
 
     validate_plan_name(args.name)
     params = params_from_args(args)
+    decisions = plan_decisions(args.workspace, args.ignore_decisions, args.decisions_from)
     index = load_index(args.workspace)
     t = time.perf_counter()
-    result = index.compute(params)
+    result = index.compute(params, decisions=decisions)
     ms = (time.perf_counter() - t) * 1000
-    save_plan(args.workspace, args.name, result, overwrite=args.overwrite)
+    save_plan(args.workspace, args.name, result, overwrite=args.overwrite, decisions=decisions)
     print(f"plan {args.name}: {params.method}, kept {result.n_kept:,} = {share(result.n_kept, result.n_eligible)} of "
           f"the {result.n_eligible:,} remaining after dedup and the CLIP filter, "
           f"{share(result.n_kept, result.pool_size)} "
           f"of the {result.pool_size:,} in the pool; computed in {ms:.1f} ms")
+    print(decisions_line(result, args.ignore_decisions))
+    for e in result.effects:
+        if e["kind"] == "rule":
+            print(f"  {e['decision']}: kept {e['kept']:,} (without decisions {e['kept_without']:,}, {e['moved']:+,})")
+        elif e["kind"] == "tag":
+            print(f"  {e['decision']}: {e['rows']:,} rows")
     for note in result.notes:
         print(f"note: {note}")
     return 0
+
+
+def decisions_line(result, ignored: bool = False) -> str:
+    """One line saying which decisions a plan applied."""
+    if result.decisions is None:
+        return ("decisions: ignored (--ignore-decisions): the pure method" if ignored
+                else "decisions: none in force (tag rows with `densprune tag`, give concepts rules with "
+                     "`densprune rule`)")
+    total = next(e for e in result.effects if e["kind"] == "total")
+    return (f"decisions {result.decisions} applied (--ignore-decisions for the pure method): "
+            f"{result.forced:,} images kept by force, {total['never_eligible']:,} taken out by never tags, "
+            f"{total['moved']:,} images moved between concepts")
 
 
 def share(part: int, whole: int) -> str:
@@ -140,9 +181,10 @@ def cmd_plans(args: argparse.Namespace) -> int:
     else:
         for r in df.itertuples():
             remaining = int(r.eligible) if pd.notna(r.eligible) else r.pool_size  # NULL: no per-cluster rows
+            dec = f"decisions {r.decisions}" if isinstance(r.decisions, str) and r.decisions else "no decisions"
             print(f"{r.name:<24} {r.method:<10} kept {r.n_kept:>10,} of {remaining:,} remaining "
                   f"({share(r.n_kept, remaining)}; {share(r.n_kept, r.pool_size)} of the pool of {r.pool_size:,})  "
-                  f"{r.created_at:%Y-%m-%d %H:%M}  {r.params}")
+                  f"{dec}  {r.created_at:%Y-%m-%d %H:%M}  {r.params}")
     return 0
 
 

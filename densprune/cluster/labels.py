@@ -190,3 +190,29 @@ def cluster_labels(captions: list[str], labels: np.ndarray, k: int, top: int = 3
     score = ctfidf(per, max_concept_share)
     words = [_best_words(score[j], vocab, top) for j in range(k)]
     return _disambiguate(words, score, per, vocab, max_chars)
+
+
+_RANK_RE = re.compile(r" - \d+ of \d+$")
+
+
+def ranked_labels(labels: list[str], sizes: np.ndarray) -> list[str]:
+    """Labels that single out their concept: where words cannot tell n concepts apart (the same label),
+    each gets ' - i of n', i its rank by size (largest first, ties by concept id).
+
+    labels: K strings ('' for none), sizes: (K,) members per concept -> K strings."""
+    sizes = np.asarray(sizes)
+    groups: dict[str, list[int]] = {}
+    for j, lab in enumerate(labels):
+        if lab:
+            groups.setdefault(lab, []).append(j)
+    out = list(labels)
+    for lab, members in groups.items():
+        if len(members) > 1:
+            for i, j in enumerate(sorted(members, key=lambda j: (-int(sizes[j]), j))):
+                out[j] = f"{lab} - {i + 1} of {len(members)}"
+    return out
+
+
+def strip_rank(label: str) -> str:
+    """A label without the ' - i of n' of :func:`ranked_labels`."""
+    return _RANK_RE.sub("", label)

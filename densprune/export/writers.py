@@ -381,4 +381,21 @@ def _manifest(ws: Path, plan: str, row: dict, meta: dict, fmt: str, keep: np.nda
         "counts": {"kept": int(keep.sum()), "pool": int(row["pool_size"]), "samples": int(keep.size),
                    "budget": int(row["budget"])},
         "files": [{"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files],
+        "decisions": _decisions(ws, row),
     }
+
+
+def _decisions(ws: Path, row: dict) -> dict | None:
+    """The decision snapshot the plan used (digest, clustering, rules, tags with their row counts, and what
+    each decision moved), or None for a plan computed without decisions. Its rows stay in the workspace
+    (``snapshot_rows``): re-running the plan from it gives the same mask."""
+    digest = row.get("decisions")
+    if not isinstance(digest, str) or not digest:
+        return None
+    got = db.load_snapshot(ws, digest)
+    if got is None:
+        raise ValueError(f"plan {row['name']!r} names decision snapshot {digest}, which {ws} does not hold")
+    snap, _ = got
+    effects = row.get("effects")
+    return {"digest": digest, "clustering": snap["clustering"], "rules": json.loads(snap["rules"]),
+            "tags": json.loads(snap["tags"]), "effects": json.loads(effects) if isinstance(effects, str) else None}

@@ -38,6 +38,7 @@ from densprune.cluster.concepts import NEIGHBORS, cluster_sizes, complexity, int
 from densprune.cluster.kmeans import NITER, SEED, assign, rank_in_cluster, train_spherical_kmeans
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
+from densprune.prune.curation import carry_rules
 from densprune.prune.plans import remove_plan_file
 from densprune.prune.semdedup import is_duplicate
 from densprune.vectors import cosine_distance
@@ -55,6 +56,8 @@ class ReclusterReport:
     pool_rows: int
     dropped_plans: tuple[str, ...]
     seconds: float
+    carried_rules: int = 0  # concept rules carried to the new concepts by member overlap
+    dropped_rules: tuple[str, ...] = ()  # the rules that did not carry over, with why
 
 
 def _concepts_table(labels: np.ndarray, dist: np.ndarray, pool: np.ndarray, centroids: np.ndarray,
@@ -134,7 +137,7 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     if saved and not drop_plans:
         raise ValueError(f"{ws} has {len(saved)} saved plan(s) made on the current clusters ({', '.join(saved)}); "
                          "their per-concept tables would no longer match. Pass --drop-plans to delete them.")
-    arr = db.load_sample_arrays(ws, ("split", "dup_max_sim", "caption"))
+    arr = db.load_sample_arrays(ws, ("split", "dup_max_sim", "caption", "cluster"))
     pool = arr["split"] == "pool"
     train = pool & ~is_duplicate(arr["dup_max_sim"], dedup_eps)
     if train.sum() < k:
@@ -158,7 +161,12 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
                "reclustered": {"dedup_eps": float(dedup_eps), "train_rows": int(train.sum()), "k": k,
                                "previous_k": int(meta["k"]), "seconds": round(seconds, 3),
                                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
-    dropped_masks = db.rewrite_clusters(ws, assignment=assignment, clusters=table, meta=updates, drop_plans=saved)
+    rules, dropped_rules, entries = carry_rules(ws, arr["cluster"], labels, staged_sha)
+    for rule, why in dropped_rules:
+        log.warning("recluster: the rule %r of concept %d does not carry over (%s): dropped", rule.describe(),
+                    rule.concept, why)
+    dropped_masks = db.rewrite_clusters(ws, assignment=assignment, clusters=table, meta=updates, drop_plans=saved,
+                                        rules=rules, log_entries=tuple(entries))
     if not finish_centroids(ws, staged_sha):  # a reader may have finished it first: both are fine
         raise RuntimeError(f"{centroids_path(ws)} is not the centroids the database now names")
     for keep_file in dropped_masks:
@@ -168,4 +176,6 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     load_index(ws)
     log.info("recluster: %s now has %d concepts from %d deduplicated rows in %.1f s", ws, k, int(train.sum()), seconds)
     return ReclusterReport(k=k, dedup_eps=float(dedup_eps), train_rows=int(train.sum()), pool_rows=int(pool.sum()),
-                           dropped_plans=saved, seconds=seconds)
+                           dropped_plans=saved, seconds=seconds, carried_rules=len(rules),
+                           dropped_rules=tuple(f"concept {r.concept}: {r.describe()} ({why})"
+                                               for r, why in dropped_rules))

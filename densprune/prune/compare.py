@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ class SavedPlanComparison:
     only_a: np.ndarray
     only_b: np.ndarray
     both: int
+    decisions: tuple[dict | None, dict | None] = (None, None)  # per plan: its decision digest and effects
 
     def summary(self, top: int = 10) -> dict:
         """A JSON-friendly digest: totals and the clusters that differ most."""
@@ -29,6 +31,7 @@ class SavedPlanComparison:
         worst = pc.nlargest(top, "absdiff").drop(columns="absdiff")
         return {"a": self.a, "b": self.b, "kept_a": int(pc.kept_a.sum()), "kept_b": int(pc.kept_b.sum()),
                 "both": self.both, "only_a": int(self.only_a.size), "only_b": int(self.only_b.size),
+                "decisions_a": self.decisions[0], "decisions_b": self.decisions[1],
                 "clusters_most_different": worst.to_dict("records")}
 
 
@@ -45,9 +48,18 @@ def compare_masks(keep_a: np.ndarray, keep_b: np.ndarray, clusters: np.ndarray,
 
 def compare_saved_plans(workspace: str | os.PathLike, a: str, b: str) -> SavedPlanComparison:
     """Load two saved plans of ``workspace`` and compare them."""
-    _, keep_a = load_plan(workspace, a)
-    _, keep_b = load_plan(workspace, b)
+    row_a, keep_a = load_plan(workspace, a)
+    row_b, keep_b = load_plan(workspace, b)
     clusters = db.load_sample_arrays(workspace, ("cluster",))["cluster"].astype(np.int64)
     k = int(db.load_meta(workspace)["k"])
     per, only_a, only_b, both = compare_masks(keep_a, keep_b, clusters, k)
-    return SavedPlanComparison(a, b, per, only_a, only_b, both)
+    return SavedPlanComparison(a, b, per, only_a, only_b, both, (_decisions(row_a), _decisions(row_b)))
+
+
+def _decisions(row: dict) -> dict | None:
+    """A saved plan's decisions: digest and what each moved (None: computed without decisions)."""
+    digest = row.get("decisions")
+    if not isinstance(digest, str) or not digest:
+        return None
+    effects = row.get("effects")
+    return {"digest": digest, "effects": json.loads(effects) if isinstance(effects, str) else None}

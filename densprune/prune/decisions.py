@@ -227,7 +227,8 @@ class Decisions:
 
 
 def map_rules(rules: tuple[ConceptRule, ...] | list[ConceptRule], old: np.ndarray, new: np.ndarray,
-              min_overlap: float = 0.5) -> tuple[list[ConceptRule], list[tuple[ConceptRule, str]]]:
+              min_overlap: float = 0.5
+              ) -> tuple[list[tuple[ConceptRule, ConceptRule]], list[tuple[ConceptRule, str]]]:
     """Carry concept rules across a reclustering by member overlap.
 
     A rule of old concept j moves to the new concept j' that holds most of j's members when the two
@@ -238,13 +239,13 @@ def map_rules(rules: tuple[ConceptRule, ...] | list[ConceptRule], old: np.ndarra
         rules: rules on the old clustering.
         old, new: (N,) int concept of every row before and after.
     Returns:
-        (the mapped rules, [(dropped rule, why)]).
+        ([(old rule, the rule on the new concept)], [(dropped rule, why)]).
     """
     old = np.asarray(old, dtype=np.int64)
     new = np.asarray(new, dtype=np.int64)
     if old.shape != new.shape or old.ndim != 1:
         raise ValueError(f"old {old.shape} and new {new.shape} must be (N,) arrays of the same rows")
-    mapped: list[ConceptRule] = []
+    mapped: list[tuple[ConceptRule, ConceptRule]] = []
     dropped: list[tuple[ConceptRule, str]] = []
     taken: set[int] = set()
     for r in rules:
@@ -258,7 +259,7 @@ def map_rules(rules: tuple[ConceptRule, ...] | list[ConceptRule], old: np.ndarra
         share_new = counts.max() / max(int(np.count_nonzero(new == best)), 1)
         if share_old > min_overlap and share_new > min_overlap and best not in taken:
             taken.add(best)
-            mapped.append(ConceptRule(best, r.kind, r.value, r.fraction))
+            mapped.append((r, ConceptRule(best, r.kind, r.value, r.fraction)))
         else:
             dropped.append((r, f"its members split: {share_old:.0%} went to new concept {best}, which holds "
                                f"{share_new:.0%} of its members from it (both must exceed {min_overlap:.0%})"))

@@ -24,6 +24,8 @@ import pandas as pd
 
 from densprune import db
 from densprune.names import validate_name
+from densprune.prune.curation import snapshot
+from densprune.prune.decisions import Decisions
 from densprune.prune.selection import PlanParams, PlanResult
 from densprune.workspace import PLANS, OutsideWorkspace, resolve_inside, save_npy
 from densprune.workspace_lock import holds_shared_lock
@@ -51,13 +53,21 @@ def _new_keep_path(workspace: Path, name: str) -> Path:
 
 
 @holds_shared_lock("densprune plan save")  # refused while a precompute/recluster rewrites the workspace
-def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, overwrite: bool = False) -> None:
+def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, overwrite: bool = False,
+              decisions: Decisions | None = None) -> None:
     """Store a computed plan under ``name``: its mask in a new file, then the rows pointing at it in one
-    transaction (which refuses an existing name unless ``overwrite``), then the replaced mask is removed."""
+    transaction (which refuses an existing name unless ``overwrite``), then the replaced mask is removed.
+    ``decisions``: what ``result`` was computed with (its digest must match), recorded as a snapshot."""
     ws = Path(workspace)
     validate_plan_name(name)
     if db.plan_exists(ws, name) and not overwrite:  # fail before writing anything (checked again under the lock)
         raise FileExistsError(f"plan {name!r} already exists in {ws}; choose another name or overwrite it")
+    snap = None
+    if result.decisions is not None:
+        if decisions is None or decisions.digest != result.decisions:
+            raise ValueError(f"plan {name!r} was computed with decisions {result.decisions}; pass those decisions "
+                             "to save_plan so that the plan records them")
+        snap = (*snapshot(decisions), json.dumps(list(result.effects)))
     path = _new_keep_path(ws, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_npy(path, result.keep, bool)
@@ -71,7 +81,7 @@ def save_plan(workspace: str | os.PathLike, name: str, result: PlanResult, *, ov
                                  "pool_size": int(result.pool_size), "keep_file": str(path.relative_to(ws)),
                                  "notes": "\n".join(result.notes),
                                  "created_at": datetime.now(timezone.utc).replace(tzinfo=None)}, rows,
-                            overwrite=overwrite)
+                            overwrite=overwrite, decisions=snap)
     except BaseException:
         path.unlink(missing_ok=True)  # no row names it
         raise
@@ -106,6 +116,19 @@ def load_plan(workspace: str | os.PathLike, name: str) -> tuple[dict, np.ndarray
         row["params"] = json.loads(row["params"])
         return row, keep
     raise AssertionError("unreachable")
+
+
+def load_plan_row(workspace: str | os.PathLike, name: str) -> dict:
+    """The ``plans`` row of ``name`` as a dict (params parsed; ``decisions``: the digest of the decisions it
+    used, or None); a ValueError naming the plans there are when it has none."""
+    df = db.load_plan_row(Path(workspace), validate_plan_name(name))
+    if df.empty:
+        names = ", ".join(list_plans(workspace)["name"]) or "none yet"
+        raise ValueError(f"no plan named {name!r} in {workspace} (plans: {names}); create one with `densprune plan`")
+    row = df.iloc[0].to_dict()
+    row["params"] = json.loads(row["params"])
+    row["decisions"] = row.get("decisions") if isinstance(row.get("decisions"), str) else None
+    return row
 
 
 def plan_clusters(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
