@@ -776,6 +776,23 @@ def _write_snapshot(con: duckdb.DuckDBPyConnection, snap: dict, rows: pd.DataFra
         con.execute("INSERT INTO snapshot_rows SELECT ?, tag, row_idx FROM _snap", [snap["digest"]])
 
 
+def decision_facts(workspace: str | os.PathLike) -> dict:
+    """What ``densprune verify`` checks of the decisions: tag rows out of range or duplicated, rows of
+    tags that do not exist, plans naming snapshots that are not stored (all 0 without decision tables)."""
+    with connect(workspace) as con:
+        if not _has_table(con, "tags"):
+            return {"out_of_range": 0, "duplicated": 0, "orphan_rows": 0, "missing_snapshots": []}
+        n = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+        out = con.execute("SELECT count(*) FILTER (WHERE row_idx < 0 OR row_idx >= ?), count(*) - "
+                          "count(DISTINCT (tag, row_idx)), count(*) FILTER (WHERE tag NOT IN (SELECT name FROM tags)) "
+                          "FROM tag_rows", [n]).fetchall()[0]
+        missing = [r[0] for r in con.execute(
+            "SELECT name FROM plans WHERE decisions IS NOT NULL AND decisions NOT IN "
+            "(SELECT digest FROM decision_snapshots) ORDER BY name").fetchall()]
+    return {"out_of_range": int(out[0]), "duplicated": int(out[1]), "orphan_rows": int(out[2]),
+            "missing_snapshots": missing}
+
+
 def load_snapshot(workspace: str | os.PathLike, digest: str) -> tuple[dict, pd.DataFrame] | None:
     """Snapshot ``digest``: its row (rules and tags as JSON text) and its rows (tag, row_idx); None if absent."""
     with connect(workspace) as con:

@@ -69,6 +69,7 @@ def verify_workspace(workspace: str | os.PathLike, exports: bool = True) -> list
     problems += _centroids(ws, meta, k)
     problems += _thumbs(ws, facts)
     problems += _plans(ws, facts, n, k)
+    problems += _decisions(ws)
     problems += [p for p in [relative_location_problem(ws, meta)] if p is not None]
     problems += _leftovers(ws, meta)
     if exports:
@@ -182,6 +183,20 @@ def _tables(ws: Path, meta: dict, facts: dict) -> list[Problem]:
                        ("k", int(c["n"]))):
         if key in meta and int(meta[key]) != value:
             out.append(Problem(f, f"meta {key} = {meta[key]} but the tables hold {value}"))
+    return out
+
+
+def _decisions(ws: Path) -> list[Problem]:
+    """Tags and snapshots hold together: every tagged row exists, once per tag, in a tag that exists; every
+    plan's decision snapshot is stored."""
+    f, d = str(db.db_path(ws)), db.decision_facts(ws)
+    out = []
+    for key, what in (("out_of_range", "tagged rows outside the samples"), ("duplicated", "rows tagged twice by "
+                      "one tag"), ("orphan_rows", "tagged rows of tags that do not exist")):
+        if d[key]:
+            out.append(Problem(f, f"{d[key]:,} {what}"))
+    for plan in d["missing_snapshots"]:
+        out.append(Problem(f, f"plan {plan!r} names a decision snapshot the workspace does not hold"))
     return out
 
 

@@ -208,12 +208,16 @@ class Decisions:
 
     @property
     def digest(self) -> str:
-        """16 hex digits of sha256 over the rules, the clustering and every tag's name, action and rows:
-        equal decisions, equal digest."""
+        """16 hex digits of sha256 over what changes a plan: the clustering, the rules other than auto and
+        every never / always tag's name, action and rows (label tags leave plans alone): equal decisions,
+        equal digest."""
         if "digest" not in self._cache:
             h = hashlib.sha256(json.dumps({"clustering": self.clustering,
-                                           "rules": [r.as_dict() for r in self.rules]}, sort_keys=True).encode())
+                                           "rules": [r.as_dict() for r in self.active_rules]},
+                                          sort_keys=True).encode())
             for t in self.tags:
+                if t.action == "label":
+                    continue
                 h.update(f"\0{t.name}\0{t.action}\0{t.rows.size}\0".encode())
                 h.update(np.ascontiguousarray(t.rows, dtype="<i8").tobytes())
             self._cache["digest"] = h.hexdigest()[:16]

@@ -680,8 +680,12 @@ class PlanIndex:
             notes.append(f"never tags take {t.never_eligible:,} eligible images out of the pool")
         if forced:
             notes.append(f"decisions keep {forced:,} images first ({what})")
-        lo_u, hi_u, w = rules.bounds(counts + t.always_n - t.always_elig_n, t.always_n)  # floors, caps count them
+        lo_u, hi_u, w = rules.bounds(counts, t.always_n)  # p% of the eligible; floors and caps count always rows
         lo, hi = np.where(shared, np.minimum(lo_u, e_s), 0), np.where(shared, np.minimum(hi_u, e_s), 0)
+        short = np.flatnonzero((rules.kind == 3) & (lo_u < np.ceil(np.nan_to_num(rules.value) - 1e-9))
+                               & ~rules.fraction)
+        if short.size:
+            notes.append(f"floors above what their concept holds keep all of it: concepts {short[:10].tolist()}")
         if hi.sum() < rest:
             raise InfeasibleDecisions(
                 f"the caps leave at most {int(hi.sum()):,} images in the shared concepts but {rest:,} are needed "
