@@ -79,7 +79,7 @@ def test_tags_and_rules_feed_the_plan_and_are_recorded(ws, tmp_path):
     ok("tag", ws, "more", "--action", "never", "--concept", 9)
     ok("plan", ws, "--name", "again", "--keep", "0.3", "--decisions-from", "cur")
     assert np.array_equal(plans.load_plan(ws, "again")[1], keep)
-    now = ok("plan", ws, "--name", "now", "--keep", "0.3")
+    ok("plan", ws, "--name", "now", "--keep", "0.3")
     assert not np.array_equal(plans.load_plan(ws, "now")[1], keep)
 
     ok("export", ws, "--plan", "cur", "--format", "mask", "--out", tmp_path / "cur.npy")
