@@ -223,3 +223,21 @@ def test_labels_that_words_cannot_tell_apart_are_ranked():
     got = ranked_labels(["stars", "cats", "stars", "", "stars"], np.array([5, 9, 7, 1, 7]))
     assert got == ["stars - 3 of 3", "cats", "stars - 1 of 3", "", "stars - 2 of 3"]
     assert strip_rank(got[0]) == "stars" and strip_rank("cats") == "cats"
+
+
+def test_one_concepts_members_match_the_mask_under_decisions():
+    idx, cl, rng = _index()
+    for trial in range(12):
+        dec = _random_decisions(rng, cl.size, 40)
+        p = PlanParams(method=["dbp", "ssp", "random"][trial % 3], keep=0.3, within=["hard", "easy", "random"][trial % 3],
+                       dedup_eps=[None, 0.1][trial % 2], clip_keep=[None, 0.5][(trial // 2) % 2])
+        try:
+            r = idx.compute(p, decisions=dec)
+        except InfeasibleDecisions:
+            continue
+        counts = idx.compute(p, mask=False, decisions=dec)
+        for j in (0, 7, 21, 39):
+            rows, kept = idx.concept_keep(j, counts, dec)
+            assert np.array_equal(kept, r.keep[rows]), (trial, j)
+    with pytest.raises(ValueError, match="decisions the plan was computed with"):
+        idx.concept_keep(0, counts)

@@ -24,7 +24,7 @@ def test_warm_up_fills_the_caches_the_first_page_reads(small_workspace, monkeypa
     index = session.plan_index(ws, stamp)  # the warm-up's: load_index is not called again
     monkeypatch.setattr(type(index), "compute", no_computing)
     params = page_data.params_from_state(session.PLAN_DEFAULTS, session.meta(ws, stamp))
-    assert session.plan_counts(ws, stamp, params).n_kept > 0
+    assert session.plan_counts(ws, stamp, params, session.decisions_version(ws)).n_kept > 0
 
 
 def test_warm_up_names_what_it_filled_and_skips_a_missing_workspace(small_workspace, tmp_path):

@@ -88,18 +88,20 @@ def map_picture(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
 
 def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np.ndarray | None = None,
                 pick: int | None = None, height: int = 430,
-                picture: tuple[str, tuple[float, float, float, float]] | None = None) -> go.Figure:
+                picture: tuple[str, tuple[float, float, float, float]] | None = None,
+                legend: tuple[str, str] | None = None) -> go.Figure:
     """The 2-D map: sampled images (pts: row_idx, cluster, x, y) as one picture (``picture``, else
     :func:`map_picture` of the same arguments), the picked concept's images outlined on top, and the
     concept centres (concepts: cluster, name, x, y, pool_size, complexity) as markers that name their
-    concept on hover; coloured by "concept", "complexity" or "kept" (needs ``keep``)."""
+    concept on hover; coloured by "concept", "complexity" or "kept" (needs ``keep``; ``legend`` names its
+    two colours, off and on: ("dropped", "kept") unless given, e.g. for the rows of a tag)."""
     source, extent = picture if picture is not None else map_picture(pts, concepts, colour, keep)
     cen = concepts.dropna(subset=["x", "y"])
     fig = go.Figure()
     fig.add_layout_image(source=source, xref="x", yref="y", x=extent[0], y=extent[3], sizex=extent[1] - extent[0],
                          sizey=extent[3] - extent[2], sizing="stretch", layer="below")
     if colour == "kept" and keep is not None:  # legend entries for the picture's two colours
-        for name, col in (("dropped", DROPPED), ("kept", KEPT)):
+        for name, col in zip(legend or ("dropped", "kept"), (DROPPED, KEPT)):
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, marker=dict(size=8, color=col)))
     if pick is not None:
         sel = pts[pts["cluster"].to_numpy() == pick]

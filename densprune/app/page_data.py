@@ -20,6 +20,7 @@ from densprune import db
 from densprune.cluster.concepts import NEIGHBORS, nearest_concepts
 from densprune.cluster.labels import ranked_labels, shorten, strip_rank
 from densprune.prune.compare import compare_masks
+from densprune.prune.decisions import Decisions
 from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 
@@ -228,14 +229,14 @@ def concept_message(pool_size: int, eligible: int, kept: int, size: int) -> str 
 
 
 def kept_and_dropped(index: PlanIndex, j: int, keep: np.ndarray | PlanResult,
-                     n: int = 24) -> tuple[np.ndarray, np.ndarray, int, int]:
+                     n: int = 24, decisions: Decisions | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Concept ``j`` under a keep mask (N,) or a plan (read from concept ``j``'s rows alone:
     PlanIndex.concept_keep): up to ``n`` kept and ``n`` dropped pool rows, each spread evenly over the
     concept from its centre outwards, and the full kept and dropped counts."""
     members = index.members(j, int(index.sizes[j]))  # all of them, nearest the centre first
     rows, pool = index.concept_rows(j)
     if isinstance(keep, PlanResult):
-        rows, kept_seg = index.concept_keep(j, keep)
+        rows, kept_seg = index.concept_keep(j, keep, decisions)
     else:
         kept_seg = np.asarray(keep[rows], dtype=bool)
     by_row = np.argsort(rows)
@@ -343,15 +344,17 @@ def budget_shares(result: PlanResult) -> BudgetShares:
 
 
 def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
-                cats: CategoryCodes | None = None, result: PlanResult | None = None) -> BudgetView:
+                cats: CategoryCodes | None = None, result: PlanResult | None = None,
+                decisions: Decisions | None = None) -> BudgetView:
     """Everything the Budget page shows for ``params``: three plan computations (``result``, when given,
     is the plan of ``params`` already computed, with or without its mask) and K-sized tables. The
-    category coverage (``cats``) needs the three keep masks: a pass over the rows each."""
+    category coverage (``cats``) needs the three keep masks: a pass over the rows each. The baselines
+    obey the same ``decisions`` as the plan, so the comparison stays fair."""
     masks = cats is not None  # the keep masks only feed the category coverage
     if result is None or (masks and result.keep is None):
-        result = index.compute(params, mask=masks)
-    rnd = index.compute(replace(params, method="random"), mask=masks)
-    ssp = index.compute(replace(params, method="ssp"), mask=masks)
+        result = index.compute(params, mask=masks, decisions=decisions)
+    rnd = index.compute(replace(params, method="random"), mask=masks, decisions=decisions)
+    ssp = index.compute(replace(params, method="ssp"), mask=masks, decisions=decisions)
     per = plan_table(concepts, result)
     elig = np.maximum(result.eligible, 1)
     for name, r in (("random", rnd), ("ssp", ssp)):
@@ -362,6 +365,22 @@ def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
         cov = coverage(cats, {"plan": result.keep, "random": rnd.keep, "ssp": ssp.keep})
     keeps_all = result.n_kept >= int(result.eligible.sum())
     return BudgetView(result, rnd, ssp, per, cov, keeps_all)
+
+
+def decision_table(result: PlanResult, concepts: pd.DataFrame) -> pd.DataFrame:
+    """The decisions a plan applied, one row each: decision, kind, target (a concept's name or a tag), kept
+    (its concept under the plan; NaN for tags), without (the same plan without decisions), moved, rows
+    (a tag's rows). Empty for a plan without decisions."""
+    names = dict(zip(concepts["cluster"].astype(int), concepts["name"]))
+    out = []
+    for e in result.effects:
+        if e["kind"] == "rule":
+            out.append({"decision": e["decision"], "kind": "rule", "target": names.get(e["concept"], ""),
+                        "kept": e["kept"], "without": e["kept_without"], "moved": e["moved"], "rows": np.nan})
+        elif e["kind"] == "tag":
+            out.append({"decision": e["decision"], "kind": "tag", "target": e["tag"], "kept": np.nan,
+                        "without": np.nan, "moved": np.nan, "rows": e["rows"]})
+    return pd.DataFrame(out, columns=["decision", "kind", "target", "kept", "without", "moved", "rows"])
 
 
 def rate_by_complexity(per_concept: pd.DataFrame, bins: int = 5) -> pd.DataFrame:

@@ -19,6 +19,8 @@ from densprune.app import charts, page_data
 from densprune.app.policy import AppPolicy, parse_app_args
 from densprune.app.thumbgrid import Tile, grid_html, read_thumbs
 from densprune.prune import plans
+from densprune.prune.curation import StaleRules, load_decisions
+from densprune.prune.decisions import Decisions, InfeasibleDecisions
 from densprune.prune.plan_index import load_index
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
 from densprune.workspace import build_stamp
@@ -49,6 +51,7 @@ PLAN_DEFAULTS: dict[str, object] = {
     "plan_within": "hard",
     "plan_balance": 0.0,
     "plan_seed": 0,
+    "plan_decisions_on": True,  # apply the workspace's tags and concept rules (Budget: "Apply decisions")
 }
 TEMPERATURES = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 5.0, 10.0]
 METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per concept)", "random": "random",
@@ -156,10 +159,14 @@ def layout(ws: str, stamp: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def map_picture(ws: str, stamp: str, colour: str, params: PlanParams | None) -> tuple[str, tuple]:
-    """The concept map's points as a PNG (charts.map_picture), coloured by "concept", "complexity", or
-    "kept" by the plan ``params`` (None for the other two): drawn once per colouring and plan."""
-    keep = compute(ws, stamp, params).keep if colour == "kept" and params is not None else None
+def map_picture(ws: str, stamp: str, colour: str, params: PlanParams | None,
+                dkey: tuple | None = None) -> tuple[str, tuple]:
+    """The concept map's points as a PNG (charts.map_picture), coloured by "concept", "complexity",
+    "kept" by the plan ``params`` with decisions ``dkey`` (None for the others), or "tag:NAME" (the rows
+    of a tag at decisions version ``dkey``): drawn once per colouring and plan."""
+    keep = compute(ws, stamp, params, dkey).keep if colour == "kept" and params is not None else None
+    if colour.startswith("tag:"):
+        keep, colour = tag_mask(ws, stamp, dkey, colour[4:]), "kept"
     return charts.map_picture(layout(ws, stamp), concepts(ws, stamp), colour, keep)
 
 
@@ -186,7 +193,7 @@ def plan_keep(ws: str, stamp: str, name: str) -> np.ndarray:
     """The (N,) bool keep mask of ``name``: CURRENT_PLAN (the knobs' plan, computed and cached) or a
     saved plan (read-only, read from disk once per saved version: an overwrite is a new version)."""
     if name == CURRENT_PLAN:
-        return compute(ws, stamp, current_params()).keep
+        return compute(ws, stamp, current_params(), decisions_key(ws)).keep
     return saved_plan(ws, name)[1]
 
 
@@ -260,24 +267,98 @@ def thumbs(ws: str, stamp: str, offsets: tuple[int, ...], sizes: tuple[int, ...]
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def compute(ws: str, stamp: str, params: PlanParams) -> PlanResult:
+def compute(ws: str, stamp: str, params: PlanParams, dkey: tuple | None = None) -> PlanResult:
     """One plan on the workspace's index with its (N,) keep mask: for saving, the map's kept colouring
-    and comparisons (results are read-only, so sharing them is safe)."""
-    return plan_index(ws, stamp).compute(params)
+    and comparisons (results are read-only, so sharing them is safe). ``dkey``: the decisions applied
+    (:func:`decisions_key`), None for the pure method."""
+    return plan_index(ws, stamp).compute(params, decisions=decisions(ws, stamp, dkey))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def plan_counts(ws: str, stamp: str, params: PlanParams) -> PlanResult:
+def plan_counts(ws: str, stamp: str, params: PlanParams, dkey: tuple | None = None) -> PlanResult:
     """One plan's numbers without its mask: from the per-concept summary (no pass over the rows)
-    wherever it holds the plan's filters (PlanIndex.summary_level), else the full pass."""
-    return plan_index(ws, stamp).compute(params, mask=False)
+    wherever it holds the plan's filters (PlanIndex.summary_level), else the full pass. The decisions
+    (``dkey``) add work of the size of the tagged rows."""
+    return plan_index(ws, stamp).compute(params, mask=False, decisions=decisions(ws, stamp, dkey))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def concept_kept_rows(ws: str, stamp: str, params: PlanParams, cluster: int) -> frozenset[int]:
+def concept_kept_rows(ws: str, stamp: str, params: PlanParams, cluster: int,
+                      dkey: tuple | None = None) -> frozenset[int]:
     """The rows of one concept that the plan keeps, read from that concept's rows alone."""
-    rows, kept = plan_index(ws, stamp).concept_keep(cluster, plan_counts(ws, stamp, params))
+    rows, kept = plan_index(ws, stamp).concept_keep(cluster, plan_counts(ws, stamp, params, dkey),
+                                                    decisions(ws, stamp, dkey))
     return frozenset(int(r) for r in rows[kept])
+
+
+# --------------------------------------------------------------------------------------------
+# the curator's decisions (densprune.prune.curation)
+# --------------------------------------------------------------------------------------------
+
+def decisions_version(ws: str) -> tuple | None:
+    """The version of the workspace's decisions (changes with every tag or rule written), None when it
+    has none: one small query, so that a tag added by the CLI or another session shows at once."""
+    v = db.decisions_version(ws)
+    return None if not v[0] else tuple(str(x) for x in v)
+
+
+def decisions_key(ws: str) -> tuple | None:
+    """What the current plan applies: the decisions' version, or None (none, or switched off)."""
+    if not st.session_state.get("plan_decisions_on", True):
+        return None
+    return decisions_version(ws)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def decisions(ws: str, stamp: str, dkey: tuple | None) -> Decisions | None:
+    """The workspace's decisions at version ``dkey`` (None: none)."""
+    return None if dkey is None else load_decisions(ws)
+
+
+def current_plan(ws: str, stamp: str, params: PlanParams) -> tuple[PlanResult, tuple | None]:
+    """The current plan's numbers with the decisions in force, and their key. When the decisions cannot
+    hold at this budget (or were made on another clustering) the page says why and shows the plan
+    without them."""
+    dkey = decisions_key(ws)
+    try:
+        return plan_counts(ws, stamp, params, dkey), dkey
+    except (InfeasibleDecisions, StaleRules) as exc:
+        st.error(f"The decisions in force cannot be applied: {page_data.escape_markdown(str(exc))}. Shown: the plan "
+                 "without them (switch them off on the Budget page, or change them).", icon=":material/block:")
+        return plan_counts(ws, stamp, params, None), None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def tags(ws: str, version: tuple | None) -> pd.DataFrame:
+    """The workspace's tags (name, action, n_rows, ...) at decisions ``version``."""
+    return db.list_tags(ws)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def rules(ws: str, version: tuple | None) -> pd.DataFrame:
+    """The workspace's concept rules at decisions ``version``."""
+    return db.load_rules(ws)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def tag_mask(ws: str, stamp: str, version: tuple | None, name: str) -> np.ndarray:
+    """(N,) bool: the rows of tag ``name`` (for colouring the map)."""
+    _, by_tag = db.tag_rows(ws)
+    out = np.zeros(plan_index(ws, stamp).n_rows, dtype=bool)
+    out[by_tag.get(name, np.empty(0, np.int64))] = True
+    out.setflags(write=False)
+    return out
+
+
+def who() -> str:
+    """Who a decision made in the app is logged as: 'app' and this browser session's id."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        return f"app session {ctx.session_id[:8]}" if ctx is not None else "app"
+    except ImportError:
+        return "app"
 
 
 def warm_caches(ws: str | Path) -> list[str]:
@@ -296,18 +377,24 @@ def warm_caches(ws: str | Path) -> list[str]:
     layout(ws, stamp)
     map_picture(ws, stamp, "concept", None)
     params = page_data.params_from_state(PLAN_DEFAULTS, m)
-    plan_counts(ws, stamp, params)
+    dkey = decisions_version(ws)
+    try:
+        plan_counts(ws, stamp, params, dkey)
+    except (InfeasibleDecisions, StaleRules):  # the page will say why; warm the plan without them
+        dkey = None
+        plan_counts(ws, stamp, params, dkey)
     cdf = concepts(ws, stamp)
     pick = default_concept(cdf)  # the Concepts page's first concept: its images, its neighbours' images
     grids = [members(ws, stamp, pick, CONCEPT_TILES)]
     near = page_data.neighbour_concepts(plan_index(ws, stamp), cdf, pick, n=CONCEPT_NEIGHBOURS)
     grids += members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), NEIGHBOUR_TILES).values()
-    concept_kept_rows(ws, stamp, params, pick)
+    concept_kept_rows(ws, stamp, params, pick, dkey)
     if m.get("has_thumbnails", True):
         for df in grids:
             if len(df):
                 tile_images(ws, stamp, df)
-    budget_view(ws, stamp, params, bool(m.get("has_categories")) and plan_index(ws, stamp).n_rows <= COVERAGE_LIVE_ROWS)
+    budget_view(ws, stamp, params, bool(m.get("has_categories")) and plan_index(ws, stamp).n_rows <= COVERAGE_LIVE_ROWS,
+                dkey)
     dedup_curve(ws, stamp)
     return ["plan index", "meta", "concepts", "counts", "map", "default plan", "first concept's images",
             "budget view", "dedup curve"]
@@ -328,10 +415,11 @@ COVERAGE_LIVE_ROWS = 2_000_000  # above this, category coverage (three masks per
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def budget_view(ws: str, stamp: str, params: PlanParams, with_coverage: bool) -> page_data.BudgetView:
+def budget_view(ws: str, stamp: str, params: PlanParams, with_coverage: bool,
+                dkey: tuple | None = None) -> page_data.BudgetView:
     return page_data.budget_view(plan_index(ws, stamp), params, concepts(ws, stamp),
                                  category_codes(ws, stamp) if with_coverage else None,
-                                 result=plan_counts(ws, stamp, params))
+                                 result=plan_counts(ws, stamp, params, dkey), decisions=decisions(ws, stamp, dkey))
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,4 +543,105 @@ def open_workspace_form(key: str = "overview") -> None:
         st.session_state[WS_KEY] = str(p.resolve())
         for k in [k for k in st.session_state if k.startswith(("concepts_", "preview_", "budget_", "export_"))]:
             del st.session_state[k]
+        st.rerun()
+
+
+# --------------------------------------------------------------------------------------------
+# acting on what a page shows: tag picked tiles, give a concept a rule
+# --------------------------------------------------------------------------------------------
+
+TAG_ACTION_HELP = {"never": "never: not eligible for any plan", "always": "always: kept by every plan (counts toward "
+                   "the budget)", "label": "label: a named set to browse and colour the map by; plans ignore it"}
+
+
+def tag_picker(rows: list[int], key: str, where: str, more: dict[str, tuple[np.ndarray, str, str]] | None = None
+               ) -> None:
+    """Under a grid of ``rows`` (numbered 1..n on the tiles): pick tiles and tag them, or tag a bigger set
+    from ``more`` (a button label -> (its rows, source kind, source text), e.g. the whole concept or a
+    caption search). ``where`` says which grid, for the decision log."""
+    from densprune.prune.curation import add_tag
+
+    ws = str(workspace())
+    picked = st.pills("Pick tiles", [i + 1 for i in range(len(rows))], selection_mode="multi", key=f"{key}_picked",
+                      help="Pick tiles by the number on them, then tag them below.") or []
+    existing = tags(ws, decisions_version(ws))
+    with st.form(f"{key}_tag_form", border=True):
+        c1, c2 = st.columns([3, 2])
+        name = c1.text_input("Tag name", key=f"{key}_tag_name", placeholder="e.g. watermarks",
+                             help="Adds to a tag of that name when it exists (same action). Existing: "
+                                  + (", ".join(f"{n} ({a})" for n, a in zip(existing["name"], existing["action"]))
+                                     or "none yet"))
+        action = c2.radio("Action", list(TAG_ACTION_HELP), key=f"{key}_tag_action", horizontal=True,
+                          help=" · ".join(TAG_ACTION_HELP.values()))
+        buttons = [f"Tag the {len(picked)} picked"] + list(more or {})
+        cols = st.columns(len(buttons))
+        pressed = [col.form_submit_button(b, width="stretch", disabled=i == 0 and not picked)
+                   for i, (col, b) in enumerate(zip(cols, buttons))]
+    if not any(pressed):
+        return
+    i = pressed.index(True)
+    if i == 0:
+        chosen = np.asarray([rows[p - 1] for p in picked], dtype=np.int64)
+        kind, source = "rows", f"{where}: tiles {', '.join(map(str, picked))}"
+    else:
+        chosen, kind, source = more[buttons[i]]
+    try:
+        added = add_tag(ws, name.strip(), action, chosen, source_kind=kind, source=source, who=who())
+    except (ValueError, db.WorkspaceBusy) as exc:
+        st.error(page_data.escape_markdown(str(exc)))
+        return
+    st.session_state.pop(f"{key}_picked", None)
+    st.toast(f"Tagged {len(chosen):,} images “{name.strip()}” ({action}), {added:,} new.", icon=":material/sell:")
+    st.rerun()
+
+
+RULE_NAMES = {"auto": "auto (the method decides)", "keep-whole": "keep whole", "drop": "drop",
+              "floor": "floor (at least)", "cap": "cap (at most)", "weight": "weight (× its share)"}
+
+
+def rule_editor(concept: int, cdf: pd.DataFrame, key: str = "concepts_rule") -> None:
+    """The rule of one concept (auto / keep whole / drop / floor / cap / weight), editable; with a label
+    that several concepts share, the rule can go to all of them at once."""
+    from densprune.cluster.labels import strip_rank
+    from densprune.prune.curation import clustering_id, set_rule
+
+    ws = str(workspace())
+    version = decisions_version(ws)
+    have = rules(ws, version)
+    current = have[(have["concept"] == concept) & (have["clustering"] == clustering_id(ws, meta(*ws_args())))]
+    now = "auto"
+    if len(current):
+        from densprune.prune.curation import rule_from_row
+
+        r = next(current.itertuples())
+        now = rule_from_row(r).describe()
+        st.caption(f"Rule in force: **{now}** · by {page_data.escape_markdown(str(r.created_by))} · "
+                   f"{r.created_at:%Y-%m-%d %H:%M} UTC")
+    label = strip_rank(str(cdf.set_index("cluster").loc[concept, "label"] or ""))
+    same = cdf[[strip_rank(str(x or "")) == label for x in cdf["label"]]] if label else cdf.iloc[:0]
+    with st.form(f"{key}_{concept}", border=True):
+        c1, c2 = st.columns([3, 2])
+        kind = c1.selectbox("Rule for this concept", list(RULE_NAMES), format_func=RULE_NAMES.get,
+                            index=list(RULE_NAMES).index(now.split()[0]) if now.split()[0] in RULE_NAMES else 0,
+                            key=f"{key}_kind_{concept}",
+                            help="keep whole: every eligible image; drop: none; floor / cap: at least / at most "
+                                 "N images or P% of its eligible; weight: its share of the method's target × W. "
+                                 "The budget stays the total kept: the other concepts give or take the difference.")
+        amount = c2.text_input("Amount", key=f"{key}_amount_{concept}", placeholder="200, 10% or 2",
+                               help="floor / cap: a count (200) or a percentage (10%); weight: a number > 0")
+        all_of = False
+        if len(same) > 1:
+            all_of = st.checkbox(f"All {len(same)} concepts labelled “{page_data.escape_markdown(label)}”",
+                                 key=f"{key}_all_{concept}",
+                                 help="Their caption words are the same; size, complexity and images differ.")
+        go = st.form_submit_button("Apply the rule", type="primary")
+    if go:
+        targets = [int(c) for c in same["cluster"]] if all_of else [concept]
+        try:
+            set_rule(ws, targets, kind, amount.strip() or None, who=who(),
+                     source=f"Concepts page{' (label ' + label + ')' if all_of else ''}")
+        except (ValueError, db.WorkspaceBusy) as exc:
+            st.error(page_data.escape_markdown(str(exc)))
+            return
+        st.toast(f"Rule {kind} on {len(targets)} concept(s).", icon=":material/rule:")
         st.rerun()

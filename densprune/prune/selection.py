@@ -796,21 +796,34 @@ class PlanIndex:
         lo, hi = self._segment(cluster)
         return self.order[lo:hi].astype(np.int64), np.array(self._pool_h[lo:hi], dtype=bool)
 
-    def concept_keep(self, cluster: int, result: PlanResult) -> tuple[np.ndarray, np.ndarray]:
+    def concept_keep(self, cluster: int, result: PlanResult, decisions: Decisions | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """One concept's rows (M,) int64 and whether ``result`` keeps each (M,) bool, from that
         concept's rows alone (no pass over the other N - M), for the pages that list members.
         The filters are row-local, except the CLIP top fraction, whose cut is the summary's
-        (a plan the summary cannot answer, or a clip-score / dedup plan, reads its full mask)."""
+        (a plan the summary cannot answer, or a clip-score / dedup plan, reads its full mask).
+        ``decisions``: those ``result`` was computed with (its digest must match)."""
         p = result.params
+        dec = decisions if decisions is not None and not decisions.empty else None
+        if (None if dec is None else dec.digest) != result.decisions:
+            raise ValueError("concept_keep needs the decisions the plan was computed with")
         lo, hi = self._segment(cluster)
         rows = self.order[lo:hi].astype(np.int64)
         level = self.summary_level(p)
         if level is None:
-            keep = result.keep if result.keep is not None else self.compute(p).keep
+            keep = result.keep if result.keep is not None else self.compute(p, decisions=dec).keep
             return rows, np.asarray(keep[rows], dtype=bool)
         e = self._pool_after_dedup(p, lo, hi)
         if p.clip_keep is not None:
             e &= self._clip_rank[lo:hi] <= self.summary.clip_cut[level]
+        forced = np.empty(0, dtype=np.intp)
+        if dec is not None:  # tagged rows of this concept: out of the method's share; always rows kept
+            for action in ("never", "always"):
+                pos = self.inv[dec.rows(action)]
+                pos = pos[(pos >= lo) & (pos < hi)] - lo
+                e[pos] = False
+                if action == "always":
+                    forced = pos[np.asarray(self._pool_h[pos + lo], dtype=bool)]
         q = int(result.quota[cluster])
         if p.method == "random" or p.within == "random":  # this concept's rows in the seed's frame
             frame, _ = self._random_orders(p.seed)
@@ -822,6 +835,7 @@ class PlanIndex:
             ranked = np.cumsum(e) - 1
             n = int(e.sum())
             keep_seg = e & ((ranked >= n - q) if p.within == "easy" else (ranked < q))
+        keep_seg[forced] = True
         return rows, keep_seg
 
     def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int,

@@ -58,6 +58,9 @@ def knobs() -> None:
                    "tower), so image–caption similarity is unknown. Rebuild with `--embedder openclip` to use it.")
     with st.expander("Advanced"):
         st.number_input("Seed (random choices)", 0, 2**31 - 1, key="plan_seed", step=1)
+    st.toggle("Apply the decisions", key="plan_decisions_on",
+              help="The workspace's row tags and concept rules (made on the Concepts page or with `densprune tag` / "
+                   "`densprune rule`). Off: the pure method, for comparison.")
 
 
 def results() -> None:
@@ -65,7 +68,8 @@ def results() -> None:
     n_rows = session.plan_index(ws, stamp).n_rows
     has_cats = bool(meta.get("has_categories"))
     with_coverage = has_cats and (n_rows <= session.COVERAGE_LIVE_ROWS or st.session_state.get("budget_coverage_on"))
-    view = session.budget_view(ws, stamp, params, bool(with_coverage))
+    r, dkey = session.current_plan(ws, stamp, params)
+    view = session.budget_view(ws, stamp, params, bool(with_coverage), dkey)
     r = view.result
     slow = session.slow_note(ws, stamp, params)
     if slow:
@@ -97,6 +101,54 @@ def results() -> None:
                        "from the per-concept summary.")
     if view.coverage is not None:
         st.plotly_chart(charts.coverage_bars(view.coverage), width="stretch", config=NO_BAR, key="budget_coverage")
+    decisions_section(r, dkey)
+
+
+def decisions_section(r, dkey) -> None:
+    """The decisions in force: what each moves, and a way to remove them."""
+    from densprune.prune.curation import remove_tag, set_rule
+
+    st.subheader("Decisions")
+    version = session.decisions_version(ws)
+    if version is None:
+        st.caption("No decisions yet. Give a concept a rule (keep whole, drop, floor, cap, weight) or tag images "
+                   "(never, always, label) on the Concepts and Preview pages, or with `densprune tag` / `densprune "
+                   "rule`; every plan then obeys them.")
+        return
+    if not st.session_state.get("plan_decisions_on", True):
+        st.caption(":material/toggle_off: Switched off: the numbers above are the pure method. Switch “Apply the "
+                   "decisions” on to see the plan with them.")
+        return
+    if r.decisions is None:
+        st.caption("The workspace's tags are all labels (or its rules all auto): nothing changes the plan.")
+        return
+    total = next(e for e in r.effects if e["kind"] == "total")
+    st.markdown(f"Decisions **{r.decisions}** in force: **{r.forced:,}** images kept by force, "
+                f"**{total['never_eligible']:,}** taken out by never tags, **{total['moved']:,}** images moved "
+                "between concepts (against the same plan without them).")
+    table = page_data.decision_table(r, session.concepts(ws, stamp))
+    st.dataframe(table, hide_index=True, width="stretch", key="budget_decisions",
+                 column_config={"kept": st.column_config.NumberColumn("kept", help="its concept under this plan"),
+                                "without": st.column_config.NumberColumn("without", help="the same plan without "
+                                                                                         "decisions"),
+                                "moved": st.column_config.NumberColumn("moved", format="%+d"),
+                                "rows": st.column_config.NumberColumn("rows", help="a tag's images")})
+    with st.form("budget_remove_decisions", border=False):
+        c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+        gone = c1.multiselect("Remove decisions", table["decision"].tolist(), key="budget_remove_pick")
+        go = c2.form_submit_button("Remove", width="stretch")
+    if go and gone:
+        try:
+            for d in gone:
+                row = table.set_index("decision").loc[d]
+                if row["kind"] == "tag":
+                    remove_tag(ws, row["target"], who=session.who())
+                else:
+                    set_rule(ws, [int(d.split(":")[0].split()[1])], "auto", who=session.who(), source="Budget page")
+        except (ValueError, db.WorkspaceBusy) as exc:
+            st.error(page_data.escape_markdown(str(exc)))
+            return
+        st.rerun()
 
 
 def save_section() -> None:
@@ -112,10 +164,12 @@ def save_section() -> None:
         params = session.current_params(meta)
         try:
             plans.validate_plan_name(name.strip())
+            dkey = session.decisions_key(ws)
             with st.spinner("Saving…"):
-                plans.save_plan(ws, name.strip(), session.compute(ws, stamp, params), overwrite=overwrite)
+                plans.save_plan(ws, name.strip(), session.compute(ws, stamp, params, dkey), overwrite=overwrite,
+                                decisions=session.decisions(ws, stamp, dkey))
             st.success(f"Saved plan “{name.strip()}”: {session.describe_params(params)}.", icon=":material/check:")
-        except (ValueError, FileExistsError) as exc:
+        except (ValueError, FileExistsError) as exc:  # InfeasibleDecisions and StaleRules are ValueErrors
             st.error(page_data.escape_markdown(str(exc)))
         except db.WorkspaceBusy as exc:  # another process held the workspace past the lock timeout
             st.warning(f"Not saved: {page_data.escape_markdown(str(exc))}. Nothing was written; press Save again.",
@@ -125,7 +179,8 @@ def save_section() -> None:
     if saved.empty:
         st.caption("No saved plans yet.")
     else:
-        st.dataframe(saved[["name", "method", "n_kept", "budget", "pool_size", "created_at"]], hide_index=True,
+        st.dataframe(saved[["name", "method", "n_kept", "budget", "pool_size", "decisions", "created_at"]],
+                     hide_index=True,
                      width="stretch", column_config={"n_kept": st.column_config.NumberColumn("kept"),
                                                      "pool_size": st.column_config.NumberColumn("pool"),
                                                      "created_at": st.column_config.DatetimeColumn("saved (UTC)")})

@@ -39,7 +39,7 @@ params = session.current_params(meta)
 if params.method != "dbp":
     st.info(f"The current plan uses **{params.method}**, not DBP; the charts below show DBP at the same budget.")
     params = replace(params, method="dbp")
-result = session.plan_counts(ws, stamp, params)  # the plan alone, without its mask: no baselines here
+result, _ = session.current_plan(ws, stamp, params)  # the plan alone, without its mask: no baselines here
 per_concept = page_data.plan_table(cdf, result)
 per = per_concept[per_concept["eligible"] > 0]
 

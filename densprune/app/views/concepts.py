@@ -11,7 +11,7 @@ ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
 cdf = session.concepts(ws, stamp)
 params = session.current_params(meta)
-result = session.plan_counts(ws, stamp, params)  # the numbers; the mask only for the map's kept colouring
+result, dkey = session.current_plan(ws, stamp, params)  # the numbers; the mask only for the map's kept colouring
 table = page_data.plan_table(cdf, result)
 options, names = session.concept_options(cdf)
 
@@ -75,13 +75,21 @@ left, right = st.columns([6, 5], gap="large")
 
 # --- the map --------------------------------------------------------------------------------
 with left:
-    colour = st.segmented_control("Colour the map by", ["concept", "complexity", "kept by the plan"],
-                                  key="concepts_colour", default="concept")
+    all_tags = session.tags(ws, session.decisions_version(ws))
+    colours = ["concept", "complexity", "kept by the plan"] + (["a tag"] if len(all_tags) else [])
+    colour = st.segmented_control("Colour the map by", colours, key="concepts_colour", default="concept")
     pts = session.layout(ws, stamp)
     mode = "kept" if colour == "kept by the plan" else (colour or "concept")  # None: the button unselected
-    fig = charts.concept_map(pts, cdf, mode, session.compute(ws, stamp, params).keep if mode == "kept" else None,
-                             pick,
-                             picture=session.map_picture(ws, stamp, mode, params if mode == "kept" else None))
+    keep = session.compute(ws, stamp, params, dkey).keep if mode == "kept" else None
+    if mode == "a tag":
+        label_first = all_tags.sort_values("action", key=lambda a: a != "label", kind="stable")["name"].tolist()
+        tag = st.selectbox("Tag", label_first, key="concepts_colour_tag")
+        mode, keep = f"tag:{tag}", session.tag_mask(ws, stamp, session.decisions_version(ws), tag)
+    picture = session.map_picture(ws, stamp, mode, params if mode == "kept" else None,
+                                  dkey if mode == "kept" else
+                                  session.decisions_version(ws) if mode.startswith("tag:") else None)
+    fig = charts.concept_map(pts, cdf, "kept" if mode.startswith("tag:") else mode, keep, pick, picture=picture,
+                             legend=("not tagged", f"tagged {mode[4:]}") if mode.startswith("tag:") else None)
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
     st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
                "Diamonds are concept centres; the picked concept is outlined.")
@@ -115,21 +123,35 @@ with right:
     msg = page_data.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]))
     if msg:
         st.info(msg, icon=":material/info:")
+    if dkey is not None and result.decisions is not None:
+        without = session.plan_counts(ws, stamp, params, None)
+        if int(without.kept[pick]) != int(row["kept"]):
+            st.caption(f"Without the decisions in force it would keep {int(without.kept[pick]):,}.")
+    session.rule_editor(pick, cdf)
     n_show = st.select_slider("Images to show", [session.CONCEPT_TILES, 48, 96], key="concepts_n",
                               value=session.CONCEPT_TILES)
-    st.caption("Below: its images nearest the centre first (the most typical). Green frame: kept by the "
-               "current plan; faded red: dropped. d = distance to the centre.")
+    st.caption("Below: its images nearest the centre first (the most typical), numbered. Green frame: kept by "
+               "the current plan; faded red: dropped. d = distance to the centre.")
 
 near = page_data.neighbour_concepts(session.plan_index(ws, stamp), cdf, pick, n=session.CONCEPT_NEIGHBOURS)
 shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]),  # one read for the neighbours
                            session.NEIGHBOUR_TILES)
 mem = session.members(ws, stamp, pick, n_show)
-kept_rows = session.concept_kept_rows(ws, stamp, params, pick)  # from this concept's rows alone
+kept_rows = session.concept_kept_rows(ws, stamp, params, pick, dkey)  # from this concept's rows alone
 tones = ["kept" if r in kept_rows else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
-notes = [f"#{int(k) + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
-         for k, d, s in zip(mem["rank_in_cluster"], mem["dist_to_centroid"], mem["split"])]
+notes = [f"{i + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
+         for i, (d, s) in enumerate(zip(mem["dist_to_centroid"], mem["split"]))]
 st.markdown(f"**Images of {page_data.escape_markdown(names[pick])}**")
 session.thumb_grid(mem, notes, tones, empty="This concept has no images.")
+more = {f"Tag all {int(row['size']):,} of this concept": (session.plan_index(ws, stamp).concept_rows(pick)[0],
+                                                          "concept", str(pick))}
+if query.strip():
+    from densprune import db
+
+    hits = db.caption_rows(ws, query.strip())
+    if hits.size:
+        more[f"Tag the {hits.size:,} captions with “{query.strip()[:20]}”"] = (hits, "caption", query.strip())
+session.tag_picker([int(r) for r in mem["row_idx"]], f"concepts_{pick}", f"Concepts page, concept {pick}", more)
 
 st.subheader("Neighbouring concepts")
 

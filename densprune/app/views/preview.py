@@ -27,8 +27,10 @@ c1, c2 = st.columns([3, 2])
 concept = c1.selectbox("Concept", options, key="preview_concept", format_func=lambda c: names[c])
 plan = c2.selectbox("Plan", [CURRENT] + saved["name"].tolist(), key="preview_plan")
 
+dec = None
 if plan == CURRENT:  # the current plan is read from this concept's rows alone, its mask never built
-    keep = session.plan_counts(ws, stamp, session.current_params(meta))
+    keep, dkey = session.current_plan(ws, stamp, session.current_params(meta))
+    dec = session.decisions(ws, stamp, dkey)
 else:
     keep = session.plan_keep(ws, stamp, plan)
 if plan == CURRENT:
@@ -39,7 +41,7 @@ else:
     st.caption(f"Saved plan **{page_data.escape_markdown(plan)}**: {session.describe_saved(row['params'])}, keeps "
                f"{int(row['n_kept']):,} of {int(row['pool_size']):,}")
 
-kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(index, int(concept), keep, n=24)
+kept, dropped, n_kept, n_dropped = page_data.kept_and_dropped(index, int(concept), keep, n=24, decisions=dec)
 crow = cdf.set_index("cluster").loc[int(concept)]
 msg = page_data.concept_message(int(crow["pool_size"]), int(n_kept + n_dropped), n_kept, int(crow["size"]))
 if msg:
@@ -54,9 +56,13 @@ for col, title, rows_, n, tone in ((left, "Kept", kept, n_kept, "kept"),
         sampled = " · a sample from the centre outwards" if n > len(rows_) else ""
         st.markdown(f"**{title}: {n:,} images{share}**{sampled}")
         df = session.rows(ws, stamp, tuple(int(r) for r in rows_))
-        session.thumb_grid(df, [f"d={d:.2f}" for d in df["dist_to_centroid"]], [tone] * len(df), tile_px=92,
-                      empty="None: the plan "
-                            + ("keeps none of this concept." if tone == "kept" else "keeps all of it."))
+        session.thumb_grid(df, [f"{i + 1} · d={d:.2f}" for i, d in enumerate(df["dist_to_centroid"])],
+                           [tone] * len(df), tile_px=92,
+                           empty="None: the plan " + ("keeps none of this concept." if tone == "kept"
+                                                      else "keeps all of it."))
+        if len(df):
+            session.tag_picker([int(r) for r in df["row_idx"]], f"preview_{tone}_{int(concept)}",
+                               f"Preview page, {tone} of concept {int(concept)}")
 st.caption("d = distance to the concept's centre. With “farthest from centre”, DBP keeps the unusual images "
            "and drops the most typical (and most redundant) ones.")
 
