@@ -211,8 +211,14 @@ def neighbour_concepts(index: PlanIndex, concepts: pd.DataFrame, j: int, n: int 
     return out
 
 
-def concept_message(pool_size: int, eligible: int, kept: int, size: int) -> str | None:
-    """Why a concept shows no or all images under a plan, in words (None when nothing needs saying)."""
+def concept_message(pool_size: int, eligible: int, kept: int, size: int, rule: str | None = None) -> str | None:
+    """Why a concept shows no or all images under a plan, in words (None when nothing needs saying);
+    ``rule``: the concept's rule in force under the plan ('drop', 'keep-whole', ...), if any."""
+    if rule == "drop" and size:
+        return ("Dropped by its rule: the plan keeps none of its images"
+                + (f" except {kept:,} tagged always." if kept else ".") + " Its share went to the other concepts.")
+    if rule == "keep-whole" and size:
+        return f"Kept whole by its rule: all {eligible:,} of its eligible images are kept."
     if size == 0:
         return "This concept is empty: k-means left no image nearest its centroid, so there is nothing to keep."
     if pool_size == 0:
@@ -367,20 +373,34 @@ def budget_view(index: PlanIndex, params: PlanParams, concepts: pd.DataFrame,
     return BudgetView(result, rnd, ssp, per, cov, keeps_all)
 
 
+def rule_kinds(result: PlanResult) -> dict[int, str]:
+    """Concept -> the kind of its rule under ``result`` (from the plan's effects; empty without decisions)."""
+    return {e["concept"]: e["decision"].split(": ", 1)[1].split()[0] for e in result.effects if e["kind"] == "rule"}
+
+
+def tag_notes(rows: list[int], decisions: Decisions | None) -> list[str]:
+    """Per row, ' · never' or ' · always' when a plan's never / always tag holds it ('' otherwise)."""
+    if decisions is None:
+        return [""] * len(rows)
+    r = np.asarray(rows, dtype=np.int64)
+    never = np.isin(r, decisions.rows("never"))
+    always = np.isin(r, decisions.rows("always"))
+    return [" · never" if n else " · always" if a else "" for n, a in zip(never, always)]
+
+
 def decision_table(result: PlanResult, concepts: pd.DataFrame) -> pd.DataFrame:
-    """The decisions a plan applied, one row each: decision, kind, target (a concept's name or a tag), kept
-    (its concept under the plan; NaN for tags), without (the same plan without decisions), moved, rows
-    (a tag's rows). Empty for a plan without decisions."""
+    """The decisions a plan applied, one row each: decision ('concept 12: drop', 'tag junk (never)'),
+    target (the concept's name or the tag's name) and effect (a rule: its concept's kept count against the
+    same plan without decisions; a tag: its rows). Empty for a plan without decisions."""
     names = dict(zip(concepts["cluster"].astype(int), concepts["name"]))
     out = []
     for e in result.effects:
         if e["kind"] == "rule":
-            out.append({"decision": e["decision"], "kind": "rule", "target": names.get(e["concept"], ""),
-                        "kept": e["kept"], "without": e["kept_without"], "moved": e["moved"], "rows": np.nan})
+            out.append({"decision": e["decision"], "target": names.get(e["concept"], ""),
+                        "effect": f"keeps {e['kept']:,} (without decisions {e['kept_without']:,}, {e['moved']:+,})"})
         elif e["kind"] == "tag":
-            out.append({"decision": e["decision"], "kind": "tag", "target": e["tag"], "kept": np.nan,
-                        "without": np.nan, "moved": np.nan, "rows": e["rows"]})
-    return pd.DataFrame(out, columns=["decision", "kind", "target", "kept", "without", "moved", "rows"])
+            out.append({"decision": e["decision"], "target": e["tag"], "effect": f"{e['rows']:,} images"})
+    return pd.DataFrame(out, columns=["decision", "target", "effect"])
 
 
 def rate_by_complexity(per_concept: pd.DataFrame, bins: int = 5) -> pd.DataFrame:

@@ -562,8 +562,9 @@ def tag_picker(rows: list[int], key: str, where: str, more: dict[str, tuple[np.n
     from densprune.prune.curation import add_tag
 
     ws = str(workspace())
-    picked = st.pills("Pick tiles", [i + 1 for i in range(len(rows))], selection_mode="multi", key=f"{key}_picked",
-                      help="Pick tiles by the number on them, then tag them below.") or []
+    round_ = st.session_state.get(f"{key}_round", 0)  # a new round after each tagging: the picks start empty
+    picked = st.pills("Pick tiles", [i + 1 for i in range(len(rows))], selection_mode="multi",
+                      key=f"{key}_picked_{round_}", help="Pick tiles by the number on them, then tag them below.") or []
     existing = tags(ws, decisions_version(ws))
     with st.form(f"{key}_tag_form", border=True):
         c1, c2 = st.columns([3, 2])
@@ -590,7 +591,7 @@ def tag_picker(rows: list[int], key: str, where: str, more: dict[str, tuple[np.n
     except (ValueError, db.WorkspaceBusy) as exc:
         st.error(page_data.escape_markdown(str(exc)))
         return
-    st.session_state.pop(f"{key}_picked", None)
+    st.session_state[f"{key}_round"] = round_ + 1
     st.toast(f"Tagged {len(chosen):,} images “{name.strip()}” ({action}), {added:,} new.", icon=":material/sell:")
     st.rerun()
 

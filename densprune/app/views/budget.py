@@ -128,11 +128,9 @@ def decisions_section(r, dkey) -> None:
                 "between concepts (against the same plan without them).")
     table = page_data.decision_table(r, session.concepts(ws, stamp))
     st.dataframe(table, hide_index=True, width="stretch", key="budget_decisions",
-                 column_config={"kept": st.column_config.NumberColumn("kept", help="its concept under this plan"),
-                                "without": st.column_config.NumberColumn("without", help="the same plan without "
-                                                                                         "decisions"),
-                                "moved": st.column_config.NumberColumn("moved", format="%+d"),
-                                "rows": st.column_config.NumberColumn("rows", help="a tag's images")})
+                 column_config={"effect": st.column_config.TextColumn(
+                     "effect", help="a rule: what its concept keeps, against the same plan without decisions; "
+                                    "a tag: its images")})
     with st.form("budget_remove_decisions", border=False):
         c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
         gone = c1.multiselect("Remove decisions", table["decision"].tolist(), key="budget_remove_pick")
@@ -141,7 +139,7 @@ def decisions_section(r, dkey) -> None:
         try:
             for d in gone:
                 row = table.set_index("decision").loc[d]
-                if row["kind"] == "tag":
+                if d.startswith("tag "):
                     remove_tag(ws, row["target"], who=session.who())
                 else:
                     set_rule(ws, [int(d.split(":")[0].split()[1])], "auto", who=session.who(), source="Budget page")
@@ -179,8 +177,8 @@ def save_section() -> None:
     if saved.empty:
         st.caption("No saved plans yet.")
     else:
-        st.dataframe(saved[["name", "method", "n_kept", "budget", "pool_size", "decisions", "created_at"]],
-                     hide_index=True,
+        st.dataframe(saved[["name", "method", "n_kept", "budget", "pool_size", "decisions", "created_at"]]
+                     .fillna({"decisions": "none"}), hide_index=True,
                      width="stretch", column_config={"n_kept": st.column_config.NumberColumn("kept"),
                                                      "pool_size": st.column_config.NumberColumn("pool"),
                                                      "created_at": st.column_config.DatetimeColumn("saved (UTC)")})

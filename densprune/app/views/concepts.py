@@ -120,7 +120,8 @@ with right:
                 f"{row['d_intra']:.3f} · {row['d_inter']:.3f}" if np.isfinite(row["d_intra"]) else "–",
                 help="d_intra (mean distance of its images to its centre) · "
                      "d_inter (mean distance to the nearest concepts)")
-    msg = page_data.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]))
+    msg = page_data.concept_message(int(row["pool_size"]), int(row["eligible"]), int(row["kept"]), int(row["size"]),
+                                    page_data.rule_kinds(result).get(pick))
     if msg:
         st.info(msg, icon=":material/info:")
     if dkey is not None and result.decisions is not None:
@@ -131,7 +132,7 @@ with right:
     n_show = st.select_slider("Images to show", [session.CONCEPT_TILES, 48, 96], key="concepts_n",
                               value=session.CONCEPT_TILES)
     st.caption("Below: its images nearest the centre first (the most typical), numbered. Green frame: kept by "
-               "the current plan; faded red: dropped. d = distance to the centre.")
+               "the current plan; faded red: dropped. d = distance to the centre; never / always: tagged so.")
 
 near = page_data.neighbour_concepts(session.plan_index(ws, stamp), cdf, pick, n=session.CONCEPT_NEIGHBOURS)
 shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]),  # one read for the neighbours
@@ -139,8 +140,9 @@ shown = session.members_of(ws, stamp, tuple(int(c) for c in near["cluster"]),  #
 mem = session.members(ws, stamp, pick, n_show)
 kept_rows = session.concept_kept_rows(ws, stamp, params, pick, dkey)  # from this concept's rows alone
 tones = ["kept" if r in kept_rows else ("" if s != "pool" else "dropped") for r, s in zip(mem["row_idx"], mem["split"])]
-notes = [f"{i + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "")
-         for i, (d, s) in enumerate(zip(mem["dist_to_centroid"], mem["split"]))]
+tagged = page_data.tag_notes(mem["row_idx"].tolist(), session.decisions(ws, stamp, dkey))
+notes = [f"{i + 1} · d={d:.2f}" + (" · eval" if s != "pool" else "") + t
+         for i, (d, s, t) in enumerate(zip(mem["dist_to_centroid"], mem["split"], tagged))]
 st.markdown(f"**Images of {page_data.escape_markdown(names[pick])}**")
 session.thumb_grid(mem, notes, tones, empty="This concept has no images.")
 more = {f"Tag all {int(row['size']):,} of this concept": (session.plan_index(ws, stamp).concept_rows(pick)[0],
