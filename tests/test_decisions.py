@@ -230,7 +230,8 @@ def test_one_concepts_members_match_the_mask_under_decisions():
     for trial in range(12):
         dec = _random_decisions(rng, cl.size, 40)
         p = PlanParams(method=["dbp", "ssp", "random"][trial % 3], keep=0.3,
-                       within=["hard", "easy", "random"][trial % 3], dedup_eps=[None, 0.1][trial % 2], clip_keep=[None, 0.5][(trial // 2) % 2])
+                       within=["hard", "easy", "random"][trial % 3], dedup_eps=[None, 0.1][trial % 2],
+                       clip_keep=[None, 0.5][(trial // 2) % 2])
         try:
             r = idx.compute(p, decisions=dec)
         except InfeasibleDecisions:
