@@ -179,6 +179,17 @@ def concept_frame(clusters: pd.DataFrame, index: PlanIndex, neighbors: int = NEI
     return df
 
 
+def namesakes(concepts: pd.DataFrame, j: int) -> pd.DataFrame:
+    """The concepts whose label, without its ' - i of n', is concept ``j``'s (largest first; ``attrs['label']``
+    holds the shared label); just ``j`` itself when its label is its own or empty."""
+    base = concepts["label"].fillna("").map(strip_rank)
+    label = base[concepts["cluster"] == j].iloc[0]
+    same = concepts[(base == label) & (label != "")] if label else concepts[concepts["cluster"] == j]
+    out = same.sort_values(["size", "cluster"], ascending=[False, True]).reset_index(drop=True)
+    out.attrs["label"] = label
+    return out
+
+
 def has_zero_shot(concepts: pd.DataFrame) -> bool:
     """Whether the concepts have zero-shot names (a workspace built with a CLIP text tower)."""
     return "zs_name" in concepts and bool((concepts["zs_name"].fillna("") != "").any())

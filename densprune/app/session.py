@@ -603,7 +603,6 @@ RULE_NAMES = {"auto": "auto (the method decides)", "keep-whole": "keep whole", "
 def rule_editor(concept: int, cdf: pd.DataFrame, key: str = "concepts_rule") -> None:
     """The rule of one concept (auto / keep whole / drop / floor / cap / weight), editable; with a label
     that several concepts share, the rule can go to all of them at once."""
-    from densprune.cluster.labels import strip_rank
     from densprune.prune.curation import clustering_id, set_rule
 
     ws = str(workspace())
@@ -618,8 +617,8 @@ def rule_editor(concept: int, cdf: pd.DataFrame, key: str = "concepts_rule") -> 
         now = rule_from_row(r).describe()
         st.caption(f"Rule in force: **{now}** · by {page_data.escape_markdown(str(r.created_by))} · "
                    f"{r.created_at:%Y-%m-%d %H:%M} UTC")
-    label = strip_rank(str(cdf.set_index("cluster").loc[concept, "label"] or ""))
-    same = cdf[[strip_rank(str(x or "")) == label for x in cdf["label"]]] if label else cdf.iloc[:0]
+    same = page_data.namesakes(cdf, concept)
+    label = same.attrs["label"]
     with st.form(f"{key}_{concept}", border=True):
         c1, c2 = st.columns([3, 2])
         kind = c1.selectbox("Rule for this concept", list(RULE_NAMES), format_func=RULE_NAMES.get,

@@ -265,7 +265,8 @@ class PlanIndex:
         self.summary = summary  # per-concept counts and distance sums at every filter level (plan_summary.py)
         self._d_inter: dict[int, np.ndarray] = {}
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()  # guards the two caches above
+        self._tag_pos: dict[tuple[str, str], np.ndarray] = {}  # sorted hard positions of tagged rows, per digest
+        self._lock = threading.Lock()  # guards the three caches above
 
     @classmethod
     def build(cls, clusters: np.ndarray, dist_to_centroid: np.ndarray, centroids: np.ndarray,
@@ -620,6 +621,21 @@ class PlanIndex:
             e &= self._clip_rank[pos] <= self.summary.clip_cut[level]
         return e
 
+    def _tag_positions(self, dec: Decisions, action: str, rows: np.ndarray) -> np.ndarray:
+        """(M,) sorted hard positions of ``rows`` (the ``action`` rows of ``dec``), cached per decisions digest:
+        they do not change while a slider moves."""
+        key = (dec.digest, action)
+        with self._lock:
+            if key in self._tag_pos:
+                return self._tag_pos[key]
+        pos = np.sort(self.inv[rows])
+        pos.setflags(write=False)
+        with self._lock:
+            self._tag_pos[key] = pos
+            while len(self._tag_pos) > 4:
+                self._tag_pos.pop(next(iter(self._tag_pos)))
+        return pos
+
     def _tagged(self, dec: Decisions, p: PlanParams, level: tuple[int, int] | None,
                 elig: np.ndarray | None) -> "_Tagged":
         """Per concept, what the never and always rows of ``dec`` are at this plan's filters (M-sized)."""
@@ -631,8 +647,7 @@ class PlanIndex:
                 raise ValueError(f"tag rows out of range: {action} rows run to {int(rows[-1])} but the workspace has "
                                  f"{self.n_rows:,} rows (tags from another build of it?); remove them with "
                                  "`densprune untag WS NAME`")
-            pos = np.sort(self.inv[rows])
-            out[action] = (pos, self._tag_eligible(p, pos, level, elig))
+            out[action] = (pos := self._tag_positions(dec, action, rows), self._tag_eligible(p, pos, level, elig))
         never_pos, never_el = out["never"]
         always_pos, always_el = out["always"]
         never_e = never_pos[never_el]

@@ -155,11 +155,31 @@ if query.strip():
         more[f"Tag the {hits.size:,} captions with “{query.strip()[:20]}”"] = (hits, "caption", query.strip())
 session.tag_picker([int(r) for r in mem["row_idx"]], f"concepts_{pick}", f"Concepts page, concept {pick}", more)
 
-st.subheader("Neighbouring concepts")
-
-
 def _open(c: int) -> None:
     st.session_state["concepts_pick"] = c
+
+
+namesakes = page_data.namesakes(cdf, pick)
+if len(namesakes) > 1:  # caption words cannot tell these apart: show what does differ
+    st.subheader(f"The {len(namesakes)} concepts labelled “{page_data.escape_markdown(namesakes.attrs['label'])}”")
+    st.caption("Their captions share the same most distinctive words; they differ in size, complexity and images. "
+               "A rule on one of them can go to all of them at once (the rule box above).")
+    strips = session.members_of(ws, stamp, tuple(int(c) for c in namesakes["cluster"]), session.NEIGHBOUR_TILES)
+    by_id = table.set_index("cluster")
+    for _, nb in namesakes.iterrows():
+        c = int(nb["cluster"])
+        a, b = st.columns([1, 4], vertical_alignment="center")
+        with a:
+            here = " (this one)" if c == pick else ""
+            st.markdown(f"**{page_data.escape_markdown(nb['name'])}**{here}  \n"
+                        f"{int(nb['pool_size']):,} images · complexity {nb['complexity']:.3f} · kept "
+                        f"{int(by_id.loc[c, 'kept']):,}")
+            if c != pick:
+                st.button("Open", key=f"concepts_same_{c}", on_click=_open, args=(c,))
+        with b:
+            session.thumb_grid(strips[c], tile_px=64, caption_lines=1, explain_missing=False)
+
+st.subheader("Neighbouring concepts")
 
 
 for _, nb in near.iterrows():
