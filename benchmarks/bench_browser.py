@@ -17,7 +17,11 @@ index is built by then; the first round is each page's first open in this server
 current plan not computed yet where no earlier page computed it; later rounds find Streamlit's
 caches warm). Medians are written, headed by the command, to benchmarks/results/browser.md (``--out``).
 
+With ``--decisions RULES TAGGED`` the workspace first gets that many concept rules and tagged rows
+(benchmarks/bench_decisions.py's mix; removed again at the end), so the slider moves a plan that obeys them.
+
     python benchmarks/bench_browser.py [--workspace DIR] [--runs 15] [--page-rounds 4] [--out FILE]
+    python benchmarks/bench_browser.py --workspace workspaces/ws-10m --decisions 500 1000000 --runs 10
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=15, help="key presses to time (median)")
     ap.add_argument("--page-rounds", type=int, default=0, help="rounds of opening every page from the sidebar")
     ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/browser.md)")
+    ap.add_argument("--decisions", type=int, nargs=2, metavar=("RULES", "TAGGED"), default=None,
+                    help="give the workspace RULES concept rules and TAGGED tagged rows first (removed at the end)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
@@ -104,11 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     if not db.is_complete(ws):
         ap.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{os.getpid()}.log"
-    proc, url = start_app(ws, log)
+    dec = None
+    if args.decisions:
+        from bench_decisions import make_decisions, write_decisions
+
+        from densprune.prune.plan_index import load_index
+
+        dec = make_decisions(load_index(ws), *args.decisions)
+        write_decisions(ws, dec)
     try:
-        to_count, to_settled, first, last, opens = measure(url, args.runs, args.page_rounds)
+        proc, url = start_app(ws, log)
+        try:
+            to_count, to_settled, first, last, opens = measure(url, args.runs, args.page_rounds)
+        finally:
+            stop_app(proc)
     finally:
-        stop_app(proc)
+        if dec is not None:
+            from bench_decisions import remove_decisions
+
+            remove_decisions(ws, dec)
     meta = db.load_meta(ws)
     rows = [["key press -> the new Kept count is shown", f"{statistics.median(to_count):.0f}",
              f"{min(to_count):.0f}-{max(to_count):.0f}"],
@@ -124,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"{statistics.median(ts[1:]):.0f}", f"{min(ts[1:]):.0f}-{max(ts[1:]):.0f}"])
     text = (f"Budget page of {ws.name} ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
             f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)"
-            + (f"; then every page opened from the sidebar, {args.page_rounds} rounds" if opens else "") + "\n\n"
+            + (f"; then every page opened from the sidebar, {args.page_rounds} rounds" if opens else "")
+            + (f"; with decisions in force: {len(dec.rules)} concept rules, {dec.rows('never').size:,} rows tagged "
+               f"never, {dec.rows('always').size:,} always" if dec is not None else "") + "\n\n"
             + table(["what", "median ms", "range ms"], rows))
     path = publish(text, args.out, "browser.md")
     path.with_suffix(".json").write_text(json.dumps({

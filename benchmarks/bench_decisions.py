@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +70,27 @@ def make_decisions(index: PlanIndex, n_rules: int, n_tagged: int, seed: int = 0)
                                                TagSet("bench-always", "always", tagged[cut:])))
 
 
+def write_decisions(ws: Path, dec: Decisions) -> None:
+    """Store ``dec`` in workspace ``ws`` (tags and rules, as `densprune tag` / `rule` would), for the browser
+    benchmark; :func:`remove_decisions` takes them out again."""
+    from densprune.prune.curation import add_tag, set_rule
+
+    for t in dec.tags:
+        add_tag(ws, t.name, t.action, t.rows, source_kind="rows", source="benchmark", who="benchmark")
+    for r in dec.rules:
+        amount = None if r.value is None else (f"{r.value * 100:g}%" if r.fraction else f"{r.value:g}")
+        set_rule(ws, [r.concept], r.kind, amount, who="benchmark", source="benchmark")
+
+
+def remove_decisions(ws: Path, dec: Decisions) -> None:
+    from densprune.prune.curation import remove_tag, set_rule
+
+    for t in dec.tags:
+        remove_tag(ws, t.name, who="benchmark")
+    if dec.rules:
+        set_rule(ws, [r.concept for r in dec.rules], "auto", who="benchmark", source="benchmark")
+
+
 def check(index: PlanIndex, result, dec: Decisions) -> None:
     keep = result.keep
     assert int(keep.sum()) == result.budget
@@ -118,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
              "|---|---|---|---|---|---|---|"]
     for label, t in rows:
         c, cd, m, md = (t[k] for k in ("counts", "counts+dec", "mask", "mask+dec"))
-        lines.append(f"| {label} | {c[0]:.1f} ({c[1]:.1f}) | {cd[0]:.1f} ({cd[1]:.1f}) | {cd[1] / max(c[1], 1e-3):.1f}x "
-                     f"| {m[0]:.0f} ({m[1]:.0f}) | {md[0]:.0f} ({md[1]:.0f}) | {md[1] / max(m[1], 1e-3):.1f}x |")
+        lines.append(f"| {label} | {c[0]:.1f} ({c[1]:.1f}) | {cd[0]:.1f} ({cd[1]:.1f}) "
+                     f"| {cd[1] / max(c[1], 1e-3):.1f}x | {m[0]:.0f} ({m[1]:.0f}) | {md[0]:.0f} ({md[1]:.0f}) "
+                     f"| {md[1] / max(m[1], 1e-3):.1f}x |")
     worst = max(max(t["counts+dec"][0], t["mask+dec"][0]) for _, t in rows)
     lines += ["", f"Slowest plan with decisions: {worst:,.0f} ms (goal: under 1,000 ms)."]
     path = publish("\n".join(lines), args.out, "decisions.md")
