@@ -59,9 +59,11 @@ def open_pages(page, rounds: int) -> dict[str, list[float]]:
     return out
 
 
-def measure(url: str, runs: int, page_rounds: int = 0) -> tuple[list[float], list[float], str, str, dict]:
+def measure(url: str, runs: int, page_rounds: int = 0,
+            expect: str | None = None) -> tuple[list[float], list[float], str, str, dict]:
     """(ms to the new Kept count, ms to a settled page) per key press; first and last Kept values;
-    and the page-open times of :func:`open_pages` (empty without ``page_rounds``)."""
+    and the page-open times of :func:`open_pages` (empty without ``page_rounds``). ``expect``: a text the
+    Budget page must show before the first and after the last key press (that the decisions are in force)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -71,6 +73,8 @@ def measure(url: str, runs: int, page_rounds: int = 0) -> tuple[list[float], lis
         page.goto(f"{url}/budget")
         page.wait_for_function(f"() => ({SETTLED_JS})() && ({KEPT_JS})() !== null", timeout=600_000)
         opens: dict[str, list[float]] = {"cold": [(time.perf_counter() - t0) * 1000]}
+        if expect is not None and page.get_by_text(expect).count() == 0:
+            raise RuntimeError(f"the Budget page does not show {expect!r}: the benchmark would not time what it says")
         slider = page.get_by_role("slider").first  # "Keep (% of the remaining pool)"
         slider.focus()
         first = page.evaluate(KEPT_JS)
@@ -86,6 +90,8 @@ def measure(url: str, runs: int, page_rounds: int = 0) -> tuple[list[float], lis
             to_count.append((t1 - t0) * 1000)
             to_settled.append((t2 - t0) * 1000)
         last = page.evaluate(KEPT_JS)
+        if expect is not None and page.get_by_text(expect).count() == 0:
+            raise RuntimeError(f"after the key presses the Budget page no longer shows {expect!r}")
         if page_rounds:
             opens.update(open_pages(page, page_rounds))
         browser.close()
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proc, url = start_app(ws, log)
         try:
-            to_count, to_settled, first, last, opens = measure(url, args.runs, args.page_rounds)
+            to_count, to_settled, first, last, opens = measure(
+                url, args.runs, args.page_rounds, expect="images kept by force" if dec is not None else None)
         finally:
             stop_app(proc)
     finally:
