@@ -111,6 +111,7 @@ def test_tag_two_tiles_never_and_the_plan_excludes_them(ws, app_url, browser, ar
     box.fill("drop")  # the list filters to the typed text
     pg.get_by_role("option", name="drop", exact=True).click()
     form.get_by_role("button", name="Apply the rule").click()
+    pg.get_by_text("Rule in force:").first.wait_for(timeout=60_000)  # the rerun after the rule is written
     settle(pg)
     metric = pg.locator('[data-testid="stMetric"]').filter(has=pg.get_by_text("Kept by the plan", exact=True))
     assert metric.locator('[data-testid="stMetricValue"]').inner_text().strip() == "0"
