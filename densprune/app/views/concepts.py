@@ -75,7 +75,8 @@ left, right = st.columns([6, 5], gap="large")
 
 # --- the map --------------------------------------------------------------------------------
 with left:
-    all_tags = session.tags(ws, session.decisions_version(ws))
+    version = session.decisions_version(ws)  # one read of the decisions' version per run of this page
+    all_tags = session.tags(ws, version)
     colours = ["concept", "complexity", "kept by the plan"] + (["a tag"] if len(all_tags) else [])
     colour = st.segmented_control("Colour the map by", colours, key="concepts_colour", default="concept")
     pts = session.layout(ws, stamp)
@@ -84,10 +85,10 @@ with left:
     if mode == "a tag":
         label_first = all_tags.sort_values("action", key=lambda a: a != "label", kind="stable")["name"].tolist()
         tag = st.selectbox("Tag", label_first, key="concepts_colour_tag")
-        mode, keep = f"tag:{tag}", session.tag_mask(ws, stamp, session.decisions_version(ws), tag)
+        mode, keep = f"tag:{tag}", session.tag_mask(ws, stamp, version, tag)
     picture = session.map_picture(ws, stamp, mode, params if mode == "kept" else None,
                                   dkey if mode == "kept" else
-                                  session.decisions_version(ws) if mode.startswith("tag:") else None)
+                                  version if mode.startswith("tag:") else None)
     fig = charts.concept_map(pts, cdf, "kept" if mode.startswith("tag:") else mode, keep, pick, picture=picture,
                              legend=("not tagged", f"tagged {mode[4:]}") if mode.startswith("tag:") else None)
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
