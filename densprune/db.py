@@ -757,6 +757,15 @@ def decision_log(workspace: str | os.PathLike, limit: int = 200) -> pd.DataFrame
         return con.execute("SELECT * FROM decision_log ORDER BY logged_at DESC LIMIT ?", [int(limit)]).df()
 
 
+def tag_sources(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
+    """Where tag ``name``'s rows came from, oldest first: logged_at, who, source_kind, source, n_rows (new rows)."""
+    with connect(workspace) as con:
+        if not _has_table(con, "decision_log"):
+            return pd.DataFrame(columns=["logged_at", "who", "source_kind", "source", "n_rows"])
+        return con.execute("SELECT logged_at, who, source_kind, source, n_rows FROM decision_log WHERE target = ? "
+                           "AND what LIKE 'tag %' ORDER BY logged_at", [name]).df()
+
+
 def decisions_version(workspace: str | os.PathLike) -> tuple:
     """A cheap key that changes whenever a decision is written (for caches)."""
     with connect(workspace) as con:

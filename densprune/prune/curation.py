@@ -38,11 +38,11 @@ from densprune.prune.decisions import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SOURCES", "StaleRules", "add_tag", "carry_rules", "clustering_id", "decisions_from_snapshot",
+__all__ = ["SOURCES", "StaleRules", "add_tag", "tag_sources", "carry_rules", "clustering_id", "decisions_from_snapshot",
            "load_decisions", "make_rule", "read_id_file", "remove_tag", "rows_from_ids", "rule_from_row", "set_rule",
            "snapshot"]
 
-SOURCES = ("caption", "concept", "uids", "keys", "rows")  # where a tag's rows came from
+SOURCES = ("caption", "concept", "uids", "keys", "rows", "text", "like", "lasso", "box")  # where a tag's rows came from
 _UID = re.compile(r"^[0-9a-f]{32}$")
 MAX_LISTED = 10  # bad ids named in an error
 
@@ -120,6 +120,25 @@ def add_tag(workspace: str | os.PathLike, name: str, action: str, rows: np.ndarr
     added = db.add_tag_rows(workspace, name, action, rows, _entry(who, source_kind, source))
     log.info("tag %s (%s): %d rows given, %d new", name, action, rows.size, added)
     return added
+
+
+def tag_sources(workspace: str | os.PathLike, name: str) -> list[dict]:
+    """The provenance of tag ``name``, one entry per addition, oldest first: logged_at, who, source_kind,
+    source (JSON for searches and map regions: decoded to a dict), n_rows. Unknown name: ValueError."""
+    validate_tag_name(name)
+    tags = db.list_tags(workspace)
+    if name not in set(tags["name"]):
+        raise ValueError(f"no tag named {name!r} in {workspace} (tags: {', '.join(tags['name']) or 'none'})")
+    out = []
+    for r in db.tag_sources(workspace, name).to_dict("records"):
+        src = r.get("source")
+        if isinstance(src, str) and src.startswith("{"):
+            try:
+                r["source"] = json.loads(src)
+            except ValueError:
+                pass
+        out.append(r)
+    return out
 
 
 def remove_tag(workspace: str | os.PathLike, name: str, who: str | None = None) -> int:

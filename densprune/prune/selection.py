@@ -443,6 +443,10 @@ class PlanIndex:
         """(N,) int64 cluster of every row, row order (from the index: no read of the workspace)."""
         return self._cl_h[self.inv].astype(np.int64)
 
+    def clusters_of(self, rows: np.ndarray) -> np.ndarray:
+        """(M,) int64 cluster of each of ``rows`` (M,) (no N-sized work)."""
+        return self._cl_h[self.inv[np.asarray(rows, dtype=np.int64)]].astype(np.int64)
+
     def rows_in_pool(self) -> np.ndarray:
         """(N,) bool pool mask, row order (from the index: no read of the workspace)."""
         return self._pool_h[self.inv]
