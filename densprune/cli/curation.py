@@ -30,10 +30,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help="every row of concept J (repeatable)")
     src.add_argument("--uids", type=Path, metavar="FILE", help="a file of uids (32 hex digits), one per line")
     src.add_argument("--keys", type=Path, metavar="FILE", help="a file of sample keys, one per line")
+    from densprune.cli.search import add_query_flags, add_search_knobs
+
+    add_query_flags(src)
+    add_search_knobs(p, k_default=None)
+    p.add_argument("--min-sim", type=float, default=None, metavar="S",
+                   help="with --text / --like: the images with cosine similarity >= S (with -k: of the k nearest)")
     p.set_defaults(func=cmd_tag)
 
-    p = sub.add_parser("tags", help="list the workspace's tags")
+    p = sub.add_parser("tags", help="list the workspace's tags, or where one tag's rows came from")
     p.add_argument("workspace", type=Path)
+    p.add_argument("name", nargs="?", default=None,
+                   help="one tag: its provenance (the query, seed row, map region... of each addition)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tags)
 
@@ -88,6 +96,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
         rows = np.concatenate([index.concept_rows(j)[0] for j in args.concept])
         kind, source = "concept", ",".join(map(str, args.concept))
+    elif args.text is not None or args.like is not None:
+        rows, kind, source = _search_rows(args)
     else:
         path, column = (args.uids, "uid") if args.uids is not None else (args.keys, "key")
         rows = rows_from_ids(args.workspace, column, read_id_file(path), source=str(path))
@@ -100,9 +110,28 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_rows(args: argparse.Namespace):
+    """``tag --text / --like``: the rows of the search (the k nearest, or all at or above --min-sim), the
+    source kind and the provenance JSON; a ValueError when neither bound is given."""
+    from densprune.cli.search import run_query
+    from densprune.search.queries import MAX_K
+
+    if args.k is None and args.min_sim is None:
+        raise ValueError("--text / --like tag the nearest images: say how many with -k N, or how similar with "
+                         "--min-sim S (or both)")
+    sel = run_query(args.workspace, args.text, args.like, args.k or MAX_K, exact=args.exact, min_sim=args.min_sim,
+                    text_weights=args.text_weights)
+    if args.k is None and sel.rows.size == MAX_K:
+        raise ValueError(f"more than {MAX_K:,} images are at or above --min-sim {args.min_sim}: raise it, or add "
+                         f"-k N to take the N nearest; nothing was tagged")
+    return sel.rows, sel.kind, sel.source()
+
+
 def cmd_tags(args: argparse.Namespace) -> int:
     from densprune import db
 
+    if args.name is not None:
+        return _tag_provenance(args)
     df = db.list_tags(args.workspace)
     if args.json:
         print(df.to_json(orient="records", date_format="iso"))
@@ -111,6 +140,23 @@ def cmd_tags(args: argparse.Namespace) -> int:
     else:
         for r in df.itertuples():
             print(f"{r.name:<24} {r.action:<7} {r.n_rows:>10,} rows  by {r.created_by}  {r.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def _tag_provenance(args: argparse.Namespace) -> int:
+    import json
+
+    from densprune.prune.curation import tag_sources
+
+    entries = tag_sources(args.workspace, args.name)
+    if args.json:
+        print(json.dumps(entries, default=str))
+        return 0
+    for e in entries:
+        src = e["source"]
+        if isinstance(src, dict) and "lasso" in src:
+            src = {**src, "lasso": f"{len(src['lasso'])} vertices"}
+        print(f"{e['logged_at']:%Y-%m-%d %H:%M}  {e['who']}  {e['source_kind']}  {src}  ({e['n_rows']:,} new rows)")
     return 0
 
 

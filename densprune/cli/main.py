@@ -191,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from densprune.cli import curation as cli_curation
     from densprune.cli import plans as cli_plans
+    from densprune.cli import search as cli_search
     from densprune.cli import train as cli_train
 
     cli_plans.add_commands(sub)
     cli_curation.add_commands(sub)
+    cli_search.add_commands(sub)
     cli_train.add_commands(sub)
     return parser
 
