@@ -115,7 +115,7 @@ def test_nearest_on_the_demo_exact_and_approximate(demo_workspace):
     probed = set(probe_concepts(index.centroids, vec, index.n_clusters)[0][:len(set(index.clusters_of(approx.rows)))])
     assert set(index.clusters_of(approx.rows)) <= probed
     # every exact neighbour inside the probed concepts is found, in the same order
-    inside = exact.rows[np.isin(exact.rows, queries._candidates(index, vec, index.n_rows)[0])]
+    inside = exact.rows[np.isin(exact.rows, queries._candidates(index, vec, index.n_rows, 50)[0])]
     np.testing.assert_array_equal(approx.rows[:inside.size], inside)
     few = queries.nearest(ws, vec, 50, kind="like", label="", provenance={}, min_similarity=float(exact.similarity[9]))
     assert few.rows.size >= 10 and (few.similarity >= exact.similarity[9]).all()

@@ -186,11 +186,11 @@ def like_vector(workspace: str | os.PathLike, row: int) -> np.ndarray:
     return normalise(vectors[int(row)])[0]
 
 
-def _candidates(index, query: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """Sorted rows of the concepts nearest ``query`` until they hold APPROX_FRACTION of ``n`` rows; how many
-    concepts that took."""
+def _candidates(index, query: np.ndarray, n: int, k: int = 100) -> tuple[np.ndarray, int]:
+    """Sorted rows of the concepts nearest ``query`` until they hold APPROX_FRACTION of ``n`` rows (and at
+    least 20 k); how many concepts that took."""
     order = probe_concepts(index.centroids, query, index.n_clusters)[0]
-    need = APPROX_FRACTION * n
+    need = max(APPROX_FRACTION * n, 20 * k)
     cum = np.cumsum(index.sizes[order])
     p = max(MIN_PROBE, int(np.searchsorted(cum, need)) + 1)
     p = min(p, index.n_clusters)
@@ -199,21 +199,22 @@ def _candidates(index, query: np.ndarray, n: int) -> tuple[np.ndarray, int]:
 
 def nearest(workspace: str | os.PathLike, query: np.ndarray, k: int = 100, *, kind: str, label: str,
             provenance: dict, exact: bool | None = None, exclude: np.ndarray | None = None,
-            min_similarity: float | None = None, device: str = "cpu") -> Selection:
+            min_similarity: float | None = None, device: str = "cpu", index=None) -> Selection:
     """The ``k`` images nearest ``query`` (d,) by cosine similarity (at least ``min_similarity`` when given):
-    exact below APPROX_FROM_ROWS rows or with ``exact=True``, else among the nearest concepts' members."""
+    exact below APPROX_FROM_ROWS rows or with ``exact=True``, else among the nearest concepts' members.
+    ``index``: the workspace's PlanIndex when the caller holds it (loading one maps N-sized arrays)."""
     k = check_k(k)
     if min_similarity is not None and not -1.0 <= float(min_similarity) <= 1.0:
         raise ValueError(f"a similarity threshold is a cosine similarity in [-1, 1], got {min_similarity}")
     vectors = _vectors(workspace)
     n = vectors.shape[0]
     exact = n < APPROX_FROM_ROWS if exact is None else bool(exact)
-    index = load_index(workspace)
+    index = load_index(workspace) if index is None else index
     if exact:
         rows, sims = top_k(vectors, query, k, exclude=exclude, device=device)
         method, searched = f"exact over {n:,} rows", n
     else:
-        cand, p = _candidates(index, query, n)
+        cand, p = _candidates(index, query, n, k)
         rows, sims = top_k(vectors, query, k, rows=cand, exclude=exclude, device=device)
         method, searched = f"approximate: the {cand.size:,} images of the {p} concepts nearest the query", cand.size
     rows, sims = rows[0], sims[0]
@@ -234,12 +235,12 @@ def concept_hits(index, rows: np.ndarray, sims: np.ndarray | None = None) -> pd.
     return out.sort_values(["hits", "best", "cluster"], ascending=[False, False, True]).reset_index(drop=True)
 
 
-def caption_search(workspace: str | os.PathLike, text: str) -> Selection:
+def caption_search(workspace: str | os.PathLike, text: str, index=None) -> Selection:
     """Every row whose caption contains ``text`` (case-insensitive, literal: % and _ are characters), in row
-    order, with the match counts per concept."""
+    order, with the match counts per concept (``index``: the workspace's PlanIndex, when held)."""
     t = check_query_text(text)
     rows = db.caption_rows(workspace, t)
-    index = load_index(workspace)
+    index = load_index(workspace) if index is None else index
     return Selection(kind="caption", label=f"captions containing {t!r}", rows=rows, similarity=None,
                      concepts=concept_hits(index, rows), provenance={"caption": t}, method="caption match",
                      searched=int(index.n_rows), total=int(rows.size))
