@@ -132,7 +132,8 @@ def main() -> None:
     ours, base = exact(0).rows, faiss_flat(vectors, row_q[:1], k + 1)[0][0]
     agree = len(set(ours) & set(base[base != rows[0]][:k])) / k
     res.append(["exact (densprune)", f"{ex_t * 1000:,.0f}", f"{n:,}", "1.00 (reference)",
-                f"baseline {base_t * 1000:,.0f} ms, baseline / densprune = {base_t / ex_t:.2f}; same rows: {agree:.2f}"])
+                f"baseline {base_t * 1000:,.0f} ms, baseline / densprune = {base_t / ex_t:.2f}; "
+                f"same rows: {agree:.2f}"])
     for name, qs, exc in (("rows", row_q, list(rows)), ("random directions", rand_q, [None] * args.queries)):
         got, ts, searched = [], [], []
         for i, q in enumerate(qs):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from densprune.workspace import image_vectors, text_vectors
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 20)}
 SHAPES = ("circle", "square")
@@ -138,4 +141,39 @@ def small_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     index = plan_index.load_index(ws)
     plans.save_plan(ws, "half", index.compute(PlanParams(keep=0.5)))
     plans.save_plan(ws, "all", index.compute(PlanParams(keep=1.0)))
+    return ws
+
+
+# -- a workspace with a text tower: densprune-tiny open_clip, random weights (seeded), unique captions ---------
+
+CAPTION_WORDS = ("kettle", "violin", "tractor", "lantern", "pelican", "anchor")
+
+
+@pytest.fixture(scope="session")
+def tiny_ws(tmp_path_factory):
+    from densprune.embed.runner import EmbedSettings
+    from densprune.pipeline.config import PrecomputeConfig
+    from densprune.pipeline.precompute import precompute
+
+    root = tmp_path_factory.mktemp("tinyclip") / "images"
+    n = 0
+    for color, rgb in COLORS.items():
+        (root / color).mkdir(parents=True)
+        for j in range(6):
+            img = make_image(rgb, SHAPES[j % 2], seed=n)
+            (root / color / f"s{j}.jpg").write_bytes(encode(img, "JPEG"))
+            (root / color / f"s{j}.txt").write_text(f"a {color} {SHAPES[j % 2]} with a {CAPTION_WORDS[j]}")
+            n += 1
+    return precompute(PrecomputeConfig(source=str(root), workspace=root.parent / "ws", embedder="openclip",
+                                       model="densprune-tiny", pretrained="none", clusters=3, eval_per_category=0,
+                                       embed=EmbedSettings(batch_size=8, workers=0)))
+
+
+@pytest.fixture()
+def matched_ws(tiny_ws, tmp_path):
+    """A copy of the tiny workspace whose image vectors are its caption vectors: every image built to match
+    its own caption, as a trained CLIP would have it."""
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_ws, ws)
+    np.save(image_vectors(ws), np.load(text_vectors(ws)))
     return ws

@@ -23,7 +23,7 @@ from densprune.prune.selection import PlanParams
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
-PAGES = ["overview", "concepts", "complexity", "budget", "preview", "export"] + ["train"]
+PAGES = ["overview", "concepts", "find", "complexity", "budget", "preview", "export"] + ["train"]
 
 
 def open_app(ws: Path, page: str | None = None) -> AppTest:

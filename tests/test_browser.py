@@ -24,7 +24,7 @@ from app_server import (
 
 from densprune.prune import plans
 
-PAGES = ["", "concepts", "complexity", "budget", "preview", "export"] + ["train"]
+PAGES = ["", "concepts", "find", "complexity", "budget", "preview", "export"] + ["train"]
 WITH_THUMBS = {"concepts", "complexity", "preview"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

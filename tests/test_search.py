@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import COLORS, SHAPES, encode, make_image
 from console import run_densprune
 
 from densprune import db
@@ -22,8 +21,6 @@ from densprune.search import queries
 from densprune.search.regions import check_polygon, in_box, in_polygon
 from densprune.search.similarity import normalise, probe_concepts, top_k
 from densprune.workspace import image_vectors, text_vectors
-
-WORDS = ("kettle", "violin", "tractor", "lantern", "pelican", "anchor")
 
 
 def brute(vectors: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = None, exclude=()) -> tuple:
@@ -164,36 +161,6 @@ def test_bad_queries(demo_workspace):
 
 
 # -- a workspace with a text tower: densprune-tiny open_clip, random weights (seeded), unique captions ---------
-
-
-@pytest.fixture(scope="module")
-def tiny_ws(tmp_path_factory):
-    from densprune.embed.runner import EmbedSettings
-    from densprune.pipeline.config import PrecomputeConfig
-    from densprune.pipeline.precompute import precompute
-
-    root = tmp_path_factory.mktemp("tinyclip") / "images"
-    n = 0
-    for color, rgb in COLORS.items():
-        (root / color).mkdir(parents=True)
-        for j in range(6):
-            img = make_image(rgb, SHAPES[j % 2], seed=n)
-            (root / color / f"s{j}.jpg").write_bytes(encode(img, "JPEG"))
-            (root / color / f"s{j}.txt").write_text(f"a {color} {SHAPES[j % 2]} with a {WORDS[j]}")
-            n += 1
-    return precompute(PrecomputeConfig(source=str(root), workspace=root.parent / "ws", embedder="openclip",
-                                       model="densprune-tiny", pretrained="none", clusters=3, eval_per_category=0,
-                                       embed=EmbedSettings(batch_size=8, workers=0)))
-
-
-@pytest.fixture()
-def matched_ws(tiny_ws, tmp_path):
-    """A copy of the tiny workspace whose image vectors are its caption vectors: every image built to match
-    its own caption, as a trained CLIP would have it."""
-    ws = tmp_path / "ws"
-    shutil.copytree(tiny_ws, ws)
-    np.save(image_vectors(ws), np.load(text_vectors(ws)))
-    return ws
 
 
 def test_text_tower_is_the_workspaces_own(tiny_ws):

@@ -89,12 +89,15 @@ def map_picture(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
 def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np.ndarray | None = None,
                 pick: int | None = None, height: int = 430,
                 picture: tuple[str, tuple[float, float, float, float]] | None = None,
-                legend: tuple[str, str] | None = None) -> go.Figure:
+                legend: tuple[str, str] | None = None, found: pd.DataFrame | None = None,
+                found_concepts: np.ndarray | None = None, dragmode: str = "pan") -> go.Figure:
     """The 2-D map: sampled images (pts: row_idx, cluster, x, y) as one picture (``picture``, else
     :func:`map_picture` of the same arguments), the picked concept's images outlined on top, and the
     concept centres (concepts: cluster, name, x, y, pool_size, complexity) as markers that name their
     concept on hover; coloured by "concept", "complexity" or "kept" (needs ``keep``; ``legend`` names its
-    two colours, off and on: ("dropped", "kept") unless given, e.g. for the rows of a tag)."""
+    two colours, off and on: ("dropped", "kept") unless given, e.g. for the rows of a tag). The Find page
+    marks what it found: ``found`` (x, y of the found images the map holds) as rings, ``found_concepts``
+    (cluster ids) as larger centres; ``dragmode`` "lasso" or "select" to draw a region."""
     source, extent = picture if picture is not None else map_picture(pts, concepts, colour, keep)
     cen = concepts.dropna(subset=["x", "y"])
     fig = go.Figure()
@@ -107,6 +110,15 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np
         sel = pts[pts["cluster"].to_numpy() == pick]
         fig.add_trace(go.Scatter(x=sel["x"], y=sel["y"], mode="markers", name=f"#{pick} (picked)", hoverinfo="skip",
                                  marker=dict(size=6, color="rgba(0,0,0,0)", line=dict(color="black", width=1))))
+    if found is not None and len(found):
+        fig.add_trace(go.Scatter(x=found["x"], y=found["y"], mode="markers", name=f"found ({len(found):,} on the map)",
+                                 hoverinfo="skip", marker=dict(size=9, color="rgba(255,215,0,0.35)",
+                                                               line=dict(color="black", width=1.5))))
+    if found_concepts is not None and len(found_concepts):
+        hit = cen[cen["cluster"].isin(np.asarray(found_concepts))]
+        fig.add_trace(go.Scatter(x=hit["x"], y=hit["y"], mode="markers", name="concepts found", hoverinfo="skip",
+                                 marker=dict(symbol="diamond", size=14, color="#ffd700",
+                                             line=dict(color="black", width=1.5))))
     marker = dict(symbol="diamond", size=7, color="white", line=dict(color="#333", width=1))
     if colour == "complexity":  # the centres carry the colour bar of the picture's scale
         marker.update(color=cen["complexity"], colorscale="Viridis",
@@ -117,7 +129,7 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np
                              marker=marker))
     return _layout(fig, "", height, legend=dict(orientation="h", y=-0.02),
                    xaxis=dict(visible=False, range=list(extent[:2])), yaxis=dict(visible=False, range=list(extent[2:])),
-                   dragmode="pan")
+                   dragmode=dragmode)
 
 
 def spread_isolation(concepts: pd.DataFrame, height: int = 430) -> go.Figure:

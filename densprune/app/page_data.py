@@ -455,3 +455,50 @@ def format_count(n: int | float) -> str:
     if abs(n) >= 10_000_000:
         return f"{n / 1e6:.1f}M"
     return f"{int(round(n)):,}"
+
+
+# --------------------------------------------------------------------------------------------
+# the Find page
+# --------------------------------------------------------------------------------------------
+
+def region_of(selection: Mapping | None) -> dict | None:
+    """The region of a plotly selection event (Streamlit's ``event.selection``, whose ``lasso`` and ``box``
+    entries hold the drawn ``x`` and ``y`` lists): ``{"lasso": (xs, ys)}`` of the last lasso drawn,
+    ``{"box": ((x0, x1), (y0, y1))}`` of the last box, or None when nothing usable was drawn."""
+    if not selection:
+        return None
+    for kind in ("lasso", "box"):
+        drawn = [d for d in (selection.get(kind) or []) if isinstance(d, Mapping) and d.get("x") and d.get("y")]
+        if not drawn:
+            continue
+        xs, ys = [float(v) for v in drawn[-1]["x"]], [float(v) for v in drawn[-1]["y"]]
+        if kind == "lasso":
+            return {"lasso": (xs, ys)} if len(xs) >= 3 and len(xs) == len(ys) else None
+        if len(xs) >= 2 and len(ys) >= 2:
+            return {"box": ((min(xs), max(xs)), (min(ys), max(ys)))}
+    return None
+
+
+def found_table(hits: pd.DataFrame, concepts: pd.DataFrame, result: PlanResult) -> pd.DataFrame:
+    """The concepts a search or region found (hits: cluster, hits, best, images[, centre_inside]) with their
+    names and what the plan ``result`` keeps of each: + name, kept, kept_pct (of its eligible)."""
+    df = hits.copy()
+    cl = df["cluster"].to_numpy(dtype=np.int64)
+    names = concepts.set_index("cluster")["name"]
+    df.insert(1, "name", names.reindex(cl).fillna("").to_numpy())
+    eligible = np.asarray(result.eligible)[cl]
+    df["kept"] = np.asarray(result.kept)[cl]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["kept_pct"] = np.where(eligible > 0, 100.0 * df["kept"] / np.maximum(eligible, 1), np.nan)
+    return df
+
+
+def found_notes(rows: np.ndarray, similarity: np.ndarray | None, clusters: np.ndarray, split: list[str],
+                tagged: list[str]) -> list[str]:
+    """The caption under each found tile: '3 · sim 0.812 · #12' (its number, similarity when the search
+    has one, its concept), '· eval' for held-out rows, and its never / always tag."""
+    out = []
+    for i, (c, s, t) in enumerate(zip(clusters, split, tagged)):
+        sim = f" · sim {float(similarity[i]):.3f}" if similarity is not None else ""
+        out.append(f"{i + 1}{sim} · #{int(c)}" + (" · eval" if s != "pool" else "") + t)
+    return out

@@ -31,13 +31,14 @@ VIEWS = Path(__file__).resolve().parent / "views"
 PAGES: dict[str, tuple[str, str]] = {
     "overview": ("Overview", ":material/home:"),
     "concepts": ("Concepts", ":material/bubble_chart:"),
+    "find": ("Find", ":material/search:"),
     "complexity": ("Complexity", ":material/scatter_plot:"),
     "budget": ("Budget", ":material/tune:"),
     "preview": ("Preview", ":material/compare:"),
     "export": ("Export", ":material/download:"),
     "train": ("Train", ":material/model_training:"),
 }
-SECTIONS = {"Explore": ["overview", "concepts", "complexity"], "Prune": ["budget", "preview", "export"],
+SECTIONS = {"Explore": ["overview", "concepts", "find", "complexity"], "Prune": ["budget", "preview", "export"],
             "Train": ["train"]}
 # the current plan (widget keys); defaults follow the paper: DBP, tau 0.1, keep hard
 PLAN_DEFAULTS: dict[str, object] = {
@@ -226,6 +227,27 @@ def rejects(ws: str, stamp: str, limit: int) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=64)
 def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
     return db.caption_matches(ws, text)
+
+
+@st.cache_data(show_spinner="Searching…", max_entries=64)
+def search(ws: str, stamp: str, kind: str, query: str | int, k: int = 100, exact: bool | None = None):
+    """One search of the Find page (densprune.search.queries), cached per workspace build: kind "text"
+    (through the workspace's text tower: NoTextTower / WeightsUnavailable when it has none), "like" (the
+    image at row ``query``) or "caption" (every caption containing ``query``)."""
+    from densprune.search import queries
+
+    index = plan_index(ws, stamp)  # already in memory: the search does not map it again
+    if kind == "caption":
+        return queries.caption_search(ws, str(query), index=index)
+    if kind == "like":
+        vec = queries.like_vector(ws, int(query))
+        return queries.nearest(ws, vec, k, kind="like", label=f"more like row {int(query)}",
+                               provenance={"row": int(query)}, exact=exact, index=index,
+                               exclude=np.asarray([int(query)]))
+    text = queries.check_query_text(str(query))
+    vec = queries.text_vector(ws, text, meta(ws, stamp))
+    return queries.nearest(ws, vec, k, kind="text", label=f"nearest the text {text!r}", provenance={"text": text},
+                           exact=exact, index=index)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -541,7 +563,8 @@ def open_workspace_form(key: str = "overview") -> None:
                      f"{db.DB_NAME}). Build one with `densprune precompute SOURCE --workspace DIR`.")
             return
         st.session_state[WS_KEY] = str(p.resolve())
-        for k in [k for k in st.session_state if k.startswith(("concepts_", "preview_", "budget_", "export_"))]:
+        pages = ("concepts_", "find_", "preview_", "budget_", "export_")
+        for k in [k for k in st.session_state if k.startswith(pages)]:
             del st.session_state[k]
         st.rerun()
 
