@@ -78,3 +78,27 @@ def stop_app(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def metric_js(label: str) -> str:
+    """A JS function returning the value text of the metric labelled ``label`` (null while not drawn)."""
+    return ("() => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')].find(e => "
+            "e.innerText.split('\\n')[0].trim() === " + repr(label) + "); "
+            "return m ? m.querySelector('[data-testid=\"stMetricValue\"]').innerText.trim() : null; }")
+
+
+def draw_lasso(pg, points: list[tuple[float, float]], steps: int = 5) -> None:
+    """Drag a lasso through ``points`` (fractions of the plot area: x right, y down) and back to the first,
+    on the page's first plotly chart (the Find page's map, in its lasso mode)."""
+    area = pg.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    area.wait_for(timeout=60_000)
+    box = area.bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    pg.mouse.move(*xy[0])
+    pg.mouse.down()
+    for a, b in zip(xy, xy[1:] + xy[:1]):
+        for i in range(1, steps + 1):
+            t = i / steps
+            pg.mouse.move(a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
+    pg.mouse.up()
+

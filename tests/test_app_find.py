@@ -108,7 +108,7 @@ def test_more_like_an_image_by_link_and_by_tile(ws):
     assert shown_rows(at) == want.rows[:48].tolist()
     assert "exact over" in " ".join(c.value for c in at.caption)
 
-    at.selectbox(key="find_like_tile").set_value(3)
+    at.selectbox(key="find_like_tile").set_value(f"3 (row {want.rows[2]})")
     button(at, "Find more like it").click().run()
     no_errors(at)
     again = queries.nearest(ws, queries.like_vector(ws, int(want.rows[2])), 100, kind="like", label="",

@@ -57,7 +57,8 @@ approx = index.n_rows >= queries.APPROX_FROM_ROWS
 
 def _more_like(shown: list[int]) -> None:
     """The "Find more like it" button: the tile picked (read when pressed) becomes the image query."""
-    row = int(shown[int(st.session_state.get("find_like_tile") or 1) - 1])
+    picked = str(st.session_state.get("find_like_tile") or "1")  # "3 (row 1234)"
+    row = int(shown[int(picked.split()[0]) - 1])
     st.session_state["find_mode"] = "like"
     st.session_state["find_like_row"] = row
     st.session_state["find_asked_like"] = row
@@ -124,7 +125,8 @@ def _region(pts) -> queries.Selection | None:
                                     "modeBarButtonsToRemove": ["toImage", "autoScale2d"]})
     st.caption(f"Draw a lasso around a part of the map (or pick the box tool above it). The map shows {len(pts):,} "
                "sampled images: a region selects the drawn images inside it, or every image of the concepts whose "
-               "centres (diamonds) are inside.")
+               "centres (diamonds) are inside. A new lasso drawn outside the old one replaces it; a double click "
+               "clears it.")
     region = page_data.region_of(event.selection if event is not None else None)
     if region is None:
         return None
@@ -242,11 +244,10 @@ if picked and picked[0] < len(table):
         st.session_state["concepts_pick"] = c
         st.switch_page(session.page("concepts"))
 
-shown = _grid(sel.rows, sel.similarity, sel.label)
+shown = _grid(sel.rows, sel.similarity, "The drawn images inside" if mode == "map" else "The images found")
 if shown:
     c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
-    c1.selectbox("More like tile", list(range(1, len(shown) + 1)), key="find_like_tile",
-                 format_func=lambda i: f"{i} (row {shown[i - 1]})")
+    c1.selectbox("More like tile", [f"{i + 1} (row {r})" for i, r in enumerate(shown)], key="find_like_tile")
     c2.button("Find more like it", key="find_like_go", on_click=_more_like, args=(shown,),
               icon=":material/image_search:")
 
@@ -259,7 +260,7 @@ if mode == "map":
     more = {f"Tag the {sel.rows.size:,} drawn points": (sel.rows, sel.kind, json.dumps({**prov, "scope": "points"},
                                                                                       sort_keys=True))}
     if whole.size:
-        more[f"Tag all {whole.size:,} images of the {centred.size:,} concepts centred inside"] = (
+        more[f"Tag the {whole.size:,} images of {centred.size:,} centred concepts"] = (
             whole, sel.kind, json.dumps({**prov, "scope": "concepts"}, sort_keys=True))
 else:
     more = {f"Tag all {sel.rows.size:,} found": (sel.rows, sel.kind, sel.source())}
