@@ -2,12 +2,12 @@
 
 For each workspace: ``streamlit run app.py`` on it (a free local port), Debian's chromium driven by
 Playwright, the Find page opened in its map mode and settled. Then ``--runs`` lassos, alternating two
-polygons (so every lasso selects something new), each timed from the mouse release until the "Found"
-metric shows the new count and the page has settled (the region computed on the server, the concept
-table, the grid of the drawn images inside with kept / dropped under the current plan, all drawn);
-then as many caption searches (two words alternating: Enter in the box -> the new count, settled) and
-"Find more like it" presses (the first tile of the last results -> its 100 nearest images, settled).
-No fixed sleeps anywhere.
+polygons moved a little each time (so every lasso selects something new and nothing comes from a cache),
+each timed from the mouse release until the page names the new selection and has settled (the region
+computed on the server, the concept table, the grid of the drawn images inside with kept / dropped under
+the current plan, all drawn); then as many caption searches (a different frequent word each time: Enter
+in the box -> the new count, settled) and "Find more like it" presses (a tile of the last results not
+asked before -> its 100 nearest images, settled). No fixed sleeps anywhere.
 
 The baseline is the same page and the same gestures on the first workspace given (the demo): the
 ratio says how the gestures grow from it to the second (10M rows).
@@ -29,21 +29,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout
 
 from _util import command_line, machine, publish, table  # noqa: E402
-from app_server import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, draw_lasso, metric_js, start_app, stop_app  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, draw_lasso, start_app, stop_app  # noqa: E402
 
-LASSOS = ([(0.30, 0.30), (0.62, 0.25), (0.70, 0.55), (0.50, 0.75), (0.28, 0.60)],
-          [(0.60, 0.20), (0.90, 0.25), (0.85, 0.60), (0.62, 0.55)])  # each starts outside the other
-FOUND = metric_js("Found")
-LIKE_ROW = "() => { const m = document.body.innerText.match(/more like row (\\d+)/); return m ? m[1] : null; }"
+LASSOS = ([(0.20, 0.30), (0.45, 0.25), (0.50, 0.55), (0.35, 0.75), (0.18, 0.60)],
+          [(0.60, 0.20), (0.90, 0.25), (0.85, 0.60), (0.62, 0.55)])  # left and right halves: neither holds the other
+
+
+def lasso(i: int) -> list[tuple[float, float]]:
+    """The i-th lasso: the left or right one (alternating, so each starts outside the last), moved a little
+    each time, so that no two select the same points (nothing is answered from a cache)."""
+    dx, dy = 0.012 * (i // 2), 0.008 * (i // 2)
+    return [(x + dx, y + dy) for x, y in LASSOS[i % 2]]
+
+
+# what the page says it found: the line under the metrics ("3,214 of the 8,121 drawn points; ...",
+# "captions containing 'cat' · caption match", "more like row 17 · exact over ...")
+SAID = """() => { const c = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+                   .map(e => e.innerText).find(t => / · (map|caption match|exact over|approximate)/.test(t));
+                 return c === undefined ? null : c; }"""
 
 
 def _until_changed(pg, before: str | None) -> None:
-    pg.wait_for_function(f"(b) => {{ const v = ({FOUND})(); return v !== null && v !== b && ({SETTLED_JS})(); }}",
+    pg.wait_for_function(f"(b) => {{ const v = ({SAID})(); return v !== null && v !== b && ({SETTLED_JS})(); }}",
                          arg=before, timeout=120_000, polling=5)
 
 
-def measure(url: str, runs: int, words: tuple[str, str]) -> dict[str, list[float]]:
-    """ms per gesture: lasso, caption, like."""
+def measure(url: str, runs: int, words: list[str]) -> dict[str, list[float]]:
+    """ms per gesture: lasso, caption (``words``: runs + 1 different ones), like."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, list[float]] = {"lasso": [], "caption": [], "like": []}
@@ -57,9 +69,9 @@ def measure(url: str, runs: int, words: tuple[str, str]) -> dict[str, list[float
         pg.wait_for_function(SETTLED_JS, timeout=120_000)
         pg.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.wait_for(timeout=120_000)
         for i in range(runs + 1):  # the first is a warm-up
-            before = pg.evaluate(FOUND)
+            before = pg.evaluate(SAID)
             pg.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
-            draw_lasso(pg, LASSOS[i % 2])
+            draw_lasso(pg, lasso(i))
             t0 = time.perf_counter()  # from the mouse release
             _until_changed(pg, before)
             if i:
@@ -68,30 +80,49 @@ def measure(url: str, runs: int, words: tuple[str, str]) -> dict[str, list[float
         pg.wait_for_function(SETTLED_JS, timeout=120_000)
         box = pg.get_by_role("textbox", name="Caption words")
         for i in range(runs + 1):
-            before = pg.evaluate(FOUND)
-            box.fill(words[i % 2])
+            before = pg.evaluate(SAID)
+            box.fill(words[i])
             t0 = time.perf_counter()
             box.press("Enter")
             _until_changed(pg, before)
             if i:
                 out["caption"].append((time.perf_counter() - t0) * 1000)
-        for i in range(runs + 1):  # tile 1 each time: A -> its nearest B -> B's nearest (A or another)
-            before = pg.evaluate(LIKE_ROW)
+        seen = set()
+        for i in range(runs + 1):  # each time the first tile of the last results not asked before
+            before = pg.evaluate(SAID)
+            box = pg.get_by_role("combobox", name="More like tile")
+            box.click()
+            box.press("ArrowDown")  # opens the list (it shows the first few of its options)
+            pg.get_by_role("option").first.wait_for(timeout=60_000)
+            options = pg.get_by_role("option").all_inner_texts()
+            pick = next(o for o in options if int(o.split("row ")[1].rstrip(")")) not in seen)
+            seen.add(int(pick.split("row ")[1].rstrip(")")))
+            pg.get_by_role("option", name=pick, exact=True).click()
+            pg.wait_for_function(SETTLED_JS, timeout=120_000)
             t0 = time.perf_counter()
             pg.get_by_role("button", name="Find more like it").click()
-            pg.wait_for_function(f"(b) => {{ const v = ({LIKE_ROW})(); return v !== null && v !== b && "
-                                 f"({SETTLED_JS})(); }}", arg=before, timeout=120_000, polling=5)
+            _until_changed(pg, before)
             if i:
                 out["like"].append((time.perf_counter() - t0) * 1000)
         browser.close()
     return out
 
 
+def caption_words(ws: Path, n: int) -> list[str]:
+    """The ``n`` most frequent caption words (3+ letters) of a sample of 2,000 captions: each searched once."""
+    from densprune import db
+
+    sample = db.query_df(ws, "SELECT caption FROM samples USING SAMPLE 2000 ROWS (reservoir, 7)")["caption"].dropna()
+    counts = sample.str.lower().str.findall(r"[a-z]{3,}").explode().value_counts()
+    return list(counts.index[:n])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspaces", type=Path, nargs="+", required=True, help="baseline first (the demo)")
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--words", nargs=2, default=None, help="two caption words to alternate (default: per workspace)")
+    ap.add_argument("--words", nargs="+", default=None,
+                    help="runs + 1 different caption words (default: the workspace's most frequent words)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -104,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if not db.is_complete(ws):
             ap.error(f"no workspace at {ws}")
         meta = db.load_meta(ws)
-        words = tuple(args.words) if args.words else (("cat", "flower") if meta["n_samples"] < 1_000_000
-                                                      else ("szs", "szq"))
+        words = args.words or caption_words(ws, args.runs + 1)
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-find-{os.getpid()}.log"
         proc, url = start_app(ws, log, timeout_s=600)
         try:
