@@ -109,10 +109,12 @@ def test_nearest_on_the_demo_exact_and_approximate(demo_workspace):
     approx = queries.nearest(ws, vec, 50, kind="like", label="row 5", provenance={"row": 5}, exact=False,
                              exclude=np.array([5]))
     assert approx.method.startswith("approximate") and approx.searched < exact.searched
-    probed = set(probe_concepts(index.centroids, vec, index.n_clusters)[0][:len(set(index.clusters_of(approx.rows)))])
-    assert set(index.clusters_of(approx.rows)) <= probed
+    cand, p = queries._candidates(index, vec, index.n_rows, 50)
+    probed = set(probe_concepts(index.centroids, vec, index.n_clusters)[0][:p])  # the p concepts nearest it
+    assert set(index.clusters_of(approx.rows)) <= probed and approx.searched == cand.size
+    assert cand.size >= 20 * 50  # at least 20 k rows are read
     # every exact neighbour inside the probed concepts is found, in the same order
-    inside = exact.rows[np.isin(exact.rows, queries._candidates(index, vec, index.n_rows, 50)[0])]
+    inside = exact.rows[np.isin(exact.rows, cand)]
     np.testing.assert_array_equal(approx.rows[:inside.size], inside)
     few = queries.nearest(ws, vec, 50, kind="like", label="", provenance={}, min_similarity=float(exact.similarity[9]))
     assert few.rows.size >= 10 and (few.similarity >= exact.similarity[9]).all()

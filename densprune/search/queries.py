@@ -173,7 +173,39 @@ def text_vector(workspace: str | os.PathLike, text: str, meta: dict | None = Non
 
 
 def _vectors(workspace: str | os.PathLike) -> np.ndarray:
-    return np.load(image_vectors(workspace), mmap_mode="r")
+    """The workspace's (N, d) image vectors, memory-mapped read-only: one mapping per version of the file
+    per process, so that the pages a search touched stay mapped for the next one (a fresh mapping pays a
+    page fault per row it gathers: about 0.3 s for the 160k scattered rows of an approximate search at
+    10M rows, even with the file in the page cache)."""
+    path = image_vectors(workspace)
+    st = path.stat()
+    return _mapped(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _mapped(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
+
+
+def warm_search(workspace: str | os.PathLike, index=None, max_fraction_of_ram: float = 0.6) -> list[str]:
+    """Make a server's first search as fast as its later ones: one small search (torch's import and first
+    kernels, about 1.5 s), then, when the vector file is at most ``max_fraction_of_ram`` of the machine's
+    memory (so the page cache can keep it), every page of it mapped into this process (one read per 64 KB,
+    sequential; from a cold cache that reads the whole file), so that later searches gather rows without
+    page faults. Meant for a server's warm-up thread. Returns what it did."""
+    vectors = _vectors(workspace)
+    top_k(vectors[:1], np.asarray(vectors[:1], dtype=np.float32), 1)
+    done = ["search kernels"]
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return done
+    if vectors.nbytes <= max_fraction_of_ram * ram:
+        step = max(1, (64 << 10) // max(1, vectors.strides[0]))
+        for lo in range(0, vectors.shape[0], 1 << 22):
+            np.asarray(vectors[lo:lo + (1 << 22):step, 0]).sum()
+        done.append("vector pages")
+    return done
 
 
 def like_vector(workspace: str | os.PathLike, row: int) -> np.ndarray:
