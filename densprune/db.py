@@ -945,11 +945,14 @@ def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
                                      "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [_like(text)])
 
 
-def caption_rows(workspace: str | os.PathLike, text: str) -> np.ndarray:
-    """(M,) int64 rows whose caption contains ``text`` (case-insensitive, literal), sorted."""
+def caption_rows(workspace: str | os.PathLike, text: str | list[str]) -> np.ndarray:
+    """(M,) int64 rows whose caption contains ``text`` (case-insensitive, literal), sorted; given a list,
+    the rows whose caption contains every one of its texts."""
+    texts = [text] if isinstance(text, str) else list(text)
+    where = " AND ".join(["caption ILIKE ? ESCAPE '\\'"] * len(texts)) or "false"
     with connect(workspace) as con:
-        got = con.execute("SELECT row_idx FROM samples WHERE caption ILIKE ? ESCAPE '\\' ORDER BY row_idx",
-                          [_like(text)]).fetchnumpy()
+        got = con.execute(f"SELECT row_idx FROM samples WHERE {where} ORDER BY row_idx",
+                          [_like(t) for t in texts]).fetchnumpy()
     return np.asarray(got["row_idx"], dtype=np.int64)
 
 

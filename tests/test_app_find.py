@@ -79,9 +79,22 @@ def test_caption_words_found_kept_and_tagged_never(ws):
 def test_a_text_without_a_text_tower_says_why_and_answers_with_captions(ws):
     at = find(ws, "text")
     assert any("offline embedder" in c.value for c in at.caption)
-    ask(at, "find_text_text", "dog")
+    ask(at, "find_text_text", "cat icon")
     assert any("No text search here" in i.value for i in at.info)
-    assert as_int(metric(at, "Found")) == queries.caption_search(ws, "dog").total
+    want = queries.caption_search(ws, "cat icon", every_word=True)
+    assert as_int(metric(at, "Found")) == want.total > queries.caption_search(ws, "cat icon").total
+    caps = db.query_df(ws, "SELECT caption FROM samples WHERE row_idx IN (SELECT UNNEST(?))", [want.rows.tolist()])
+    assert caps["caption"].str.lower().map(lambda c: "cat" in c and "icon" in c).all()
+
+
+def test_nothing_found_says_so(ws):
+    at = find(ws, "caption")
+    ask(at, "find_caption_text", "zzqx no such caption")
+    assert any("Nothing found" in i.value for i in at.info)
+    assert not at.metric and not any(b.label.startswith("Tag all") for b in at.button)
+    at.checkbox(key="find_every_word").check()
+    button(at, "Search").click().run()
+    assert any("Nothing found" in i.value and "each of" in i.value for i in at.info)
 
 
 def test_bad_queries_are_errors_not_crashes(ws):

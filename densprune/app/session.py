@@ -230,15 +230,16 @@ def caption_matches(ws: str, stamp: str, text: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="Searching…", max_entries=64)
-def search(ws: str, stamp: str, kind: str, query: str | int, k: int = 100, exact: bool | None = None):
+def search(ws: str, stamp: str, kind: str, query: str | int, k: int = 100, exact: bool | None = None,
+           every_word: bool = False):
     """One search of the Find page (densprune.search.queries), cached per workspace build: kind "text"
     (through the workspace's text tower: NoTextTower / WeightsUnavailable when it has none), "like" (the
-    image at row ``query``) or "caption" (every caption containing ``query``)."""
+    image at row ``query``) or "caption" (every caption containing ``query``, or each of its words)."""
     from densprune.search import queries
 
     index = plan_index(ws, stamp)  # already in memory: the search does not map it again
     if kind == "caption":
-        return queries.caption_search(ws, str(query), index=index)
+        return queries.caption_search(ws, str(query), index=index, every_word=every_word)
     if kind == "like":
         vec = queries.like_vector(ws, int(query))
         return queries.nearest(ws, vec, k, kind="like", label=f"more like row {int(query)}",

@@ -76,9 +76,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             sel = run_query(args.workspace, args.text, args.like, k, exact=args.exact, min_sim=args.min_sim,
                             text_weights=args.text_weights)
         except NoTextTower as exc:
-            note = f"{exc}\nAnswering with caption search for {args.text.strip()!r} instead."
+            note = f"{exc}\nAnswering with the captions that contain each word of {args.text.strip()!r} instead."
             print(f"note: {note}", file=sys.stderr)
-            sel = caption_search(args.workspace, args.text)
+            sel = caption_search(args.workspace, args.text, every_word=True)
     else:
         sel = caption_search(args.workspace, args.caption)
     rows = sel.rows[:k]
@@ -93,7 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 0
     if sel.kind == "caption":
-        print(f"{sel.total:,} captions contain {sel.provenance['caption']!r}, in {len(sel.concepts):,} concepts"
+        print(f"{sel.total:,} {sel.label}, in {len(sel.concepts):,} concepts"
               + (f"; the first {len(rows):,}:" if sel.total > len(rows) else ":"))
     else:
         print(f"{len(rows):,} images nearest {sel.label} ({sel.method}):")

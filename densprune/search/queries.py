@@ -267,15 +267,19 @@ def concept_hits(index, rows: np.ndarray, sims: np.ndarray | None = None) -> pd.
     return out.sort_values(["hits", "best", "cluster"], ascending=[False, False, True]).reset_index(drop=True)
 
 
-def caption_search(workspace: str | os.PathLike, text: str, index=None) -> Selection:
-    """Every row whose caption contains ``text`` (case-insensitive, literal: % and _ are characters), in row
-    order, with the match counts per concept (``index``: the workspace's PlanIndex, when held)."""
+def caption_search(workspace: str | os.PathLike, text: str, index=None, every_word: bool = False) -> Selection:
+    """Every row whose caption contains ``text`` (case-insensitive, literal: % and _ are characters), or with
+    ``every_word`` each of its words in any order, in row order, with the match counts per concept
+    (``index``: the workspace's PlanIndex, when held)."""
     t = check_query_text(text)
-    rows = db.caption_rows(workspace, t)
+    words = list(dict.fromkeys(t.split())) if every_word else [t]
+    rows = db.caption_rows(workspace, words)
     index = load_index(workspace) if index is None else index
-    return Selection(kind="caption", label=f"captions containing {t!r}", rows=rows, similarity=None,
-                     concepts=concept_hits(index, rows), provenance={"caption": t}, method="caption match",
-                     searched=int(index.n_rows), total=int(rows.size))
+    label = (f"captions containing {t!r}" if len(words) == 1 else
+             "captions containing each of " + ", ".join(repr(w) for w in words))
+    prov = {"caption": t, **({"every_word": True} if every_word else {})}
+    return Selection(kind="caption", label=label, rows=rows, similarity=None, concepts=concept_hits(index, rows),
+                     provenance=prov, method="caption match", searched=int(index.n_rows), total=int(rows.size))
 
 
 def map_region(points: pd.DataFrame, centres: pd.DataFrame, sizes: np.ndarray, *,

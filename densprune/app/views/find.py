@@ -83,6 +83,10 @@ def _ask() -> tuple[str, str | int, int, bool | None] | None:
             cols[1].number_input("Results", min_value=1, max_value=queries.MAX_K, value=100, step=50, key="find_k",
                                  help=f"How many nearest images (1 to {queries.MAX_K:,}).")
         go_ = cols[-1].form_submit_button("Search", type="primary", width="stretch")
+        if mode == "caption":
+            st.checkbox("Each word, in any order", key="find_every_word",
+                        help="Off: the captions containing the words as typed (a phrase, or part of a word: "
+                             "“cat” also finds “application”). On: those containing each word somewhere.")
         exact = None
         if approx and mode != "caption":
             exact = st.checkbox("Exact (reads every vector: seconds at this size)", key="find_exact",
@@ -100,16 +104,18 @@ def _ask() -> tuple[str, str | int, int, bool | None] | None:
 def _run(kind: str, query, k: int, exact: bool | None) -> queries.Selection | None:
     """The search, or the page says why it cannot be answered (a text without a text tower falls back to the
     captions)."""
+    fallback = "Shown instead: the captions that contain each of its words."
     if kind == "text" and no_tower:
-        st.info(f"No text search here: {esc(no_tower)}. Shown instead: the captions that contain the text.",
-                icon=":material/info:")
-        kind = "caption"
+        st.info(f"No text search here: {esc(no_tower)}. {fallback}", icon=":material/info:")
+        kind = "words"
     try:
+        if kind in ("caption", "words"):
+            every = kind == "words" or bool(st.session_state.get("find_every_word"))
+            return session.search(ws, stamp, "caption", query, every_word=every)
         return session.search(ws, stamp, kind, query, k, exact)
     except WeightsUnavailable as exc:
-        st.warning(f"{esc(str(exc))}\n\nShown instead: the captions that contain the text.",
-                   icon=":material/cloud_off:")
-        return session.search(ws, stamp, "caption", query)
+        st.warning(f"{esc(str(exc))}\n\n{fallback}", icon=":material/cloud_off:")
+        return session.search(ws, stamp, "caption", query, every_word=True)
     except ValueError as exc:
         st.error(esc(str(exc)), icon=":material/error:")
         return None
@@ -194,14 +200,21 @@ pts = session.layout(ws, stamp)
 if mode == "map":
     sel = _region(pts)
 else:
-    if mode == "text" and no_tower:
-        st.caption(f":material/info: {esc(no_tower)}: a text is answered with the captions that contain it.")
     asked = _ask()
+    if mode == "text" and no_tower and not asked:
+        st.caption(f":material/info: {esc(no_tower)}: a text is answered with the captions that contain its words.")
     sel = _run(*asked) if asked else None
 
 if sel is None:
     if mode != "map":
         st.caption("Ask above: the results show here with what the current plan keeps of them.")
+    st.stop()
+
+if sel.rows.size == 0 and not (mode == "map" and len(sel.concepts)):
+    st.info(f"Nothing found: {esc(sel.label)} ({esc(sel.method)}). " + (
+        "Try fewer or shorter words, or “Each word, in any order”." if sel.kind == "caption" else
+        "Lower the similarity threshold." if sel.similarity is not None else
+        "Draw around the coloured points."), icon=":material/search_off:")
     st.stop()
 
 keep = session.compute(ws, stamp, params, dkey).keep
