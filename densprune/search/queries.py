@@ -273,6 +273,7 @@ def caption_search(workspace: str | os.PathLike, text: str, index=None, every_wo
     (``index``: the workspace's PlanIndex, when held)."""
     t = check_query_text(text)
     words = list(dict.fromkeys(t.split())) if every_word else [t]
+    words = [w for w in words if len(w) > 1] or words  # "a" is in almost every caption: it selects nothing
     rows = db.caption_rows(workspace, words)
     index = load_index(workspace) if index is None else index
     label = (f"captions containing {t!r}" if len(words) == 1 else
