@@ -79,6 +79,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="plan name (letters, digits, _ . -)")
     add_plan_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing plan of that name")
+    p.add_argument("--tau-spreads", type=float, default=None, metavar="R",
+                   help="DBP: the temperature as R x the spread (standard deviation) of the concepts' complexity, "
+                        "so that the same R is as sharp on any embedder (replaces --temperature)")
     d = p.add_mutually_exclusive_group()
     d.add_argument("--ignore-decisions", action="store_true",
                    help="the pure method: leave the workspace's tags and concept rules out (they apply by default)")
@@ -132,6 +135,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     decisions = plan_decisions(args.workspace, args.ignore_decisions, args.decisions_from)
     index = load_index(args.workspace)
+    if args.tau_spreads is not None:
+        from dataclasses import replace
+
+        from densprune.prune.diagnostics import relative_temperature
+
+        first = index.compute(params, mask=False, decisions=decisions)  # C does not depend on tau
+        params = replace(params, temperature=relative_temperature(first.complexity, first.eligible, args.tau_spreads))
+        print(f"temperature: {args.tau_spreads:g} spreads of the complexity = {params.temperature:.4g}")
     t = time.perf_counter()
     result = index.compute(params, decisions=decisions)
     ms = (time.perf_counter() - t) * 1000
@@ -140,6 +151,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
           f"the {result.n_eligible:,} remaining after dedup and the CLIP filter, "
           f"{share(result.n_kept, result.pool_size)} "
           f"of the {result.pool_size:,} in the pool; computed in {ms:.1f} ms")
+    from densprune.prune.diagnostics import plan_diagnostics
+
+    diag = plan_diagnostics(result).sentence()
+    if diag:
+        print(f"weights: {diag}")
     print(decisions_line(result, args.ignore_decisions))
     for e in result.effects:
         if e["kind"] == "rule":
@@ -175,7 +191,16 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
     df = list_plans(args.workspace)
     if args.json:
-        print(df.to_json(orient="records", date_format="iso"))
+        from densprune import db
+        from densprune.prune.diagnostics import saved_plan_diagnostics
+
+        out = json.loads(df.to_json(orient="records", date_format="iso"))
+        for rec in out:
+            d = saved_plan_diagnostics(rec["method"], json.loads(rec["params"]) if isinstance(rec["params"], str)
+                                       else rec["params"] or {}, rec.get("decisions"),
+                                       db.load_plan_clusters(args.workspace, rec["name"]))
+            rec["diagnostics"] = d.as_dict() if d is not None else None
+        print(json.dumps(out))
     elif df.empty:
         print("no plans yet: create one with `densprune plan DIR --name NAME --keep 0.3`")
     else:

@@ -7,6 +7,7 @@ import streamlit as st
 from densprune import db
 from densprune.app import charts, page_data, session
 from densprune.prune import plans
+from densprune.prune.diagnostics import plan_diagnostics
 
 ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
@@ -86,6 +87,14 @@ def results() -> None:
                                                       "CLIP filters. The budget is a share of it.")
     full = int(((r.kept == r.eligible) & (r.eligible > 0)).sum())
     m[3].metric("Concepts kept whole", f"{full:,} of {int((r.eligible > 0).sum()):,}")
+    d = plan_diagnostics(r)
+    if d.sentence():
+        flat = (d.jaccard_balanced or 0) >= 0.9 or (d.effective_concepts or 0) >= 0.95 * max(d.concepts, 1)
+        st.caption(f":material/balance: {d.sentence()}." + (
+            " At this τ the plan is close to equal shares per concept (balancing), not complexity weighting: a "
+            "smaller τ sharpens it." if flat and params.method == "dbp" else ""),
+                   help="exp(H(P)) of DBP's softmax shares P = softmax(C/τ), the max/min share, and the Jaccard "
+                        "overlap of the kept set with equal quotas per concept taking the same members.")
     if view.keeps_everything:
         st.info("This plan keeps every eligible image: nothing is pruned beyond the filters. Lower the budget "
                 "to let the method choose.", icon=":material/info:")

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from densprune.app import charts, page_data, session
+from densprune.prune.diagnostics import plan_diagnostics
 
 ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
@@ -52,6 +53,11 @@ elif not groups.empty:
     st.markdown(f"At τ = {params.temperature:g} and a budget of {result.budget:,} images "
                 f"({params.keep:.0%} of the remaining pool), the **least complex fifth** of the concepts keeps "
                 f"**{lo:.0f}%** of its images and the **most complex fifth** keeps **{hi:.0f}%**.")
+
+diag = plan_diagnostics(result)
+if diag.effective_concepts is not None:
+    st.caption(f":material/balance: {diag.sentence()}. The spread of C sets how sharp τ = {params.temperature:g} is "
+               f"(`densprune plan --tau-spreads R` gives τ as R standard deviations of C).")
 
 a, b = st.columns(2, gap="medium")
 uniform = 100.0 * result.n_kept / max(int(result.eligible.sum()), 1)
