@@ -91,3 +91,17 @@ def test_budget_and_complexity_pages_show_them(demo_workspace):
         at = open_app(demo_workspace, page)
         no_errors(at)
         assert any(want in c.value for c in at.caption), page
+
+
+def test_balanced_method_is_equal_quotas(demo_workspace):
+    """The balanced plan method keeps the water-filled equal quotas in each concept's order: its Jaccard
+    with equal quotas is 1, its counts from the summary equal its mask's."""
+    index = plan_index.load_index(demo_workspace)
+    for within in ("hard", "easy", "random"):
+        full = index.compute(PlanParams(method="balanced", keep=0.3, within=within, seed=1))
+        fast = index.compute(PlanParams(method="balanced", keep=0.3, within=within, seed=1), mask=False)
+        np.testing.assert_array_equal(full.kept, balanced_quotas(full.eligible, full.n_kept))
+        np.testing.assert_array_equal(fast.kept, full.kept)
+        kept_mask = np.bincount(index.rows_cluster()[full.keep], minlength=index.n_clusters)
+        np.testing.assert_array_equal(kept_mask, full.kept)
+        assert plan_diagnostics(full).jaccard_balanced == 1.0

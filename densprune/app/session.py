@@ -55,7 +55,8 @@ PLAN_DEFAULTS: dict[str, object] = {
     "plan_decisions_on": True,  # apply the workspace's tags and concept rules (Budget: "Apply decisions")
 }
 TEMPERATURES = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 5.0, 10.0]
-METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per concept)", "random": "random",
+METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per concept)",
+                "balanced": "balanced (equal count per concept)", "random": "random",
                 "clip-score": "CLIP score (top fraction)", "dedup": "dedup only (least duplicated first)"}
 MAX_MAP_POINTS = 20_000
 CONCEPT_TILES, CONCEPT_NEIGHBOURS, NEIGHBOUR_TILES = 24, 5, 8  # the Concepts page's grids (first view)
@@ -460,12 +461,12 @@ def current_params(m: dict | None = None) -> PlanParams:
 def describe_params(p: PlanParams) -> str:
     """'DBP · keep 30% · τ = 0.1 · hardest first · dedup ε = 0.05'."""
     keep = f"keep {p.keep:.0%}" if isinstance(p.keep, float) else f"keep {p.keep:,}"
-    parts = [p.method.upper() if p.method in ("dbp", "ssp") else p.method, keep]
+    parts = [p.method.upper() if p.method in ("dbp", "ssp") else p.method, keep]  # "balanced" in words
     if p.method == "dbp":
         parts.append(f"τ = {p.temperature:g}")
         if p.balance:
             parts.append(f"balance {p.balance:g}")
-    if p.method in ("dbp", "ssp"):
+    if p.method in ("dbp", "ssp", "balanced"):
         parts.append({"hard": "hardest first", "easy": "easiest first", "random": "random within"}[p.within])
     if p.dedup_eps is not None:
         parts.append(f"dedup ε = {p.dedup_eps:g}")

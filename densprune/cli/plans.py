@@ -44,7 +44,8 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="budget: a fraction of what remains after dedup and the CLIP filter (0.3 or 30%%), "
                         "or an absolute count (250000)")
     p.add_argument("--method", choices=METHODS, default=D["method"],
-                   help="dbp (complexity quotas), ssp (same rate per cluster), random, clip-score, dedup "
+                   help="dbp (complexity quotas), ssp (same rate per cluster), balanced (the same count per "
+                        "cluster, water-filled), random, clip-score, dedup "
                         "(default: %(default)s)")
     p.add_argument("--temperature", "--tau", type=float, default=D["temperature"],
                    help="DBP softmax temperature (paper: 0.1) (default: %(default)s)")

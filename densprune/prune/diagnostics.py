@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from densprune.prune.quotas import bounded_quotas, complexity_weights
+from densprune.prune.quotas import balanced_quotas, complexity_weights
+
+QUOTA_METHODS = ("dbp", "ssp", "balanced")  # per-concept quotas filled in each concept's order
 
 __all__ = ["WeightDiagnostics", "balanced_quotas", "plan_diagnostics", "relative_temperature", "saved_plan_diagnostics",
            "weight_diagnostics"]
@@ -54,18 +56,6 @@ class WeightDiagnostics:
             parts.append(f"the kept set is {self.jaccard_balanced:.0%} the same as equal quotas per concept "
                          "(Jaccard)")
         return "; ".join(parts)
-
-
-def balanced_quotas(eligible: np.ndarray, budget: int) -> np.ndarray:
-    """(K,) int64 equal quotas per concept, water-filled: every concept the same share of ``budget``, capped
-    at its ``eligible`` (K,) images, the rest shared by the others; sums to min(budget, eligible.sum())."""
-    e = np.asarray(eligible, dtype=np.int64)
-    total = int(min(int(budget), int(e.sum())))
-    if e.size == 0 or total == 0:
-        return np.zeros_like(e)
-    live = e > 0
-    target = np.where(live, total / max(int(live.sum()), 1), 0.0)
-    return bounded_quotas(target, total, np.zeros_like(e), e)
 
 
 def weight_diagnostics(complexity: np.ndarray, eligible: np.ndarray, kept: np.ndarray, temperature: float | None,
@@ -108,11 +98,11 @@ def relative_temperature(complexity: np.ndarray, eligible: np.ndarray, spreads: 
 
 def plan_diagnostics(result) -> WeightDiagnostics:
     """:func:`weight_diagnostics` of a computed plan (a PlanResult): complexity weights for DBP, the Jaccard
-    for DBP and SSP without decisions in force."""
+    for the methods with per-concept quotas (DBP, SSP, balanced) without decisions in force."""
     p = result.params
     return weight_diagnostics(result.complexity, result.eligible, result.kept,
                               p.temperature if p.method == "dbp" else None,
-                              prefixes=p.method in ("dbp", "ssp") and result.decisions is None)
+                              prefixes=p.method in QUOTA_METHODS and result.decisions is None)
 
 
 def saved_plan_diagnostics(method: str, params: dict, decisions: str | None, per_cluster) -> WeightDiagnostics | None:
@@ -124,4 +114,4 @@ def saved_plan_diagnostics(method: str, params: dict, decisions: str | None, per
     return weight_diagnostics(per_cluster["complexity"].to_numpy(dtype=np.float64),
                               per_cluster["eligible"].to_numpy(dtype=np.int64),
                               per_cluster["kept"].to_numpy(dtype=np.int64), tau,
-                              prefixes=method in ("dbp", "ssp") and not decisions)
+                              prefixes=method in QUOTA_METHODS and not decisions)

@@ -35,6 +35,7 @@ __all__ = [
     "quota_bounds",
     "dbp_quotas",
     "uniform_rate_quotas",
+    "balanced_quotas",
     "bounded_quotas",
 ]
 
@@ -274,6 +275,18 @@ def uniform_rate_quotas(eligible: np.ndarray, budget: int) -> np.ndarray:
         return e.copy()
     x = e * (total / n)
     return round_to_integers(x, total, np.zeros_like(e), e)
+
+
+def balanced_quotas(eligible: np.ndarray, budget: int) -> np.ndarray:
+    """(K,) int64 equal quotas per concept, water-filled: every concept the same share of ``budget``, capped
+    at its ``eligible`` (K,) images, the rest shared by the others; sums to min(budget, eligible.sum())."""
+    e = np.asarray(eligible, dtype=np.int64)
+    total = int(min(int(budget), int(e.sum())))
+    if e.size == 0 or total == 0:
+        return np.zeros_like(e)
+    live = e > 0
+    target = np.where(live, total / max(int(live.sum()), 1), 0.0)
+    return bounded_quotas(target, total, np.zeros_like(e), e)
 
 
 def bounded_quotas(target: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ from densprune.prune.plan_summary import (
     segment_sums,
 )
 from densprune.prune.quotas import (
+    balanced_quotas,
     bounded_quotas,
     complexity_weights,
     dbp_quotas,
@@ -68,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanIndex", "budget_count"]
 
-METHODS = ("dbp", "ssp", "random", "clip-score", "dedup")
+METHODS = ("dbp", "ssp", "balanced", "random", "clip-score", "dedup")
 WITHIN = ("hard", "easy", "random")
 _RANDOM_QUOTA_STREAM = 0x5EED  # the random method's quota draw: a stream apart from the seed's within-cluster order
 _NO_CLIP = ("this workspace has no CLIP scores (offline embedder): clip_keep, clip_threshold and "
@@ -727,6 +728,9 @@ class PlanIndex:
                 notes.append(f"budget {budget} is below the per-cluster floors: floors dropped to 0")
                 lo_d = lo
             q_s = bounded_quotas(share * rest, rest, lo_d, hi)
+        elif p.method == "balanced":  # equal shares of what the bounds leave, water-filled under them
+            eq = w * (e_s > 0)
+            q_s = bounded_quotas(eq * (rest / eq.sum()) if eq.sum() else eq.astype(np.float64), rest, lo, hi)
         elif p.method == "ssp" or bounded:
             if p.method == "random":
                 notes.append("random with floors, caps or weights: each concept keeps its bounded share, chosen "
@@ -775,6 +779,8 @@ class PlanIndex:
             return dbp_quotas(comp, counts, budget, p.temperature, p.balance)
         if p.method == "ssp":
             return uniform_rate_quotas(counts, budget)
+        if p.method == "balanced":
+            return balanced_quotas(counts, budget)
         rng = np.random.default_rng((p.seed, _RANDOM_QUOTA_STREAM))
         return rng.multivariate_hypergeometric(counts, budget, method="marginals").astype(np.int64)
 

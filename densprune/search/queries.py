@@ -231,11 +231,15 @@ def _candidates(index, query: np.ndarray, n: int, k: int = 100) -> tuple[np.ndar
 
 def nearest(workspace: str | os.PathLike, query: np.ndarray, k: int = 100, *, kind: str, label: str,
             provenance: dict, exact: bool | None = None, exclude: np.ndarray | None = None,
-            min_similarity: float | None = None, device: str = "cpu", index=None) -> Selection:
+            min_similarity: float | None = None, device: str = "auto", index=None) -> Selection:
     """The ``k`` images nearest ``query`` (d,) by cosine similarity (at least ``min_similarity`` when given):
     exact below APPROX_FROM_ROWS rows or with ``exact=True``, else among the nearest concepts' members.
-    ``index``: the workspace's PlanIndex when the caller holds it (loading one maps N-sized arrays)."""
+    ``index``: the workspace's PlanIndex when the caller holds it (loading one maps N-sized arrays);
+    ``device``: where the block products run ("auto": a GPU when torch sees one)."""
+    from densprune.devices import resolve_device
+
     k = check_k(k)
+    device = resolve_device(device)
     if min_similarity is not None and not -1.0 <= float(min_similarity) <= 1.0:
         raise ValueError(f"a similarity threshold is a cosine similarity in [-1, 1], got {min_similarity}")
     vectors = _vectors(workspace)

@@ -35,7 +35,7 @@ def knobs() -> None:
                      help="DBP only. Small τ puts the budget on the most complex concepts; large τ gives every "
                           "concept the same number of images. The paper uses 0.1.")
     st.radio("Inside a concept keep", ["hard", "easy", "random"], key="plan_within", horizontal=True,
-             disabled=method not in ("dbp", "ssp"),
+             disabled=method not in ("dbp", "ssp", "balanced"),
              format_func={"hard": "farthest from centre", "easy": "nearest centre", "random": "random"}.get,
              help="Which images fill a concept's quota. The paper keeps the hardest (farthest from the centre).")
     st.slider("Balance", 0.0, 1.0, step=0.05, key="plan_balance", disabled=method != "dbp",
