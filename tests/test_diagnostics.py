@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,3 +106,22 @@ def test_balanced_method_is_equal_quotas(demo_workspace):
         kept_mask = np.bincount(index.rows_cluster()[full.keep], minlength=index.n_clusters)
         np.testing.assert_array_equal(kept_mask, full.kept)
         assert plan_diagnostics(full).jaccard_balanced == 1.0
+
+
+@pytest.mark.parametrize("within", ["hard", "easy"])
+def test_prototype_method_is_one_global_threshold(demo_workspace, within):
+    """Sorscher et al.'s prototype metric: over the whole eligible pool, the budget images farthest from
+    (hard) or nearest (easy) their centroid, ties by the index's order; against a direct sort of the rows."""
+    index = plan_index.load_index(demo_workspace)
+    for params in (PlanParams(method="prototype", keep=0.3, within=within),
+                   PlanParams(method="prototype", keep=0.25, within=within, dedup_eps=0.05)):
+        r = index.compute(params)
+        elig_rows = np.flatnonzero(index.compute(replace(params, method="ssp", keep=1.0, within="hard")).keep)
+        dist = np.asarray(index._dist_h)[index.inv[elig_rows]]
+        order = np.lexsort((index.inv[elig_rows], -dist if within == "hard" else dist))
+        want = np.sort(elig_rows[order[:r.n_kept]])
+        np.testing.assert_array_equal(np.flatnonzero(r.keep), want)
+        assert r.n_kept == r.budget and plan_diagnostics(r).jaccard_balanced is None
+        np.testing.assert_array_equal(index.compute(params, mask=False).kept, r.kept)
+    with pytest.raises(ValueError, match="random order is the random method"):
+        PlanParams(method="prototype", within="random")

@@ -43,7 +43,8 @@ def params_from_state(state: Mapping, meta: dict) -> PlanParams:
         balance=float(state.get("plan_balance", 0.0)),
         dedup_eps=round(float(state["plan_dedup_eps"]), 3) if state.get("plan_dedup_on") else None,  # summary levels
         clip_keep=float(state["plan_clip_keep_pct"]) / 100.0 if (has_clip and state.get("plan_clip_on")) else None,
-        within=str(state.get("plan_within", "hard")),
+        within=("hard" if method == "prototype" and state.get("plan_within") == "random"  # hard or easy only
+                else str(state.get("plan_within", "hard"))),
         seed=int(state.get("plan_seed", 0)),
     )
 

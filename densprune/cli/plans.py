@@ -45,7 +45,9 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                         "or an absolute count (250000)")
     p.add_argument("--method", choices=METHODS, default=D["method"],
                    help="dbp (complexity quotas), ssp (same rate per cluster), balanced (the same count per "
-                        "cluster, water-filled), random, clip-score, dedup "
+                        "cluster, water-filled), prototype (one threshold on the distance to the centroid over "
+                        "the whole pool, Sorscher et al. 2022: --within hard keeps the farthest, easy the nearest), "
+                        "random, clip-score, dedup "
                         "(default: %(default)s)")
     p.add_argument("--temperature", "--tau", type=float, default=D["temperature"],
                    help="DBP softmax temperature (paper: 0.1) (default: %(default)s)")

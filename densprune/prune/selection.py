@@ -69,7 +69,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanIndex", "budget_count"]
 
-METHODS = ("dbp", "ssp", "balanced", "random", "clip-score", "dedup")
+METHODS = ("dbp", "ssp", "balanced", "prototype", "random", "clip-score", "dedup")
+# methods that keep the first eligible rows of one global order (no per-concept quotas): CLIP score, least
+# duplicated, and the distance to the sample's prototype (Sorscher et al. 2022's self-supervised prototype
+# metric, one global threshold: within "hard" the farthest from their centroid, "easy" the nearest)
+GLOBAL_ORDER_METHODS = ("prototype", "clip-score", "dedup")
 WITHIN = ("hard", "easy", "random")
 _RANDOM_QUOTA_STREAM = 0x5EED  # the random method's quota draw: a stream apart from the seed's within-cluster order
 _NO_CLIP = ("this workspace has no CLIP scores (offline embedder): clip_keep, clip_threshold and "
@@ -99,6 +103,9 @@ class PlanParams:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.within not in WITHIN:
             raise ValueError(f"within must be one of {WITHIN}, got {self.within!r}")
+        if self.method == "prototype" and self.within == "random":
+            raise ValueError("the prototype method keeps the farthest (within=hard) or the nearest (within=easy) "
+                             "images from their centroid over the whole pool: a random order is the random method")
         if is_int(self.keep):
             if self.keep < 0:
                 raise ValueError(f"keep as a count must be >= 0, got {self.keep}")
@@ -266,6 +273,7 @@ class PlanIndex:
         self.summary = summary  # per-concept counts and distance sums at every filter level (plan_summary.py)
         self._d_inter: dict[int, np.ndarray] = {}
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._proto_rank: dict[str, np.ndarray] = {}  # per within direction: the prototype method's order
         self._tag_pos: dict[tuple[str, str], np.ndarray] = {}  # sorted hard positions of tagged rows, per digest
         self._lock = threading.Lock()  # guards the three caches above
 
@@ -516,7 +524,7 @@ class PlanIndex:
         """The summary's (dedup, CLIP) level that answers ``params`` without a pass over the rows, or
         None when only the full pass can (the clip-score and dedup methods, a CLIP threshold, an eps or
         CLIP fraction off the summary's levels: densprune.prune.plan_summary)."""
-        if params.method in ("clip-score", "dedup"):
+        if params.method in GLOBAL_ORDER_METHODS:
             return None
         return self.summary.level(params.dedup_eps, params.clip_keep, params.clip_threshold)
 
@@ -524,7 +532,7 @@ class PlanIndex:
         """Which of ``params``' settings make a plan need a full pass over the rows (empty when the
         per-concept summary answers it): the words the app shows next to a slow plan."""
         out = []
-        if params.method in ("clip-score", "dedup"):
+        if params.method in GLOBAL_ORDER_METHODS:
             out.append(f"method {params.method} (a global order of the rows)")
         if params.clip_threshold is not None:
             out.append("a CLIP score threshold")
@@ -591,7 +599,7 @@ class PlanIndex:
                 d_intra = intra_from_sums(qsum - tagged.never_q, counts)
         comp = self.d_inter(p.neighbors) * d_intra
         forced = 0
-        if dec is None and p.method in ("clip-score", "dedup"):
+        if dec is None and p.method in GLOBAL_ORDER_METHODS:
             keep, kept = self._by_order(p, elig, budget, n_elig, mask)
             quota = kept.copy()
         elif dec is None:
@@ -714,7 +722,7 @@ class PlanIndex:
             raise InfeasibleDecisions(
                 f"the floors sum to {int(lo.sum()):,} images but only {rest:,} are left to share (budget {budget:,} "
                 f"- forced {forced:,}); lower the floors or raise --keep")
-        if p.method in ("clip-score", "dedup"):
+        if p.method in GLOBAL_ORDER_METHODS:
             if (rules.kind >= 3).any():
                 notes.append(f"{p.method} keeps a global order: floor, cap and weight rules do not apply to it")
             return self._decided_by_order(p, t, shared, whole, rest, elig, mask) + (forced,)
@@ -760,8 +768,7 @@ class PlanIndex:
         eligible rows of the global order among the shared concepts."""
         e = self._untagged(p, t, elig)
         in_shared = np.repeat(shared, self.sizes)
-        keep_h = _first_by_rank(e & in_shared, self._clip_rank if p.method == "clip-score" else self._dup_rank,
-                                rest, int(np.count_nonzero(e & in_shared)))
+        keep_h = _first_by_rank(e & in_shared, self._global_rank(p), rest, int(np.count_nonzero(e & in_shared)))
         keep_h |= e & np.repeat(whole, self.sizes)
         quota = segment_sums(keep_h, self._starts, self.sizes > 0)
         keep_h[t.always_pos] = True
@@ -863,11 +870,28 @@ class PlanIndex:
         keep_seg[forced] = True
         return rows, keep_seg
 
+    def _global_rank(self, p: PlanParams) -> np.ndarray:
+        """(N,) rank of every hard position in the global order of a GLOBAL_ORDER_METHODS plan: CLIP score
+        (highest first), duplication (least duplicated first), or the distance to the centroid (farthest
+        first for within=hard, nearest first for easy; ties by hard position), built once per direction."""
+        if p.method == "clip-score":
+            return self._clip_rank
+        if p.method == "dedup":
+            return self._dup_rank
+        with self._lock:
+            if p.within in self._proto_rank:
+                return self._proto_rank[p.within]
+        d = np.asarray(self._dist_h)
+        rank = _ranks(np.argsort(-d if p.within == "hard" else d, kind="stable"))
+        rank.setflags(write=False)
+        with self._lock:
+            self._proto_rank[p.within] = rank
+        return rank
+
     def _by_order(self, p: PlanParams, elig: np.ndarray, budget: int, n_elig: int,
                   mask: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-        """clip-score / dedup: the first ``budget`` eligible rows of a global order.
+        """GLOBAL_ORDER_METHODS: the first ``budget`` eligible rows of a global order.
         Returns keep (N,) (None unless ``mask``) and kept per cluster (K,)."""
-        rank = self._clip_rank if p.method == "clip-score" else self._dup_rank  # dedup: least duplicated first
-        keep_h = _first_by_rank(elig, rank, budget, n_elig)
+        keep_h = _first_by_rank(elig, self._global_rank(p), budget, n_elig)
         kept = segment_sums(keep_h, self._starts, self.sizes > 0)
         return (keep_h[self.inv] if mask else None), kept

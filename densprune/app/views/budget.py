@@ -30,14 +30,17 @@ def knobs() -> None:
                    "filter (the paper deduplicated LAION to 277M and kept 30-60% of that).")
     method = st.selectbox("Method", methods, key="plan_method", format_func=session.METHOD_NAMES.get,
                           help="DBP gives complex concepts more of the budget; SSP keeps the same share of "
-                               "every concept; random ignores concepts.")
+                               "every concept; balanced the same number from every concept; prototype keeps the "
+                               "images farthest from (or nearest) their concept's centre over the whole pool, one "
+                               "threshold for all (Sorscher et al. 2022); random ignores concepts.")
     st.select_slider("Temperature τ", session.TEMPERATURES, key="plan_temperature", disabled=method != "dbp",
                      help="DBP only. Small τ puts the budget on the most complex concepts; large τ gives every "
                           "concept the same number of images. The paper uses 0.1.")
     st.radio("Inside a concept keep", ["hard", "easy", "random"], key="plan_within", horizontal=True,
-             disabled=method not in ("dbp", "ssp", "balanced"),
+             disabled=method not in ("dbp", "ssp", "balanced", "prototype"),
              format_func={"hard": "farthest from centre", "easy": "nearest centre", "random": "random"}.get,
-             help="Which images fill a concept's quota. The paper keeps the hardest (farthest from the centre).")
+             help="Which images fill a concept's quota (prototype: which end of the pool-wide order; random "
+                  "is read as farthest). The paper keeps the hardest (farthest from the centre).")
     st.slider("Balance", 0.0, 1.0, step=0.05, key="plan_balance", disabled=method != "dbp",
               help="DBP only: every concept keeps at least balance × budget / K images (0 = at least one).")
     st.toggle("Deduplicate first (SemDeDup)", key="plan_dedup_on",
