@@ -43,7 +43,7 @@ CREATE TABLE samples (
     height INTEGER,
     category VARCHAR,             -- folder / category path where the source has one
     top_category VARCHAR,
-    split VARCHAR,                -- 'pool' (prunable) or 'eval' (held out, never kept)
+    split VARCHAR,                -- 'pool' (prunable), 'eval' (held out, never kept), 'eval-copy' (set aside)
     clip_score DOUBLE,            -- cos(image, caption); NULL without a CLIP model
     cluster INTEGER,
     dist_to_centroid DOUBLE,      -- 1 - cos(embedding, centroid)

@@ -96,6 +96,10 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
                         "(default: %(default)s)")
     e.add_argument("--eval-min-category", type=int, default=D("eval_min_category"),
                    help="only categories with at least this many images give eval images (default: %(default)s)")
+    e.add_argument("--decontaminate", type=float, default=D("decontaminate"), metavar="SIM",
+                   help="set aside every pool image at cosine similarity >= SIM to an eval image, or with an eval "
+                        "image's caption (split 'eval-copy': never kept, never evaluated), as DataComp "
+                        "deduplicates its pool against the eval sets; e.g. 0.95 (default: off)")
     p.add_argument("--force", action="store_true", help="rebuild a complete workspace from scratch")
     p.add_argument("--keep-work", action="store_true", help="keep the embedding shards in DIR/.work after success")
 
@@ -209,7 +213,8 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
         source=source, workspace=workspace, embedder=args.embedder, model=args.model,
         pretrained=args.pretrained, weights=args.weights, device=args.device, clusters=args.clusters,
         niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
-        eval_min_category=args.eval_min_category, layout_rows=args.layout_rows, dtype=args.dtype,
+        eval_min_category=args.eval_min_category, decontaminate=args.decontaminate,
+        layout_rows=args.layout_rows, dtype=args.dtype,
         label_vocabulary=args.label_vocabulary,
         thumbnails=args.thumbnails, thumbs_per_concept=args.thumbs_per_concept,
         dedup_clusters=args.dedup_clusters,
@@ -312,6 +317,16 @@ def workspace_info(ws: Path) -> dict:
     info["rejects_by_reason"] = reject_summary(ws).to_dict("records")
     info["caption_flags"] = [{"flag": f, "count": int(c)}
                              for f, c in db.caption_flag_counts(ws).itertuples(index=False)]
+    info["eval_contamination"] = None
+    if int(meta.get("n_eval") or 0):  # how close the pool still comes to the eval images
+        import numpy as np
+
+        from densprune.ingest.eval_split import contamination
+        from densprune.workspace import image_vectors
+
+        s = db.query_df(ws, "SELECT split, caption FROM samples ORDER BY row_idx")
+        info["eval_contamination"] = contamination(np.load(image_vectors(ws), mmap_mode="r"), s["split"].to_numpy(),
+                                                   s["caption"].to_numpy())
     return info
 
 
@@ -341,6 +356,15 @@ def summary_text(ws: Path) -> str:
         f"built          {info['created']} by densprune {info['densprune_version']} "
         f"in {info['timings_s'].get('total', 0):.1f} s",
     ]
+    ec = info["eval_contamination"]
+    if ec is not None:
+        dec = info.get("decontaminate")
+        how = f"decontaminated at cosine {dec:g}" if dec is not None else "not decontaminated"
+        lines.append(f"eval copies    {how} ({ec['set_aside']:,} pool rows set aside; `precompute --decontaminate "
+                     f"SIM`); the {ec['eval']:,} eval images with a pool image at cosine >= "
+                     + ", ".join(f"{b['similarity']:g}: {b['eval_with_copy']:,} ({b['pool_copies']:,} pool rows)"
+                                 for b in ec["by_similarity"])
+                     + f"; {ec['same_caption_pool_rows']:,} pool rows share an eval image's caption")
     if info["rejects_by_reason"]:
         lines.append("rejected by reason:")
         lines += [f"  {r['count']:>6,}  {r['stage']:<7} {r['kind']}" for r in info["rejects_by_reason"]]

@@ -30,6 +30,7 @@ class PrecomputeConfig:
     neighbors: int = NEIGHBORS
     eval_per_category: int = 20  # held-out eval images per top-level category (sources with categories)
     eval_min_category: int = 100  # only categories with at least this many images give eval images
+    decontaminate: float | None = None  # pool rows at >= this cosine to an eval image (or with its caption): set aside
     layout_rows: int = 20_000  # the app draws at most 20,000 points of the map
     label_vocabulary: str | None = None  # text file, one name per line; None -> open_clip's ImageNet class names
     dedup_clusters: int | str = "auto"  # SemDeDup groups: "auto" (split concepts > 2,000 rows), "concepts", or a total

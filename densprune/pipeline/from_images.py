@@ -21,7 +21,7 @@ from densprune import db, workspace
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_vocabulary, save_vocabulary, zero_shot_names
 from densprune.devices import resolve_device
-from densprune.ingest.eval_split import choose_eval_split
+from densprune.ingest.eval_split import choose_eval_split, eval_copies
 from densprune.ingest.sources import Reject, SampleRef, SourceListing, list_source
 from densprune.pipeline.config import PrecomputeConfig
 from densprune.pipeline.stages import (
@@ -135,13 +135,23 @@ def thumbs_stage(cfg: PrecomputeConfig, ws: Path, emb: Embedded, cl: Clustering)
                                                  max_pixels=cfg.embed.max_pixels, workers=cfg.embed.workers)
 
 
-def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bool) -> Split:
-    """Categories of the rows and the held-out eval split (sources with categories only)."""
+def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bool,
+                image: np.ndarray | None = None) -> Split:
+    """Categories of the rows and the held-out eval split (sources with categories only); with
+    ``cfg.decontaminate`` the pool rows that copy an eval image (``image`` (N, d) similarity or the same
+    caption) are set aside: neither pool nor eval."""
     category = np.array([r.category for r in refs], dtype=object)
     top = np.array([r.category.split("/")[0] if r.category else None for r in refs], dtype=object)
     is_eval = (choose_eval_split(top, cfg.eval_per_category, cfg.eval_min_category, cfg.seed)
                if has_categories else np.zeros(len(refs), bool))
-    return Split(category, top, is_eval, np.flatnonzero(~is_eval))
+    is_copy = None
+    if cfg.decontaminate is not None and image is not None:
+        is_copy = eval_copies(image, is_eval, [r.caption for r in refs], cfg.decontaminate)
+        log.info("decontamination: %d pool rows copy one of the %d eval images (cosine >= %g or the same caption): "
+                 "set aside", int(is_copy.sum()), int(is_eval.sum()), cfg.decontaminate)
+    split = Split(category, top, is_eval, np.empty(0, np.int64), is_copy)
+    split.pool_rows = np.flatnonzero(split.in_pool)
+    return split
 
 
 def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str],
@@ -200,7 +210,7 @@ def samples_table(emb: Embedded, split: Split, cl: Clustering, dup_max_sim: np.n
         "height": asm.height.astype(np.int32),
         "category": split.category,
         "top_category": split.top,
-        "split": np.where(split.is_eval, "eval", "pool"),
+        "split": split.names(),
         "clip_score": clip_score if clip_score is not None else pd.Series([None] * n, dtype="float64"),
         "cluster": cl.labels.astype(np.int32),
         "dist_to_centroid": cl.dist,
@@ -239,7 +249,7 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
     lap("list")
     log.info("[1/6] embedding %d samples with the %s embedder", len(refs), cfg.embedder)
     emb = embed_stage(cfg, ws, listing, refs, embedder)
-    split = split_stage(cfg, emb.refs, listing.has_categories)
+    split = split_stage(cfg, emb.refs, listing.has_categories, emb.image)
     lap("embed")
     log.info("[2/6] spherical k-means on %d pool rows", split.pool_rows.size)
     cl = cluster_stage(cfg, emb.image, split.pool_rows)
@@ -285,6 +295,8 @@ def workspace_meta(cfg: PrecomputeConfig, listing: SourceListing, emb: Embedded,
         "image_dim": emb.asm.image_dim, "text_dim": emb.asm.text_dim, "dtype": emb.dtype, "thumbnails": emb.thumbnails,
         "source": listing.spec, "source_kind": listing.kind,
         "n_samples": len(emb.refs), "n_pool": int(split.pool_rows.size), "n_eval": int(split.is_eval.sum()),
+        "decontaminate": cfg.decontaminate,
+        "n_eval_copies": 0 if split.is_copy is None else int(split.is_copy.sum()),
         "n_rejects": n_rejects, "has_clip_scores": has_clip, "has_categories": listing.has_categories,
         "eval_per_category": cfg.eval_per_category if listing.has_categories else 0,
         "has_thumbnails": True,

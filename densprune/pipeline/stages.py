@@ -41,12 +41,26 @@ REJECT_COLUMNS = ["key", "image_ref", "stage", "reason"]
 
 @dataclass(slots=True)
 class Split:
-    """Per row (N,): category, top-level category and the eval flag; the pool's row indices."""
+    """Per row (N,): category, top-level category, the eval flag and (decontaminated builds) the flag of
+    pool rows set aside as copies of an eval image; the pool's row indices."""
 
     category: np.ndarray
     top: np.ndarray
     is_eval: np.ndarray
     pool_rows: np.ndarray
+    is_copy: np.ndarray | None = None
+
+    @property
+    def in_pool(self) -> np.ndarray:
+        """(N,) bool: neither eval nor an eval copy."""
+        return ~self.is_eval if self.is_copy is None else ~(self.is_eval | self.is_copy)
+
+    def names(self) -> np.ndarray:
+        """(N,) the samples table's split column: 'pool', 'eval' or 'eval-copy'."""
+        out = np.where(self.is_eval, "eval", "pool").astype(object)
+        if self.is_copy is not None:
+            out[self.is_copy] = "eval-copy"
+        return out
 
 
 @dataclass(slots=True)
@@ -156,12 +170,12 @@ def vector_file(image: np.ndarray) -> Path:
 def clusters_frame(cfg: PrecomputeConfig, cl: Clustering, split: Split, names: list[str]) -> pd.DataFrame:
     """The clusters table from the clustering and the K concept labels (no map coordinates yet)."""
     k = cl.k
-    d_intra = cl.d_intra if cl.d_intra is not None else intra_distance(cl.labels, cl.dist, k, mask=~split.is_eval)
+    d_intra = cl.d_intra if cl.d_intra is not None else intra_distance(cl.labels, cl.dist, k, mask=split.in_pool)
     d_inter = inter_distance(cl.centroids, cfg.neighbors)
     return pd.DataFrame({
         "cluster": np.arange(k, dtype=np.int32),
         "size": cluster_sizes(cl.labels, k).astype(np.int32),
-        "pool_size": cluster_sizes(cl.labels, k, ~split.is_eval).astype(np.int32),
+        "pool_size": cluster_sizes(cl.labels, k, split.in_pool).astype(np.int32),
         "d_intra": d_intra, "d_inter": d_inter, "complexity": complexity(d_intra, d_inter), "label": names,
     })
 
