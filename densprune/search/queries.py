@@ -147,7 +147,8 @@ def text_tower(meta: dict, text_weights: str | None = None):
         from densprune.embed.models import WeightsUnavailable
 
         if isinstance(exc, WeightsUnavailable):
-            exc = WeightsUnavailable(f"{exc}\nText search needs these weights; caption search (--caption) and image "
+            exc = WeightsUnavailable(f"{exc}\nText search needs these weights (a local checkpoint of that model: "
+                                     "`densprune search --text-weights PATH`); caption search (--caption) and image "
                                      "queries (--like ROW) work without them.")
             _TOWER_FAILED[key] = exc
             raise exc from None

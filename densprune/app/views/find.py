@@ -212,7 +212,8 @@ if sel is None:
 
 if sel.rows.size == 0 and not (mode == "map" and len(sel.concepts)):
     st.info(f"Nothing found: {esc(sel.label)} ({esc(sel.method)}). " + (
-        "Try fewer or shorter words, or “Each word, in any order”." if sel.kind == "caption" else
+        ("Try fewer or shorter words." if sel.provenance.get("every_word") else
+         "Try fewer or shorter words, or “Each word, in any order”.") if sel.kind == "caption" else
         "Lower the similarity threshold." if sel.similarity is not None else
         "Draw around the coloured points."), icon=":material/search_off:")
     st.stop()
