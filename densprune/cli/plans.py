@@ -14,7 +14,7 @@ log = logging.getLogger("densprune")
 BUDGET_HELP = """\
 The budget, as in the paper: the pipeline is pool -> SemDeDup (--dedup-eps) -> CLIP filter
 (--clip-keep / --clip-threshold) -> the method, and --keep 0.3 keeps 30% of what REMAINS after
-dedup and the CLIP filter (the paper deduplicates LAION-440M to 277M and keeps 60/40/30% of
+dedup and the CLIP filter (the paper deduplicates LAION-CAT-440M to 277M and keeps 60/40/30% of
 that). --clip-keep is a fraction of what dedup left. An absolute count (--keep 250000) stays a
 count; one larger than what remains is an error that says how much remains. Held-out eval rows
 are never in the pool. DBP measures each concept (d_intra) on what remains."""

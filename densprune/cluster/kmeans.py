@@ -19,8 +19,10 @@ SEED = 1234  # the default seed of k-means, sampling and the map
 def default_num_clusters(n: int) -> int:
     """A K that scales with N: sqrt(N) clamped to [2, 500].
 
-    The paper used 500 clusters for 280M rows and 100 for 128M; small datasets need
-    relatively more clusters to separate their concepts (8k demo rows -> 90).
+    The paper used 500 clusters for LAION-DeDup-280M and 100 for DataComp-medium (128M). This default
+    reaches its cap of 500 from 250k rows on, so it gives 500 at DataComp-medium too: pass
+    ``--clusters 100`` there to match the paper. Small datasets need relatively more clusters to
+    separate their concepts (8k demo rows -> 90).
     """
     return int(min(500, max(2, round(math.sqrt(max(n, 1))))))
 
