@@ -7,7 +7,9 @@ and ``<page>_*`` for each page's own widgets.
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -423,9 +425,32 @@ def warm_caches(ws: str | Path) -> list[str]:
     dedup_curve(ws, stamp)
     filled = ["plan index", "meta", "concepts", "counts", "map", "default plan", "first concept's images",
               "budget view", "dedup curve"]
-    from densprune.search import queries
+    return filled
 
-    return filled + queries.warm_search(ws)  # last: the Find page's first search as fast as its later ones
+
+_SEARCH_WARMED: set[str] = set()
+_SEARCH_WARM_LOCK = threading.Lock()
+
+
+def warm_search_soon(ws: str) -> None:
+    """Once per workspace and process, in a background thread: densprune.search.queries.warm_search (torch's
+    first kernels, the vector file's pages mapped), so that the Find page's first search is as fast as its
+    later ones. Started by the Find page when it opens, not by the server's warm-up: there it delayed the
+    first paint of every other page (1.3 s at 10M rows)."""
+    with _SEARCH_WARM_LOCK:
+        if ws in _SEARCH_WARMED:
+            return
+        _SEARCH_WARMED.add(ws)
+
+    def run() -> None:
+        from densprune.search import queries
+
+        try:
+            queries.warm_search(ws)
+        except Exception:  # the first search then pays for it; nothing is lost
+            logging.getLogger(__name__).warning("search warm-up failed", exc_info=True)
+
+    threading.Thread(target=run, name="densprune-search-warm-up", daemon=True).start()
 
 
 def slow_note(ws: str, stamp: str, params: PlanParams) -> str | None:

@@ -18,6 +18,7 @@ ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
 cdf = session.concepts(ws, stamp)
 index = session.plan_index(ws, stamp)
+session.warm_search_soon(ws)  # the first search as fast as the later ones
 params = session.current_params(meta)
 result, dkey = session.current_plan(ws, stamp, params)
 esc = page_data.escape_markdown
