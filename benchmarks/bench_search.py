@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
-from _util import publish, table  # noqa: E402
+from _util import median_time, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
 from densprune.prune.plan_index import load_index  # noqa: E402
@@ -66,16 +66,6 @@ def faiss_flat(vectors: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, 
             o = np.argsort(-cs, axis=1)[:, :k]
             best_s, best_r = np.take_along_axis(cs, o, 1), np.take_along_axis(cr, o, 1)
     return best_r, best_s
-
-
-def timed(fn, runs: int) -> tuple[float, list[float]]:
-    fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), ts
 
 
 def recall(vectors, qs: np.ndarray, got: list[np.ndarray], k: int, exclude: list[int | None]) -> np.ndarray:
@@ -140,9 +130,9 @@ def main() -> None:
 
     res = []
     anon = [anon_mb()]
-    ex_t, ex_ts = timed(lambda: exact(0), args.runs)
+    ex_t, ex_ts = median_time(lambda: exact(0), args.runs)
     anon.append(anon_mb())
-    base_t, base_ts = timed(lambda: faiss_flat(vectors, row_q[:1], k + 1), max(2, args.runs // 2))
+    base_t, base_ts = median_time(lambda: faiss_flat(vectors, row_q[:1], k + 1), max(2, args.runs // 2))
     ours, base = exact(0).rows, faiss_flat(vectors, row_q[:1], k + 1)[0][0]
     agree = len(set(ours) & set(base[base != rows[0]][:k])) / k
     res.append(["exact (densprune)", f"{ex_t * 1000:,.0f}", f"{n:,}", "1.00 (reference)",
@@ -171,7 +161,7 @@ def main() -> None:
         words = [w for w in counts.index if len(w) >= 3][:2] + ["no such words here"]
     cap_rows = []
     for w in words:
-        ours_t, _ = timed(lambda: queries.caption_search(ws, w, index=index), args.runs)
+        ours_t, _ = median_time(lambda: queries.caption_search(ws, w, index=index), args.runs)
 
         def bare(w=w):
             like = "%" + w + "%"
@@ -181,7 +171,7 @@ def main() -> None:
                 con.execute("SELECT cluster, count(*) FROM samples WHERE caption ILIKE ? GROUP BY cluster",
                             [like]).fetchall()
 
-        bare_t, _ = timed(bare, args.runs)
+        bare_t, _ = median_time(bare, args.runs)
         total = queries.caption_search(ws, w, index=index).total
         cap_rows.append([repr(w), f"{total:,}", f"{ours_t * 1000:,.0f}", f"{bare_t * 1000:,.0f}",
                          f"{bare_t / ours_t:.2f}"])

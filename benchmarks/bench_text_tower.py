@@ -13,13 +13,11 @@ Median of ``--runs`` passes after one warm-up, with the tokenizer's time include
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # this checkout
-from _util import publish, table  # noqa: E402
+from _util import median_time, publish, table  # noqa: E402
 
 SEARCH_10M_MS = {"exact": 424.0, "approximate": 73.0}  # benchmarks/results/search_10m.md, same machine class
 
@@ -45,13 +43,8 @@ def main() -> None:
             with torch.inference_mode():
                 return model.encode_text(tok([args.query]))
 
-        once()
-        ts = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            v = once()
-            ts.append(time.perf_counter() - t)
-        ms = 1000 * statistics.median(ts)
+        med, _ = median_time(once, args.runs)
+        ms, v = 1000 * med, once()
         params = sum(p.numel() for p in model.transformer.parameters()) / 1e6
         rows.append([name, f"{params:.0f}M", str(v.shape[1]), f"{ms:.1f}",
                      f"{ms / SEARCH_10M_MS['exact']:.3f}", f"{ms / SEARCH_10M_MS['approximate']:.2f}"])

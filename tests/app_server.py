@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,4 +103,35 @@ def draw_lasso(pg, points: list[tuple[float, float]], steps: int = 5) -> None:
             t = i / steps
             pg.mouse.move(a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
     pg.mouse.up()
+
+
+@contextmanager
+def served(ws: Path, name: str, timeout_s: float = 60.0) -> Iterator[str]:
+    """The app on ``ws`` for the duration of the block (its URL), its log in $TMPDIR/densprune-NAME-PID.log."""
+    proc, url = start_app(ws, Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-{name}-{os.getpid()}.log",
+                          timeout_s=timeout_s)
+    try:
+        yield url
+    finally:
+        stop_app(proc)
+
+
+@contextmanager
+def chromium() -> Iterator[object]:
+    """Debian's chromium driven by Playwright, for the duration of the block."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def artifacts_dir() -> Path:
+    """Where browser tests put their screenshots: $DENSPRUNE_ARTIFACTS or artifacts/screenshots."""
+    out = Path(os.environ.get("DENSPRUNE_ARTIFACTS", ROOT / "artifacts" / "screenshots"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 

@@ -16,10 +16,9 @@ from app_server import (
     CHROMIUM,
     CHROMIUM_ARGS,
     KEPT_JS,
-    ROOT,
+    artifacts_dir,
     require_chromium,
-    start_app,
-    stop_app,
+    served,
 )
 
 from densprune.prune import plans
@@ -34,13 +33,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 
 @pytest.fixture(scope="module")
 def app_url(demo_workspace: Path):
-    proc, url = start_app(demo_workspace,
-                          Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-streamlit-{os.getpid()}.log",
-                          timeout_s=60)
-    try:
+    with served(demo_workspace, "streamlit") as url:
         yield url
-    finally:
-        stop_app(proc)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +48,7 @@ def page(app_url):
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    out = Path(os.environ.get("DENSPRUNE_ARTIFACTS", ROOT / "artifacts" / "screenshots"))
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return artifacts_dir()
 
 
 def settle(pg, timeout_ms: int = 60_000) -> None:

@@ -4,13 +4,12 @@ then more like one of them."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import CHROMIUM, CHROMIUM_ARGS, draw_lasso, require_chromium, start_app, stop_app
+from app_server import artifacts_dir, chromium, draw_lasso, require_chromium, served
 from test_browser import screenshot, settle
 
 from densprune import db
@@ -36,29 +35,19 @@ def ws(demo_workspace: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(ws: Path):
-    proc, url = start_app(ws, Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-find-{os.getpid()}.log",
-                          timeout_s=60)
-    try:
+    with served(ws, "find") as url:
         yield url
-    finally:
-        stop_app(proc)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
 def artifacts() -> Path:
-    from app_server import ROOT
-
-    out = Path(os.environ.get("DENSPRUNE_ARTIFACTS", ROOT / "artifacts" / "screenshots"))
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return artifacts_dir()
 
 
 def metric_value(pg, label: str) -> int:
