@@ -945,6 +945,11 @@ def caption_matches(workspace: str | os.PathLike, text: str) -> pd.DataFrame:
                                      "ESCAPE '\\' GROUP BY cluster ORDER BY matches DESC", [_like(text)])
 
 
+def splits_and_captions(workspace: str | os.PathLike) -> pd.DataFrame:
+    """Every row's split and caption, in row order (for the eval-contamination report)."""
+    return query_df(workspace, "SELECT split, caption FROM samples ORDER BY row_idx")
+
+
 def caption_rows(workspace: str | os.PathLike, text: str | list[str]) -> np.ndarray:
     """(M,) int64 rows whose caption contains ``text`` (case-insensitive, literal), sorted; given a list,
     the rows whose caption contains every one of its texts."""

@@ -423,9 +423,8 @@ def warm_caches(ws: str | Path) -> list[str]:
     budget_view(ws, stamp, params, bool(m.get("has_categories")) and plan_index(ws, stamp).n_rows <= COVERAGE_LIVE_ROWS,
                 dkey)
     dedup_curve(ws, stamp)
-    filled = ["plan index", "meta", "concepts", "counts", "map", "default plan", "first concept's images",
-              "budget view", "dedup curve"]
-    return filled
+    return ["plan index", "meta", "concepts", "counts", "map", "default plan", "first concept's images",
+            "budget view", "dedup curve"]
 
 
 _SEARCH_WARMED: set[str] = set()
@@ -487,7 +486,7 @@ def current_params(m: dict | None = None) -> PlanParams:
 def describe_params(p: PlanParams) -> str:
     """'DBP · keep 30% · τ = 0.1 · hardest first · dedup ε = 0.05'."""
     keep = f"keep {p.keep:.0%}" if isinstance(p.keep, float) else f"keep {p.keep:,}"
-    parts = [p.method.upper() if p.method in ("dbp", "ssp") else p.method, keep]  # "balanced" in words
+    parts = [p.method.upper() if p.method in ("dbp", "ssp") else p.method, keep]
     if p.method == "dbp":
         parts.append(f"τ = {p.temperature:g}")
         if p.balance:

@@ -324,7 +324,7 @@ def workspace_info(ws: Path) -> dict:
         from densprune.ingest.eval_split import contamination
         from densprune.workspace import image_vectors
 
-        s = db.query_df(ws, "SELECT split, caption FROM samples ORDER BY row_idx")
+        s = db.splits_and_captions(ws)
         info["eval_contamination"] = contamination(np.load(image_vectors(ws), mmap_mode="r"), s["split"].to_numpy(),
                                                    s["caption"].to_numpy())
     return info
