@@ -37,8 +37,8 @@ from densprune.prune.semdedup import dup_threshold
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLIP_GRID", "EPS_GRID", "Q_SCALE", "PlanSummary", "budget_count", "fixed_point", "intra_from_sums",
-           "segment_sums"]
+__all__ = ["CLIP_GRID", "EPS_GRID", "Q_SCALE", "PlanSummary", "budget_count", "dedup_levels", "fixed_point",
+           "intra_from_sums", "segment_sums"]
 
 EPS_GRID: tuple[float, ...] = tuple(round(i * 0.005, 3) for i in range(61))  # 0 .. 0.3: the Budget page's slider
 CLIP_GRID: tuple[float, ...] = tuple(i / 100 for i in range(5, 101, 5))  # 5% .. 100%: the Budget page's slider
@@ -94,6 +94,25 @@ def _exact_weighted_bincount(codes: np.ndarray, q: np.ndarray, size: int) -> np.
     lo = np.bincount(codes, weights=(q & 0x1FFFF).astype(np.float64), minlength=size)
     hi = np.bincount(codes, weights=(q >> 17).astype(np.float64), minlength=size)
     return np.rint(hi).astype(np.int64) * (1 << 17) + np.rint(lo).astype(np.int64)
+
+
+def dedup_levels(pool_h: np.ndarray, dup_h: np.ndarray | None) -> np.ndarray:
+    """(N,) uint8 dedup level ``dl`` of every row: eligible at the summary's dedup level b iff b < dl
+    (0 for rows outside the pool; 1 + the number of :data:`EPS_GRID` eps at which the row is not a
+    duplicate, since the thresholds only fall as eps grows).
+
+    Args:
+        pool_h: (N,) bool pool membership.
+        dup_h: (N,) float SemDeDup max similarity, compared in its own dtype as the full pass's
+            ``dup_h > threshold`` is; None: every pool row is eligible at level 0 only (dl = 1).
+    """
+    dl = np.asarray(pool_h, dtype=np.uint8)
+    if dup_h is not None:  # eligible at b >= 1 iff dup <= threshold(eps_b): a prefix of the levels
+        dup = np.asarray(dup_h)
+        thr_desc = np.asarray(dup_threshold(np.asarray(EPS_GRID))).astype(dup.dtype)
+        n_ok = thr_desc.size - np.searchsorted(thr_desc[::-1], dup, side="left")
+        dl = dl * (1 + n_ok).astype(np.uint8)
+    return dl
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -154,12 +173,7 @@ class PlanSummary:
         eps = np.array([np.nan] + (list(EPS_GRID) if dup_h is not None else []))
         clip = np.array([np.nan] + (list(CLIP_GRID) if clip_rank is not None else []))
         n_b, n_c = eps.size, clip.size
-        dl = np.asarray(pool_h, dtype=np.int16)
-        if dup_h is not None:  # eligible at b >= 1 iff dup <= threshold(eps_b): a prefix of the levels
-            dup = np.asarray(dup_h)  # compared in its own dtype, as the full pass's `dup_h > threshold` is
-            thr_desc = np.asarray(dup_threshold(np.asarray(EPS_GRID))).astype(dup.dtype)
-            n_ok = thr_desc.size - np.searchsorted(thr_desc[::-1], dup, side="left")
-            dl = dl * (1 + n_ok).astype(np.int16)
+        dl = dedup_levels(pool_h, dup_h)
         cl = np.repeat(np.arange(k, dtype=np.int64), sizes)
         q = fixed_point(dist_h)
         width = n_b + 1  # dl in [0, n_b]

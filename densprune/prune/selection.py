@@ -43,12 +43,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from densprune.cluster.concepts import NEIGHBORS, inter_distance, intra_distance
+from densprune.prune import masks
 from densprune.prune.decisions import Decisions, InfeasibleDecisions
 from densprune.prune.plan_summary import (
     CLIP_GRID,
     EPS_GRID,
     PlanSummary,
     budget_count,
+    dedup_levels,
     fixed_point,
     intra_from_sums,
     is_int,
@@ -247,8 +249,7 @@ class PlanIndex:
         hard order; the two global ranks and the per-concept summary are computed here unless given)."""
         n, k = order.size, sizes.size
         self.order = order  # (N,) hard position -> row
-        self.inv = np.empty(n, dtype=np.intp)  # (N,) row -> hard position
-        self.inv[order] = np.arange(n)
+        self.inv = _ranks(order)  # (N,) row -> hard position (int32 when N < 2**31)
         self.sizes = sizes  # (K,) members per cluster (eval rows included)
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)  # (K+1,)
         self.d_intra = d_intra  # (K,) over the whole pool; NaN for clusters without pool members
@@ -275,7 +276,9 @@ class PlanIndex:
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._proto_rank: dict[str, np.ndarray] = {}  # per within direction: the prototype method's order
         self._tag_pos: dict[tuple[str, str], np.ndarray] = {}  # sorted hard positions of tagged rows, per digest
-        self._lock = threading.Lock()  # guards the three caches above
+        self._frame_pos: OrderedDict[int, np.ndarray] = OrderedDict()  # per seed: each row's random-frame position
+        self._by_row: dict[str, np.ndarray] = {}  # row-order copies of the filter columns (:meth:`_row_columns`)
+        self._lock = threading.Lock()  # guards the caches above
 
     @classmethod
     def build(cls, clusters: np.ndarray, dist_to_centroid: np.ndarray, centroids: np.ndarray,
@@ -605,9 +608,12 @@ class PlanIndex:
         elif dec is None:
             quota = self._quota(p, counts, comp, budget, notes)
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
-            keep = self._fill(p, quota, elig) if mask else None
+            keep = None
+            if mask:
+                keep = self._fill(p, quota, elig) if level is None else self._fill_at_level(p, quota, level)
         else:
-            keep, quota, kept, forced = self._decided(p, dec, tagged, counts, comp, budget, elig, mask, notes)
+            keep, quota, kept, forced = self._decided(p, dec, tagged, counts, comp, budget, elig, mask, notes,
+                                                      level)
         d_intra = np.array(d_intra)  # a copy: the result's, never the index's
         effects: tuple[dict, ...] = ()
         if dec is not None:
@@ -678,8 +684,8 @@ class PlanIndex:
                        never_eligible=int(never_e.size), always_outside=int((in_pool & ~always_el).sum()))
 
     def _decided(self, p: PlanParams, dec: Decisions, t: "_Tagged", counts: np.ndarray, comp: np.ndarray,
-                 budget: int, elig: np.ndarray | None, mask: bool, notes: list[str]
-                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, int]:
+                 budget: int, elig: np.ndarray | None, mask: bool, notes: list[str],
+                 level: tuple[int, int] | None = None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, int]:
         """A plan under decisions: always rows and keep-whole concepts first, the method shares the rest
         of the budget among the other concepts under their floors, caps and weights.
         ``counts`` (K,): eligible per concept with the never rows taken out. Returns keep (N,) or None,
@@ -750,7 +756,11 @@ class PlanIndex:
             q_s = rng.multivariate_hypergeometric(e_s, rest, method="marginals").astype(np.int64)
         quota = q_s + forced_whole
         keep = None
-        if mask:
+        if mask and level is not None and elig is None:  # tagged rows: out of the share, then set
+            keep = self._fill_at_level(p, quota, level, skip=np.union1d(t.never_pos, t.always_pos))
+            keep[self.order[t.never_pos]] = False
+            keep[self.order[t.always_pos]] = True
+        elif mask:
             keep = self._fill(p, quota, self._untagged(p, t, elig))
             keep[self.order[t.always_pos]] = True
         return keep, quota, quota + t.always_n, forced
@@ -791,10 +801,61 @@ class PlanIndex:
         rng = np.random.default_rng((p.seed, _RANDOM_QUOTA_STREAM))
         return rng.multivariate_hypergeometric(counts, budget, method="marginals").astype(np.int64)
 
+    def _row_columns(self) -> dict[str, np.ndarray]:
+        """Row-order copies of what a mask at the summary's levels reads (built once, on the first such
+        mask: one gather each through ``inv``): ``cl`` (N,) int16/int32 concept, ``dl`` (N,) uint8 dedup
+        level, ``clip`` (N,) CLIP rank (with CLIP scores), and ``dl_h`` the dedup levels in hard order."""
+        with self._lock:
+            if self._by_row:
+                return self._by_row
+        dl_h = dedup_levels(self._pool_h, self._dup_h)
+        small = np.int16 if self.n_clusters <= np.iinfo(np.int16).max else np.int32
+        cols = {"dl_h": dl_h, "cl": self._cl_h.astype(small)[self.inv], "dl": dl_h[self.inv]}
+        if self._clip_rank is not None:
+            cols["clip"] = np.asarray(self._clip_rank)[self.inv]
+        with self._lock:
+            self._by_row.update(cols)
+        return self._by_row
+
+    def _random_frame_pos(self, seed: int) -> np.ndarray:
+        """(N,) int every row's position in the seed's random frame (:meth:`_random_orders`), cached per seed."""
+        with self._lock:
+            if seed in self._frame_pos:
+                self._frame_pos.move_to_end(seed)
+                return self._frame_pos[seed]
+        w, _ = self._random_orders(seed)
+        pos = _ranks(w)[self.inv]
+        with self._lock:
+            self._frame_pos[seed] = pos
+            while len(self._frame_pos) > self._SEED_CACHE:
+                self._frame_pos.popitem(last=False)
+        return pos
+
+    def _fill_at_level(self, p: PlanParams, quota: np.ndarray, level: tuple[int, int],
+                       skip: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`_fill` for a plan at the summary's (dedup, CLIP) ``level``, at memory speed
+        (densprune.prune.masks: a walk of the kept prefixes and one streaming pass in row order).
+        ``skip`` (M,): sorted hard positions taken out of the method's share (tagged rows); the caller
+        sets their mask entries. Returns the (N,) bool keep mask in row order."""
+        cols = self._row_columns()
+        b, c = level
+        use_clip = c > 0
+        cut_c = int(self.summary.clip_cut[b, c]) if use_clip else 0
+        randomised = p.method == "random" or p.within == "random"
+        from_end = p.within == "easy" and not randomised
+        frame = self._random_orders(p.seed)[0] if randomised else None
+        lo, hi = self.offsets[:-1], self.offsets[1:]
+        cuts = masks.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_h=cols["dl_h"], level=b,
+                                clip_h=self._clip_rank if use_clip else None, clip_cut=cut_c, skip=skip)
+        pos = self._random_frame_pos(p.seed) if randomised else self.inv
+        return masks.write_mask(pos, cols["cl"], cuts, from_end=from_end, dl=cols["dl"], level=b,
+                                clip=cols.get("clip") if use_clip else None, clip_cut=cut_c)
+
     def _fill(self, p: PlanParams, quota: np.ndarray, elig: np.ndarray | None) -> np.ndarray:
         """The (N,) bool keep mask in row order that fills ``quota`` (K,) in each cluster in the
         ``within`` order (random for the random method): one pass over the rows (``elig`` (N,), the
-        eligible mask in hard order, is computed when not given)."""
+        eligible mask in hard order, is computed when not given). Plans off the summary's levels
+        come here; those on them go to :meth:`_fill_at_level`."""
         if elig is None:
             elig = self._eligible(p)[0]
         if p.method == "random" or p.within == "random":  # rows grouped by cluster, random inside
