@@ -9,7 +9,7 @@ import pytest
 from densprune.cluster.labels import ranked_labels, strip_rank
 from densprune.prune.decisions import ConceptRule, Decisions, InfeasibleDecisions, TagSet, map_rules, parse_amount
 from densprune.prune.quotas import bounded_quotas
-from densprune.prune.selection import PlanIndex, PlanParams
+from densprune.prune.selection import METHODS, PlanIndex, PlanParams
 
 
 def qp_reference(target: np.ndarray, total: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ def _check_obeyed(r, dec: Decisions, cl, pool, k):
             assert kept[j] == forced[j]
         elif rule.kind == "keep-whole":
             assert kept[j] >= r.eligible[j]  # every eligible non-never row, plus always rows
-        elif rule.kind in ("floor", "cap") and r.params.method in ("dbp", "ssp", "balanced", "random"):
+        elif rule.kind in ("floor", "cap") and r.params.method in ("dbp", "ssp", "balanced", "hierarchical", "random"):
             amount = rule.value * r.eligible[j] if rule.fraction else rule.value
             if rule.kind == "floor":
                 assert kept[j] >= min(np.ceil(amount - 1e-9), r.eligible[j])
@@ -113,7 +113,7 @@ def _check_obeyed(r, dec: Decisions, cl, pool, k):
                 assert kept[j] <= max(np.floor(amount + 1e-9), forced[j])
 
 
-@pytest.mark.parametrize("method", ["dbp", "ssp", "balanced", "prototype", "random", "clip-score", "dedup"])
+@pytest.mark.parametrize("method", METHODS)
 def test_plans_under_random_decisions_are_exact_and_obey_every_rule(method):
     idx, cl, rng = _index(seed=hash(method) % 1000)
     pool = idx.rows_in_pool()
@@ -229,7 +229,7 @@ def test_one_concepts_members_match_the_mask_under_decisions():
     idx, cl, rng = _index()
     for trial in range(12):
         dec = _random_decisions(rng, cl.size, 40)
-        p = PlanParams(method=["dbp", "ssp", "balanced", "random"][trial % 4], keep=0.3,
+        p = PlanParams(method=["dbp", "ssp", "balanced", "hierarchical", "random"][trial % 5], keep=0.3,
                        within=["hard", "easy", "random"][trial % 3], dedup_eps=[None, 0.1][trial % 2],
                        clip_keep=[None, 0.5][(trial // 2) % 2])
         try:

@@ -32,7 +32,7 @@ def index() -> PlanIndex:
 
 
 def random_params(rng: np.random.Generator, has_clip: bool = True) -> PlanParams:
-    method = rng.choice(["dbp", "dbp", "ssp", "balanced", "random"])
+    method = rng.choice(["dbp", "dbp", "ssp", "balanced", "hierarchical", "random"])
     keep = float(rng.integers(1, 101)) / 100 if rng.random() < 0.8 else int(rng.integers(0, 2_000))
     return PlanParams(
         method=str(method), keep=keep,

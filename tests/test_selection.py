@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from densprune.prune.quotas import dbp_quotas, uniform_rate_quotas
-from densprune.prune.selection import PlanIndex, PlanParams, budget_count
+from densprune.prune.selection import METHODS, PlanIndex, PlanParams, budget_count
 
 N, K, D = 700, 9, 6
 
@@ -152,7 +152,7 @@ def test_dedup_method_keeps_least_duplicated(data):
     assert data["dup"][r.keep].max() <= data["dup"][data["pool"] & ~r.keep].min()
 
 
-@pytest.mark.parametrize("method", ["dbp", "ssp", "balanced", "prototype", "random", "clip-score", "dedup"])
+@pytest.mark.parametrize("method", METHODS)
 def test_filters_apply_before_every_method(data, method):
     p = PlanParams(method=method, keep=0.3, dedup_eps=0.15, clip_keep=0.6, clip_threshold=0.15)
     r = data["index"].compute(p)
@@ -293,7 +293,7 @@ def test_build_validation(data):
     assert r.n_kept == 0 and r.keep.shape == (0,)
 
 
-@pytest.mark.parametrize("method", ["dbp", "ssp", "balanced", "prototype", "random", "clip-score", "dedup"])
+@pytest.mark.parametrize("method", METHODS)
 def test_counts_without_the_mask_are_the_same(data, method):
     p = PlanParams(method=method, keep=0.3, dedup_eps=0.15, within="random" if method == "ssp" else "hard")
     full, counts = data["index"].compute(p), data["index"].compute(p, mask=False)

@@ -59,6 +59,7 @@ PLAN_DEFAULTS: dict[str, object] = {
 TEMPERATURES = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 5.0, 10.0]
 METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per concept)",
                 "balanced": "balanced (equal count per concept)",
+                "hierarchical": "hierarchical balanced (equal shares down a k-means tree, Vo et al.)",
                 "prototype": "prototype distance (one threshold, Sorscher et al.)", "random": "random",
                 "clip-score": "CLIP score (top fraction)", "dedup": "dedup only (least duplicated first)"}
 MAX_MAP_POINTS = 20_000
@@ -491,7 +492,7 @@ def describe_params(p: PlanParams) -> str:
         parts.append(f"τ = {p.temperature:g}")
         if p.balance:
             parts.append(f"balance {p.balance:g}")
-    if p.method in ("dbp", "ssp", "balanced", "prototype"):
+    if p.method in ("dbp", "ssp", "balanced", "hierarchical", "prototype"):
         parts.append({"hard": "hardest first", "easy": "easiest first", "random": "random within"}[p.within])
     if p.dedup_eps is not None:
         parts.append(f"dedup ε = {p.dedup_eps:g}")

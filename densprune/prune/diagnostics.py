@@ -28,7 +28,7 @@ import numpy as np
 
 from densprune.prune.quotas import balanced_quotas, complexity_weights
 
-QUOTA_METHODS = ("dbp", "ssp", "balanced")  # per-concept quotas filled in each concept's order
+QUOTA_METHODS = ("dbp", "ssp", "balanced", "hierarchical")  # per-concept quotas filled in each concept's order
 
 __all__ = ["WeightDiagnostics", "balanced_quotas", "plan_diagnostics", "relative_temperature", "saved_plan_diagnostics",
            "weight_diagnostics"]

@@ -289,6 +289,37 @@ def balanced_quotas(eligible: np.ndarray, budget: int) -> np.ndarray:
     return bounded_quotas(target, total, np.zeros_like(e), e)
 
 
+def hierarchical_quotas(eligible: np.ndarray, parents: list[np.ndarray], budget: int) -> np.ndarray:
+    """(K,) int64 quotas of hierarchical balanced sampling (Vo et al. 2024): the budget is shared equally
+    (water-filled, :func:`balanced_quotas`) among the top level's nodes, each node's share equally
+    among its children, and so on down to the K concepts; a node's capacity is what its concepts hold.
+
+    Args:
+        eligible: (K,) eligible images per concept (level 0).
+        parents: bottom-up, one (n_l,) int array per level above (densprune.cluster.hierarchy):
+            ``parents[l][i]`` is the level-(l+1) node holding node i of level l. Empty: one level,
+            the same as :func:`balanced_quotas`.
+        budget: images to keep.
+    Returns:
+        (K,) int64, summing to min(budget, eligible.sum()), each at most its concept's eligible.
+    """
+    caps = [np.asarray(eligible, dtype=np.int64)]
+    for par in parents:
+        caps.append(np.bincount(par, weights=caps[-1], minlength=int(par.max()) + 1 if par.size else 0
+                                ).astype(np.int64))
+    q = balanced_quotas(caps[-1], budget)
+    for level in range(len(parents) - 1, -1, -1):  # push each node's quota down to its children
+        par, cap = parents[level], caps[level]
+        child_q = np.zeros(cap.size, dtype=np.int64)
+        order = np.argsort(par, kind="stable")
+        bounds = np.searchsorted(par[order], np.arange(q.size + 1))
+        for g in np.flatnonzero(q):
+            kids = order[bounds[g]:bounds[g + 1]]
+            child_q[kids] = balanced_quotas(cap[kids], int(q[g]))
+        q = child_q
+    return q
+
+
 def bounded_quotas(target: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Integer quotas nearest ``target`` under per-concept bounds: the exact projection of ``target``
     onto {x : sum(x) = total, lo <= x <= hi} (:func:`project_to_budget`), rounded by largest remainder

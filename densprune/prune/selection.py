@@ -27,7 +27,9 @@ what dedup left. A count larger than what is eligible is an error, never a silen
 that is random inside each cluster. The random method draws its per-cluster counts from the
 multivariate hypergeometric distribution (the counts of a uniformly random subset of ``budget``
 eligible rows; seeded) and fills them in that per-seed order: a uniformly random subset, from K
-numbers. clip-score and dedup keep the first ``budget`` eligible rows of a global order. Times:
+numbers. balanced gives every concept the same count (water-filled); hierarchical shares the budget
+equally down a k-means tree of the concept centroids (densprune.cluster.hierarchy, Vo et al. 2024).
+prototype, clip-score and dedup keep the first ``budget`` eligible rows of a global order. Times:
 benchmarks/bench_plan_moves.py (summary against the full pass) and benchmarks/bench_plan.py (the
 full pass against a per-cluster loop). The index is read-only after build except for small caches
 guarded by a lock, so one index may be shared across threads (e.g. a Streamlit ``cache_resource``).
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from densprune.cluster.concepts import NEIGHBORS, inter_distance, intra_distance
+from densprune.cluster.hierarchy import concept_hierarchy, default_levels
 from densprune.prune import masks
 from densprune.prune.decisions import Decisions, InfeasibleDecisions
 from densprune.prune.plan_summary import (
@@ -62,6 +65,7 @@ from densprune.prune.quotas import (
     bounded_quotas,
     complexity_weights,
     dbp_quotas,
+    hierarchical_quotas,
     quota_bounds,
     uniform_rate_quotas,
 )
@@ -71,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanIndex", "budget_count"]
 
-METHODS = ("dbp", "ssp", "balanced", "prototype", "random", "clip-score", "dedup")
+METHODS = ("dbp", "ssp", "balanced", "hierarchical", "prototype", "random", "clip-score", "dedup")
 # methods that keep the first eligible rows of one global order (no per-concept quotas): CLIP score, least
 # duplicated, and the distance to the sample's prototype (Sorscher et al. 2022's self-supervised prototype
 # metric, one global threshold: within "hard" the farthest from their centroid, "easy" the nearest)
@@ -278,6 +282,7 @@ class PlanIndex:
         self._tag_pos: dict[tuple[str, str], np.ndarray] = {}  # sorted hard positions of tagged rows, per digest
         self._frame_pos: OrderedDict[int, np.ndarray] = OrderedDict()  # per seed: each row's random-frame position
         self._by_row: dict[str, np.ndarray] = {}  # row-order copies of the filter columns (:meth:`_row_columns`)
+        self._hier: dict[int, list[np.ndarray]] = {}  # per seed: the concept hierarchy (:meth:`hierarchy`)
         self._lock = threading.Lock()  # guards the caches above
 
     @classmethod
@@ -745,6 +750,11 @@ class PlanIndex:
         elif p.method == "balanced":  # equal shares of what the bounds leave, water-filled under them
             eq = w * (e_s > 0)
             q_s = bounded_quotas(eq * (rest / eq.sum()) if eq.sum() else eq.astype(np.float64), rest, lo, hi)
+        elif p.method == "hierarchical":  # its top-down equal shares, projected onto the bounds when there are any
+            q_s = hierarchical_quotas(e_s, self.hierarchy(p.seed), rest)
+            if bounded:
+                q_s = bounded_quotas((w * q_s).astype(np.float64) * (rest / max(float((w * q_s).sum()), 1.0)),
+                                     rest, lo, hi)
         elif p.method == "ssp" or bounded:
             if p.method == "random":
                 notes.append("random with floors, caps or weights: each concept keeps its bounded share, chosen "
@@ -798,8 +808,21 @@ class PlanIndex:
             return uniform_rate_quotas(counts, budget)
         if p.method == "balanced":
             return balanced_quotas(counts, budget)
+        if p.method == "hierarchical":
+            return hierarchical_quotas(counts, self.hierarchy(p.seed), budget)
         rng = np.random.default_rng((p.seed, _RANDOM_QUOTA_STREAM))
         return rng.multivariate_hypergeometric(counts, budget, method="marginals").astype(np.int64)
+
+    def hierarchy(self, seed: int) -> list[np.ndarray]:
+        """The concept hierarchy of the hierarchical method (densprune.cluster.hierarchy: k-means of the
+        centroids, default levels, seeded), K-sized, built once per seed."""
+        with self._lock:
+            if seed in self._hier:
+                return self._hier[seed]
+        parents = concept_hierarchy(self.centroids, default_levels(self.n_clusters), seed=seed)
+        with self._lock:
+            self._hier[seed] = parents
+        return parents
 
     def _row_columns(self) -> dict[str, np.ndarray]:
         """Row-order copies of what a mask at the summary's levels reads (built once, on the first such

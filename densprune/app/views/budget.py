@@ -30,14 +30,16 @@ def knobs() -> None:
                    "filter (the paper deduplicated LAION to 277M and kept 30-60% of that).")
     method = st.selectbox("Method", methods, key="plan_method", format_func=session.METHOD_NAMES.get,
                           help="DBP gives complex concepts more of the budget; SSP keeps the same share of "
-                               "every concept; balanced the same number from every concept; prototype keeps the "
+                               "every concept; balanced the same number from every concept; hierarchical balanced the "
+                               "same share for every branch of a k-means tree of the concepts, level by level (Vo "
+                               "et al. 2024; the seed below seeds the tree); prototype keeps the "
                                "images farthest from (or nearest) their concept's centre over the whole pool, one "
                                "threshold for all (Sorscher et al. 2022); random ignores concepts.")
     st.select_slider("Temperature τ", session.TEMPERATURES, key="plan_temperature", disabled=method != "dbp",
                      help="DBP only. Small τ puts the budget on the most complex concepts; large τ gives every "
                           "concept the same number of images. The paper uses 0.1.")
     st.radio("Inside a concept keep", ["hard", "easy", "random"], key="plan_within", horizontal=True,
-             disabled=method not in ("dbp", "ssp", "balanced", "prototype"),
+             disabled=method not in ("dbp", "ssp", "balanced", "hierarchical", "prototype"),
              format_func={"hard": "farthest from centre", "easy": "nearest centre", "random": "random"}.get,
              help="Which images fill a concept's quota (prototype: which end of the pool-wide order; random "
                   "is read as farthest). The paper keeps the hardest (farthest from the centre).")
