@@ -43,8 +43,8 @@ from _util import command_line, machine, save_result, table  # noqa: E402
 from densprune import db  # noqa: E402
 from densprune.cluster.kmeans import assign, train_spherical_kmeans  # noqa: E402
 from densprune.prune.diagnostics import plan_diagnostics  # noqa: E402
-from densprune.prune.semdedup import is_duplicate  # noqa: E402
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
+from densprune.prune.semdedup import is_duplicate  # noqa: E402
 from densprune.vectors import cosine_distance, l2_normalize  # noqa: E402
 from densprune.workspace import image_vectors  # noqa: E402
 

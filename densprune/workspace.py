@@ -53,6 +53,11 @@ def text_vectors(workspace: str | os.PathLike) -> Path:
     return Path(workspace) / EMBEDDINGS / TEXT_VECTORS
 
 
+def negclip_scores(workspace: str | os.PathLike) -> Path:
+    """(N,) float32 negCLIPLoss per row, written by ``densprune negclip`` (densprune.pipeline.negclip)."""
+    return Path(workspace) / EMBEDDINGS / "negclip.npy"
+
+
 def centroids_path(workspace: str | os.PathLike) -> Path:
     return Path(workspace) / CENTROIDS
 

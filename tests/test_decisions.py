@@ -67,7 +67,7 @@ def _index(n=20_000, k=40, seed=0):
     rng = np.random.default_rng(seed)
     cl = rng.integers(0, k, n)
     idx = PlanIndex.build(cl, rng.random(n), rng.normal(size=(k, 8)), rng.random(n) > 0.1, rng.random(n),
-                          rng.random(n))
+                          rng.random(n), negclip_score=rng.normal(size=n))
     return idx, cl, rng
 
 

@@ -25,13 +25,15 @@ def synthetic_index(n: int = 3000, k: int = 12, seed: int = 0, ties: bool = Fals
         dist = np.round(dist, 1)  # many equal distances inside each cluster
     cen = rng.normal(size=(k, 8))
     return PlanIndex.build(cl, dist, cen / np.linalg.norm(cen, axis=1, keepdims=True), in_pool=rng.random(n) > 0.1,
-                           dup_max_sim=rng.uniform(0, 1, n), clip_score=rng.uniform(0.1, 0.4, n))
+                           dup_max_sim=rng.uniform(0, 1, n), clip_score=rng.uniform(0.1, 0.4, n),
+                           negclip_score=rng.normal(size=n))
 
 
 PARAMS = [PlanParams(keep=0.3), PlanParams(keep=0.5, dedup_eps=0.2, clip_keep=0.8),
           PlanParams(keep=0.2, within="random", seed=3), PlanParams(keep=0.4, within="easy"),
           PlanParams(keep=0.3, method="ssp"), PlanParams(keep=0.3, method="random", seed=5),
-          PlanParams(keep=0.25, method="clip-score"), PlanParams(keep=0.25, method="dedup")]
+          PlanParams(keep=0.25, method="clip-score"), PlanParams(keep=0.25, method="dedup"),
+          PlanParams(keep=0.25, method="negclip")]
 
 
 def assert_same_plans(a: PlanIndex, b: PlanIndex) -> None:

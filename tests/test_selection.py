@@ -22,7 +22,7 @@ def data():
     in_pool = rng.random(N) > 0.1
     dup = rng.uniform(-0.2, 1.0, size=N).astype(np.float32)
     clip = rng.uniform(0.1, 0.4, size=N).astype(np.float32)
-    index = PlanIndex.build(clusters, dist, centroids, in_pool, dup, clip)
+    index = PlanIndex.build(clusters, dist, centroids, in_pool, dup, clip, negclip_score=rng.normal(size=N))
     return dict(clusters=clusters, dist=dist, centroids=centroids, pool=in_pool, dup=dup, clip=clip, index=index)
 
 

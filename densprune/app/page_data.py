@@ -33,7 +33,7 @@ def params_from_state(state: Mapping, meta: dict) -> PlanParams:
     CLIP filters and the clip-score method only where the workspace has CLIP scores."""
     has_clip = bool(meta.get("has_clip_scores"))
     method = str(state.get("plan_method", "dbp"))
-    if method == "clip-score" and not has_clip:
+    if (method == "clip-score" and not has_clip) or (method == "negclip" and not meta.get("negclip")):
         method = "dbp"
     return PlanParams(
         method=method,

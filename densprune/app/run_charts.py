@@ -14,7 +14,8 @@ METRICS = {"zeroshot_top1": "zero-shot top-1", "i2t_r1": "image→text R@1", "i2
            "t2i_r1": "text→image R@1", "t2i_r5": "text→image R@5"}
 MODE_NAMES = {"samples": "equal compute", "epochs": "equal epochs"}
 METHOD_COLOURS = {"dbp": "#4c78a8", "random": "#888", "ssp": "#f58518", "balanced": "#e45756",
-                  "hierarchical": "#9d755d", "prototype": "#72b7b2", "clip-score": "#54a24b", "dedup": "#b279a2"}
+                  "hierarchical": "#9d755d", "prototype": "#72b7b2", "clip-score": "#54a24b", "negclip": "#eeca3b",
+                  "dedup": "#b279a2"}
 ACTIVE = ("queued", "running")
 
 

@@ -61,7 +61,8 @@ METHOD_NAMES = {"dbp": "DBP (complexity quotas)", "ssp": "SSP (same rate per con
                 "balanced": "balanced (equal count per concept)",
                 "hierarchical": "hierarchical balanced (equal shares down a k-means tree, Vo et al.)",
                 "prototype": "prototype distance (one threshold, Sorscher et al.)", "random": "random",
-                "clip-score": "CLIP score (top fraction)", "dedup": "dedup only (least duplicated first)"}
+                "clip-score": "CLIP score (top fraction)",
+                "negclip": "negCLIPLoss (top fraction, Wang et al.)", "dedup": "dedup only (least duplicated first)"}
 MAX_MAP_POINTS = 20_000
 CONCEPT_TILES, CONCEPT_NEIGHBOURS, NEIGHBOUR_TILES = 24, 5, 8  # the Concepts page's grids (first view)
 

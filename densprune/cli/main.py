@@ -193,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete the saved plans (they refer to the old clusters) instead of refusing")
     p.set_defaults(func=cmd_recluster)
 
+    p = sub.add_parser("negclip", help="score every image-caption pair by negCLIPLoss (the negclip plan method)",
+                       description="negCLIPLoss (Wang et al. 2024): the CLIP score minus the CLIP loss's "
+                                   "normalisation over random batches of the pool (docs/method.md). Needs image and "
+                                   "caption vectors of one CLIP model; writes embeddings/negclip.npy. The cost is "
+                                   "N x batch x d per draw: give --device cuda at scale.")
+    p.add_argument("workspace", type=Path)
+    p.add_argument("--batch", type=int, default=32_768, help="rows per random batch (Wang et al.: 32768)")
+    p.add_argument("--draws", type=int, default=10, help="random batches per pair, averaged (Wang et al.: 10)")
+    p.add_argument("--tau", type=float, default=0.01, help="the teacher's temperature (OpenAI CLIP: 0.01)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device for the products (cpu, cuda)")
+    p.set_defaults(func=cmd_negclip)
+
     from densprune.cli import curation as cli_curation
     from densprune.cli import plans as cli_plans
     from densprune.cli import search as cli_search
@@ -250,6 +263,16 @@ def cmd_recluster(args: argparse.Namespace) -> int:
         print(f"concept rules: {rep.carried_rules} carried to the new concepts by member overlap"
               + (f"; {len(rep.dropped_rules)} dropped: " + "; ".join(rep.dropped_rules) if rep.dropped_rules else ""))
     print(summary_text(args.workspace))
+    return 0
+
+
+def cmd_negclip(args: argparse.Namespace) -> int:
+    from densprune.pipeline.negclip import score_workspace
+
+    entry = score_workspace(args.workspace, batch=args.batch, draws=args.draws, tau=args.tau, seed=args.seed,
+                            device=args.device)
+    print(f"negCLIPLoss of {entry['n']:,} pairs ({entry['draws']} draws of batches of {entry['batch']:,}, "
+          f"tau {entry['tau']:g}) written to {args.workspace}/embeddings/negclip.npy; plan with --method negclip")
     return 0
 
 

@@ -47,7 +47,8 @@ def add_plan_flags(p: argparse.ArgumentParser) -> None:
                    help="dbp (complexity quotas), ssp (same rate per cluster), balanced (the same count per "
                         "cluster, water-filled), prototype (one threshold on the distance to the centroid over "
                         "the whole pool, Sorscher et al. 2022: --within hard keeps the farthest, easy the nearest), "
-                        "random, clip-score, dedup "
+                        "hierarchical (equal shares down a k-means tree of the concepts, Vo et al. 2024), random, "
+                        "clip-score, negclip (top negCLIPLoss, Wang et al. 2024: `densprune negclip` first), dedup "
                         "(default: %(default)s)")
     p.add_argument("--temperature", "--tau", type=float, default=D["temperature"],
                    help="DBP softmax temperature (paper: 0.1) (default: %(default)s)")

@@ -31,7 +31,7 @@ import numpy as np
 
 from densprune import db
 from densprune.prune.selection import PlanIndex
-from densprune.workspace import INDEX, centroids_path, finish_centroids
+from densprune.workspace import INDEX, centroids_path, finish_centroids, negclip_scores
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ def index_key(workspace: str | os.PathLike, meta: dict) -> str:
     build = meta.get("build_id") or (db.db_path(workspace).stat().st_ino, meta.get("created"))  # older builds: none
     ident = {"format": FORMAT, "build": build, "centroids_sha256": meta.get("centroids_sha256"),
              "reclustered": meta.get("reclustered")}
+    if meta.get("negclip"):  # scored by `densprune negclip` (absent: the key of the builds before it)
+        ident["negclip"] = meta["negclip"]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -133,6 +135,13 @@ def load_index(workspace: str | os.PathLike) -> PlanIndex:
 def build_index(ws: Path) -> PlanIndex:
     """The plan index built from the samples table (five columns of every row) and the centroids."""
     cols = db.index_columns(ws)
+    negclip = None
+    if db.load_meta(ws).get("negclip"):  # `densprune negclip DIR` scored the pairs
+        path = negclip_scores(ws)
+        negclip = np.load(path) if path.is_file() else None
+        if negclip is None:
+            log.warning("%s: meta names negCLIPLoss scores but %s is missing: the negclip method is off until "
+                        "`densprune negclip` runs again", ws, path)
     return PlanIndex.build(clusters=cols.pop("cluster"), dist_to_centroid=cols.pop("dist"),
                            centroids=np.load(centroids_path(ws)), in_pool=cols.pop("pool"),
-                           dup_max_sim=cols.pop("dup"), clip_score=cols.pop("clip"))
+                           dup_max_sim=cols.pop("dup"), clip_score=cols.pop("clip"), negclip_score=negclip)

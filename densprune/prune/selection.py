@@ -75,15 +75,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "WITHIN", "PlanParams", "PlanResult", "PlanIndex", "budget_count"]
 
-METHODS = ("dbp", "ssp", "balanced", "hierarchical", "prototype", "random", "clip-score", "dedup")
+METHODS = ("dbp", "ssp", "balanced", "hierarchical", "prototype", "random", "clip-score", "negclip", "dedup")
 # methods that keep the first eligible rows of one global order (no per-concept quotas): CLIP score, least
 # duplicated, and the distance to the sample's prototype (Sorscher et al. 2022's self-supervised prototype
 # metric, one global threshold: within "hard" the farthest from their centroid, "easy" the nearest)
-GLOBAL_ORDER_METHODS = ("prototype", "clip-score", "dedup")
+GLOBAL_ORDER_METHODS = ("prototype", "clip-score", "negclip", "dedup")
 WITHIN = ("hard", "easy", "random")
 _RANDOM_QUOTA_STREAM = 0x5EED  # the random method's quota draw: a stream apart from the seed's within-cluster order
 _NO_CLIP = ("this workspace has no CLIP scores (offline embedder): clip_keep, clip_threshold and "
             "method='clip-score' need image-text CLIP scores; embed with a CLIP model to use them")
+_NO_NEGCLIP = ("this workspace has no negCLIPLoss scores: method='negclip' needs them; compute them with "
+               "`densprune negclip DIR` (it needs image and caption vectors from a CLIP embedder)")
 _NO_DUP = ("this workspace has no SemDeDup similarities: dedup_eps and method='dedup' need the "
            "per-row max similarity (samples.dup_max_sim) that precompute stores; rebuild the workspace with "
            "`densprune precompute SOURCE --workspace DIR --force`")
@@ -248,7 +250,8 @@ class PlanIndex:
     def __init__(self, *, order: np.ndarray, sizes: np.ndarray, d_intra: np.ndarray, centroids: np.ndarray,
                  dist_h: np.ndarray, pool_h: np.ndarray, dup_h: np.ndarray | None,
                  clip_h: np.ndarray | None, dup_rank: np.ndarray | None = None,
-                 clip_rank: np.ndarray | None = None, summary: PlanSummary | None = None) -> None:
+                 clip_rank: np.ndarray | None = None, summary: PlanSummary | None = None,
+                 negclip_h: np.ndarray | None = None, negclip_rank: np.ndarray | None = None) -> None:
         """Use :meth:`build` or :meth:`from_arrays`; this stores already-validated arrays (``*_h`` are in
         hard order; the two global ranks and the per-concept summary are computed here unless given)."""
         n, k = order.size, sizes.size
@@ -272,6 +275,10 @@ class PlanIndex:
             clip_rank = _ranks(np.argsort(-clip_h, kind="stable"))
         self._dup_rank = None if dup_h is None else dup_rank
         self._clip_rank = None if clip_h is None else clip_rank
+        if negclip_h is not None and negclip_rank is None:  # best negCLIPLoss first
+            negclip_rank = _ranks(np.argsort(-np.asarray(negclip_h), kind="stable"))
+        self._negclip_h = negclip_h
+        self._negclip_rank = None if negclip_h is None else negclip_rank
         if summary is None:
             summary = PlanSummary.build(pool_h=pool_h, dist_h=dist_h, sizes=sizes, dup_h=dup_h,
                                         clip_rank=self._clip_rank)
@@ -288,7 +295,7 @@ class PlanIndex:
     @classmethod
     def build(cls, clusters: np.ndarray, dist_to_centroid: np.ndarray, centroids: np.ndarray,
               in_pool: np.ndarray | None = None, dup_max_sim: np.ndarray | None = None,
-              clip_score: np.ndarray | None = None) -> "PlanIndex":
+              clip_score: np.ndarray | None = None, negclip_score: np.ndarray | None = None) -> "PlanIndex":
         """Index a clustered dataset.
 
         Args:
@@ -299,6 +306,7 @@ class PlanIndex:
             in_pool: (N,) bool, False for rows never to keep (eval rows); default all True.
             dup_max_sim: (N,) float SemDeDup max similarity (densprune.prune.semdedup), or None.
             clip_score: (N,) float image-text CLIP score, or None (offline embedder).
+            negclip_score: (N,) float negCLIPLoss (densprune.prune.negclip), or None.
         """
         cen = np.asarray(centroids, dtype=np.float64)
         if cen.ndim != 2 or cen.shape[0] < 1 or not np.isfinite(cen).all():
@@ -316,6 +324,9 @@ class PlanIndex:
         pool = np.ones(n, dtype=bool) if in_pool is None else _vector("in_pool", in_pool, n, "bool")
         dup = _vector("dup_max_sim", dup_max_sim, n, "float")
         clip = _vector("clip_score", clip_score, n, "float")
+        negclip = _vector("negclip_score", negclip_score, n, "float")
+        if negclip is not None and not np.isfinite(negclip).all():
+            raise ValueError("negclip_score must be finite (recompute it with `densprune negclip DIR`)")
         dist = dist.astype(np.float64, copy=False)  # (no copies of N-sized arrays that are not needed)
         if dup is not None and (dup < 0).any():  # the original's triu max is >= 0: older workspaces stored -1
             dup = np.where(dup < 0, 0.0, dup)
@@ -326,10 +337,12 @@ class PlanIndex:
         logger.info("plan index: %d rows, %d clusters (%d empty), pool %d", n, k, int((sizes == 0).sum()),
                     int(pool.sum()))
         return cls(order=order, sizes=sizes, d_intra=d_intra, centroids=cen, dist_h=dist[order], pool_h=pool[order],
-                   dup_h=None if dup is None else dup[order], clip_h=None if clip is None else clip[order])
+                   dup_h=None if dup is None else dup[order], clip_h=None if clip is None else clip[order],
+                   negclip_h=None if negclip is None else negclip[order].astype(np.float64))
 
     # the arrays that define an index (:meth:`arrays`); the others are derived from them in __init__
     STORED = ("order", "sizes", "d_intra", "centroids", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank",
+              "negclip_h", "negclip_rank",
               *(f"summary_{name}" for name in PlanSummary.STORED))
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -341,7 +354,8 @@ class PlanIndex:
         small = np.int32 if self.n_rows < 2**31 else np.int64
         out = {"order": self.order.astype(small, copy=False), "sizes": self.sizes, "d_intra": self.d_intra,
                "centroids": self.centroids, "dist_h": self._dist_h, "pool_h": self._pool_h,
-               "dup_h": self._dup_h, "clip_h": self._clip_h, "dup_rank": self._dup_rank, "clip_rank": self._clip_rank}
+               "dup_h": self._dup_h, "clip_h": self._clip_h, "dup_rank": self._dup_rank, "clip_rank": self._clip_rank,
+               "negclip_h": self._negclip_h, "negclip_rank": self._negclip_rank}
         out.update({f"summary_{name}": v for name, v in self.summary.arrays().items()})
         return {k: v for k, v in out.items() if v is not None}
 
@@ -360,10 +374,11 @@ class PlanIndex:
                              f"d_intra {a['d_intra'].shape} do not fit together")
         if int(sizes.sum()) != n or (n and (int(order.min()) < 0 or int(order.max()) >= n)):
             raise ValueError(f"stored plan index: {n} rows in order, {int(sizes.sum())} in sizes, or rows out of range")
-        for name in ("dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank"):
+        for name in ("dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank", "negclip_h", "negclip_rank"):
             if name in a and a[name].shape != (n,):
                 raise ValueError(f"stored plan index: {name} has shape {a[name].shape}, expected ({n},)")
-        if ("dup_h" in a) != ("dup_rank" in a) or ("clip_h" in a) != ("clip_rank" in a):
+        if ("dup_h" in a) != ("dup_rank" in a) or ("clip_h" in a) != ("clip_rank" in a) \
+                or ("negclip_h" in a) != ("negclip_rank" in a):
             raise ValueError("stored plan index: a global order without its values (or the reverse)")
         summary = None
         if any(name.startswith("summary_") for name in a):
@@ -375,7 +390,8 @@ class PlanIndex:
         return cls(order=order.astype(np.intp, copy=False), sizes=sizes.astype(np.int64, copy=False),
                    d_intra=a["d_intra"], centroids=cen.astype(np.float64, copy=False), dist_h=a["dist_h"],
                    pool_h=a["pool_h"].astype(bool, copy=False), dup_h=a.get("dup_h"), clip_h=a.get("clip_h"),
-                   dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"), summary=summary)
+                   dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"), summary=summary,
+                   negclip_h=a.get("negclip_h"), negclip_rank=a.get("negclip_rank"))
 
     def _segment(self, cluster: int) -> tuple[int, int]:
         """[lo, hi) of one cluster's rows in the hard order (farthest from the centroid first)."""
@@ -421,6 +437,10 @@ class PlanIndex:
     @property
     def has_clip_scores(self) -> bool:
         return self._clip_h is not None
+
+    @property
+    def has_negclip(self) -> bool:
+        return self._negclip_h is not None
 
     @property
     def has_dedup(self) -> bool:
@@ -569,6 +589,8 @@ class PlanIndex:
         if (p.method == "clip-score" or p.clip_keep is not None or p.clip_threshold is not None) \
                 and self._clip_h is None:
             raise ValueError(_NO_CLIP)
+        if p.method == "negclip" and self._negclip_h is None:
+            raise ValueError(_NO_NEGCLIP)
         if (p.method == "dedup" or p.dedup_eps is not None) and self._dup_h is None:
             raise ValueError(_NO_DUP)
         dec = decisions if decisions is not None and not decisions.empty else None
@@ -960,6 +982,8 @@ class PlanIndex:
         first for within=hard, nearest first for easy; ties by hard position), built once per direction."""
         if p.method == "clip-score":
             return self._clip_rank
+        if p.method == "negclip":
+            return self._negclip_rank
         if p.method == "dedup":
             return self._dup_rank
         with self._lock:

@@ -22,7 +22,8 @@ st.caption("Set how many images to keep and how to choose them. Every change rec
 
 
 def knobs() -> None:
-    methods = [m for m in session.METHOD_NAMES if m != "clip-score" or has_clip]
+    methods = [m for m in session.METHOD_NAMES
+               if (m != "clip-score" or has_clip) and (m != "negclip" or meta.get("negclip"))]
     if st.session_state.get("plan_method") not in methods:
         st.session_state["plan_method"] = "dbp"
     st.slider("Keep (% of the remaining pool)", 1, 100, key="plan_keep_pct", format="%d%%",
