@@ -139,3 +139,17 @@ def test_image_folder_needs_two_classes(tmp_path):
     (tmp_path / "only" / "a.png").write_bytes(encode(make_image((1, 2, 3), "circle"), "PNG"))
     with pytest.raises(ValueError, match="at least 2 class"):
         ev.image_folder_eval_set(tmp_path)
+
+
+def test_per_image_outcomes_average_to_the_metrics():
+    rng = np.random.default_rng(4)
+    images, captions = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
+    captions[:30] = images[:30] + 0.1 * rng.normal(size=(30, 8))  # half the pairs match
+    classes, labels = rng.normal(size=(5, 8)), rng.integers(0, 5, 60)
+    metrics = ev.evaluation_metrics(images, captions, classes, labels)
+    per = ev.per_image_outcomes(images, captions, classes, labels)
+    assert set(per) == {"zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"}
+    for name, outcome in per.items():
+        assert outcome.shape == (60,) and outcome.dtype == bool
+        assert outcome.mean() == pytest.approx(metrics[name])
+    assert set(ev.per_image_outcomes(images, None, classes, labels)) == {"zeroshot_top1"}

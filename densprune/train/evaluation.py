@@ -182,9 +182,26 @@ def encode_texts(net, tokenizer, texts: list[str], device: str = "cpu", batch_si
     return np.concatenate(out).astype(np.float64)
 
 
-def evaluate_model(net, preprocess, tokenizer, evalset: EvalSet, templates: tuple[str, ...] = CLIPART_TEMPLATES,
-                   device: str = "cpu") -> dict[str, float]:
-    """All metrics of ``net`` on ``evalset`` (retrieval only when the set has captions)."""
+def per_image_outcomes(image_feats: np.ndarray, caption_feats: np.ndarray | None, class_emb: np.ndarray,
+                       labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What :func:`evaluation_metrics` averages, per eval image: (N,) bool ``zeroshot_top1`` and, with
+    captions, ``i2t_r1/r5`` (the image's own caption among the first k) and ``t2i_r1/r5`` (the caption's
+    own image). Averaging them gives the metrics exactly; keeping them lets a paired comparison of runs
+    resample eval images for its intervals."""
+    scores = zero_shot_scores(image_feats, class_emb)
+    out = {"zeroshot_top1": np.argmax(scores, axis=1) == np.asarray(labels)}
+    if caption_feats is not None:
+        sim = l2_normalize(image_feats, dtype=np.float64) @ l2_normalize(caption_feats, dtype=np.float64).T
+        diag = np.diag(sim)
+        i2t, t2i = (sim > diag[:, None]).sum(axis=1), (sim > diag[None, :]).sum(axis=0)
+        for k in (1, 5):
+            out[f"i2t_r{k}"], out[f"t2i_r{k}"] = i2t < k, t2i < k
+    return out
+
+
+def encode_eval(net, preprocess, tokenizer, evalset: EvalSet, templates: tuple[str, ...] = CLIPART_TEMPLATES,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``net``'s features of ``evalset``: images (N, d), captions (N, d) or None, zero-shot classes (C, d)."""
     import open_clip
     import torch
 
@@ -192,4 +209,11 @@ def evaluate_model(net, preprocess, tokenizer, evalset: EvalSet, templates: tupl
     with torch.no_grad():  # (d, C): each class the normalised mean of its normalised prompts
         classifier = open_clip.build_zero_shot_classifier(net, tokenizer, evalset.classnames, templates, device=device)
     caps = encode_texts(net, tokenizer, evalset.captions, device) if evalset.captions is not None else None
-    return evaluation_metrics(img, caps, classifier.T.float().cpu().numpy().astype(np.float64), evalset.labels)
+    return img, caps, classifier.T.float().cpu().numpy().astype(np.float64)
+
+
+def evaluate_model(net, preprocess, tokenizer, evalset: EvalSet, templates: tuple[str, ...] = CLIPART_TEMPLATES,
+                   device: str = "cpu") -> dict[str, float]:
+    """All metrics of ``net`` on ``evalset`` (retrieval only when the set has captions)."""
+    img, caps, classes = encode_eval(net, preprocess, tokenizer, evalset, templates, device)
+    return evaluation_metrics(img, caps, classes, evalset.labels)

@@ -115,6 +115,19 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+PER_IMAGE = "eval_per_image.npz"  # a run's per-eval-image outcomes (evaluation.per_image_outcomes)
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """``arrays`` (name -> array) to ``path`` whole or not at all (a temporary file renamed)."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+
+
 def read_run_json(workspace: str | os.PathLike, name: str) -> dict:
     path = run_dir(workspace, name) / "run.json"
     if not path.exists():

@@ -27,7 +27,17 @@ from filelock import FileLock, Timeout
 
 from densprune import db
 from densprune.devices import resolve_device
-from densprune.train.records import FINAL, Recorder, now, read_run_json, run_dir, trainer_command, write_json
+from densprune.train.records import (
+    FINAL,
+    PER_IMAGE,
+    Recorder,
+    now,
+    read_run_json,
+    run_dir,
+    trainer_command,
+    write_json,
+    write_npz,
+)
 from densprune.train.schedule import Schedule
 from densprune.train.trainer import error_summary, parse_train_line
 
@@ -265,8 +275,10 @@ def evaluate_run(workspace: str | os.PathLike, name: str, device: str = "auto", 
             raise
         log.warning("%s", exc)
     else:
-        out.update({f"eval/{k}": v for k, v in ev.evaluate_model(net, preprocess, tokenizer, evalset,
-                                                                  ev.CLIPART_TEMPLATES, dev).items()})
+        feats = ev.encode_eval(net, preprocess, tokenizer, evalset, ev.CLIPART_TEMPLATES, dev)
+        out.update({f"eval/{k}": v for k, v in ev.evaluation_metrics(*feats, evalset.labels).items()})
+        # per eval image, for paired comparisons with intervals over images (benchmarks/powered_experiment.py)
+        write_npz(rdir / PER_IMAGE, ev.per_image_outcomes(*feats, evalset.labels))
     if image_folder is not None:
         fset = ev.image_folder_eval_set(image_folder)
         res = ev.evaluate_model(net, preprocess, tokenizer, fset, ev.TEMPLATE_SETS[templates], dev)
