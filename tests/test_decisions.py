@@ -113,8 +113,10 @@ def _check_obeyed(r, dec: Decisions, cl, pool, k):
                 assert kept[j] <= max(np.floor(amount + 1e-9), forced[j])
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-mask", "numpy-mask"])
 @pytest.mark.parametrize("method", METHODS)
-def test_plans_under_random_decisions_are_exact_and_obey_every_rule(method):
+def test_plans_under_random_decisions_are_exact_and_obey_every_rule(method, compiled, monkeypatch):
+    monkeypatch.setattr(PlanIndex, "COMPILED_MASK_ROWS", 0 if compiled else 2**62)
     idx, cl, rng = _index(seed=hash(method) % 1000)
     pool = idx.rows_in_pool()
     checked = infeasible = 0

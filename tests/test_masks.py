@@ -72,10 +72,11 @@ def test_kernels_equal_a_direct_implementation(seed):
     assert keep.sum() == quota.sum()
 
 
-def test_a_mask_of_a_million_rows_on_every_core_equals_the_numpy_fill():
+def test_a_mask_of_a_million_rows_on_every_core_equals_the_numpy_fill(monkeypatch):
     """Large enough that every thread gets work: the parallel pass agrees with selection.py's numpy path."""
     from densprune.prune.selection import PlanIndex, PlanParams
 
+    monkeypatch.setattr(PlanIndex, "COMPILED_MASK_ROWS", 0)
     rng = np.random.default_rng(3)
     n, k = 1_000_000, 300
     clusters = rng.choice(k, size=n, p=(s := rng.lognormal(0, 1, k)) / s.sum())

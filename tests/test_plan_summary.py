@@ -54,7 +54,9 @@ def same_result(a, b) -> None:
                                                                         b.pool_size, b.notes)
 
 
-def test_summary_equals_the_full_pass_and_the_saved_mask_on_random_settings(index):
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-mask", "numpy-mask"])
+def test_summary_equals_the_full_pass_and_the_saved_mask_on_random_settings(index, compiled, monkeypatch):
+    monkeypatch.setattr(PlanIndex, "COMPILED_MASK_ROWS", 0 if compiled else 2**62)
     rng = np.random.default_rng(1)
     clusters = index.rows_cluster()
     checked = 0

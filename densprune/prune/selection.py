@@ -246,6 +246,9 @@ class PlanIndex:
     """Precomputed per-cluster structure of one workspace; build with :meth:`build`."""
 
     _SEED_CACHE = 3  # random orders kept per index (2 intp arrays of N each per seed)
+    # masks of plans at the summary's levels use the compiled kernels (densprune.prune.masks) from this many
+    # rows on; below it the numpy fill takes milliseconds and a process does not pay numba's ~0.5 s first call
+    COMPILED_MASK_ROWS = 2_000_000
 
     def __init__(self, *, order: np.ndarray, sizes: np.ndarray, d_intra: np.ndarray, centroids: np.ndarray,
                  dist_h: np.ndarray, pool_h: np.ndarray, dup_h: np.ndarray | None,
@@ -637,7 +640,8 @@ class PlanIndex:
             kept = quota.copy()  # quota <= counts, so every quota is filled exactly
             keep = None
             if mask:
-                keep = self._fill(p, quota, elig) if level is None else self._fill_at_level(p, quota, level)
+                keep = (self._fill_at_level(p, quota, level) if self._compiled_mask(level)
+                        else self._fill(p, quota, elig))
         else:
             keep, quota, kept, forced = self._decided(p, dec, tagged, counts, comp, budget, elig, mask, notes,
                                                       level)
@@ -788,7 +792,7 @@ class PlanIndex:
             q_s = rng.multivariate_hypergeometric(e_s, rest, method="marginals").astype(np.int64)
         quota = q_s + forced_whole
         keep = None
-        if mask and level is not None and elig is None:  # tagged rows: out of the share, then set
+        if mask and self._compiled_mask(level) and elig is None:  # tagged rows: out of the share, then set
             keep = self._fill_at_level(p, quota, level, skip=np.union1d(t.never_pos, t.always_pos))
             keep[self.order[t.never_pos]] = False
             keep[self.order[t.always_pos]] = True
@@ -875,6 +879,9 @@ class PlanIndex:
             while len(self._frame_pos) > self._SEED_CACHE:
                 self._frame_pos.popitem(last=False)
         return pos
+
+    def _compiled_mask(self, level: tuple[int, int] | None) -> bool:
+        return level is not None and self.n_rows >= self.COMPILED_MASK_ROWS
 
     def _fill_at_level(self, p: PlanParams, quota: np.ndarray, level: tuple[int, int],
                        skip: np.ndarray | None = None) -> np.ndarray:
