@@ -49,28 +49,17 @@ def _kernels() -> dict[str, object]:
             # the tagged positions of this segment (sorted hard positions): a slice of `skip`
             s0 = np.searchsorted(skip, a)
             s1 = np.searchsorted(skip, z)
-            if from_end:
-                p = z
-                while n < q and p > a:
-                    p -= 1
-                    h = frame[p] if use_frame else p
-                    ok = (dl_h[h] > b) & ((not use_clip) or clip_h[h] <= clip_cut)
-                    if ok and s1 > s0:
-                        k = np.searchsorted(skip[s0:s1], h)
-                        ok = not (k < s1 - s0 and skip[s0 + k] == h)
-                    n += ok
-                out[j] = p
-            else:
-                p = a
-                while n < q and p < z:
-                    h = frame[p] if use_frame else p
-                    ok = (dl_h[h] > b) & ((not use_clip) or clip_h[h] <= clip_cut)
-                    if ok and s1 > s0:
-                        k = np.searchsorted(skip[s0:s1], h)
-                        ok = not (k < s1 - s0 and skip[s0 + k] == h)
-                    n += ok
-                    p += 1
-                out[j] = p
+            steps = 0  # positions walked from the kept end (the segment's start, or its end for easy)
+            while n < q and steps < z - a:
+                p = z - 1 - steps if from_end else a + steps
+                h = frame[p] if use_frame else p
+                ok = (dl_h[h] > b) & ((not use_clip) or clip_h[h] <= clip_cut)
+                if ok and s1 > s0:
+                    k = np.searchsorted(skip[s0:s1], h)
+                    ok = not (k < s1 - s0 and skip[s0 + k] == h)
+                n += ok
+                steps += 1
+            out[j] = z - steps if from_end else a + steps
 
     @nb.njit(parallel=True, cache=True, nogil=True)
     def rows(pos, cl, dl, b, clip, clip_cut, use_clip, cut, from_end, out):
