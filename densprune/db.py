@@ -584,8 +584,8 @@ def integrity_facts(workspace: str | os.PathLike) -> dict:
             "count(*) FILTER (WHERE cluster IS NULL), max(thumb_offset + thumb_size), "
             "count(*) FILTER (WHERE split = 'pool') FROM samples").fetchone()
         c = con.execute("SELECT count(*), coalesce(sum(size), 0), coalesce(sum(pool_size), 0) FROM clusters").fetchone()
-        sizes = con.execute("SELECT s.cluster, count(*) AS n, c.size FROM samples s FULL JOIN clusters c "
-                            "USING (cluster) GROUP BY s.cluster, c.size").fetchall()
+        sizes = con.execute("SELECT cluster, count(s.row_idx) AS n, c.size FROM samples s FULL JOIN clusters c "
+                            "USING (cluster) GROUP BY cluster, c.size").fetchall()  # an empty concept counts 0
         n_rejects = con.execute("SELECT count(*) FROM rejects").fetchone()[0]
         plan_rows = con.execute("SELECT name, keep_file, n_kept, pool_size FROM plans ORDER BY name").df()
         pc = con.execute("SELECT plan, count(*) AS n_clusters, sum(kept) AS kept, sum(eligible) AS eligible "

@@ -7,6 +7,8 @@ A workspace folder DIR holds::
     DIR/.densprune.lock           the readers/writer lock of the database (filelock)
     DIR/embeddings/image.npy      (N, d) image vectors, L2-normalised (float16 or float32)
     DIR/embeddings/text.npy       (N, d) caption vectors (open_clip and released embeddings with text)
+    DIR/embeddings/concept.npy    (N, d_c) vectors of a second embedder the concepts are built on
+                                  (``--concept-embedder``; meta ``concept_embedder``), else absent
     DIR/centroids.npy             (K, d) float32, L2-normalised
     DIR/thumbs.bin                concatenated thumbnails, addressed by samples.thumb_offset/thumb_size
     DIR/plans/NAME.GEN.npy        (N,) bool keep masks, named by their ``plans`` row
@@ -31,6 +33,7 @@ LOCK_NAME = ".densprune.lock"
 EMBEDDINGS = "embeddings"
 IMAGE_VECTORS = "image.npy"
 TEXT_VECTORS = "text.npy"
+CONCEPT_VECTORS = "concept.npy"
 CENTROIDS = "centroids.npy"
 THUMBS = "thumbs.bin"
 PLANS = "plans"
@@ -51,6 +54,30 @@ def image_vectors(workspace: str | os.PathLike) -> Path:
 
 def text_vectors(workspace: str | os.PathLike) -> Path:
     return Path(workspace) / EMBEDDINGS / TEXT_VECTORS
+
+
+def concept_vectors(workspace: str | os.PathLike) -> Path:
+    """(N, d_c) vectors of the concept embedder (``--concept-embedder``), when the workspace has one."""
+    return Path(workspace) / EMBEDDINGS / CONCEPT_VECTORS
+
+
+def concept_space(workspace: str | os.PathLike, meta: dict) -> Path:
+    """The vectors the concepts live in: what k-means, SemDeDup, the map, decontamination and recluster
+    read. ``concept.npy`` when the workspace was built with a concept embedder (meta ``concept_dim``),
+    else ``image.npy``; the CLIP score, search, negCLIPLoss and zero-shot names always read image.npy."""
+    return concept_vectors(workspace) if meta.get("concept_dim") else image_vectors(workspace)
+
+
+def describe_concept_space(meta: dict) -> str:
+    """Which vectors the concepts were built on, in words (the meta's ``concept_embedder``)."""
+    ce = meta.get("concept_embedder")
+    if not ce:
+        return "the embedder's image vectors"
+    if ce.get("name") == "vectors":
+        return f"precomputed concept vectors ({ce.get('model')}), {meta.get('concept_dim')}-d"
+    weights = f" / {ce['pretrained']}" if ce.get("pretrained") else " / random weights"
+    size = f", {ce['image_size']} px" if ce.get("image_size") else ""
+    return f"{ce.get('name')} ({ce.get('model')}{weights}{size}), {meta.get('concept_dim')}-d"
 
 
 def negclip_scores(workspace: str | os.PathLike) -> Path:

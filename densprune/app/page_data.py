@@ -23,6 +23,7 @@ from densprune.prune.compare import compare_masks
 from densprune.prune.decisions import Decisions
 from densprune.prune.quotas import complexity_weights
 from densprune.prune.selection import PlanIndex, PlanParams, PlanResult
+from densprune.workspace import describe_concept_space
 
 NO_CATEGORY = "(none)"
 LABEL_SHOWN_CHARS = 60  # labels of older workspaces can be any length
@@ -114,6 +115,9 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
         ("2. read released embeddings", "done", f"{meta.get('source_kind')} layout ({meta.get('model')}), "
                                                 f"{meta.get('image_dim')}-d {meta.get('dtype')} vectors, "
                                                 f"not re-embedded{sec('copy')}"),
+        *([("2b. embed for concepts", "done", f"{describe_concept_space(meta)}{sec('embed_concepts')}: k-means, "
+            "SemDeDup and the map use these; the CLIP score, search and zero-shot names the embedder's")]
+          if meta.get("concept_dim") else []),
         ("3. cluster into concepts", "done",
          f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),
         ("4. concept complexity", "done",

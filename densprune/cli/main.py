@@ -46,6 +46,23 @@ def _add_precompute_flags(p: argparse.ArgumentParser, demo: bool = False) -> Non
                    help="open_clip pretrained tag, or 'none' for random weights (tests only) (default: %(default)s)")
     g.add_argument("--weights", default=None, help="local open_clip checkpoint to load instead of downloading")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cpu")
+    g.add_argument("--concept-embedder", choices=["timm"], default=None,
+                   help="build the concepts (k-means, SemDeDup, the map, decontamination) on a second image "
+                        "embedder, as the DBP paper clustered DINOv2 features; the --embedder still gives the "
+                        "CLIP score, search and zero-shot names. Costs a second decoding pass (default: the "
+                        "--embedder's vectors)")
+    g.add_argument("--concept-model", default=D("concept_model"),
+                   help="timm model of --concept-embedder timm (default: %(default)s, DINOv2-L/14)")
+    g.add_argument("--concept-pretrained", default=D("concept_pretrained"),
+                   help="'hub': timm's pretrained weights from the Hugging Face cache or hub; 'none': random "
+                        "weights (tests only) (default: %(default)s)")
+    g.add_argument("--concept-weights", default=None, metavar="PATH",
+                   help="local checkpoint of --concept-model (timm's model.safetensors or the original DINOv2 .pth)")
+    g.add_argument("--concept-image-size", type=int, default=None, metavar="PX",
+                   help="input size of the concept model (default: its own; DINOv2's is 518, 224 is ~6x cheaper)")
+    g.add_argument("--concept-vectors", default=None, metavar="FILE",
+                   help="released embeddings only: precomputed concept vectors, an (R, d) .npy with one row per "
+                        "source row in the source's shard order (e.g. DINOv2 features of the same LAION shards)")
     g.add_argument("--batch-size", type=int, default=D("batch_size"),
                    help="images per embedding batch (default: %(default)s)")
     g.add_argument("--workers", type=int, default=D("workers"), help="DataLoader decode workers (default: %(default)s)")
@@ -224,7 +241,10 @@ def _precompute_config(args: argparse.Namespace, source: str, workspace: Path):
 
     return PrecomputeConfig(
         source=source, workspace=workspace, embedder=args.embedder, model=args.model,
-        pretrained=args.pretrained, weights=args.weights, device=args.device, clusters=args.clusters,
+        pretrained=args.pretrained, weights=args.weights, device=args.device,
+        concept_embedder=args.concept_embedder, concept_model=args.concept_model,
+        concept_pretrained=args.concept_pretrained, concept_weights=args.concept_weights,
+        concept_image_size=args.concept_image_size, concept_vectors=args.concept_vectors, clusters=args.clusters,
         niter=args.niter, seed=args.seed, neighbors=args.neighbors, eval_per_category=args.eval_per_category,
         eval_min_category=args.eval_min_category, decontaminate=args.decontaminate,
         layout_rows=args.layout_rows, dtype=args.dtype,
@@ -345,10 +365,11 @@ def workspace_info(ws: Path) -> dict:
         import numpy as np
 
         from densprune.ingest.eval_split import contamination
-        from densprune.workspace import image_vectors
+        from densprune.workspace import concept_space
 
-        s = db.splits_and_captions(ws)
-        info["eval_contamination"] = contamination(np.load(image_vectors(ws), mmap_mode="r"), s["split"].to_numpy(),
+        s = db.splits_and_captions(ws)  # in the space decontamination used: the concepts'
+        vectors = np.load(concept_space(ws, meta), mmap_mode="r")
+        info["eval_contamination"] = contamination(vectors, s["split"].to_numpy(),
                                                    s["caption"].to_numpy())
     return info
 
@@ -363,6 +384,7 @@ def reject_summary(ws: Path):
 
 def summary_text(ws: Path) -> str:
     from densprune.cluster.labels import shorten
+    from densprune.workspace import describe_concept_space
 
     info = workspace_info(ws)
     emb = f"{info['embedder']} ({info['model']}{' / ' + info['pretrained'] if info.get('pretrained') else ''})"
@@ -373,6 +395,7 @@ def summary_text(ws: Path) -> str:
         f"{info['n_rejects']:,} rejected",
         f"embedder       {emb}, {info['image_dim']}-d"
         + ("" if info["has_clip_scores"] else f"  [no CLIP scores: {_no_clip_reason(info)}]"),
+        f"concepts from  {describe_concept_space(info)}",
         f"concepts       K={info['k']} (seed {info['seed']}), complexity min {info['complexity']['min']:.4f} / "
         f"median {info['complexity']['median']:.4f} / max {info['complexity']['max']:.4f}",
         f"plans          {info['tables']['plans']}",
@@ -398,7 +421,8 @@ def summary_text(ws: Path) -> str:
     lines.append("largest concepts:")
     for c in info["largest_clusters"]:
         zs = f"  [zero-shot: {shorten(c['zs_label'], 40)} {c['zs_similarity']:.2f}]" if c.get("zs_label") else ""
-        lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {c['complexity']:.4f}  "
+        cx = "n/a" if c["complexity"] is None else f"{c['complexity']:.4f}"  # NaN: an empty concept
+        lines.append(f"  #{c['cluster']:<4} {c['size']:>6,}  complexity {cx}  "
                      f"{shorten(c['label'], 60)}{zs}")
     return "\n".join(lines)
 

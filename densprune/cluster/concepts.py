@@ -63,3 +63,29 @@ def nearest_concepts(centroids: np.ndarray, j: int, n: int = 5) -> tuple[np.ndar
     d[j] = np.inf
     order = np.argsort(d, kind="stable")[: min(n, d.size - 1)]
     return order, d[order]
+
+
+def mean_directions(vectors: np.ndarray, labels: np.ndarray, k: int, mask: np.ndarray | None = None,
+                    block: int = 65536) -> np.ndarray:
+    """Each concept's mean direction in another vector space: the L2-normalised mean of its members' rows.
+
+    Used where the concepts were clustered on one embedder (``--concept-embedder``) and are named in
+    another's space (CLIP's, for zero-shot names). vectors: (N, d), read in blocks of ``block`` rows;
+    labels: (N,) in [0, K); mask: (N,) bool, the rows that count (None: all) -> (K, d) float32, a zero row
+    for a concept without members.
+    """
+    n, d = vectors.shape
+    sums = np.zeros((k, d), np.float64)
+    for s in range(0, n, block):
+        lab = np.asarray(labels[s:s + block])
+        x = np.asarray(vectors[s:s + block], np.float32)
+        if mask is not None:
+            keep = np.asarray(mask[s:s + block], bool)
+            lab, x = lab[keep], x[keep]
+        order = np.argsort(lab, kind="stable")
+        lab, x = lab[order], x[order]
+        starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]) if lab.size else np.zeros(0, np.int64)
+        if starts.size:
+            sums[lab[starts]] += np.add.reduceat(x, starts, axis=0)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return np.where(norms > 0, sums / np.maximum(norms, 1e-30), 0.0).astype(np.float32)

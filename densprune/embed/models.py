@@ -1,4 +1,5 @@
-"""The two embedders: open_clip (the real one) and an offline one that needs no weights.
+"""The embedders: open_clip (the real one), an offline one that needs no weights, and timm image models
+(the concept embedder, ``--concept-embedder timm``: DINOv2 as in the DBP paper).
 
 Both split their work in two. ``worker_prep()`` is a small picklable object, without the model,
 that DataLoader workers use: ``image(img)`` turns one decoded image into a model input (open_clip:
@@ -274,7 +275,9 @@ class OpenClipPrep:
                                          dtype=np.uint8)).permute(2, 0, 1)
 
     def text(self, captions: list[str]):
-        """(b,) captions -> (b, ctx) int64 tokens."""
+        """(b,) captions -> (b, ctx) int64 tokens (None for an image-only model: no tokenizer)."""
+        if self.tokenizer is None:
+            return None
         return self.tokenizer([c or "" for c in captions])
 
 
@@ -399,19 +402,192 @@ class OpenClipEmbedder:
         return l2_normalize(weights.float().T.cpu().numpy())
 
 
+# --------------------------------------------------------------------------------------------
+# timm image embedder: the concept embedder (DINOv2 in the paper)
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_CONCEPT_MODEL = "vit_large_patch14_dinov2.lvd142m"  # DINOv2-L/14, as the DBP paper's best clustering
+
+
+def check_timm_weights(model: str) -> None:
+    """Fail at once when timm's pretrained weights of ``model`` are neither in the Hugging Face cache nor
+    reachable (no network): WeightsUnavailable naming ``--concept-weights``."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    base = model.split(".", 1)[0]
+    if not timm.is_model(base):
+        raise ValueError(f"unknown timm model {model!r}; see timm.list_models('*dinov2*')")
+    cfg = get_pretrained_cfg(model, allow_unregistered=False) if "." in model else get_pretrained_cfg(base)
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if cfg is None:
+        tags = ", ".join(timm.list_pretrained(base + "*")[:8]) or "none"
+        raise WeightsUnavailable(f"timm has no pretrained weights named {model!r} (known: {tags}); "
+                                 "or give a local checkpoint with --concept-weights PATH")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(hub, name), str):
+                return
+    if _hub_reachable("huggingface.co"):
+        return
+    raise WeightsUnavailable(
+        f"timm weights {model} are not in the local Hugging Face cache and the model hub cannot be reached "
+        "(no network).\nGive a local checkpoint with --concept-weights PATH (timm's model.safetensors or the "
+        "original DINOv2 .pth), or leave --concept-embedder out (concepts from the --embedder's vectors)."
+    )
+
+
+class TimmEmbedder:
+    """Image embeddings from any timm model (DINOv2 by default), its pooled features L2-normalised; no text
+    tower. Used as ``--concept-embedder timm``: the concepts (k-means, SemDeDup, the map) are built on its
+    vectors while the CLIP embedder gives the CLIP score, search and zero-shot names, as the DBP paper
+    clustered DINOv2 features and filtered with CLIP."""
+
+    name = "timm"
+    has_text = False
+    rowwise = True
+
+    def __init__(self, model: str = DEFAULT_CONCEPT_MODEL, pretrained: str | None = "hub",
+                 weights: str | None = None, device: str = "auto", seed: int = 0,
+                 image_size: int | None = None) -> None:
+        import timm
+        import torch
+        from timm.data import create_transform, resolve_model_data_config
+
+        self.model = model
+        self.weights = weights
+        use_hub = not weights and (pretrained or "none").lower() != "none"
+        self.pretrained = weights or ("hub" if use_hub else "")
+        self.seed, self.image_size = int(seed), image_size
+        self.device = torch.device(resolve_device(device))
+        if not timm.is_model(model.split(".", 1)[0]):
+            raise ValueError(f"unknown timm model {model!r}; see timm.list_models('*dinov2*')")
+        if weights and not os.path.exists(weights):
+            raise WeightsUnavailable(f"--concept-weights {weights}: file not found")
+        if use_hub:
+            check_timm_weights(model)
+        kwargs: dict[str, Any] = {"num_classes": 0}
+        if image_size:
+            kwargs["img_size"] = int(image_size)
+        try:
+            self.net = self._create(timm, model, use_hub, kwargs)
+            if weights:
+                self._load_weights(weights)
+        except Exception as exc:  # noqa: BLE001 - hub, file and state-dict errors come in many types
+            origin = weights or ("the Hugging Face hub" if use_hub else "random weights")
+            raise WeightsUnavailable(
+                f"cannot load timm model {model} from {origin}: "
+                f"{type(exc).__name__}: {str(exc)[:400]}\nGive a checkpoint that fits the model with "
+                "--concept-weights PATH, or leave --concept-embedder out."
+            ) from exc
+        if not self.pretrained:
+            log.warning("timm model %s is RANDOMLY INITIALISED (--concept-pretrained none): vectors are not "
+                        "meaningful", model)
+        self.net = self.net.to(self.device).eval()
+        cfg = resolve_model_data_config(self.net)
+        if image_size:
+            cfg["input_size"] = (3, int(image_size), int(image_size))
+        self.preprocess = create_transform(**cfg, is_training=False)
+        self._pil_steps, self.mean, self.std = split_preprocess(self.preprocess)
+        self.pixel_spec = None  # PIL decoding in the workers (timm's resize is not open_clip's spec)
+
+    def _create(self, timm, model: str, pretrained: bool, kwargs: dict):
+        """timm.create_model, the random weights drawn from the seed (the same in every process). A model
+        without an ``img_size`` argument (a convnet) takes any input size: it is built without it."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            try:
+                return timm.create_model(model, pretrained=pretrained, **kwargs)
+            except TypeError as exc:
+                if "img_size" not in kwargs or "img_size" not in str(exc):
+                    raise
+                torch.manual_seed(self.seed)
+                return timm.create_model(model, pretrained=pretrained,
+                                         **{k: v for k, v in kwargs.items() if k != "img_size"})
+
+    def _load_weights(self, path: str) -> None:
+        """Load a local checkpoint into the model, strictly: timm's own format (``model.safetensors``,
+        ``.pth``) or the original one its ``checkpoint_filter_fn`` converts (DINOv2's ``.pth``); the
+        classifier head is not needed (``num_classes=0``). A checkpoint of another model raises, naming
+        the keys that do not fit (timm's own pretrained loading only warns)."""
+        import importlib
+
+        from timm.models import load_state_dict
+
+        sd = load_state_dict(path)
+        convert = getattr(importlib.import_module(type(self.net).__module__), "checkpoint_filter_fn", None)
+        if convert is not None:
+            sd = convert(sd, self.net)
+        head = str((getattr(self.net, "pretrained_cfg", None) or {}).get("classifier", "head"))
+        sd = {k: v for k, v in sd.items() if not k.startswith(head + ".")}
+        missing, unexpected = self.net.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"the checkpoint does not fit: {len(missing)} of the model's weights missing "
+                             f"({', '.join(missing[:3])}...), {len(unexpected)} it does not have "
+                             f"({', '.join(unexpected[:3])}...)")
+        log.info("timm model %s: weights loaded from %s", self.model, path)
+
+    @property
+    def fingerprint(self) -> str:
+        size = f"-{self.image_size}px" if self.image_size else ""
+        return f"timm-{self.model}-{self.pretrained or f'random-seed{self.seed}'}{size}"
+
+    def worker_prep(self) -> OpenClipPrep:
+        if self._pil_steps is None:
+            return OpenClipPrep(self.preprocess, False, None)
+        return OpenClipPrep(self._pil_steps, True, None)
+
+    def embed(self, pixels, tokens=None):
+        """pixels: (b, 3, S, S) uint8 (normalised here) or float (already normalised) on ``self.device``.
+        Returns ((b, d) float32 L2-normalised tensor, None)."""
+        import torch
+
+        from densprune.embed.pixels import normalize
+
+        if pixels.dtype == torch.uint8:
+            pixels = normalize(pixels, self.mean, self.std)
+        use_amp = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+            feats = self.net(pixels)
+        return torch.nn.functional.normalize(feats.float(), dim=-1), None
+
+    def finalize(self, raw: np.ndarray, captions: list[str]) -> np.ndarray:
+        return l2_normalize(raw)
+
+
+def make_concept_embedder(kind: str | None, *, model: str = DEFAULT_CONCEPT_MODEL, pretrained: str | None = "hub",
+                          weights: str | None = None, device: str = "auto", seed: int = 0,
+                          image_size: int | None = None) -> TimmEmbedder | None:
+    """The embedder named by ``--concept-embedder`` (None: the concepts use the --embedder's vectors)."""
+    if kind in (None, "", "same"):
+        return None
+    if kind != "timm":
+        raise ValueError(f"unknown concept embedder {kind!r}: use 'timm' (or leave it out)")
+    return TimmEmbedder(model=model, pretrained=pretrained, weights=weights, device=device, seed=seed,
+                        image_size=image_size)
+
+
 def vector_dtype(requested: str, embedder: Embedder) -> str:
     """dtype of the stored vectors: ``auto`` is float16 for open_clip (as LAION and DataComp ship
     them; cosines change by < 1e-3) and float32 for the offline embedder."""
     if requested not in ("auto", "float16", "float32"):
         raise ValueError(f"--dtype must be auto, float16 or float32, not {requested!r}")
     if requested == "auto":
-        return "float16" if embedder.name == "openclip" else "float32"
+        return "float16" if embedder.name in ("openclip", "timm") else "float32"
     return requested
 
 
 def make_embedder(kind: str, *, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
-                  weights: str | None = None, device: str = "auto", seed: int = 0) -> Embedder:
-    """Build the embedder named by ``--embedder``."""
+                  weights: str | None = None, device: str = "auto", seed: int = 0,
+                  image_size: int | None = None) -> Embedder:
+    """Build the embedder named by ``--embedder`` (or ``timm``, the concept embedder; ``image_size`` is its)."""
+    if kind == "timm":
+        return TimmEmbedder(model=model, pretrained=pretrained, weights=weights, device=device, seed=seed,
+                            image_size=image_size)
     if kind == "offline":
         return OfflineEmbedder(OfflineConfig(seed=seed))
     if kind == "openclip":

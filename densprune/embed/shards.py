@@ -334,3 +334,47 @@ def _first_reasons(refs: list[SampleRef], shard_paths: list[Path], show: int = 3
     return "first reasons: " + "; ".join(out[:show]) if out else "no reason was recorded"
 
 
+
+
+class SecondPassMismatch(RuntimeError):
+    """Rows that decoded in the first embedding pass failed in a second one (their files changed between)."""
+
+
+def assemble_rows(refs: list[SampleRef], shard_paths: list[Path], out_path: Path, *, dtype: str = "float32") -> int:
+    """Gather the image vectors of a second embedding pass over ``refs`` (the first pass's accepted rows,
+    in row order) into one (N, d) ``.npy`` at ``out_path`` (written as ``.tmp`` and renamed).
+
+    Every row must have an embedding: one that decoded in the first pass and not in this one means its
+    file changed during the build, and nothing is written (SecondPassMismatch names the rows). Returns d."""
+    failed: list[str] = []
+    dim = 0
+    for p in shard_paths:
+        with np.load(p, allow_pickle=False) as z:
+            ok = z["ok"]
+            failed += [f"{refs[int(i)].key}: {r}" for i, r in zip(z["idx"][~ok], z["reasons"][~ok])]
+            if ok.any():
+                dim = z["image"].shape[1]
+    if failed:
+        raise SecondPassMismatch(
+            f"{len(failed):,} images that decoded in the first embedding pass failed in the concept pass (were "
+            f"their files changed during the build?): {'; '.join(failed[:5])}. Nothing was written; run the same "
+            "command again (finished shards are kept).")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(refs), dim))
+    try:
+        row = 0
+        for p in shard_paths:
+            with np.load(p, allow_pickle=False) as z:
+                m = int(z["ok"].sum())
+                if m:
+                    out[row:row + m] = z["image"]
+                row += m
+        if row != len(refs):
+            raise SecondPassMismatch(f"the concept pass has {row:,} rows for {len(refs):,} samples")
+        out.flush()
+        del out
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dim

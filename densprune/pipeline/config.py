@@ -9,7 +9,7 @@ from pathlib import Path
 
 from densprune.cluster.concepts import NEIGHBORS
 from densprune.cluster.kmeans import NITER, SEED
-from densprune.embed.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from densprune.embed.models import DEFAULT_CONCEPT_MODEL, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from densprune.embed.settings import EmbedSettings
 
 
@@ -24,6 +24,14 @@ class PrecomputeConfig:
     pretrained: str | None = DEFAULT_PRETRAINED
     weights: str | None = None
     device: str = "auto"
+    # a second image embedder the concepts are built on (k-means, SemDeDup, map, decontamination), beside
+    # the CLIP --embedder that gives the CLIP score, search and zero-shot names; None: the --embedder's vectors
+    concept_embedder: str | None = None  # "timm"
+    concept_model: str = DEFAULT_CONCEPT_MODEL
+    concept_pretrained: str | None = "hub"  # timm's weights from the Hugging Face cache/hub; "none": random (tests)
+    concept_weights: str | None = None  # a local checkpoint instead
+    concept_image_size: int | None = None  # input size (None: the model's own; DINOv2-L/14: 518)
+    concept_vectors: str | None = None  # released sources: precomputed concept vectors (.npy, one row per source row)
     clusters: int | None = None  # None -> default_num_clusters(N)
     niter: int = NITER
     seed: int = SEED

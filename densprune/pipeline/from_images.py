@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from densprune import db, workspace
+from densprune.cluster.concepts import mean_directions
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_vocabulary, save_vocabulary, zero_shot_names
 from densprune.devices import resolve_device
@@ -125,6 +126,53 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
                     embedder.pretrained or None, wd, embedder, dtype, thumbs)
 
 
+def concept_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, emb: Embedded,
+                  embedder: Embedder | None) -> tuple[np.ndarray, Path | None]:
+    """The vectors the concepts are built on: with a concept embedder (``--concept-embedder``) a second
+    embedding pass over the rows the first one accepted (resumable shards in their own work folder)
+    into ``embeddings/concept.npy``; without one, the first pass's image vectors (and a concept.npy left
+    by an earlier build is removed). Returns ((N, d_c) memmap, the work folder or None)."""
+    path = workspace.concept_vectors(ws)
+    if embedder is None:
+        path.unlink(missing_ok=True)
+        return emb.image, None
+    from densprune.embed.models import vector_dtype
+    from densprune.embed.runner import embed_source
+    from densprune.embed.shards import assemble_rows, discard_stale_shards, shard_input_keys, work_dir
+
+    dtype = vector_dtype(cfg.dtype, embedder)
+    settings = replace(cfg.embed, thumbnails=False, dtype=dtype)
+    wd = work_dir(ws, f"{listing.spec}#concepts", embedder, len(emb.refs), settings)
+    keys = shard_input_keys(emb.refs, settings.shard_size)
+    discard_stale_shards(wd, keys)
+    log.info("concept vectors: embedding the %d accepted images again with %s %s", len(emb.refs), embedder.name,
+             embedder.model)
+    if cfg.engine == "ray":
+        from densprune.embed.on_ray import embed_with_ray
+
+        kwargs = {"kind": "timm", "model": cfg.concept_model, "pretrained": cfg.concept_pretrained,
+                  "weights": cfg.concept_weights, "device": cfg.device, "seed": cfg.seed,
+                  "image_size": cfg.concept_image_size}
+        gpus = 1.0 if resolve_device(cfg.device) == "cuda" else 0.0
+        shards = embed_with_ray(emb.refs, kwargs, wd, settings, address=cfg.ray_address, actors=cfg.ray_actors,
+                                gpus_per_actor=gpus)
+    else:
+        shards = embed_source(emb.refs, embedder, wd, settings, input_keys=keys)
+    assemble_rows(emb.refs, shards, path, dtype=dtype)
+    return np.load(path, mmap_mode="r"), wd
+
+
+def concept_meta(embedder: Embedder | None, vectors: np.ndarray) -> dict:
+    """The meta keys of the concept space: ``concept_embedder`` (None: the --embedder's vectors) and
+    ``concept_dim`` (0 then)."""
+    if embedder is None:
+        return {"concept_embedder": None, "concept_dim": 0}
+    return {"concept_embedder": {"name": embedder.name, "model": embedder.model,
+                                 "pretrained": embedder.pretrained or None,
+                                 "image_size": getattr(embedder, "image_size", None)},
+            "concept_dim": int(vectors.shape[1])}
+
+
 def thumbs_stage(cfg: PrecomputeConfig, ws: Path, emb: Embedded, cl: Clustering) -> None:
     """``--thumbnails sample``: thumbnails of each concept's rows nearest its centroid, into thumbs.bin."""
     if emb.thumbnails == "sample":
@@ -155,12 +203,17 @@ def split_stage(cfg: PrecomputeConfig, refs: list[SampleRef], has_categories: bo
 
 
 def concepts_stage(cfg: PrecomputeConfig, cl: Clustering, split: Split, captions: list[str],
-                   embedder: object) -> tuple[pd.DataFrame, object]:
+                   embedder: object, image: np.ndarray | None = None) -> tuple[pd.DataFrame, object]:
     """The clusters table without its map coordinates (sizes, d_intra, d_inter, complexity, caption-word
-    label, zero-shot name and similarity) and the zero-shot vocabulary used (None without a text tower)."""
+    label, zero-shot name and similarity) and the zero-shot vocabulary used (None without a text tower).
+    ``image`` (N, d): the CLIP image vectors when the concepts were clustered in another space; the
+    zero-shot names then come from each concept's mean CLIP direction."""
     pool = split.pool_rows
     names = cluster_labels([captions[i] for i in pool], cl.labels[pool], cl.k, seed=cfg.seed)
-    zs_names, zs_sims, vocab = _zero_shot(embedder, cl.centroids, cfg.label_vocabulary,
+    directions = cl.centroids
+    if image is not None and getattr(embedder, "has_text", False):
+        directions = mean_directions(image, cl.labels, cl.k, split.in_pool)
+    zs_names, zs_sims, vocab = _zero_shot(embedder, directions, cfg.label_vocabulary,
                                              workspace.embeddings_dir(cfg.workspace))
     df = clusters_frame(cfg, cl, split, names)
     df["zs_label"], df["zs_similarity"] = pd.Series(zs_names, dtype=object), zs_sims
@@ -235,7 +288,7 @@ def precompute_images(cfg: PrecomputeConfig) -> Path:
 
 def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
     """The stages of :func:`precompute` for a source of images, under the workspace's lock."""
-    from densprune.embed.models import make_embedder
+    from densprune.embed.models import make_concept_embedder, make_embedder
 
     timer = StageTimer()
     lap = timer.lap
@@ -245,25 +298,32 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
              len(listing.rejects))
     embedder = make_embedder(cfg.embedder, model=cfg.model, pretrained=cfg.pretrained, weights=cfg.weights,
                              device=cfg.device, seed=cfg.seed)  # weights that cannot be loaded fail here
+    concept_embedder = make_concept_embedder(cfg.concept_embedder, model=cfg.concept_model,
+                                             pretrained=cfg.concept_pretrained, weights=cfg.concept_weights,
+                                             device=cfg.device, seed=cfg.seed, image_size=cfg.concept_image_size)
     reset_workspace(cfg)  # inputs checked: only now does --force remove the old build
     lap("list")
     log.info("[1/6] embedding %d samples with the %s embedder", len(refs), cfg.embedder)
     emb = embed_stage(cfg, ws, listing, refs, embedder)
-    split = split_stage(cfg, emb.refs, listing.has_categories, emb.image)
     lap("embed")
+    concept, concept_work = concept_stage(cfg, ws, listing, emb, concept_embedder)
+    if concept_embedder is not None:
+        lap("embed_concepts")
+    split = split_stage(cfg, emb.refs, listing.has_categories, concept)
     log.info("[2/6] spherical k-means on %d pool rows", split.pool_rows.size)
-    cl = cluster_stage(cfg, emb.image, split.pool_rows)
+    cl = cluster_stage(cfg, concept, split.pool_rows)
     lap("cluster")
     thumbs_stage(cfg, ws, emb, cl)
     lap("thumbnails")
     log.info("[3/6] concept statistics and labels for %d concepts", cl.k)
-    clusters, vocab = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs], emb.embedder)
+    clusters, vocab = concepts_stage(cfg, cl, split, [r.caption for r in emb.refs], emb.embedder,
+                                     emb.image if concept_embedder is not None else None)
     lap("concepts")
     log.info("[4/6] SemDeDup similarities inside each concept")
-    dd = dedup_stage(cfg, emb.image, cl, split.pool_rows)
+    dd = dedup_stage(cfg, concept, cl, split.pool_rows)
     lap("dedup")
     log.info("[5/6] 2-D UMAP map of %d rows", min(len(emb.refs), cfg.layout_rows))
-    layout, cxy = layout_stage(cfg, emb.image, cl)
+    layout, cxy = layout_stage(cfg, concept, cl)
     clusters["x"], clusters["y"] = cxy[:, 0].astype(np.float64), cxy[:, 1].astype(np.float64)
     lap("layout")
     clip_score = clip_scores(ws, emb.image)
@@ -272,6 +332,7 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
     rejects = rejects_frame(listing.rejects + emb.asm.rejects)
     timer.finish()
     meta = {**workspace_meta(cfg, listing, emb, split, cl, clip_score is not None, len(rejects), timer.wall),
+            **concept_meta(concept_embedder, concept),
             "dedup_groups": dd.groups, "dedup_pairs": dd.pairs, "centroids_sha256": cent_sha,
             "label_source": "caption words (c-TF-IDF)", "zero_shot_vocabulary": vocab.source if vocab else None,
             "zero_shot_vocabulary_size": len(vocab.entries) if vocab else 0}
@@ -280,6 +341,8 @@ def _precompute_images(cfg: PrecomputeConfig, ws: Path) -> Path:
                               dedup_curve=dd.curve)
     if not cfg.keep_work:  # the workspace is complete: the shards are not needed again
         shutil.rmtree(emb.work, ignore_errors=True)
+        if concept_work is not None:
+            shutil.rmtree(concept_work, ignore_errors=True)
     store_plan_index(ws)
     log.info("[done] workspace %s: %d samples, %d clusters, %d rejects in %.1f s", ws, len(emb.refs), cl.k,
              len(rejects), timer.wall["total"])

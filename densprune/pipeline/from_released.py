@@ -34,6 +34,7 @@ from densprune import db, workspace
 from densprune.cluster.labels import cluster_labels
 from densprune.ingest.released import (
     Block,
+    ReleasedError,
     ReleasedSource,
     block_keys,
     block_uids,
@@ -106,8 +107,24 @@ def _source_ref(src: ReleasedSource, block: Block, keys: list[str], i: int) -> t
     return keys[i], url or f"{block.shard.metadata}#row={block.start + i}"
 
 
-def scan_stage(src: ReleasedSource, block_rows: int = BLOCK_ROWS) -> Scan:
-    """Pass 1: check every row's vectors and uid; find repeated uids (the first occurrence stays)."""
+def open_concept_vectors(path: str | Path, src: ReleasedSource) -> np.ndarray:
+    """``--concept-vectors FILE``: an (R, d) ``.npy`` memmap with one row per source row, in the source's shard
+    order; ReleasedError when it cannot be read or its row count differs from the source's."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ReleasedError(f"--concept-vectors {path}: not a readable .npy file ({exc})") from exc
+    if arr.ndim != 2 or arr.shape[0] != src.n_rows or arr.shape[1] < 1:
+        raise ReleasedError(f"--concept-vectors {path}: shape {arr.shape}, expected ({src.n_rows:,}, d): one row per "
+                            f"row of {src.root} ({len(src.shards)} shards, in their order)")
+    if arr.dtype.kind != "f":
+        raise ReleasedError(f"--concept-vectors {path}: dtype {arr.dtype}, expected float16/32/64 vectors")
+    return arr
+
+
+def scan_stage(src: ReleasedSource, block_rows: int = BLOCK_ROWS, concept: np.ndarray | None = None) -> Scan:
+    """Pass 1: check every row's vectors (and its ``concept`` vectors, (R, d_c), when given) and uid; find
+    repeated uids (the first occurrence stays)."""
     r = src.n_rows
     ok = np.zeros(r, dtype=bool)
     pairs = np.zeros((r, 2), dtype=np.uint64)  # 16 bytes per row: the uids as two integers
@@ -116,6 +133,10 @@ def scan_stage(src: ReleasedSource, block_rows: int = BLOCK_ROWS) -> Scan:
     for block in iter_blocks(src, block_rows):
         m = len(block)
         reasons = row_problems(block.image, block.text)
+        if concept is not None:
+            c_reasons = row_problems(np.asarray(concept[g:g + m]))
+            for i in np.flatnonzero((c_reasons != "") & (reasons == "")):
+                reasons[i] = f"concept {c_reasons[i]} (--concept-vectors row {g + i})"
         uids, uid_reasons = block_uids(src, block)
         good = np.array([not a and not b for a, b in zip(reasons, uid_reasons)], dtype=bool)
         if not good.all():
@@ -196,9 +217,11 @@ def _captions(column: pa.ChunkedArray | None, n: int) -> tuple[pa.Array, pa.Arra
     return pa.array([c for c, _ in decoded], pa.string()), pa.array([f for _, f in decoded], pa.string())
 
 
-def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows: int = BLOCK_ROWS) -> Copied:
-    """Pass 2: the accepted rows, L2-normalised, into the preallocated ``embeddings/*.npy``; their metadata
-    into a staging parquet. Rows repeating an earlier uid are rejected here."""
+def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows: int = BLOCK_ROWS,
+               concept: np.ndarray | None = None) -> Copied:
+    """Pass 2: the accepted rows, L2-normalised, into the preallocated ``embeddings/*.npy`` (and their
+    ``concept`` rows (R, d_c) into ``concept.npy``); their metadata into a staging parquet. Rows repeating
+    an earlier uid are rejected here."""
     emb_dir = workspace.embeddings_dir(ws)
     emb_dir.mkdir(parents=True, exist_ok=True)
     staging = workspace.work_dir(ws) / "released" / "rows.parquet"
@@ -210,6 +233,8 @@ def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows
                          "see the reasons above")
     img_tmp = _preallocate(emb_dir / workspace.IMAGE_VECTORS, n, src.dim, dtype)
     txt_tmp = _preallocate(emb_dir / workspace.TEXT_VECTORS, n, src.dim, dtype) if src.has_text else None
+    con_tmp = None if concept is None else _preallocate(emb_dir / workspace.CONCEPT_VECTORS, n, concept.shape[1],
+                                                        dtype)
     take_mask = scan.ok & ~scan.repeat
     rejects: list[Reject] = []
     w = g = 0
@@ -225,6 +250,8 @@ def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows
                                                             f"duplicate uid {uids[i]} (an earlier row has it)"))
             img = unit_rows(block.image[take]).astype(dtype)
             _write_rows(img_tmp, w, img)
+            if con_tmp is not None:
+                _write_rows(con_tmp, w, unit_rows(np.asarray(concept[g:g + m])[take]).astype(dtype))
             clip = None
             if txt_tmp is not None:
                 txt = unit_rows(block.text[take]).astype(dtype)
@@ -235,6 +262,10 @@ def copy_stage(src: ReleasedSource, ws: Path, scan: Scan, dtype: str, block_rows
             g += m
     assert w == n, (w, n)
     img_tmp.replace(emb_dir / workspace.IMAGE_VECTORS)
+    if con_tmp is not None:
+        con_tmp.replace(emb_dir / workspace.CONCEPT_VECTORS)
+    else:
+        (emb_dir / workspace.CONCEPT_VECTORS).unlink(missing_ok=True)  # a rebuild without concept vectors
     if txt_tmp is not None:
         txt_tmp.replace(emb_dir / workspace.TEXT_VECTORS)
     else:
@@ -319,7 +350,8 @@ def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -
     dtype = cfg.dtype if cfg.dtype not in (None, "auto") else ("float32" if src.dtype == "float64" else src.dtype)
     log.info("[1/7] checking %d rows of %d-d %s vectors in %d %s shards", src.n_rows, src.dim, src.dtype,
              len(src.shards), src.layout)
-    scan = scan_stage(src)
+    concept_src = open_concept_vectors(cfg.concept_vectors, src) if cfg.concept_vectors else None
+    scan = scan_stage(src, concept=concept_src)
     if scan.accepted == 0:
         first = scan.rejects[0].reason if scan.rejects else "-"
         raise ValueError(f"{src.root}: none of its {src.n_rows:,} rows can be used (first reason: {first}); "
@@ -327,8 +359,8 @@ def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -
     reset_workspace(cfg)  # the source is readable and has usable rows: only now does --force remove the old build
     lap("scan")
     log.info("[2/7] copying %d rows into %s", scan.accepted, workspace.embeddings_dir(ws))
-    copied = copy_stage(src, ws, scan, dtype)
-    image = NpyRows(workspace.image_vectors(ws))
+    copied = copy_stage(src, ws, scan, dtype, concept=concept_src)
+    image = NpyRows(workspace.concept_vectors(ws) if concept_src is not None else workspace.image_vectors(ws))
     rejects = scan.rejects + copied.rejects
     del scan
     lap("copy")
@@ -350,7 +382,11 @@ def _precompute_released(cfg: PrecomputeConfig, src: ReleasedSource, ws: Path) -
     cent_sha = workspace.save_centroids(ws, cl.centroids)
     workspace.thumbs_path(ws).unlink(missing_ok=True)  # a rebuild over an image workspace
     rej = rejects_frame(rejects)
-    meta = {**released_meta(cfg, src, copied, cl, len(rej), timer.wall), "dedup_groups": dd.groups,
+    concept_meta = ({"concept_embedder": {"name": "vectors", "model": Path(cfg.concept_vectors).name,
+                                          "pretrained": None, "image_size": None},
+                     "concept_dim": int(concept_src.shape[1])} if concept_src is not None
+                    else {"concept_embedder": None, "concept_dim": 0})
+    meta = {**released_meta(cfg, src, copied, cl, len(rej), timer.wall), **concept_meta, "dedup_groups": dd.groups,
             "dedup_pairs": dd.pairs, "centroids_sha256": cent_sha, "label_source": "caption words (c-TF-IDF)",
             "zero_shot_vocabulary": None, "zero_shot_vocabulary_size": 0}
     log.info("[7/7] writing %s", db.db_path(ws))

@@ -45,6 +45,12 @@ def precompute(cfg: PrecomputeConfig) -> Path:
     inputs under the workspace's exclusive lock, and only then does ``--force`` remove the old build."""
     cfg = replace(cfg, source=absolute_source(cfg.source))
     released = released_source(cfg)
+    if released is None and cfg.concept_vectors:
+        raise SourceError(f"--concept-vectors applies to released embeddings, and {cfg.source} is images: use "
+                          "--concept-embedder timm to embed them for the concepts")
+    if released is not None and cfg.concept_embedder:
+        raise SourceError(f"--concept-embedder embeds images, and {cfg.source} holds released embeddings (no "
+                          "images to decode): give precomputed concept vectors with --concept-vectors FILE.npy")
     if released is not None:
         from densprune.pipeline.from_released import precompute_released
 

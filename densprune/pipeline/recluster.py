@@ -34,7 +34,14 @@ import numpy as np
 import pandas as pd
 
 from densprune import db
-from densprune.cluster.concepts import NEIGHBORS, cluster_sizes, complexity, inter_distance, intra_distance
+from densprune.cluster.concepts import (
+    NEIGHBORS,
+    cluster_sizes,
+    complexity,
+    inter_distance,
+    intra_distance,
+    mean_directions,
+)
 from densprune.cluster.kmeans import NITER, SEED, assign, rank_in_cluster, train_spherical_kmeans
 from densprune.cluster.labels import cluster_labels
 from densprune.cluster.zeroshot import load_saved_vocabulary, zero_shot_names
@@ -42,7 +49,14 @@ from densprune.prune.curation import carry_rules
 from densprune.prune.plans import remove_plan_file
 from densprune.prune.semdedup import is_duplicate
 from densprune.vectors import cosine_distance
-from densprune.workspace import centroids_path, embeddings_dir, finish_centroids, image_vectors, stage_centroids
+from densprune.workspace import (
+    centroids_path,
+    concept_space,
+    embeddings_dir,
+    finish_centroids,
+    image_vectors,
+    stage_centroids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +157,7 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     if train.sum() < k:
         raise ValueError(f"only {int(train.sum()):,} pool rows survive SemDeDup at eps={dedup_eps:g}: fewer than "
                          f"K={k} clusters; lower --clusters or --dedup-eps")
-    image = np.load(image_vectors(ws), mmap_mode="r")
+    image = np.load(concept_space(ws, meta), mmap_mode="r")  # the concept embedder's vectors, where there are
     log.info("recluster: k-means K=%d on %d of %d pool rows (SemDeDup eps=%g)", k, int(train.sum()),
              int(pool.sum()), dedup_eps)
     centroids = train_spherical_kmeans(image, k, niter=niter, seed=seed, train_rows=np.flatnonzero(train))
@@ -152,7 +166,10 @@ def _recluster(ws: Path, dedup_eps: float, *, clusters: int | None, niter: int |
     layout = db.load_layout(ws)
     table = _concepts_table(labels, dist, pool, centroids, arr["caption"], centre_positions(image, centroids, layout),
                             int(meta.get("neighbors", NEIGHBORS)), seed)
-    table["zs_label"], table["zs_similarity"] = _zero_shot_names(ws, centroids)
+    directions = centroids  # zero-shot names live in CLIP's space: a concept embedder's concepts use their means there
+    if meta.get("concept_dim") and load_saved_vocabulary(embeddings_dir(ws)) is not None:
+        directions = mean_directions(np.load(image_vectors(ws), mmap_mode="r"), labels, k, pool)
+    table["zs_label"], table["zs_similarity"] = _zero_shot_names(ws, directions)
     assignment = pd.DataFrame({"row_idx": np.arange(labels.size, dtype=np.int64), "cluster": labels.astype(np.int32),
                                "dist_to_centroid": dist, "rank_in_cluster": rank_in_cluster(labels, dist)})
     staged_sha = stage_centroids(ws, centroids)  # centroids.npy.tmp, named by the commit below

@@ -202,7 +202,8 @@ def _decisions(ws: Path) -> list[Problem]:
 
 def _embeddings(ws: Path, meta: dict, n: int) -> list[Problem]:
     out = []
-    for name, dim_key, required in (("image.npy", "image_dim", True), ("text.npy", "text_dim", False)):
+    for name, dim_key, required in (("image.npy", "image_dim", True), ("text.npy", "text_dim", False),
+                                    ("concept.npy", "concept_dim", False)):
         path = ws / "embeddings" / name
         if not path.exists():
             if required or meta.get(dim_key):
@@ -232,7 +233,7 @@ def _centroids(ws: Path, meta: dict, k: int) -> list[Problem]:
         c = np.load(path)
     except (ValueError, OSError) as exc:
         return [Problem(str(path), f"unreadable .npy ({exc})")]
-    dim = meta.get("image_dim")
+    dim = meta.get("concept_dim") or meta.get("image_dim")  # the space the concepts were clustered in
     if c.ndim != 2 or c.shape[0] != k or (dim and c.shape[1] != int(dim)):
         return [Problem(str(path), f"shape {c.shape}, expected ({k}, {dim}): one centroid per row of clusters")]
     if not np.isfinite(c).all():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from densprune.app import charts, page_data, session
+from densprune.workspace import describe_concept_space
 
 ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
@@ -30,6 +31,7 @@ with left:
     emb = f"{meta['embedder']} · {meta['model']}" + (f" · {meta['pretrained']}" if meta.get("pretrained") else "")
     st.markdown(f"- **Source:** {page_data.escape_markdown(str(meta['source']))} ({meta['source_kind']})\n"
                 f"- **Embedder:** {page_data.escape_markdown(emb)}, {meta['image_dim']}-d\n"
+                f"- **Concepts built on:** {page_data.escape_markdown(describe_concept_space(meta))}\n"
                 f"- **Built:** {meta['created']} with densprune {meta['densprune_version']}")
     if not meta.get("has_clip_scores"):
         st.info("**No CLIP scores.** This workspace was embedded with the offline embedder (image pixels and "
