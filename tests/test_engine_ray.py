@@ -1,4 +1,5 @@
-"""The Ray engine embeds the same shards as the local engine (a local Ray with 2 CPUs)."""
+"""The Ray engine embeds the same shards as the local engine (a local Ray with 2 CPUs), the concept
+embedder's second pass included."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.slow
 def test_ray_engine_matches_local_engine(image_folder, tmp_path):
     def cfg(ws, engine):
         return PrecomputeConfig(source=str(image_folder), workspace=tmp_path / ws, embedder="offline", clusters=4,
-                                layout_rows=1000, engine=engine, ray_actors=2,
+                                layout_rows=1000, engine=engine, ray_actors=2, concept_embedder="timm",
+                                concept_model="test_vit", concept_pretrained="none",
                                 embed=EmbedSettings(batch_size=8, workers=0, shard_size=10))
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -28,6 +30,10 @@ def test_ray_engine_matches_local_engine(image_folder, tmp_path):
     local = precompute(cfg("local", "local"))
     np.testing.assert_allclose(np.load(distributed / "embeddings/image.npy"), np.load(local / "embeddings/image.npy"),
                                atol=1e-6)
+    # the concept embedder's second pass runs on the actors too, over the rows the first pass accepted
+    np.testing.assert_allclose(np.load(distributed / "embeddings/concept.npy").astype(np.float32),
+                               np.load(local / "embeddings/concept.npy").astype(np.float32), atol=1e-3)
+    assert np.load(distributed / "embeddings/concept.npy").shape == (48, 64)
     assert db.load_meta(distributed)["n_samples"] == 48
     assert "cannot decode" in db.load_rejects(distributed).reason[0]
 
