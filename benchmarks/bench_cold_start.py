@@ -17,6 +17,9 @@ them on the same rows: a parquet of the workspace's samples with x/y per row (a 
 sample at its own place, any other row near its concept's centre on the map), served by
 ``embedding-atlas FILE --x x --y y --text caption``, timed to its table and its histograms with the
 row count shown (its embedding view needs WebGPU, which headless chromium lacks: it draws no map).
+With ``--floor``, two data-free Streamlit apps are timed the same way each run (a title alone; a title,
+a 10-row table and a Plotly figure with an image, the elements of the first page): what any Streamlit
+page costs on this machine before densprune does anything.
 Medians over ``--runs``; the table and a JSON file go to benchmarks/results/ (``--out``).
 
     python benchmarks/bench_cold_start.py --workspace workspaces/ws-1m --runs 5 --pages concepts budget \
@@ -57,27 +60,64 @@ TITLE_JS = "() => { const h = document.querySelector('h1'); return h ? h.innerTe
 
 def one_run(ws: Path, page_name: str, warm: bool, log: Path) -> dict[str, float]:
     """Seconds from the server's start to HTTP and to the painted page (fresh server, fresh browser)."""
+    env = dict(os.environ, DENSPRUNE_NO_WARM_UP="0" if warm else "1")
+    def cmd(port: int) -> list[str]:
+        return [sys.executable, "-m", "densprune.app.serve", "run", str(ROOT / "app.py"), *streamlit_flags(port),
+                "--", "--workspace", str(ws)]
+    return serve_and_paint(cmd, env, page_name, TITLES[page_name], DRAWN_JS.get(page_name, "() => true"), log)
+
+
+def streamlit_flags(port: int) -> list[str]:
+    return ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+
+
+# Streamlit's own floor on this machine: the same fresh server and browser, apps with no data at all
+FLOOR_APPS = {
+    "bare Streamlit: a title": (
+        "import streamlit as st\nst.set_page_config(page_title='Concepts', layout='wide')\nst.title('Concepts')\n",
+        "() => true"),
+    "bare Streamlit: a title, a 10-row table, a Plotly figure with an image (the first page's elements)": (
+        "import base64, io\nimport numpy as np, pandas as pd, plotly.graph_objects as go, streamlit as st\n"
+        "from PIL import Image\n"
+        "st.set_page_config(page_title='Concepts', layout='wide')\nst.title('Concepts')\n"
+        "st.dataframe(pd.DataFrame({'concept': range(10), 'size': range(10)}))\n"
+        "buf = io.BytesIO(); Image.new('RGB', (64, 64), (200, 100, 50)).save(buf, 'PNG')\n"
+        "fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode='markers'))\n"
+        "fig.add_layout_image(source='data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode(), "
+        "xref='x', yref='y', x=0, y=1, sizex=1, sizey=1, layer='below')\n"
+        "st.plotly_chart(fig)\n",
+        DRAWN_JS["concepts"]),
+}
+
+
+def floor_run(source: str, drawn: str, log: Path) -> dict[str, float]:
+    """A data-free Streamlit app (FLOOR_APPS), served and painted like densprune's pages."""
+    app = log.with_name(f"floor-{abs(hash(source)) % 10**8}.py")
+    app.write_text(source)
+    return serve_and_paint(lambda port: [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_flags(port)],
+                           dict(os.environ), "", "Concepts", drawn, log)
+
+
+def serve_and_paint(cmd, env: dict, path: str, title: str, drawn: str, log: Path) -> dict[str, float]:
+    """Start the server ``cmd(port)`` on a free port; once it answers, open ``/path`` in a fresh headless chromium
+    and wait until the title ``title`` is shown, the script run is over and ``drawn`` holds. Seconds from
+    the start to HTTP and to that paint."""
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    env = dict(os.environ, DENSPRUNE_NO_WARM_UP="0" if warm else "1")
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "densprune.app.serve", "run", str(ROOT / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--", "--workspace", str(ws)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd(port), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         t_http = wait_http(f"{url}/_stcore/health", proc, t0, log)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{url}/{page_name}")
-            drawn = DRAWN_JS.get(page_name, "() => true")
+            page.goto(f"{url}/{path}")
             page.wait_for_function(f"(t) => ({TITLE_JS})() === t && ({SETTLED_JS})() && ({drawn})()",
-                                   arg=TITLES[page_name], timeout=600_000, polling=10)
+                                   arg=title, timeout=600_000, polling=10)
             t_paint = time.perf_counter() - t0
             browser.close()
     finally:
@@ -155,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="runs per page and side (median)")
     ap.add_argument("--pages", nargs="+", default=["concepts", "budget"], choices=sorted(TITLES))
     ap.add_argument("--atlas", default=None, help="the embedding-atlas command: run it beside densprune")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time data-free Streamlit apps the same way: the floor of any Streamlit page here")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cold_start.md (+ .json)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -169,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = int(db.load_meta(ws)["n_samples"])
     atlas_data = atlas_parquet(ws, log.with_suffix(".parquet")) if args.atlas else None
     atlas: list[dict[str, float]] = []
+    floors: dict[str, list[dict[str, float]]] = {name: [] for name in FLOOR_APPS} if args.floor else {}
     for i in range(args.runs):
+        for name, rs in floors.items():
+            rs.append(floor_run(*FLOOR_APPS[name], log))
+            print(f"run {i + 1} {name}: HTTP {rs[-1]['http_s']:.2f} s, painted {rs[-1]['painted_s']:.2f} s", flush=True)
         if atlas_data is not None:
             atlas.append(atlas_run(args.atlas, atlas_data, n_rows, log))
             print(f"run {i + 1} Embedding Atlas: HTTP {atlas[-1]['http_s']:.2f} s, "
@@ -199,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(["Embedding Atlas (table + histograms; no map without WebGPU)", "embedding-atlas",
                      f"{statistics.median(r['http_s'] for r in atlas):.2f}", f"{statistics.median(paint):.2f}",
                      f"{min(paint):.2f}-{max(paint):.2f}"])
+    for name, rs in floors.items():
+        paint = [r["painted_s"] for r in rs]
+        rows.append([name, "streamlit run", f"{statistics.median(r['http_s'] for r in rs):.2f}",
+                     f"{statistics.median(paint):.2f}", f"{min(paint):.2f}-{max(paint):.2f}"])
     meta = db.load_meta(ws)
     load = os.getloadavg()[0]
     text = (f"{ws.name}: {meta['n_samples']:,} rows, K={meta['k']}; fresh server and fresh headless chromium per run, "
@@ -207,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     path = publish(text, args.out, "cold_start.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
                                                      "workspace": str(ws), "rows": meta["n_samples"],
-                                                     "runs": runs, "embedding_atlas": atlas}, indent=1))
+                                                     "runs": runs, "embedding_atlas": atlas,
+                                                     "streamlit_floor": floors}, indent=1))
     return 0
 
 

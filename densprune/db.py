@@ -24,6 +24,8 @@ import pandas as pd
 import pyarrow as pa
 from filelock import ReadWriteLock, Timeout
 
+from densprune.vectors import sorted_unique
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "densprune.duckdb"
@@ -112,6 +114,7 @@ RUN_METRICS_DDL = """
 CREATE TABLE IF NOT EXISTS run_metrics (
     run VARCHAR, name VARCHAR, value DOUBLE, step BIGINT, samples_seen BIGINT
 )"""
+
 RUN_COLUMNS = ("name", "plan", "preset", "model", "mode", "seed", "device", "n_train", "batch_size", "epochs",
                "total_steps", "target_samples", "status", "phase", "error", "step", "samples_seen", "loss",
                "elapsed_s", "eta_s", "wall_s", "command", "run_dir", "checkpoint", "pid", "created_at",
@@ -654,7 +657,7 @@ def add_tag_rows(workspace: str | os.PathLike, name: str, action: str, rows: np.
     """Add ``rows`` (M,) int64 to tag ``name`` (created with ``action``; an existing tag must have that
     action) in one transaction, with its log entry; returns how many rows were new. Rows already in the
     tag are not added twice, so concurrent writers of the same rows lose nothing and double nothing."""
-    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    rows = sorted_unique(rows)
     with connect(workspace, read_only=False) as con, registered(con, "_new", pa.table({"row_idx": rows})), \
             transaction(con):
         _ensure_decision_tables(con)

@@ -130,3 +130,13 @@ class NpyRows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a 1-D integer array: (M,) -> (U,) int64, U <= M.
+
+    What ``np.unique`` returns, by a sort and one pass: numpy 2.4's hash-based ``np.unique`` takes 0.9 s
+    for 1M int64 row indices, a sort 0.035 s (tag and decision row sets are this size)."""
+    a = np.sort(np.asarray(values, dtype=np.int64).ravel())
+    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
+

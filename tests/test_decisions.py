@@ -244,3 +244,14 @@ def test_one_concepts_members_match_the_mask_under_decisions():
             assert np.array_equal(kept, r.keep[rows]), (trial, j)
     with pytest.raises(ValueError, match="decisions the plan was computed with"):
         idx.concept_keep(0, counts)
+
+
+def test_sorted_unique_is_np_unique():
+    from densprune.vectors import sorted_unique
+
+    rng = np.random.default_rng(4)
+    for a in (np.zeros(0, np.int64), np.array([5]), rng.integers(-50, 50, 1000), rng.integers(0, 10**9, 5000),
+              np.arange(100)[::-1].repeat(3)):
+        got = sorted_unique(a)
+        np.testing.assert_array_equal(got, np.unique(a))
+        assert got.dtype == np.int64

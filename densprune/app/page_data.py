@@ -116,7 +116,7 @@ def pipeline_steps(workspace: str | os.PathLike, meta: dict, counts: dict) -> pd
                                                 f"{meta.get('image_dim')}-d {meta.get('dtype')} vectors, "
                                                 f"not re-embedded{sec('copy')}"),
         *([("2b. embed for concepts", "done", f"{describe_concept_space(meta)}{sec('embed_concepts')}: k-means, "
-            "SemDeDup and the map use these; the CLIP score, search and zero-shot names the embedder's")]
+            "SemDeDup and the map use these; the CLIP score, search and zero-shot names use the embedder's")]
           if meta.get("concept_dim") else []),
         ("3. cluster into concepts", "done",
          f"spherical k-means, K={meta.get('k')}, seed {meta.get('seed')}{sec('cluster')}"),

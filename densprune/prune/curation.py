@@ -35,6 +35,7 @@ from densprune.prune.decisions import (
     map_rules,
     parse_amount,
 )
+from densprune.vectors import sorted_unique
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def rows_from_ids(workspace: str | os.PathLike, column: str, ids: list[str], sou
         shown = ", ".join(repr(v[:40]) for v in missing[:MAX_LISTED])
         raise ValueError(f"{source}: {len(missing):,} of {len(set(ids)):,} {column}s are not in {workspace}: {shown}"
                          f"{' ...' if len(missing) > MAX_LISTED else ''}; nothing was tagged")
-    return np.unique(found["row_idx"].to_numpy(dtype=np.int64))
+    return sorted_unique(found["row_idx"].to_numpy(dtype=np.int64))
 
 
 def add_tag(workspace: str | os.PathLike, name: str, action: str, rows: np.ndarray, *, source_kind: str,
@@ -112,7 +113,7 @@ def add_tag(workspace: str | os.PathLike, name: str, action: str, rows: np.ndarr
         raise ValueError(f"a tag's action is one of {', '.join(TAG_ACTIONS)}, got {action!r}")
     if source_kind not in SOURCES:
         raise ValueError(f"a tag's source is one of {SOURCES}, got {source_kind!r}")
-    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    rows = sorted_unique(rows)
     n = db.counts(workspace)["samples"]
     if rows.size and (rows[0] < 0 or rows[-1] >= n):
         raise ValueError(f"rows {int(rows[0])}..{int(rows[-1])} are outside the workspace's {n:,} rows; "

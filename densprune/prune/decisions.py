@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from densprune.vectors import sorted_unique
+
 __all__ = ["RULE_KINDS", "TAG_ACTIONS", "ConceptRule", "Decisions", "InfeasibleDecisions", "RuleArrays",
            "TagSet", "parse_amount", "map_rules"]
 
@@ -106,7 +108,7 @@ class TagSet:
     def __post_init__(self) -> None:
         if self.action not in TAG_ACTIONS:
             raise ValueError(f"a tag's action must be one of {TAG_ACTIONS}, got {self.action!r}")
-        r = np.unique(np.asarray(self.rows, dtype=np.int64))
+        r = sorted_unique(self.rows)
         r.setflags(write=False)
         object.__setattr__(self, "rows", r)
 
@@ -183,7 +185,7 @@ class Decisions:
         """(M,) int64 sorted unique rows tagged ``action`` ('always' leaves out rows also tagged never)."""
         if action not in self._cache:
             parts = [t.rows for t in self.tags if t.action == action]
-            r = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+            r = sorted_unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
             if action == "always":
                 r = np.setdiff1d(r, self.rows("never"), assume_unique=True)
             r.setflags(write=False)

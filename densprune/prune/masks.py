@@ -50,13 +50,23 @@ def _kernels() -> dict[str, object]:
             s0 = np.searchsorted(skip, a)
             s1 = np.searchsorted(skip, z)
             steps = 0  # positions walked from the kept end (the segment's start, or its end for easy)
+            t = s1 - 1 if from_end else s0  # in the hard order the walk meets the tags in order: a moving pointer
             while n < q and steps < z - a:
                 p = z - 1 - steps if from_end else a + steps
                 h = frame[p] if use_frame else p
                 ok = (dl_h[h] > b) & ((not use_clip) or clip_h[h] <= clip_cut)
                 if ok and s1 > s0:
-                    k = np.searchsorted(skip[s0:s1], h)
-                    ok = not (k < s1 - s0 and skip[s0 + k] == h)
+                    if use_frame:  # a random frame visits them out of order: a binary search
+                        k = np.searchsorted(skip[s0:s1], h)
+                        ok = not (k < s1 - s0 and skip[s0 + k] == h)
+                    elif from_end:
+                        while t >= s0 and skip[t] > h:
+                            t -= 1
+                        ok = not (t >= s0 and skip[t] == h)
+                    else:
+                        while t < s1 and skip[t] < h:
+                            t += 1
+                        ok = not (t < s1 and skip[t] == h)
                 n += ok
                 steps += 1
             out[j] = z - steps if from_end else a + steps

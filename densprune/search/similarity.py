@@ -20,6 +20,8 @@ import warnings
 
 import numpy as np
 
+from densprune.vectors import sorted_unique
+
 __all__ = ["BLOCK_ROWS", "normalise", "probe_concepts", "top_k"]
 
 BLOCK_ROWS = 1 << 18  # rows per block: 256k x 512 float16 = 256 MB read, (256k, Q) scores
@@ -72,7 +74,7 @@ def top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, rows: np.ndarray 
     nq = q32.shape[0]
     half = vectors.dtype == np.float16  # scored in float16 (CPU or GPU), re-scored in float32 below
     qt = _tensor(q32).to(device=device, dtype=torch.float16 if half else torch.float32).T.contiguous()  # (d, Q)
-    ex = None if exclude is None or len(exclude) == 0 else np.unique(np.asarray(exclude, dtype=np.int64))
+    ex = None if exclude is None or len(exclude) == 0 else sorted_unique(exclude)
     best_r = np.empty((nq, 0), dtype=np.int64)
     best_s = np.empty((nq, 0), dtype=np.float32)
     for lo in range(0, n, block):
