@@ -89,3 +89,23 @@ def test_precompute_sets_the_copies_aside_and_no_plan_keeps_them(twins, tmp_path
     assert as_json["eval_contamination"]["set_aside"] == meta["n_eval_copies"]
     verify = run_densprune("verify", ws)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_training_on_a_contaminated_eval_split_is_flagged(demo_workspace):
+    from streamlit.testing.v1 import AppTest
+
+    from densprune.train.evaluation import eval_hygiene_warning
+
+    meta = db.load_meta(demo_workspace)
+    assert meta["decontaminate"] is None and meta["n_eval"] > 0  # the demo's default build
+    warning = eval_hygiene_warning(meta)
+    assert warning and "not decontaminated" in warning and "--decontaminate 0.95" in warning
+    assert eval_hygiene_warning({**meta, "decontaminate": 0.95}) is None
+    assert eval_hygiene_warning({**meta, "n_eval": 0}) is None  # no eval split: nothing to flag
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
+    at.session_state["workspace"] = str(demo_workspace)
+    at.run()
+    at.switch_page(str(root / "densprune/app/views/train.py")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("is not decontaminated" in w.value for w in at.warning)

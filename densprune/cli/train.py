@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -77,11 +80,16 @@ def _print_progress(ev: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from densprune import db
     from densprune.train import launch, records, supervisor, trainer
+    from densprune.train.evaluation import eval_hygiene_warning
     from densprune.train.schedule import fmt_seconds
 
     info = records.create_run(args.workspace, _spec(args))
     name = info["name"]
+    warning = eval_hygiene_warning(db.load_meta(args.workspace))
+    if warning:
+        log.warning("%s", warning)
     sched = info["schedule"]
     print(f"run {name}: plan {args.plan} ({sched['n_train']:,} samples), {sched['epochs']} epochs x "
           f"{sched['steps_per_epoch']} steps x batch {sched['batch_size']} = {sched['samples_seen']:,} samples seen "

@@ -102,6 +102,17 @@ def class_prompt_name(raw: str) -> str:
     return " ".join(str(raw).replace("_", " ").replace("-", " ").split())
 
 
+def eval_hygiene_warning(meta: dict) -> str | None:
+    """Why a workspace's held-out eval split may flatter a run, in words, or None when it is clean: an
+    eval split built without ``--decontaminate`` can have near-copies of its images in the pool (on the
+    demo 65 of 260 at cosine > 0.999), and a plan that keeps them is evaluated on what it trained on."""
+    if not int(meta.get("n_eval") or 0) or meta.get("decontaminate") is not None:
+        return None
+    return (f"this workspace's eval split ({int(meta['n_eval']):,} images) is not decontaminated: pool images may "
+            "copy eval images, and plans that keep different numbers of them are not compared fairly. `densprune "
+            "info` counts them; rebuild with `precompute --decontaminate 0.95` for a clean eval (docs/method.md)")
+
+
 def workspace_eval_set(workspace: str | os.PathLike) -> EvalSet:
     """The held-out ``split = 'eval'`` rows of a workspace, labelled by their top-level category."""
     from densprune import db

@@ -7,6 +7,7 @@ import streamlit as st
 from densprune.app import page_data, session
 from densprune.app import run_charts as runcharts
 from densprune.train import launch, listing, records
+from densprune.train.evaluation import eval_hygiene_warning
 from densprune.train.presets import PRESETS, get_preset, open_clip_models
 from densprune.train.schedule import RunSpec, fmt_seconds
 
@@ -19,6 +20,10 @@ st.title("Train")
 st.caption("Train a CLIP model from scratch on each plan's kept images with open_clip's own trainer, then "
            "evaluate it on the held-out images: zero-shot classification into their categories and "
            "image↔caption retrieval. Runs train one after another in the background; this page only watches.")
+
+hygiene = eval_hygiene_warning(session.meta(ws, stamp))
+if hygiene:
+    st.warning(hygiene[0].upper() + hygiene[1:] + ".", icon=":material/warning:")
 
 saved = session.saved_plans_or_stop(ws, "No saved plans yet. Save a plan on the Budget page (for a comparison: the "
                                    "full pool at keep 100%, and DBP, SSP and random at the same budget); it then "
