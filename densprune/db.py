@@ -114,7 +114,6 @@ RUN_METRICS_DDL = """
 CREATE TABLE IF NOT EXISTS run_metrics (
     run VARCHAR, name VARCHAR, value DOUBLE, step BIGINT, samples_seen BIGINT
 )"""
-
 RUN_COLUMNS = ("name", "plan", "preset", "model", "mode", "seed", "device", "n_train", "batch_size", "epochs",
                "total_steps", "target_samples", "status", "phase", "error", "step", "samples_seen", "loss",
                "elapsed_s", "eta_s", "wall_s", "command", "run_dir", "checkpoint", "pid", "created_at",

@@ -415,9 +415,7 @@ def check_timm_weights(model: str) -> None:
     import timm
     from timm.models import get_pretrained_cfg
 
-    base = model.split(".", 1)[0]
-    if not timm.is_model(base):
-        raise ValueError(f"unknown timm model {model!r}; see timm.list_models('*dinov2*')")
+    base = model.split(".", 1)[0]  # TimmEmbedder has checked that timm knows it
     cfg = get_pretrained_cfg(model, allow_unregistered=False) if "." in model else get_pretrained_cfg(base)
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if cfg is None:
@@ -567,8 +565,8 @@ def make_concept_embedder(kind: str | None, *, model: str = DEFAULT_CONCEPT_MODE
         return None
     if kind != "timm":
         raise ValueError(f"unknown concept embedder {kind!r}: use 'timm' (or leave it out)")
-    return TimmEmbedder(model=model, pretrained=pretrained, weights=weights, device=device, seed=seed,
-                        image_size=image_size)
+    return make_embedder("timm", model=model, pretrained=pretrained, weights=weights, device=device, seed=seed,
+                         image_size=image_size)
 
 
 def vector_dtype(requested: str, embedder: Embedder) -> str:

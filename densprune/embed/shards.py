@@ -334,8 +334,6 @@ def _first_reasons(refs: list[SampleRef], shard_paths: list[Path], show: int = 3
     return "first reasons: " + "; ".join(out[:show]) if out else "no reason was recorded"
 
 
-
-
 class SecondPassMismatch(RuntimeError):
     """Rows that decoded in the first embedding pass failed in a second one (their files changed between)."""
 

@@ -87,14 +87,7 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
     (location, size, mtime_ns) and captions (densprune.embed.shards.shard_input_keys); a shard whose
     key differs is deleted and embedded again."""
     from densprune.embed.models import make_embedder, vector_dtype
-    from densprune.embed.runner import embed_source
-    from densprune.embed.shards import (
-        NothingDecoded,
-        assemble,
-        discard_stale_shards,
-        shard_input_keys,
-        work_dir,
-    )
+    from densprune.embed.shards import NothingDecoded, assemble, work_dir
     from densprune.embed.thumbnails import resolve_thumbnails
 
     if embedder is None:
@@ -103,20 +96,9 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
     dtype, thumbs = vector_dtype(cfg.dtype, embedder), resolve_thumbnails(cfg.thumbnails, len(refs))
     settings = replace(cfg.embed, thumbnails=thumbs == "all", dtype=dtype if embedder.rowwise else "float32")
     wd = work_dir(ws, listing.spec, embedder, len(refs), settings)
-    keys = shard_input_keys(refs, settings.shard_size)
-    discard_stale_shards(wd, keys)
-    if cfg.engine == "ray":
-        from densprune.embed.on_ray import embed_with_ray
-
-        kwargs = {"kind": cfg.embedder, "model": cfg.model, "pretrained": cfg.pretrained, "weights": cfg.weights,
-                  "device": cfg.device, "seed": cfg.seed}
-        gpus = 1.0 if cfg.embedder == "openclip" and resolve_device(cfg.device) == "cuda" else 0.0
-        shards = embed_with_ray(refs, kwargs, wd, settings, address=cfg.ray_address, actors=cfg.ray_actors,
-                                gpus_per_actor=gpus)
-    elif cfg.engine == "local":
-        shards = embed_source(refs, embedder, wd, settings, input_keys=keys)
-    else:
-        raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
+    kwargs = {"kind": cfg.embedder, "model": cfg.model, "pretrained": cfg.pretrained, "weights": cfg.weights,
+              "device": cfg.device, "seed": cfg.seed}
+    shards = embed_shards(cfg, refs, embedder, kwargs, wd, settings, gpu=cfg.embedder == "openclip")
     try:
         asm = assemble(refs, shards, embedder, ws, dtype=dtype, thumbnails=thumbs == "all")
     except NothingDecoded as exc:
@@ -124,6 +106,28 @@ def embed_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, refs: l
     image = np.load(workspace.image_vectors(ws), mmap_mode="r")
     return Embedded([refs[int(i)] for i in asm.source_idx], asm, image, embedder.name, embedder.model,
                     embedder.pretrained or None, wd, embedder, dtype, thumbs)
+
+
+def embed_shards(cfg: PrecomputeConfig, refs: list[SampleRef], embedder: Embedder, kwargs: dict, wd: Path,
+                 settings, *, gpu: bool) -> list[Path]:
+    """Embed ``refs`` into resumable shards under ``wd`` (stale ones discarded first) on ``cfg.engine``:
+    this process's DataLoader, or Ray actors that build the embedder from ``kwargs`` (make_embedder's),
+    one GPU each when ``gpu`` and the device is CUDA. Returns the shard paths in order."""
+    from densprune.embed.shards import discard_stale_shards, shard_input_keys
+
+    keys = shard_input_keys(refs, settings.shard_size)
+    discard_stale_shards(wd, keys)
+    if cfg.engine == "ray":
+        from densprune.embed.on_ray import embed_with_ray
+
+        gpus = 1.0 if gpu and resolve_device(cfg.device) == "cuda" else 0.0
+        return embed_with_ray(refs, kwargs, wd, settings, address=cfg.ray_address, actors=cfg.ray_actors,
+                              gpus_per_actor=gpus)
+    if cfg.engine != "local":
+        raise ValueError(f"unknown --engine {cfg.engine!r}: use 'local' or 'ray'")
+    from densprune.embed.runner import embed_source
+
+    return embed_source(refs, embedder, wd, settings, input_keys=keys)
 
 
 def concept_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, emb: Embedded,
@@ -137,27 +141,17 @@ def concept_stage(cfg: PrecomputeConfig, ws: Path, listing: SourceListing, emb: 
         path.unlink(missing_ok=True)
         return emb.image, None
     from densprune.embed.models import vector_dtype
-    from densprune.embed.runner import embed_source
-    from densprune.embed.shards import assemble_rows, discard_stale_shards, shard_input_keys, work_dir
+    from densprune.embed.shards import assemble_rows, work_dir
 
     dtype = vector_dtype(cfg.dtype, embedder)
     settings = replace(cfg.embed, thumbnails=False, dtype=dtype)
     wd = work_dir(ws, f"{listing.spec}#concepts", embedder, len(emb.refs), settings)
-    keys = shard_input_keys(emb.refs, settings.shard_size)
-    discard_stale_shards(wd, keys)
     log.info("concept vectors: embedding the %d accepted images again with %s %s", len(emb.refs), embedder.name,
              embedder.model)
-    if cfg.engine == "ray":
-        from densprune.embed.on_ray import embed_with_ray
-
-        kwargs = {"kind": "timm", "model": cfg.concept_model, "pretrained": cfg.concept_pretrained,
-                  "weights": cfg.concept_weights, "device": cfg.device, "seed": cfg.seed,
-                  "image_size": cfg.concept_image_size}
-        gpus = 1.0 if resolve_device(cfg.device) == "cuda" else 0.0
-        shards = embed_with_ray(emb.refs, kwargs, wd, settings, address=cfg.ray_address, actors=cfg.ray_actors,
-                                gpus_per_actor=gpus)
-    else:
-        shards = embed_source(emb.refs, embedder, wd, settings, input_keys=keys)
+    kwargs = {"kind": "timm", "model": cfg.concept_model, "pretrained": cfg.concept_pretrained,
+              "weights": cfg.concept_weights, "device": cfg.device, "seed": cfg.seed,
+              "image_size": cfg.concept_image_size}
+    shards = embed_shards(cfg, emb.refs, embedder, kwargs, wd, settings, gpu=True)
     assemble_rows(emb.refs, shards, path, dtype=dtype)
     return np.load(path, mmap_mode="r"), wd
 
