@@ -469,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its AVX2/AVX512 fallback chatter is not news
+    for chatty in ("faiss.loader", "numba", "PIL"):  # AVX fallbacks, JIT passes, PNG chunks: not news under -v
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except (WeightsUnavailable, SourceError, WorkspaceNotFound, WorkspaceBusy, FileExistsError, ValueError) as exc:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MIN_UMAP_POINTS = 16  # fewer rows + centroids than this are laid out by PCA
 
@@ -17,6 +20,36 @@ def pca_2d(data: np.ndarray) -> np.ndarray:
     k = min(2, sv.size)
     out[:, :k] = (u[:, :k] * sv[:k]).astype(np.float32)
     return out
+
+
+def cache_umap_kernels() -> int:
+    """Have numba keep UMAP's compiled kernels on disk; returns how many kernels it now caches.
+
+    umap-learn compiles its kernels (the fuzzy graph, the layout epochs) with numba on the first call
+    in every process and does not cache them: ~8-10 s on 2 cores, whatever the size of the map. The
+    cache lies beside umap's source (numba's ``__pycache__``, or its user-wide cache where that is not
+    writable) and is keyed by the source file and the CPU, so a later process loads the same machine
+    code in milliseconds. Where numba finds nowhere to write, the kernels are compiled as before.
+    """
+    import umap.layouts
+    import umap.umap_
+    import umap.utils
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    n = 0
+    for module in (umap.umap_, umap.layouts, umap.utils):
+        for kernel in vars(module).values():
+            if not isinstance(kernel, Dispatcher):
+                continue
+            if isinstance(kernel._cache, NullCache):
+                try:
+                    kernel.enable_caching()
+                except RuntimeError as e:  # numba: "cannot cache function ...: no locator available"
+                    log.debug("UMAP kernels compile in every process: %s", e)
+                    return n
+            n += 1
+    return n
 
 
 def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: int,
@@ -36,6 +69,7 @@ def umap_layout(x: np.ndarray, centroids: np.ndarray, rows: np.ndarray, seed: in
     import faiss
     import umap
 
+    cache_umap_kernels()
     nn = int(min(n_neighbors, max(2, n - 1)))
     index = faiss.IndexFlatIP(data.shape[1])
     index.add(data)
