@@ -28,8 +28,10 @@ browser:
 demo: $(STAMP)
 	DENSPRUNE_DEMO_WORKSPACE=workspaces/demo $(BIN)/densprune demo
 
+# two pytest workers (pytest-xdist), each test file whole on one of them: its module fixtures built once
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # ruff (pyflakes, pycodestyle, import order) and the import-direction contract in pyproject.toml
 lint: $(STAMP)

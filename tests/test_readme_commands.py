@@ -9,6 +9,7 @@ app on a fresh clone. (``make test``, the second, is what CI runs: it cannot run
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -46,9 +47,15 @@ def test_the_console_script_runs():
     assert "usage: densprune" in run_densprune("--help").stdout
 
 
+@functools.cache
+def help_of(sub: str) -> subprocess.CompletedProcess:
+    """``densprune SUB --help`` through the console script, once per sub-command for this module."""
+    return run_densprune(sub, "--help", timeout=120)
+
+
 @pytest.mark.parametrize("sub", readme_subcommands())
 def test_every_readme_subcommand_answers_help(sub):
-    out = run_densprune(sub, "--help", timeout=120)
+    out = help_of(sub)
     assert out.returncode == 0, f"`densprune {sub} --help` failed ({out.returncode}):\n{out.stderr[-2000:]}"
     assert f"usage: densprune {sub}" in out.stdout
 
@@ -66,7 +73,7 @@ def test_readme_options_exist_on_their_subcommand():
     missing = []
     for line in readme_command_lines():
         sub = line.split()[1]
-        usage = " ".join(run_densprune(sub, "--help", timeout=120).stdout.split())
+        usage = " ".join(help_of(sub).stdout.split())
         code = line.split("#")[0]
         for flag in {w.strip("[]|,") for w in code.split() if w.strip("[]|,").startswith("--")}:
             flag = flag.split("=")[0]
