@@ -9,9 +9,11 @@ Each run starts a fresh server (``python -m densprune.app.serve run app.py ... -
   (Concepts: the concept table and the map; Budget: the Kept metric and its charts; Complexity:
   its charts; Overview: its metrics).
 
-The sides alternate run by run: ``warm-up`` (the server fills the first page's caches while it
-starts: densprune.app.serve.warm_up_in_background) and ``no warm-up`` (``DENSPRUNE_NO_WARM_UP=1``:
-the first session computes them). Both do the same work before the page is painted; only when.
+With ``--baseline DIR`` (another checkout, such as a git worktree of the previous commit) that
+code's app runs as a third side, its servers started from DIR. The sides take turns run by run:
+``warm-up`` (the server fills the first page's caches while it starts:
+densprune.app.serve.warm_up_in_background) and ``no warm-up`` (``DENSPRUNE_NO_WARM_UP=1``: the first
+session computes them). Both do the same work before the page is painted; only when.
 With ``--atlas EXE`` (the ``embedding-atlas`` command, installed apart) Embedding Atlas runs beside
 them on the same rows: a parquet of the workspace's samples with x/y per row (a row of the map's
 sample at its own place, any other row near its concept's centre on the map), served by
@@ -58,13 +60,17 @@ DRAWN_JS = {
 TITLE_JS = "() => { const h = document.querySelector('h1'); return h ? h.innerText.trim() : null; }"
 
 
-def one_run(ws: Path, page_name: str, warm: bool, log: Path) -> dict[str, float]:
-    """Seconds from the server's start to HTTP and to the painted page (fresh server, fresh browser)."""
-    env = dict(os.environ, DENSPRUNE_NO_WARM_UP="0" if warm else "1")
+def one_run(ws: Path, page_name: str, side: str, log: Path, baseline: Path | None = None) -> dict[str, float]:
+    """Seconds from the server's start to HTTP and to the painted page (fresh server, fresh browser).
+    ``side``: "warm-up", "no warm-up", or "baseline" (the checkout ``baseline``'s code, with its warm-up)."""
+    root = baseline if side == "baseline" else ROOT
+    env = dict(os.environ, DENSPRUNE_NO_WARM_UP="1" if side == "no warm-up" else "0")
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
     def cmd(port: int) -> list[str]:
-        return [sys.executable, "-m", "densprune.app.serve", "run", str(ROOT / "app.py"), *streamlit_flags(port),
+        return [sys.executable, "-m", "densprune.app.serve", "run", str(root / "app.py"), *streamlit_flags(port),
                 "--", "--workspace", str(ws)]
-    return serve_and_paint(cmd, env, page_name, TITLES[page_name], DRAWN_JS.get(page_name, "() => true"), log)
+    return serve_and_paint(cmd, env, page_name, TITLES[page_name], DRAWN_JS.get(page_name, "() => true"), log,
+                           cwd=root)
 
 
 def streamlit_flags(port: int) -> list[str]:
@@ -99,7 +105,8 @@ def floor_run(source: str, drawn: str, log: Path) -> dict[str, float]:
                            dict(os.environ), "", "Concepts", drawn, log)
 
 
-def serve_and_paint(cmd, env: dict, path: str, title: str, drawn: str, log: Path) -> dict[str, float]:
+def serve_and_paint(cmd, env: dict, path: str, title: str, drawn: str, log: Path,
+                    cwd: Path = ROOT) -> dict[str, float]:
     """Start the server ``cmd(port)`` on a free port; once it answers, open ``/path`` in a fresh headless chromium
     and wait until the title ``title`` is shown, the script run is over and ``drawn`` holds. Seconds from
     the start to HTTP and to that paint."""
@@ -108,7 +115,7 @@ def serve_and_paint(cmd, env: dict, path: str, title: str, drawn: str, log: Path
     port = free_port()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd(port), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd(port), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         t_http = wait_http(f"{url}/_stcore/health", proc, t0, log)
@@ -194,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", type=Path, required=True)
     ap.add_argument("--runs", type=int, default=5, help="runs per page and side (median)")
     ap.add_argument("--pages", nargs="+", default=["concepts", "budget"], choices=sorted(TITLES))
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout of densprune (e.g. a git worktree of the previous commit): its app runs "
+                         "as a third side, on the same rows, interleaved")
     ap.add_argument("--atlas", default=None, help="the embedding-atlas command: run it beside densprune")
     ap.add_argument("--floor", action="store_true",
                     help="also time data-free Streamlit apps the same way: the floor of any Streamlit page here")
@@ -207,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if not db.is_complete(ws):
         ap.error(f"no complete workspace at {ws}")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-cold-start-{os.getpid()}.log"
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {pg: {"warm-up": [], "no warm-up": []} for pg in args.pages}
+    names = ["warm-up", "no warm-up"] + (["baseline"] if args.baseline else [])
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {pg: {side: [] for side in names} for pg in args.pages}
     n_rows = int(db.load_meta(ws)["n_samples"])
     atlas_data = atlas_parquet(ws, log.with_suffix(".parquet")) if args.atlas else None
     atlas: list[dict[str, float]] = []
@@ -221,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {i + 1} Embedding Atlas: HTTP {atlas[-1]['http_s']:.2f} s, "
                   f"painted {atlas[-1]['painted_s']:.2f} s", flush=True)
         for pg in args.pages:
-            for side in (("warm-up", "no warm-up") if i % 2 == 0 else ("no warm-up", "warm-up")):
-                r = one_run(ws, pg, side == "warm-up", log)
+            for side in names[i % len(names):] + names[:i % len(names)]:  # rotating
+                r = one_run(ws, pg, side, log, args.baseline)
                 runs[pg][side].append(r)
                 print(f"run {i + 1} /{pg} {side}: HTTP {r['http_s']:.2f} s, painted {r['painted_s']:.2f} s",
                       flush=True)
@@ -236,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         ratio = statistics.median(r["painted_s"] for r in sides["no warm-up"]) / statistics.median(
             r["painted_s"] for r in sides["warm-up"])
         rows.append([f"/{pg}", "no warm-up / warm-up", "", f"{ratio:.2f}x", ""])
+        if args.baseline:
+            ratio = statistics.median(r["painted_s"] for r in sides["baseline"]) / statistics.median(
+                r["painted_s"] for r in sides["warm-up"])
+            rows.append([f"/{pg}", "baseline / warm-up", "", f"{ratio:.2f}x", ""])
         if atlas:
             theirs = statistics.median(r["painted_s"] for r in atlas)
             ours = statistics.median(r["painted_s"] for r in sides["warm-up"])
@@ -256,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             + table(["page", "server", "HTTP answers, s", "page painted, s (median)", "range, s"], rows))
     path = publish(text, args.out, "cold_start.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
-                                                     "workspace": str(ws), "rows": meta["n_samples"],
+                                                     "workspace": str(ws), "baseline": str(args.baseline or ""),
+                                                     "rows": meta["n_samples"],
                                                      "runs": runs, "embedding_atlas": atlas,
                                                      "streamlit_floor": floors}, indent=1))
     return 0

@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import stat
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -768,12 +770,51 @@ def tag_sources(workspace: str | os.PathLike, name: str) -> pd.DataFrame:
                            "AND what LIKE 'tag %' ORDER BY logged_at", [name]).df()
 
 
+_VERSIONS: dict[str, tuple[tuple, tuple]] = {}  # workspace -> (its database files' stat, decisions_version)
+_VERSIONS_LOCK = threading.Lock()
+SETTLED_NS = 100_000_000  # a file modified this recently (0.1 s) may be modified again within its clock tick
+
+
+def _files_stat(workspace: str | os.PathLike) -> tuple | None:
+    """(inode, size, mtime) of the database and of its write-ahead log, or None while either was modified in
+    the last SETTLED_NS (timestamps come from a coarse clock: a later write inside the same tick could
+    leave them equal)."""
+    path = db_path(workspace)
+    out = []
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            st_ = p.stat()
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        if time.time_ns() - st_.st_mtime_ns < SETTLED_NS:
+            return None
+        out.append((st_.st_ino, st_.st_size, st_.st_mtime_ns))
+    return tuple(out)
+
+
 def decisions_version(workspace: str | os.PathLike) -> tuple:
-    """A cheap key that changes whenever a decision is written (for caches)."""
+    """A cheap key that changes whenever a decision is written (for caches).
+
+    Opening the database costs ~25-40 ms at 1M rows and the app asks for this key several times per
+    page run, so the answer is kept with the database files' stat: every committed write, from any
+    process, changes the size or modification time of the database or of its write-ahead log, and while
+    neither has changed the stored answer is the one a query would give (any write, decision or not,
+    sends it back to the database)."""
+    key = _files_stat(workspace)
+    with _VERSIONS_LOCK:
+        memo = _VERSIONS.get(str(workspace))
+    if key is not None and memo is not None and memo[0] == key:
+        return memo[1]
     with connect(workspace) as con:
         if not _has_table(con, "decision_log"):
-            return (0, None)
-        return tuple(con.execute("SELECT count(*), max(logged_at) FROM decision_log").fetchone())
+            version: tuple = (0, None)
+        else:
+            version = tuple(con.execute("SELECT count(*), max(logged_at) FROM decision_log").fetchone())
+    if key is not None:  # the stat taken before the query: a write during it changes the files after it
+        with _VERSIONS_LOCK:
+            _VERSIONS[str(workspace)] = (key, version)
+    return version
 
 
 def _write_snapshot(con: duckdb.DuckDBPyConnection, snap: dict, rows: pd.DataFrame) -> None:

@@ -181,3 +181,26 @@ def test_concurrent_taggers_lose_nothing(ws):
     assert tags.n_rows.to_dict() == {"t0": 300, "t1": 300, "t2": 300}
     assert "ok:" in ok("verify", ws)
     assert n == db.counts(ws)["samples"]
+
+
+def test_the_decisions_version_is_kept_until_the_database_files_change(ws, monkeypatch):
+    """decisions_version answers from memory while the database and its log are unchanged, and a write by
+    another process (the CLI) or by this one is seen at the next call."""
+    import time
+
+    from densprune.prune.curation import add_tag
+
+    before = db.decisions_version(ws)
+    time.sleep(db.SETTLED_NS / 1e9)  # the copy's files settle; the next answer is kept
+    assert db.decisions_version(ws) == before
+    real_connect, opened = db.duckdb.connect, []
+    monkeypatch.setattr(db.duckdb, "connect", lambda *a, **k: opened.append(a) or real_connect(*a, **k))
+    assert db.decisions_version(ws) == before and db.decisions_version(ws) == before
+    assert opened == []  # from memory: no connection
+    ok("tag", ws, "junk", "--action", "never", "--concept", 0)  # another process writes
+    after_cli = db.decisions_version(ws)
+    assert after_cli != before and after_cli[0] == before[0] + 1 and opened
+    time.sleep(db.SETTLED_NS / 1e9)
+    assert db.decisions_version(ws) == after_cli
+    add_tag(ws, "junk2", "never", np.array([1, 2, 3]), source_kind="keys")  # this process writes
+    assert db.decisions_version(ws)[0] == after_cli[0] + 1

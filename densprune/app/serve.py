@@ -93,10 +93,38 @@ def install(allowed: Iterable[str]) -> None:
     starlette_app.create_streamlit_middleware = with_host_check
 
 
-def warm_up_in_background(app_argv: list[str], wait_s: float = 60.0) -> threading.Thread:
-    """Start a thread that, once Streamlit's runtime exists, imports the app and fills the caches the
-    first page reads (densprune.app.main.warm_up), so the first browser to connect does not wait for
-    them. Best effort: a failure is logged and the pages compute what they need as before."""
+LISTEN_WAIT_S = 5.0  # the warm-up waits at most this long for the server to listen before it starts anyway
+
+
+def wait_until_listening(timeout_s: float) -> bool:
+    """Wait until Streamlit's server accepts connections on its configured address and port (True), or
+    ``timeout_s`` has passed (False). The warm-up starts after that: importing the app and filling the
+    caches in the same process, under the same GIL, delayed the server's first answer by ~0.4-0.6 s
+    while the browser that will open the first page could not even start; once the server listens the
+    browser needs ~1.5 s to load Streamlit's frontend and connect, time the warm-up has to itself."""
+    import socket
+
+    from streamlit import config
+
+    host = str(config.get_option("server.address") or "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    port = int(config.get_option("server.port"))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def warm_up_in_background(app_argv: list[str], wait_s: float = 60.0,
+                          listen_s: float = LISTEN_WAIT_S) -> threading.Thread:
+    """Start a thread that, once Streamlit's runtime exists and its server listens (at most ``listen_s``
+    seconds of waiting for that), imports the app and fills the caches the first page reads
+    (densprune.app.main.warm_up), so the first browser to connect does not wait for them. Best
+    effort: a failure is logged and the pages compute what they need as before."""
 
     def work() -> None:
         # the cached functions ask for a script-run context a server thread does not have: not a problem
@@ -108,6 +136,9 @@ def warm_up_in_background(app_argv: list[str], wait_s: float = 60.0) -> threadin
 
             while not Runtime.exists() and time.monotonic() - t0 < wait_s:
                 time.sleep(0.02)
+            listening = wait_until_listening(listen_s)
+            log.debug("warm-up: server %s %.2f s after start", "listening" if listening else "not yet listening",
+                      time.monotonic() - t0)
             from densprune.app.main import warm_up
 
             filled = warm_up(app_argv)

@@ -403,10 +403,13 @@ def warm_caches(ws: str | Path) -> list[str]:
     m = meta(ws, stamp)
     concepts(ws, stamp)
     counts(ws, stamp)
-    layout(ws, stamp)
-    map_picture(ws, stamp, "concept", None)
+    pts = layout(ws, stamp)
+    # as the Concepts page calls it, argument for argument: the cache's key is the call's arguments
+    picture = map_picture(ws, stamp, "concept", None, None)
     params = page_data.params_from_state(PLAN_DEFAULTS, m)
     dkey = decisions_version(ws)
+    tags(ws, dkey)
+    rules(ws, dkey)
     try:
         plan_counts(ws, stamp, params, dkey)
     except (InfeasibleDecisions, StaleRules):  # the page will say why; warm the plan without them
@@ -414,6 +417,7 @@ def warm_caches(ws: str | Path) -> list[str]:
         plan_counts(ws, stamp, params, dkey)
     cdf = concepts(ws, stamp)
     pick = default_concept(cdf)  # the Concepts page's first concept: its images, its neighbours' images
+    charts.concept_map(pts, cdf, "concept", None, pick, picture=picture)  # Plotly's figure classes, first use
     grids = [members(ws, stamp, pick, CONCEPT_TILES)]
     near = page_data.neighbour_concepts(plan_index(ws, stamp), cdf, pick, n=CONCEPT_NEIGHBOURS)
     grids += members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), NEIGHBOUR_TILES).values()
@@ -425,7 +429,7 @@ def warm_caches(ws: str | Path) -> list[str]:
     budget_view(ws, stamp, params, bool(m.get("has_categories")) and plan_index(ws, stamp).n_rows <= COVERAGE_LIVE_ROWS,
                 dkey)
     dedup_curve(ws, stamp)
-    return ["plan index", "meta", "concepts", "counts", "map", "default plan", "first concept's images",
+    return ["plan index", "meta", "concepts", "counts", "map", "decisions", "default plan", "first concept's images",
             "budget view", "dedup curve"]
 
 
