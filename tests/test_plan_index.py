@@ -51,9 +51,19 @@ def test_arrays_round_trip_gives_the_same_plans(tmp_path):
     for name, arr in arrays.items():  # through files mapped read-only, as the store reads them
         np.save(tmp_path / f"{name}.npy", arr)
     restored = PlanIndex.from_arrays({n: np.load(tmp_path / f"{n}.npy", mmap_mode="r") for n in arrays})
+    assert not restored.inv.flags.writeable  # the stored inverse, mapped, not computed again
+    np.testing.assert_array_equal(restored.inv, index.inv)
     assert_same_plans(index, restored)
     np.testing.assert_array_equal(index.rows_cluster(), restored.rows_cluster())
     np.testing.assert_array_equal(index.rows_in_pool(), restored.rows_in_pool())
+
+
+def test_an_index_stored_before_its_inverse_was_loads_the_same():
+    index = synthetic_index()
+    arrays = {k: v for k, v in index.arrays().items() if k != "inv"}
+    restored = PlanIndex.from_arrays(arrays)
+    np.testing.assert_array_equal(restored.inv, index.inv)
+    assert_same_plans(index, restored)
 
 
 def test_an_index_without_dedup_or_clip_round_trips():
@@ -72,6 +82,9 @@ def test_an_index_without_dedup_or_clip_round_trips():
     (lambda a: a.pop("dup_rank"), "global order"),
     (lambda a: a.pop("pool_h"), "needs the arrays"),
     (lambda a: a.update(d_intra=a["d_intra"][:3]), "do not fit"),
+    (lambda a: a.update(inv=a["inv"][:-1]), "inv has shape"),
+    (lambda a: a.update(inv=np.roll(a["inv"], 1)), "not the inverse"),
+    (lambda a: a.update(inv=a["inv"].astype(np.float64)), "not the inverse"),
 ])
 def test_from_arrays_refuses_arrays_that_do_not_fit(change, message):
     arrays = dict(synthetic_index(n=200).arrays())

@@ -255,12 +255,13 @@ class PlanIndex:
                  dist_h: np.ndarray, pool_h: np.ndarray, dup_h: np.ndarray | None,
                  clip_h: np.ndarray | None, dup_rank: np.ndarray | None = None,
                  clip_rank: np.ndarray | None = None, summary: PlanSummary | None = None,
-                 negclip_h: np.ndarray | None = None, negclip_rank: np.ndarray | None = None) -> None:
+                 negclip_h: np.ndarray | None = None, negclip_rank: np.ndarray | None = None,
+                 inv: np.ndarray | None = None) -> None:
         """Use :meth:`build` or :meth:`from_arrays`; this stores already-validated arrays (``*_h`` are in
-        hard order; the two global ranks and the per-concept summary are computed here unless given)."""
+        hard order; ``inv``, the global ranks and the per-concept summary are computed here unless given)."""
         n, k = order.size, sizes.size
         self.order = order  # (N,) hard position -> row
-        self.inv = _ranks(order)  # (N,) row -> hard position (int32 when N < 2**31)
+        self.inv = _ranks(order) if inv is None else inv  # (N,) row -> hard position (int32 when N < 2**31)
         self.sizes = sizes  # (K,) members per cluster (eval rows included)
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)  # (K+1,)
         self.d_intra = d_intra  # (K,) over the whole pool; NaN for clusters without pool members
@@ -345,18 +346,20 @@ class PlanIndex:
                    negclip_h=None if negclip is None else negclip[order].astype(np.float64))
 
     # the arrays that define an index (:meth:`arrays`); the others are derived from them in __init__
-    STORED = ("order", "sizes", "d_intra", "centroids", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank",
-              "negclip_h", "negclip_rank",
+    STORED = ("order", "inv", "sizes", "d_intra", "centroids", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank",
+              "clip_rank", "negclip_h", "negclip_rank",
               *(f"summary_{name}" for name in PlanSummary.STORED))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays that define this index, by the names of :attr:`STORED` (absent: no dedup or no
         CLIP scores), for storing it: :meth:`from_arrays` restores it without sorting anything.
-        ``order`` (N,) row of every hard position (int32 when N < 2**31), ``sizes`` (K,), ``d_intra``
+        ``order`` (N,) row of every hard position and ``inv`` (N,) its inverse, the hard position of every
+        row (both int32 when N < 2**31), ``sizes`` (K,), ``d_intra``
         (K,), ``centroids`` (K, d), ``dist_h`` / ``dup_h`` / ``clip_h`` (N,) float64 and ``pool_h``
         (N,) bool in hard order, ``dup_rank`` / ``clip_rank`` (N,) ranks in the two global orders."""
         small = np.int32 if self.n_rows < 2**31 else np.int64
-        out = {"order": self.order.astype(small, copy=False), "sizes": self.sizes, "d_intra": self.d_intra,
+        out = {"order": self.order.astype(small, copy=False), "inv": self.inv.astype(small, copy=False),
+               "sizes": self.sizes, "d_intra": self.d_intra,
                "centroids": self.centroids, "dist_h": self._dist_h, "pool_h": self._pool_h,
                "dup_h": self._dup_h, "clip_h": self._clip_h, "dup_rank": self._dup_rank, "clip_rank": self._clip_rank,
                "negclip_h": self._negclip_h, "negclip_rank": self._negclip_rank}
@@ -378,12 +381,18 @@ class PlanIndex:
                              f"d_intra {a['d_intra'].shape} do not fit together")
         if int(sizes.sum()) != n or (n and (int(order.min()) < 0 or int(order.max()) >= n)):
             raise ValueError(f"stored plan index: {n} rows in order, {int(sizes.sum())} in sizes, or rows out of range")
-        for name in ("dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank", "negclip_h", "negclip_rank"):
+        for name in ("inv", "dist_h", "pool_h", "dup_h", "clip_h", "dup_rank", "clip_rank", "negclip_h",
+                     "negclip_rank"):
             if name in a and a[name].shape != (n,):
                 raise ValueError(f"stored plan index: {name} has shape {a[name].shape}, expected ({n},)")
         if ("dup_h" in a) != ("dup_rank" in a) or ("clip_h" in a) != ("clip_rank" in a) \
                 or ("negclip_h" in a) != ("negclip_rank" in a):
             raise ValueError("stored plan index: a global order without its values (or the reverse)")
+        inv = a.get("inv")  # absent in indexes stored before it was: computed from the order
+        if inv is not None and n:  # a spot check that it is the order's inverse (the whole check costs what it saves)
+            probe = np.unique(np.linspace(0, n - 1, min(n, 4096)).astype(np.int64))
+            if inv.dtype.kind not in "iu" or not np.array_equal(np.asarray(inv[order[probe]], dtype=np.int64), probe):
+                raise ValueError("stored plan index: inv is not the inverse of order")
         summary = None
         if any(name.startswith("summary_") for name in a):
             summary = PlanSummary.from_arrays({name[len("summary_"):]: v for name, v in a.items()
@@ -395,7 +404,7 @@ class PlanIndex:
                    d_intra=a["d_intra"], centroids=cen.astype(np.float64, copy=False), dist_h=a["dist_h"],
                    pool_h=a["pool_h"].astype(bool, copy=False), dup_h=a.get("dup_h"), clip_h=a.get("clip_h"),
                    dup_rank=a.get("dup_rank"), clip_rank=a.get("clip_rank"), summary=summary,
-                   negclip_h=a.get("negclip_h"), negclip_rank=a.get("negclip_rank"))
+                   negclip_h=a.get("negclip_h"), negclip_rank=a.get("negclip_rank"), inv=inv)
 
     def _segment(self, cluster: int) -> tuple[int, int]:
         """[lo, hi) of one cluster's rows in the hard order (farthest from the centroid first)."""
