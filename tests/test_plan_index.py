@@ -234,3 +234,23 @@ def test_index_columns_come_in_row_order_whatever_order_the_table_holds(workspac
     cols = db.index_columns(ws)
     assert cols["cluster"].dtype == np.int32 and cols["pool"].dtype == np.bool_
     assert_same_plans_on_workspace(build_index(ws), want)
+
+
+def test_an_index_stored_without_its_inverse_gets_it_on_its_first_open(workspace_copy, monkeypatch):
+    ws = workspace_copy
+    folder = plan_index.stored_path(ws, plan_index.index_key(ws, db.load_meta(ws)))
+    (folder / "inv.npy").unlink()  # as stored before the inverse was
+    first = load_index(ws)
+    assert (folder / "inv.npy").is_file() and not list(folder.glob(".*.tmp"))
+    second = load_index(ws)
+    assert not second.inv.flags.writeable  # mapped from the file now
+    np.testing.assert_array_equal(second.inv, first.inv)
+    assert_same_plans_on_workspace(second, build_index(ws))
+    (folder / "inv.npy").unlink()
+
+    def read_only(*args):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(plan_index.os, "replace", read_only)  # a folder this process cannot write
+    assert_same_plans_on_workspace(load_index(ws), first)  # it opens, computing the inverse
+    assert not (folder / "inv.npy").exists() and not list(folder.glob(".*.tmp"))

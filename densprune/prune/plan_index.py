@@ -70,7 +70,25 @@ def load_stored(workspace: str | os.PathLike, key: str) -> PlanIndex | None:
         log.warning("the stored plan index %s cannot be used (%s): building it again", d, e)
         return None
     log.info("plan index: %d rows, %d clusters, mapped from %s", index.n_rows, index.n_clusters, d)
+    if "inv" not in arrays:  # stored before the inverse was: add it, so later processes map it too
+        _add_array(d, "inv", index.arrays()["inv"])
     return index
+
+
+def _add_array(folder: Path, name: str, arr: np.ndarray) -> None:
+    """Write ``folder/name.npy`` beside a stored index's arrays: a temporary file renamed into place, so a
+    reader sees the whole file or none (writers racing write the same content). Best effort: a folder
+    this process cannot write keeps computing it (logged)."""
+    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        os.replace(tmp, folder / f"{name}.npy")
+        log.info("plan index: %s.npy added to %s", name, folder)
+    except OSError as e:
+        log.info("could not add %s.npy to the stored plan index %s (%s)", name, folder, e)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def store(workspace: str | os.PathLike, key: str, index: PlanIndex) -> Path | None:
