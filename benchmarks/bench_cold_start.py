@@ -66,11 +66,27 @@ def one_run(ws: Path, page_name: str, side: str, log: Path, baseline: Path | Non
     root = baseline if side == "baseline" else ROOT
     env = dict(os.environ, DENSPRUNE_NO_WARM_UP="1" if side == "no warm-up" else "0")
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
-    def cmd(port: int) -> list[str]:
-        return [sys.executable, "-m", "densprune.app.serve", "run", str(root / "app.py"), *streamlit_flags(port),
-                "--", "--workspace", str(ws)]
-    return serve_and_paint(cmd, env, page_name, TITLES[page_name], DRAWN_JS.get(page_name, "() => true"), log,
-                           cwd=root)
+    return serve_and_paint(lambda port: app_command(root, ws, port), env, page_name, TITLES[page_name],
+                           DRAWN_JS.get(page_name, "() => true"), log, cwd=root)
+
+
+def app_command(root: Path, ws: Path, port: int) -> list[str]:
+    """The checkout ``root``'s app on workspace ``ws`` and ``port``, served as ``densprune app`` serves it."""
+    return [sys.executable, "-m", "densprune.app.serve", "run", str(root / "app.py"), *streamlit_flags(port),
+            "--", "--workspace", str(ws)]
+
+
+def checked_setup(ap: argparse.ArgumentParser, workspace: Path, stem: str) -> tuple[Path, Path]:
+    """(the workspace resolved, a log file named ``stem``) once chromium and a complete workspace are there;
+    else the parser's error."""
+    if not Path(CHROMIUM).exists():
+        ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from densprune import db
+
+    ws = workspace.resolve()
+    if not db.is_complete(ws):
+        ap.error(f"no complete workspace at {ws}")
+    return ws, Path(os.environ.get("TMPDIR", "/tmp")) / f"{stem}-{os.getpid()}.log"
 
 
 def streamlit_flags(port: int) -> list[str]:
@@ -209,14 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time data-free Streamlit apps the same way: the floor of any Streamlit page here")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cold_start.md (+ .json)")
     args = ap.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    ws, log = checked_setup(ap, args.workspace, "densprune-cold-start")
     from densprune import db
 
-    ws = args.workspace.resolve()
-    if not db.is_complete(ws):
-        ap.error(f"no complete workspace at {ws}")
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-cold-start-{os.getpid()}.log"
     names = ["warm-up", "no warm-up"] + (["baseline"] if args.baseline else [])
     runs: dict[str, dict[str, list[dict[str, float]]]] = {pg: {side: [] for side in names} for pg in args.pages}
     n_rows = int(db.load_meta(ws)["n_samples"])

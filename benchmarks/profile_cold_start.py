@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # thi
 
 from _util import command_line, machine, publish, table  # noqa: E402
 from app_server import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, free_port, stop_app  # noqa: E402
-from bench_cold_start import DRAWN_JS, TITLES, streamlit_flags, wait_http  # noqa: E402
+from bench_cold_start import DRAWN_JS, TITLES, app_command, checked_setup, wait_http  # noqa: E402
 
 OBSERVE_JS = """
 window.__seen = {};
@@ -53,9 +53,7 @@ def one_run(ws: Path, page_name: str, log: Path) -> dict[str, float]:
     port = free_port()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "densprune.app.serve", "run", str(ROOT / "app.py"),
-                                 *streamlit_flags(port), "--", "--workspace", str(ws)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(app_command(ROOT, ws, port), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     ev: dict[str, float] = {}
     try:
         ev["HTTP answers"] = wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, t0, log)
@@ -95,14 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cold_start_timeline.md")
     args = ap.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    ws, log = checked_setup(ap, args.workspace, "densprune-cold-profile")
     from densprune import db
 
-    ws = args.workspace.resolve()
-    if not db.is_complete(ws):
-        ap.error(f"no complete workspace at {ws}")
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-cold-profile-{os.getpid()}.log"
     runs = [one_run(ws, args.page, log) for _ in range(args.runs)]
     events = sorted({k for r in runs for k in r}, key=lambda k: statistics.median(r[k] for r in runs if k in r))
     rows = []

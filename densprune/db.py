@@ -783,13 +783,13 @@ def _files_stat(workspace: str | os.PathLike) -> tuple | None:
     out = []
     for p in (path, path.with_name(path.name + ".wal")):
         try:
-            st_ = p.stat()
+            info = p.stat()
         except FileNotFoundError:
             out.append(None)
             continue
-        if time.time_ns() - st_.st_mtime_ns < SETTLED_NS:
+        if time.time_ns() - info.st_mtime_ns < SETTLED_NS:
             return None
-        out.append((st_.st_ino, st_.st_size, st_.st_mtime_ns))
+        out.append((info.st_ino, info.st_size, info.st_mtime_ns))
     return tuple(out)
 
 
