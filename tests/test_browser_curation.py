@@ -67,6 +67,12 @@ def tag_tiles(pg, key_concept: int, tiles: list[int], name: str, action: str) ->
     form.get_by_role("textbox", name="Tag name").fill(name)
     form.get_by_text(action, exact=True).click()
     form.get_by_role("button", name=f"Tag the {len(tiles)} picked").click()
+    # the click starts a script run only after the browser sends it, so settle() alone can return before
+    # the tag is written: wait for what the page shows once it is (its toast) or for the error it shows
+    done = pg.locator('[data-testid="stToast"]').filter(has_text=f"“{name}”")
+    failed = pg.locator('[data-testid="stAlertContentError"]')
+    done.or_(failed).first.wait_for(timeout=120_000)
+    assert not failed.count(), f"tagging {name!r} failed: {failed.first.inner_text()}"
     settle(pg)
 
 
@@ -94,6 +100,7 @@ def test_tag_two_tiles_never_and_the_plan_excludes_them(ws, app_url, browser, ar
     form = pg.locator('[data-testid="stForm"]').filter(has=pg.get_by_text("Plan name"))
     form.get_by_role("textbox", name="Plan name").fill("curated")
     form.get_by_role("button", name="Save plan").click()
+    pg.get_by_text("Saved plan “curated”").first.wait_for(timeout=60_000)  # written, not merely clicked
     settle(pg)
     screenshot(pg, artifacts / "budget-decisions.png")
     row, keep = plans.load_plan(ws, "curated")
