@@ -7,8 +7,9 @@ both sides), then the mask from them: ``PlanIndex._fill_at_level`` (a walk of ev
 prefix, then one streaming pass in row order) against ``PlanIndex._fill`` (the eligible mask in hard
 order, its cumsum, K binary searches, the kept positions compressed and scattered through the order).
 Both masks are checked equal before timing; the runs alternate; medians. The first mask of an index
-also builds its row-order columns (concept, dedup level, CLIP rank: one gather each), reported apart,
-with their size per row.
+also builds its row-order columns (concept, dedup level, CLIP rank: one gather each), and
+the first random plan of a seed its frame (a permutation and a sort) and that frame's positions and
+dedup levels: both reported apart, with their size per row.
 
     python benchmarks/bench_mask.py --sizes 1000000 10000000 100000000 --clusters 500 5000
 """
@@ -60,6 +61,11 @@ def run(n: int, k: int, runs: int) -> dict:
             r = index.compute(p, mask=False)
             return index._fill(p, r.quota, None)
 
+        if p.method == "random":  # the seed's frame and its frame-order columns: built once per seed
+            t0 = time.perf_counter()
+            fc = index._random_frame_columns(p.seed, level[1] > 0)
+            out["frame_columns_s"] = time.perf_counter() - t0
+            out["frame_columns_bytes_per_row"] = sum(int(a.nbytes) for a in fc.values()) / n
         a, b = new(), old()  # the random frame's caches fill here, outside the timing
         np.testing.assert_array_equal(a, b, err_msg=label)
         np.testing.assert_array_equal(a, index.compute(p).keep, err_msg=label)
@@ -83,9 +89,13 @@ def report(results: list[dict], runs: int) -> str:
             lines.append(f"| {r['n']:,} | {r['k']:,} | {label} | **{c['compiled_ms']:,.1f}** "
                          f"({c['compiled_gb_per_s']:.2f}) | {c['numpy_ms']:,.1f} ({c['numpy_gb_per_s']:.2f}) | "
                          f"{c['numpy_ms'] / c['compiled_ms']:.1f}x |")
-    lines += ["", "| N | K | row-order columns, built once per index (first mask), s | their size, bytes per row |",
-              "|---|---|---|---|"]
-    lines += [f"| {r['n']:,} | {r['k']:,} | {r['row_columns_s']:.2f} | {r['row_columns_bytes_per_row']:.0f} |"
+    lines += ["", "| N | K | row-order columns, built once per index (first mask), s | their size, bytes per row "
+              "| a seed's random frame and its frame-order columns, built once per seed, s "
+              "| the columns (positions, dedup levels), bytes per row |",
+              "|---|---|---|---|---|---|"]
+    nan = float("nan")
+    lines += [f"| {r['n']:,} | {r['k']:,} | {r['row_columns_s']:.2f} | {r['row_columns_bytes_per_row']:.0f} | "
+              f"{r.get('frame_columns_s', nan):.2f} | {r.get('frame_columns_bytes_per_row', nan):.0f} |"
               for r in results]
     return "\n".join(lines)
 

@@ -55,8 +55,9 @@ def test_kernels_equal_a_direct_implementation(seed):
     counts = np.where(sizes > 0, counts, 0)
     quota = np.array([rng.integers(0, c + 1) for c in counts], dtype=np.int64)
 
-    cuts = masks.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_h=dl_h, level=level,
-                            clip_h=clip_h, clip_cut=clip_cut, skip=skip)
+    in_frame = (lambda a: a) if frame is None else (lambda a: a[frame])  # the columns in the frame's order
+    cuts = masks.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_f=in_frame(dl_h), level=level,
+                            clip_f=None if clip_h is None else in_frame(clip_h), clip_cut=clip_cut, skip=skip)
     assert ((cuts >= lo) & (cuts <= hi)).all()
     if frame is None:
         pos = inv
@@ -86,3 +87,4 @@ def test_a_mask_of_a_million_rows_on_every_core_equals_the_numpy_fill(monkeypatc
               PlanParams(method="random", keep=0.2, dedup_eps=0.1, seed=4)):
         fast, full = index.compute(p), index.compute(p, summary=False)
         np.testing.assert_array_equal(fast.keep, full.keep)
+

@@ -8,7 +8,8 @@ eligibility is row-local: in the pool and not a duplicate at dedup level b (``dl
 CLIP level, a CLIP rank at most the level's cut. So the mask is:
 
 1. :func:`frame_cuts`: per concept, walk its segment from the kept end until ``quota[j]`` eligible
-   members are seen: the cut position (K,). The walk reads only the kept prefixes, in order.
+   members are seen: the cut position (K,). The walk reads only the kept prefixes, in order, from
+   frame-order copies of the filter columns (for a random frame, built once per seed).
 2. :func:`write_mask`: in row order, ``keep[r] = eligible[r] and (pos[r] < cut[cluster[r]])`` (``>=``
    for easy), where ``pos[r]`` is the row's position in the frame. One streaming pass over row-order
    copies of the filter columns (a few bytes per row), writing the mask in order.
@@ -41,7 +42,7 @@ def _kernels() -> dict[str, object]:
     import numba as nb
 
     @nb.njit(parallel=True, cache=True, nogil=True)
-    def cuts(lo, hi, quota, from_end, frame, use_frame, dl_h, b, clip_h, clip_cut, use_clip, skip, out):
+    def cuts(lo, hi, quota, from_end, frame, use_frame, dl_f, b, clip_f, clip_cut, use_clip, skip, out):
         for j in nb.prange(lo.size):
             q = quota[j]
             n = 0
@@ -53,9 +54,9 @@ def _kernels() -> dict[str, object]:
             t = s1 - 1 if from_end else s0  # in the hard order the walk meets the tags in order: a moving pointer
             while n < q and steps < z - a:
                 p = z - 1 - steps if from_end else a + steps
-                h = frame[p] if use_frame else p
-                ok = (dl_h[h] > b) & ((not use_clip) or clip_h[h] <= clip_cut)
+                ok = (dl_f[p] > b) & ((not use_clip) or clip_f[p] <= clip_cut)  # frame order: a sequential read
                 if ok and s1 > s0:
+                    h = frame[p] if use_frame else p
                     if use_frame:  # a random frame visits them out of order: a binary search
                         k = np.searchsorted(skip[s0:s1], h)
                         ok = not (k < s1 - s0 and skip[s0 + k] == h)
@@ -96,7 +97,7 @@ def _no_clip(clip: np.ndarray | None) -> tuple[np.ndarray, bool]:
 
 
 def frame_cuts(lo: np.ndarray, hi: np.ndarray, quota: np.ndarray, *, from_end: bool, frame: np.ndarray | None,
-               dl_h: np.ndarray, level: int, clip_h: np.ndarray | None = None, clip_cut: int = 0,
+               dl_f: np.ndarray, level: int, clip_f: np.ndarray | None = None, clip_cut: int = 0,
                skip: np.ndarray | None = None) -> np.ndarray:
     """Per concept, where its kept part of the frame ends (starts, ``from_end``).
 
@@ -105,11 +106,12 @@ def frame_cuts(lo: np.ndarray, hi: np.ndarray, quota: np.ndarray, *, from_end: b
         quota: (K,) int64 eligible members to keep per concept (at most its eligible count).
         from_end: keep the last ``quota`` eligible of each segment (easy) instead of the first.
         frame: (N,) hard position at each frame position (a seeded random frame), or None: the frame
-            is the hard order itself.
-        dl_h: (N,) uint8 dedup level per hard position (plan_summary.dedup_levels): eligible at dedup
-            level ``level`` iff ``dl_h > level`` (0 outside the pool).
-        clip_h: (N,) int CLIP rank per hard position, or None (no CLIP filter); eligible iff
-            ``clip_h <= clip_cut``.
+            is the hard order itself. Read only in segments with tagged rows (``skip``).
+        dl_f: (N,) uint8 dedup level per frame position (plan_summary.dedup_levels, in the frame's
+            order: for a random frame ``dl_h[frame]``): eligible at dedup level ``level`` iff
+            ``dl_f > level`` (0 outside the pool). In frame order the walk reads it in sequence.
+        clip_f: (N,) int CLIP rank per frame position, or None (no CLIP filter); eligible iff
+            ``clip_f <= clip_cut``.
         skip: (M,) int64 sorted hard positions that are not eligible whatever their filters say
             (tagged rows), or None.
 
@@ -118,13 +120,13 @@ def frame_cuts(lo: np.ndarray, hi: np.ndarray, quota: np.ndarray, *, from_end: b
     """
     k = _kernels()
     out = np.empty(lo.size, dtype=np.int64)
-    clip, use_clip = _no_clip(clip_h)
+    clip, use_clip = _no_clip(clip_f)
     skip = np.zeros(0, dtype=np.int64) if skip is None else np.ascontiguousarray(skip, dtype=np.int64)
     use_frame = frame is not None
     fr = np.asarray(frame, dtype=np.int64) if use_frame else np.zeros(1, dtype=np.int64)
     with _LOCK:
         k["cuts"](np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64), np.asarray(quota, dtype=np.int64),
-                  bool(from_end), fr, use_frame, dl_h, int(level), clip, int(clip_cut), use_clip, skip, out)
+                  bool(from_end), fr, use_frame, dl_f, int(level), clip, int(clip_cut), use_clip, skip, out)
     return out
 
 

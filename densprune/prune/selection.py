@@ -292,7 +292,7 @@ class PlanIndex:
         self._seeds: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._proto_rank: dict[str, np.ndarray] = {}  # per within direction: the prototype method's order
         self._tag_pos: dict[tuple[str, str], np.ndarray] = {}  # sorted hard positions of tagged rows, per digest
-        self._frame_pos: OrderedDict[int, np.ndarray] = OrderedDict()  # per seed: each row's random-frame position
+        self._frame_cols: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()  # :meth:`_random_frame_columns`
         self._by_row: dict[str, np.ndarray] = {}  # row-order copies of the filter columns (:meth:`_row_columns`)
         self._hier: dict[int, list[np.ndarray]] = {}  # per seed: the concept hierarchy (:meth:`hierarchy`)
         self._lock = threading.Lock()  # guards the caches above
@@ -891,19 +891,29 @@ class PlanIndex:
             self._by_row.update(cols)
         return self._by_row
 
-    def _random_frame_pos(self, seed: int) -> np.ndarray:
-        """(N,) int every row's position in the seed's random frame (:meth:`_random_orders`), cached per seed."""
+    def _random_frame_columns(self, seed: int, clip: bool) -> dict[str, np.ndarray]:
+        """What a mask in the seed's random frame (:meth:`_random_orders`) reads, cached per seed:
+        ``pos`` (N,) int32/int64 every row's position in the frame; ``dl`` (N,) uint8 the dedup levels
+        in frame order; with ``clip``, ``clip`` (N,) the CLIP ranks in frame order (built on the first
+        CLIP plan of that seed). In frame order the walk of the kept prefixes reads them in sequence,
+        not through the frame (a random gather per position)."""
         with self._lock:
-            if seed in self._frame_pos:
-                self._frame_pos.move_to_end(seed)
-                return self._frame_pos[seed]
+            have = self._frame_cols.get(seed)
+            if have is not None:
+                self._frame_cols.move_to_end(seed)
+                if "clip" in have or not clip:
+                    return have
         w, _ = self._random_orders(seed)
-        pos = _ranks(w)[self.inv]
+        if have is None:
+            have = {"pos": _ranks(w)[self.inv], "dl": self._row_columns()["dl_h"][w]}
+        if clip:
+            have = {**have, "clip": np.asarray(self._clip_rank)[w]}
         with self._lock:
-            self._frame_pos[seed] = pos
-            while len(self._frame_pos) > self._SEED_CACHE:
-                self._frame_pos.popitem(last=False)
-        return pos
+            self._frame_cols[seed] = have
+            self._frame_cols.move_to_end(seed)
+            while len(self._frame_cols) > self._SEED_CACHE:
+                self._frame_cols.popitem(last=False)
+        return have
 
     def _compiled_mask(self, level: tuple[int, int] | None) -> bool:
         return level is not None and self.n_rows >= self.COMPILED_MASK_ROWS
@@ -920,11 +930,15 @@ class PlanIndex:
         cut_c = int(self.summary.clip_cut[b, c]) if use_clip else 0
         randomised = p.method == "random" or p.within == "random"
         from_end = p.within == "easy" and not randomised
-        frame = self._random_orders(p.seed)[0] if randomised else None
+        if randomised:
+            frame = self._random_orders(p.seed)[0]
+            fc = self._random_frame_columns(p.seed, use_clip)
+            pos, dl_f, clip_f = fc["pos"], fc["dl"], fc.get("clip")
+        else:  # the hard order is the frame
+            frame, pos, dl_f, clip_f = None, self.inv, cols["dl_h"], self._clip_rank
         lo, hi = self.offsets[:-1], self.offsets[1:]
-        cuts = masks.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_h=cols["dl_h"], level=b,
-                                clip_h=self._clip_rank if use_clip else None, clip_cut=cut_c, skip=skip)
-        pos = self._random_frame_pos(p.seed) if randomised else self.inv
+        cuts = masks.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_f=dl_f, level=b,
+                                clip_f=clip_f if use_clip else None, clip_cut=cut_c, skip=skip)
         return masks.write_mask(pos, cols["cl"], cuts, from_end=from_end, dl=cols["dl"], level=b,
                                 clip=cols.get("clip") if use_clip else None, clip_cut=cut_c)
 
