@@ -11,6 +11,12 @@ also builds its row-order columns (concept, dedup level, CLIP rank: one gather e
 the first random plan of a seed its frame (a permutation and a sort) and that frame's positions and
 dedup levels: both reported apart, with their size per row.
 
+With ``--baseline DIR`` (another checkout, such as a git worktree of the previous commit) the kernels
+of DIR's ``densprune/prune/masks.py`` run as a third side on the same index, the same quotas and this
+checkout's row-order columns: a side-by-side of two versions of the kernels in one process. Kernels
+that walk a random frame through the frame (``frame_cuts(..., dl_h=...)``, before the frame-order
+columns) are called that way.
+
     python benchmarks/bench_mask.py --sizes 1000000 10000000 100000000 --clusters 500 5000
 """
 
@@ -40,7 +46,55 @@ CASES = [("dbp keep=0.3", PlanParams(keep=0.3)),
          ("random keep=0.3", PlanParams(method="random", keep=0.3))]
 
 
-def run(n: int, k: int, runs: int) -> dict:
+def load_kernels(checkout: Path):
+    """The ``densprune/prune/masks.py`` of another checkout, imported as a module of its own."""
+    import importlib.util
+
+    path = checkout / "densprune" / "prune" / "masks.py"
+    spec = importlib.util.spec_from_file_location("baseline_masks", path)
+    if spec is None or not path.is_file():
+        raise SystemExit(f"{path} not found: --baseline takes a checkout of densprune (a git worktree)")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def baseline_label(checkout: Path) -> str:
+    """The checkout and, where it is a git work tree, its commit."""
+    import subprocess
+
+    sha = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    return f"{checkout} (commit {sha})" if sha else str(checkout)
+
+
+def baseline_fill(kernels, index: PlanIndex, p: PlanParams, quota: np.ndarray, level: tuple[int, int]) -> np.ndarray:
+    """``PlanIndex._fill_at_level`` (no tagged rows) with another version's kernels."""
+    import inspect
+
+    cols = index._row_columns()
+    b, c = level
+    use_clip = c > 0
+    cut_c = int(index.summary.clip_cut[b, c]) if use_clip else 0
+    randomised = p.method == "random" or p.within == "random"
+    from_end = p.within == "easy" and not randomised
+    frame = index._random_orders(p.seed)[0] if randomised else None
+    lo, hi = index.offsets[:-1], index.offsets[1:]
+    if "dl_h" in inspect.signature(kernels.frame_cuts).parameters:  # the walk reads through the frame
+        cuts = kernels.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_h=cols["dl_h"], level=b,
+                                  clip_h=index._clip_rank if use_clip else None, clip_cut=cut_c)
+    else:
+        fc = index._random_frame_columns(p.seed, use_clip) if randomised else None
+        cuts = kernels.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame,
+                                  dl_f=fc["dl"] if fc else cols["dl_h"], level=b,
+                                  clip_f=(fc.get("clip") if fc else index._clip_rank) if use_clip else None,
+                                  clip_cut=cut_c)
+    pos = index._random_frame_columns(p.seed, False)["pos"] if randomised else index.inv
+    return kernels.write_mask(pos, cols["cl"], cuts, from_end=from_end, dl=cols["dl"], level=b,
+                              clip=cols.get("clip") if use_clip else None, clip_cut=cut_c)
+
+
+def run(n: int, k: int, runs: int, baseline=None) -> dict:
     d = synthetic(n, k, 32)
     index = PlanIndex.build(d["clusters"], d["dist"], d["centroids"], d["in_pool"], d["dup"], d["clip"])
     del d
@@ -66,29 +120,45 @@ def run(n: int, k: int, runs: int) -> dict:
             fc = index._random_frame_columns(p.seed, level[1] > 0)
             out["frame_columns_s"] = time.perf_counter() - t0
             out["frame_columns_bytes_per_row"] = sum(int(a.nbytes) for a in fc.values()) / n
+        sides = {"compiled": new, "numpy": old}
+        if baseline is not None:
+            def base():
+                r = index.compute(p, mask=False)
+                return baseline_fill(baseline, index, p, r.quota, level)
+
+            sides["baseline"] = base
         a, b = new(), old()  # the random frame's caches fill here, outside the timing
         np.testing.assert_array_equal(a, b, err_msg=label)
         np.testing.assert_array_equal(a, index.compute(p).keep, err_msg=label)
+        if baseline is not None:
+            np.testing.assert_array_equal(a, base(), err_msg=label)
         del a, b
-        times = interleaved_times({"compiled": new, "numpy": old}, runs)
+        times = interleaved_times(sides, runs)
         med = {name: statistics.median(ts) for name, ts in times.items()}
-        out["cases"][label] = {"compiled_ms": 1e3 * med["compiled"], "numpy_ms": 1e3 * med["numpy"],
-                               "compiled_gb_per_s": n / 1e9 / med["compiled"], "numpy_gb_per_s": n / 1e9 / med["numpy"]}
+        out["cases"][label] = {f"{name}_{unit}": v for name, t in med.items()
+                               for unit, v in (("ms", 1e3 * t), ("gb_per_s", n / 1e9 / t))}
         logger.info("N=%d K=%d %s: %.1f ms (%.2f GB/s) vs numpy %.1f ms", n, k, label, 1e3 * med["compiled"],
                     n / 1e9 / med["compiled"], 1e3 * med["numpy"])
     return out
 
 
-def report(results: list[dict], runs: int) -> str:
+def report(results: list[dict], runs: int, baseline: str | None = None) -> str:
+    with_base = baseline is not None
     lines = [f"median of {runs} alternating runs; wall ms, and GB of (N,) bool mask written per second; the "
-             "quotas from the summary are inside both sides' time", "",
-             "| N | K | plan | compiled kernels, ms (GB/s) | numpy fill, ms (GB/s) | speed-up |",
-             "|---|---|---|---|---|---|"]
+             "quotas from the summary are inside every side's time"
+             + (f"; baseline: the kernels of {baseline}" if with_base else ""), "",
+             "| N | K | plan | compiled kernels, ms (GB/s) | numpy fill, ms (GB/s) | speed-up |"
+             + (" baseline kernels, ms (GB/s) | speed-up over them |" if with_base else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if with_base else "")]
     for r in results:
         for label, c in r["cases"].items():
-            lines.append(f"| {r['n']:,} | {r['k']:,} | {label} | **{c['compiled_ms']:,.1f}** "
-                         f"({c['compiled_gb_per_s']:.2f}) | {c['numpy_ms']:,.1f} ({c['numpy_gb_per_s']:.2f}) | "
-                         f"{c['numpy_ms'] / c['compiled_ms']:.1f}x |")
+            line = (f"| {r['n']:,} | {r['k']:,} | {label} | **{c['compiled_ms']:,.1f}** "
+                    f"({c['compiled_gb_per_s']:.2f}) | {c['numpy_ms']:,.1f} ({c['numpy_gb_per_s']:.2f}) | "
+                    f"{c['numpy_ms'] / c['compiled_ms']:.1f}x |")
+            if with_base:
+                line += (f" {c['baseline_ms']:,.1f} ({c['baseline_gb_per_s']:.2f}) | "
+                         f"{c['baseline_ms'] / c['compiled_ms']:.2f}x |")
+            lines.append(line)
     lines += ["", "| N | K | row-order columns, built once per index (first mask), s | their size, bytes per row "
               "| a seed's random frame and its frame-order columns, built once per seed, s "
               "| the columns (positions, dedup levels), bytes per row |",
@@ -106,14 +176,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clusters", type=int, nargs="+", default=[500, 5000])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/mask.md (+ .json)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout whose mask kernels run as a third side (a git worktree)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    baseline = load_kernels(args.baseline) if args.baseline else None
     results = []
     for n in args.sizes:
         for k in args.clusters:
-            results.append(run(n, k, args.runs))
+            results.append(run(n, k, args.runs, baseline))
             gc.collect()
-    path = publish(report(results, args.runs), args.out, "mask.md")
+    path = publish(report(results, args.runs, baseline_label(args.baseline) if args.baseline else None), args.out,
+                   "mask.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
                                                      "results": results}, indent=1))
 
