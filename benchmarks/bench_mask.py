@@ -69,29 +69,19 @@ def baseline_label(checkout: Path) -> str:
 
 
 def baseline_fill(kernels, index: PlanIndex, p: PlanParams, quota: np.ndarray, level: tuple[int, int]) -> np.ndarray:
-    """``PlanIndex._fill_at_level`` (no tagged rows) with another version's kernels."""
+    """``PlanIndex._fill_at_level`` (no tagged rows) with another version's kernels, on this index's inputs."""
     import inspect
 
-    cols = index._row_columns()
-    b, c = level
-    use_clip = c > 0
-    cut_c = int(index.summary.clip_cut[b, c]) if use_clip else 0
-    randomised = p.method == "random" or p.within == "random"
-    from_end = p.within == "easy" and not randomised
-    frame = index._random_orders(p.seed)[0] if randomised else None
-    lo, hi = index.offsets[:-1], index.offsets[1:]
-    if "dl_h" in inspect.signature(kernels.frame_cuts).parameters:  # the walk reads through the frame
-        cuts = kernels.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_h=cols["dl_h"], level=b,
-                                  clip_h=index._clip_rank if use_clip else None, clip_cut=cut_c)
+    m = index._mask_inputs(p, level)
+    if "dl_h" in inspect.signature(kernels.frame_cuts).parameters:  # the walk reads through the frame, hard order
+        cuts = kernels.frame_cuts(m.lo, m.hi, quota, from_end=m.from_end, frame=m.frame,
+                                  dl_h=index._row_columns()["dl_h"], level=m.level,
+                                  clip_h=None if m.clip_f is None else index._clip_rank, clip_cut=m.clip_cut)
     else:
-        fc = index._random_frame_columns(p.seed, use_clip) if randomised else None
-        cuts = kernels.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame,
-                                  dl_f=fc["dl"] if fc else cols["dl_h"], level=b,
-                                  clip_f=(fc.get("clip") if fc else index._clip_rank) if use_clip else None,
-                                  clip_cut=cut_c)
-    pos = index._random_frame_columns(p.seed, False)["pos"] if randomised else index.inv
-    return kernels.write_mask(pos, cols["cl"], cuts, from_end=from_end, dl=cols["dl"], level=b,
-                              clip=cols.get("clip") if use_clip else None, clip_cut=cut_c)
+        cuts = kernels.frame_cuts(m.lo, m.hi, quota, from_end=m.from_end, frame=m.frame, dl_f=m.dl_f, level=m.level,
+                                  clip_f=m.clip_f, clip_cut=m.clip_cut)
+    return kernels.write_mask(m.pos, m.cl, cuts, from_end=m.from_end, dl=m.dl, level=m.level, clip=m.clip,
+                              clip_cut=m.clip_cut)
 
 
 def run(n: int, k: int, runs: int, baseline=None) -> dict:

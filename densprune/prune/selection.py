@@ -243,10 +243,28 @@ def _effects(dec: Decisions, t: _Tagged, kept: np.ndarray, base: np.ndarray) -> 
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class MaskInputs:
+    """What densprune.prune.masks reads for one plan at the summary's levels (PlanIndex._mask_inputs)."""
+
+    lo: np.ndarray  # (K,) segment starts of the concepts in the frame
+    hi: np.ndarray  # (K,) segment ends
+    from_end: bool  # easy: the kept members are the last of each segment
+    frame: np.ndarray | None  # (N,) hard position at each frame position; None: the hard order
+    pos: np.ndarray  # (N,) every row's position in the frame
+    dl_f: np.ndarray  # (N,) uint8 dedup levels in frame order
+    clip_f: np.ndarray | None  # (N,) CLIP ranks in frame order, or None (no CLIP filter)
+    cl: np.ndarray  # (N,) concept of every row
+    dl: np.ndarray  # (N,) uint8 dedup level of every row
+    clip: np.ndarray | None  # (N,) CLIP rank of every row, or None
+    level: int  # the dedup level b: eligible iff dl > b
+    clip_cut: int  # eligible iff the CLIP rank <= clip_cut (with a CLIP filter)
+
+
 class PlanIndex:
     """Precomputed per-cluster structure of one workspace; build with :meth:`build`."""
 
-    _SEED_CACHE = 3  # random orders kept per index (2 intp arrays of N each per seed)
+    _SEED_CACHE = 3  # seeds kept per index: their random orders (2 intp arrays of N) and frame columns
     # masks of plans at the summary's levels use the compiled kernels (densprune.prune.masks) from this many
     # rows on; below it the numpy fill takes milliseconds and a process does not pay numba's ~0.5 s first call
     COMPILED_MASK_ROWS = 2_000_000
@@ -918,29 +936,35 @@ class PlanIndex:
     def _compiled_mask(self, level: tuple[int, int] | None) -> bool:
         return level is not None and self.n_rows >= self.COMPILED_MASK_ROWS
 
+    def _mask_inputs(self, p: PlanParams, level: tuple[int, int]) -> MaskInputs:
+        """What the mask kernels read for a plan at the summary's (dedup, CLIP) ``level``: its frame
+        (the hard order, or the seed's random frame) with the filter columns in that frame's order, and
+        the row-order columns."""
+        cols = self._row_columns()
+        b, c = level
+        use_clip = c > 0
+        randomised = p.method == "random" or p.within == "random"
+        if randomised:
+            fc = self._random_frame_columns(p.seed, use_clip)
+            frame, pos, dl_f, clip_f = self._random_orders(p.seed)[0], fc["pos"], fc["dl"], fc.get("clip")
+        else:  # the hard order is the frame
+            frame, pos, dl_f, clip_f = None, self.inv, cols["dl_h"], self._clip_rank
+        return MaskInputs(lo=self.offsets[:-1], hi=self.offsets[1:], from_end=p.within == "easy" and not randomised,
+                          frame=frame, pos=pos, dl_f=dl_f, clip_f=clip_f if use_clip else None, cl=cols["cl"],
+                          dl=cols["dl"], clip=cols.get("clip") if use_clip else None, level=b,
+                          clip_cut=int(self.summary.clip_cut[b, c]) if use_clip else 0)
+
     def _fill_at_level(self, p: PlanParams, quota: np.ndarray, level: tuple[int, int],
                        skip: np.ndarray | None = None) -> np.ndarray:
         """:meth:`_fill` for a plan at the summary's (dedup, CLIP) ``level``, at memory speed
         (densprune.prune.masks: a walk of the kept prefixes and one streaming pass in row order).
         ``skip`` (M,): sorted hard positions taken out of the method's share (tagged rows); the caller
         sets their mask entries. Returns the (N,) bool keep mask in row order."""
-        cols = self._row_columns()
-        b, c = level
-        use_clip = c > 0
-        cut_c = int(self.summary.clip_cut[b, c]) if use_clip else 0
-        randomised = p.method == "random" or p.within == "random"
-        from_end = p.within == "easy" and not randomised
-        if randomised:
-            frame = self._random_orders(p.seed)[0]
-            fc = self._random_frame_columns(p.seed, use_clip)
-            pos, dl_f, clip_f = fc["pos"], fc["dl"], fc.get("clip")
-        else:  # the hard order is the frame
-            frame, pos, dl_f, clip_f = None, self.inv, cols["dl_h"], self._clip_rank
-        lo, hi = self.offsets[:-1], self.offsets[1:]
-        cuts = masks.frame_cuts(lo, hi, quota, from_end=from_end, frame=frame, dl_f=dl_f, level=b,
-                                clip_f=clip_f if use_clip else None, clip_cut=cut_c, skip=skip)
-        return masks.write_mask(pos, cols["cl"], cuts, from_end=from_end, dl=cols["dl"], level=b,
-                                clip=cols.get("clip") if use_clip else None, clip_cut=cut_c)
+        m = self._mask_inputs(p, level)
+        cuts = masks.frame_cuts(m.lo, m.hi, quota, from_end=m.from_end, frame=m.frame, dl_f=m.dl_f, level=m.level,
+                                clip_f=m.clip_f, clip_cut=m.clip_cut, skip=skip)
+        return masks.write_mask(m.pos, m.cl, cuts, from_end=m.from_end, dl=m.dl, level=m.level, clip=m.clip,
+                                clip_cut=m.clip_cut)
 
     def _fill(self, p: PlanParams, quota: np.ndarray, elig: np.ndarray | None) -> np.ndarray:
         """The (N,) bool keep mask in row order that fills ``quota`` (K,) in each cluster in the
