@@ -87,4 +87,3 @@ def test_a_mask_of_a_million_rows_on_every_core_equals_the_numpy_fill(monkeypatc
               PlanParams(method="random", keep=0.2, dedup_eps=0.1, seed=4)):
         fast, full = index.compute(p), index.compute(p, summary=False)
         np.testing.assert_array_equal(fast.keep, full.keep)
-
