@@ -22,6 +22,10 @@ With ``--decisions RULES TAGGED`` the workspace first gets that many concept rul
 
     python benchmarks/bench_browser.py [--workspace DIR] [--runs 15] [--page-rounds 4] [--out FILE]
     python benchmarks/bench_browser.py --workspace workspaces/ws-10m --decisions 500 1000000 --runs 10
+    python benchmarks/bench_browser.py --workspace workspaces/ws-10m --page-rounds 3 --baseline /tmp/base
+
+With ``--baseline DIR`` another checkout's app is measured the same way, a fresh server and browser
+per side, the sides alternating (``--alternations``), and each figure is given for both with their ratio.
 """
 
 from __future__ import annotations
@@ -38,14 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout
 
 from _util import command_line, machine, publish, table
-from app_server import CHROMIUM, CHROMIUM_ARGS, KEPT_JS, SETTLED_JS, start_app, stop_app
+from app_server import CHARTS_DRAWN_JS, CHROMIUM, CHROMIUM_ARGS, KEPT_JS, SETTLED_JS, start_app, stop_app
 
 PAGE_TITLES = ["Overview", "Concepts", "Complexity", "Budget", "Preview", "Export"]
 TITLE_JS = """() => { const h = document.querySelector('h1'); return h ? h.innerText.trim() : null; }"""
 
 
 def open_pages(page, rounds: int) -> dict[str, list[float]]:
-    """ms from a click on each page's sidebar link to its title shown and the page settled, per round."""
+    """ms from a click on each page's sidebar link to its title shown, the page settled and each of its
+    charts drawn, per round."""
     out: dict[str, list[float]] = {t: [] for t in PAGE_TITLES}
     nav = page.locator('[data-testid="stSidebarNav"]')
     for _ in range(rounds):
@@ -53,8 +58,8 @@ def open_pages(page, rounds: int) -> dict[str, list[float]]:
             link = nav.get_by_role("link", name=title, exact=True)
             t0 = time.perf_counter()
             link.click()
-            page.wait_for_function(f"(t) => ({TITLE_JS})() === t && ({SETTLED_JS})()", arg=title,
-                                   timeout=120_000, polling=5)
+            page.wait_for_function(f"(t) => ({TITLE_JS})() === t && ({SETTLED_JS})() && ({CHARTS_DRAWN_JS})()",
+                                   arg=title, timeout=120_000, polling=5)
             out[title].append((time.perf_counter() - t0) * 1000)
     return out
 
@@ -98,6 +103,27 @@ def measure(url: str, runs: int, page_rounds: int = 0,
     return to_count, to_settled, first, last, opens
 
 
+def _cell(ts: list[float]) -> list[str]:
+    """median and range of one side's times, ms"""
+    if not ts:
+        return ["", ""]
+    return [f"{statistics.median(ts):.0f}", f"{min(ts):.0f}-{max(ts):.0f}" if len(ts) > 1 else ""]
+
+
+def result_rows(sides: dict[str, dict[str, list[float]]]) -> list[list[str]]:
+    """One row per measured event: each side's median and range (ms), and, with two sides, the second's
+    median over the first's. ``sides``: side name -> event -> times (ms), events in the same order."""
+    names = list(sides)
+    rows = []
+    for event in sides[names[0]]:
+        cells = [c for n in names for c in _cell(sides[n].get(event, []))]
+        if len(names) == 2 and sides[names[1]].get(event):
+            a, b = (statistics.median(sides[n][event]) for n in names)
+            cells.append(f"{b / a:.2f}x")
+        rows.append([event, *cells])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, default=None, help="demo workspace (default: densprune's demo path)")
@@ -106,9 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/browser.md)")
     ap.add_argument("--decisions", type=int, nargs=2, metavar=("RULES", "TAGGED"), default=None,
                     help="give the workspace RULES concept rules and TAGGED tagged rows first (removed at the end)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout (e.g. a git worktree of the previous commit) measured the same way, "
+                         "its server and browser alternating with this checkout's")
+    ap.add_argument("--alternations", type=int, default=None,
+                    help="fresh servers per side (default 1, or 2 with --baseline), run alternately")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         ap.error(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    if args.baseline is not None and not (args.baseline / "app.py").is_file():
+        ap.error(f"--baseline {args.baseline} holds no app.py: give a checkout of densprune")
     from densprune import db
     from densprune.workspace import default_demo_workspace
 
@@ -116,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if not db.is_complete(ws):
         ap.error(f"no workspace at {ws}: build it with `densprune demo --no-app --workspace {ws}`")
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"densprune-bench-browser-{os.getpid()}.log"
+    roots = {"this checkout": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    alternations = args.alternations or (2 if args.baseline else 1)
     dec = None
     if args.decisions:
         from bench_decisions import make_decisions, write_decisions
@@ -124,42 +159,51 @@ def main(argv: list[str] | None = None) -> int:
 
         dec = make_decisions(load_index(ws), *args.decisions)
         write_decisions(ws, dec)
+    sides: dict[str, dict[str, list[float]]] = {name: {} for name in roots}
+    kept = []
     try:
-        proc, url = start_app(ws, log)
-        try:
-            to_count, to_settled, first, last, opens = measure(
-                url, args.runs, args.page_rounds, expect="images kept by force" if dec is not None else None)
-        finally:
-            stop_app(proc)
+        for _ in range(alternations):
+            for name, root in roots.items():
+                proc, url = start_app(ws, log, root=root)
+                try:
+                    to_count, to_settled, first, last, opens = measure(
+                        url, args.runs, args.page_rounds,
+                        expect="images kept by force" if dec is not None else None)
+                finally:
+                    stop_app(proc)
+                kept.append((first, last))
+                got = sides[name]
+                got.setdefault("open /budget on the freshly started server (its plan index read from the workspace, "
+                               "or built when missing)", []).extend(opens.pop("cold"))
+                got.setdefault("key press -> the new Kept count is shown", []).extend(to_count)
+                got.setdefault("key press -> the page has settled (script run over)", []).extend(to_settled)
+                for title, ts in opens.items():
+                    got.setdefault(f"open {title} from the sidebar: first time in this server", []).append(ts[0])
+                    if len(ts) > 1:
+                        got.setdefault(f"open {title} from the sidebar: again (rounds 2-{len(ts)})", []).extend(ts[1:])
     finally:
         if dec is not None:
             from bench_decisions import remove_decisions
 
             remove_decisions(ws, dec)
     meta = db.load_meta(ws)
-    rows = [["key press -> the new Kept count is shown", f"{statistics.median(to_count):.0f}",
-             f"{min(to_count):.0f}-{max(to_count):.0f}"],
-            ["key press -> the page has settled (script run over)", f"{statistics.median(to_settled):.0f}",
-             f"{min(to_settled):.0f}-{max(to_settled):.0f}"]]
-    cold = opens.pop("cold")[0]
-    rows.insert(0, ["open /budget on the freshly started server (its plan index read from the workspace, or built "
-                    "when missing)", f"{cold:.0f}", ""])
-    for title, ts in opens.items():
-        rows.append([f"open {title} from the sidebar: first time in this server", f"{ts[0]:.0f}", ""])
-        if len(ts) > 1:
-            rows.append([f"open {title} from the sidebar: again (rounds 2-{len(ts)})",
-                         f"{statistics.median(ts[1:]):.0f}", f"{min(ts[1:]):.0f}-{max(ts[1:]):.0f}"])
+    head = ["what"] + [c for n in roots for c in (f"{n}: median ms", "range ms")]
+    if len(roots) == 2:
+        head.append("baseline / this checkout")
     text = (f"Budget page of {ws.name} ({meta['n_samples']:,} rows, K={meta['k']}) in chromium via Playwright: one "
-            f"arrow key on the keep slider, {args.runs} presses (Kept {first} at the start, {last} at the end)"
-            + (f"; then every page opened from the sidebar, {args.page_rounds} rounds" if opens else "")
+            f"arrow key on the keep slider, {args.runs} presses per server (Kept {kept[0][0]} at the start, "
+            f"{kept[-1][1]} at the end)"
+            + (f"; then every page opened from the sidebar, {args.page_rounds} rounds, each timed until its title "
+               "is shown, the script run is over and each of its charts is drawn" if args.page_rounds else "")
             + (f"; with decisions in force: {len(dec.rules)} concept rules, {dec.rows('never').size:,} rows tagged "
-               f"never, {dec.rows('always').size:,} always" if dec is not None else "") + "\n\n"
-            + table(["what", "median ms", "range ms"], rows))
+               f"never, {dec.rows('always').size:,} always" if dec is not None else "")
+            + f". {alternations} fresh server(s) and browser(s) per side"
+            + (f", this checkout and the baseline ({args.baseline}) alternating" if args.baseline else "") + "\n\n"
+            + table(head, result_rows(sides)))
     path = publish(text, args.out, "browser.md")
     path.with_suffix(".json").write_text(json.dumps({
         "command": command_line(), "machine": machine(), "workspace": str(ws), "rows": meta["n_samples"],
-        "first_open_budget_ms": cold, "key_to_count_ms": to_count, "key_to_settled_ms": to_settled,
-        "page_open_ms": opens}, indent=2))
+        "baseline": str(args.baseline or ""), "sides": sides}, indent=2))
     return 0
 
 

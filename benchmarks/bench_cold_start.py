@@ -54,7 +54,8 @@ DRAWN_JS = {
                 "&& !!document.querySelector('.js-plotly-plot .layer-below image, .js-plotly-plot image')",
     "budget": "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
               ".some(e => e.innerText.startsWith('Kept')) && document.querySelectorAll('.js-plotly-plot').length > 0",
-    "complexity": "() => document.querySelectorAll('.js-plotly-plot').length > 0",
+    "complexity": "() => document.querySelectorAll('.js-plotly-plot, [data-testid=\"stVegaLiteChart\"] canvas')"
+                  ".length > 0",
     "overview": "() => document.querySelectorAll('[data-testid=\"stMetric\"]').length > 0",
 }
 TITLE_JS = "() => { const h = document.querySelector('h1'); return h ? h.innerText.trim() : null; }"

@@ -22,6 +22,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # the script run is over (stApp reports notRunning) and Streamlit's running indicator is gone
 SETTLED_JS = """() => !!document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]')
                       && !document.querySelector('[data-testid="stStatusWidget"]')"""
+# every chart on the page holds its drawing: Plotly's SVG, Vega-Lite's canvas (or SVG)
+CHARTS_DRAWN_JS = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                             .every(e => e.querySelector('.main-svg'))
+                          && [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+                             .every(e => e.querySelector('canvas, svg.marks'))"""
 # the value of the "Kept" metric on the Budget page (null until it is drawn)
 KEPT_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
                        .find(e => e.innerText.split('\\n')[0].trim() === 'Kept');
@@ -46,17 +51,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(ws: Path, log: Path, port: int | None = None, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+def start_app(ws: Path, log: Path, port: int | None = None, timeout_s: float = 120.0,
+              root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py -- --workspace WS`` on 127.0.0.1 (a free port unless given), its output in
-    ``log``; returns (the process, its URL) once ``/_stcore/health`` answers. Raises RuntimeError naming
-    the log when it exits or does not answer within ``timeout_s``."""
+    ``log``; returns (the process, its URL) once ``/_stcore/health`` answers. ``root``: the checkout whose
+    app and densprune package run (another one, such as a worktree of an earlier commit, for a baseline).
+    Raises RuntimeError naming the log when it exits or does not answer within ``timeout_s``."""
     port = port or free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
     with open(log, "wb") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "densprune.app.serve", "run", str(ROOT / "app.py"), "--server.headless", "true",
+            [sys.executable, "-m", "densprune.app.serve", "run", str(root / "app.py"), "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none", "--", "--workspace", str(ws)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            cwd=root, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while True:

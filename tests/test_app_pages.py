@@ -5,6 +5,7 @@ Runs on the demo workspace (tests/conftest.py builds it once per session, or $DE
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -318,6 +319,9 @@ def test_complexity_temperature_changes_the_story(ws):
     text_hot = "\n".join(m.value for m in at.markdown if "least complex fifth" in m.value)
     assert text_hot and text_hot != text
     assert len(at.html) >= 6  # least and most complex concepts with thumbnails
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]  # drawn on a canvas, not as SVG
+    assert len(charts) == 4 and not at.get("plotly_chart")
+    assert "Quota against size at τ = 10" in {c["title"]["text"] for c in charts}
 
 
 def test_preview_kept_and_dropped_follow_the_budget(ws):
@@ -388,8 +392,6 @@ def test_save_plan_when_the_workspace_stays_locked_says_so(ws, monkeypatch):
 def test_concept_map_is_one_picture_in_every_colouring(ws):
     """The map's points arrive as one PNG under the concept centres (no WebGL trace), in each colouring;
     coloured by the plan it has a legend entry for kept and for dropped."""
-    import json
-
     at = open_app(ws, "concepts")
     pictures = set()
     for colour in ("concept", "complexity", "kept by the plan"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from densprune import db
 from densprune.app import build as appbuild
-from densprune.app import charts, page_data
+from densprune.app import charts, page_data, vega_charts
 from densprune.app.thumbgrid import Tile, grid_html, pairs_html, read_thumbs
 from densprune.ingest.media import image_ext, image_mime
 from densprune.prune.plan_index import load_index
@@ -210,15 +211,6 @@ def test_charts_draw_the_data_they_are_given(tiny):
     order = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
     np.testing.assert_allclose(bars.y, order["kept_pct"])
     np.testing.assert_array_equal(np.asarray(bars.customdata)[:, 0], order["kept"])
-    # quota against size: one point per concept at (eligible, quota)
-    q = [t for t in charts.quota_vs_size(per, 0.1).data if t.name == "quota"][0]
-    np.testing.assert_array_equal(q.x, per["eligible"])
-    np.testing.assert_array_equal(q.y, per["quota"])
-    # the softmax targets drawn are those the cap cut: exactly the concepts whose target exceeds their size
-    capped = per.assign(target=np.where(np.arange(len(per)) % 3 == 0, per["eligible"] + 5.0, per["eligible"] * 0.5))
-    cut = [t for t in charts.quota_vs_size(capped, 0.1).data if t.name.startswith("softmax share")][0]
-    np.testing.assert_array_equal(cut.x, capped["eligible"].to_numpy()[::3])
-    assert not [t for t in charts.quota_vs_size(capped.assign(target=0.0), 0.1).data if t.name.startswith("softmax")]
     # the dedup curve in percent, the current eps marked on it
     curve = pd.DataFrame({"eps": [0.0, 0.1, 0.2], "kept_fraction": [1.0, 0.7, 0.5]})
     dc = charts.dedup_curve(curve, 0.05)
@@ -228,18 +220,66 @@ def test_charts_draw_the_data_they_are_given(tiny):
     cov = view.coverage[view.coverage["pool"] > 0]
     plan_bars = charts.coverage_bars(view.coverage).data[0]
     np.testing.assert_allclose(plan_bars.x, cov["plan_pct"])
-    # spread/isolation: one marker per concept at (d_intra, d_inter)
-    si = charts.spread_isolation(tiny["concepts"]).data[-1]
-    ok = tiny["concepts"][tiny["concepts"]["complexity"].notna()]
-    np.testing.assert_allclose(si.x, ok["d_intra"])
-    np.testing.assert_allclose(si.y, ok["d_inter"])
-    np.testing.assert_allclose(charts.complexity_histogram(tiny["concepts"]).data[0].x, ok["complexity"])
     cats = pd.DataFrame({"category": ["a", "b"], "pool": [3, 5]})
     assert list(charts.category_bars(cats).data[0].x) == [3, 5]
     diff = charts.compare_diff(pd.DataFrame({"name": ["#1", "#2"], "diff": [4, -2]})).data[0]
     assert list(diff.x) == [4, -2]
     for f in (fig, picked, dc):
         pio.to_json(f, validate=False)
+
+
+def vega_lite_valid(spec: dict) -> None:
+    """Raise unless ``spec`` (its DataFrame datasets as rows) is valid against the Vega-Lite schema that
+    Altair ships (Streamlit's dependency)."""
+    import jsonschema
+    from altair.vegalite import schema
+
+    rows = {k: json.loads(v.to_json(orient="records")) for k, v in spec.get("datasets", {}).items()}
+    jsonschema.validate({**spec, "datasets": rows}, schema.core.load_schema())
+
+
+def test_complexity_charts_draw_the_data_they_are_given(tiny):
+    """The Complexity page's Vega-Lite specs: one mark per concept at its numbers; the softmax targets
+    drawn are exactly those the cap cut; every spec valid Vega-Lite."""
+    view = page_data.budget_view(tiny["index"], PlanParams(keep=0.3), tiny["concepts"], tiny["cats"])
+    per = view.per_concept[view.per_concept["eligible"] > 0]
+    q = vega_charts.quota_vs_size(per, 0.1)
+    dots = q["datasets"]["concepts"]
+    np.testing.assert_array_equal(dots["eligible"], per["eligible"])
+    np.testing.assert_array_equal(dots["quota"], per["quota"])
+    assert list(dots["name"]) == [str(n) for n in per["name"]]
+    assert q["title"]["text"] == "Quota against size at τ = 0.1"
+    capped = per.assign(target=np.where(np.arange(len(per)) % 3 == 0, per["eligible"] + 5.0, per["eligible"] * 0.5))
+    cut = vega_charts.quota_vs_size(capped, 0.1)["datasets"]["capped"]
+    np.testing.assert_array_equal(cut["eligible"], capped["eligible"].to_numpy()[::3])
+    np.testing.assert_allclose(cut["quota"], capped["target"].to_numpy()[::3])
+    assert vega_charts.quota_vs_size(capped.assign(target=0.0), 0.1)["datasets"]["capped"].empty
+    k = vega_charts.kept_vs_complexity(per, 30.0)
+    np.testing.assert_allclose(k["datasets"]["concepts"]["kept_pct"], per["kept_pct"])
+    assert list(k["datasets"]["ssp"]["kept_pct"]) == [30.0]  # the SSP line at the uniform rate
+    ok = tiny["concepts"][tiny["concepts"]["complexity"].notna()]
+    si = vega_charts.spread_isolation(tiny["concepts"])
+    np.testing.assert_allclose(si["datasets"]["concepts"]["d_intra"], ok["d_intra"])
+    np.testing.assert_allclose(si["datasets"]["concepts"]["d_inter"], ok["d_inter"])
+    curves = si["datasets"]["curves"]  # equal complexity: d_intra * d_inter = C along each curve, inside the y range
+    product = (curves["x"] * curves["y"]).groupby(curves["label"])
+    assert len(product) == 3 and (product.max() - product.min()).max() < 1e-9
+    np.testing.assert_allclose(product.first(), product.first().index.str.removeprefix("C=").astype(float), atol=0.005)
+    assert curves["y"].max() <= ok["d_inter"].max() * 1.08
+    h = vega_charts.complexity_histogram(tiny["concepts"])
+    np.testing.assert_allclose(h["datasets"]["concepts"]["complexity"], ok["complexity"])
+    empty = tiny["concepts"].assign(complexity=np.nan)
+    for spec in (q, k, si, h, vega_charts.spread_isolation(empty), vega_charts.complexity_histogram(empty),
+                 vega_charts.quota_vs_size(per.iloc[:0], 0.1), vega_charts.kept_vs_complexity(per.iloc[:0], 0.0)):
+        vega_lite_valid(spec)
+    with pytest.raises(jsonschema_error()):  # the check can fail: a mark Vega-Lite does not know
+        vega_lite_valid({**q, "layer": [{**q["layer"][0], "mark": {"type": "blob"}}]})
+
+
+def jsonschema_error() -> type[Exception]:
+    import jsonschema
+
+    return jsonschema.ValidationError
 
 
 # --- appbuild -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Every figure takes K-sized tables or a sampled map (at most ~20k points, drawn into one picture on the
 server: densprune.app.raster), never all rows.
 Hover texts hold concept names (HTML-escaped: plotly renders a subset of HTML) and numbers.
+The Complexity page's static charts are Vega-Lite, drawn on a canvas: densprune.app.vega_charts.
 """
 
 from __future__ import annotations
@@ -130,77 +131,6 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np
     return _layout(fig, "", height, legend=dict(orientation="h", y=-0.02),
                    xaxis=dict(visible=False, range=list(extent[:2])), yaxis=dict(visible=False, range=list(extent[2:])),
                    dragmode=dragmode)
-
-
-def spread_isolation(concepts: pd.DataFrame, height: int = 430) -> go.Figure:
-    """d_intra against d_inter per concept (size = pool images, colour = complexity), with dotted
-    curves of equal complexity."""
-    ok = concepts[concepts["complexity"].notna()]
-    sizes = ok["pool_size"].to_numpy(dtype=float)
-    fig = go.Figure()
-    if len(ok):
-        xs = np.linspace(max(ok["d_intra"].min() * 0.9, 1e-4), ok["d_intra"].max() * 1.05, 80)
-        for q in np.quantile(ok["complexity"], [0.25, 0.5, 0.9]):
-            if q <= 0:
-                continue
-            fig.add_trace(go.Scatter(x=xs, y=q / xs, mode="lines", line=dict(color="#bbb", width=1, dash="dot"),
-                                     hoverinfo="skip", showlegend=False))
-            fig.add_annotation(x=xs[-1], y=q / xs[-1], text=f"C={q:.2f}", showarrow=False, xanchor="left",
-                               font=dict(size=10, color="#999"))
-    fig.add_trace(go.Scatter(
-        x=ok["d_intra"], y=ok["d_inter"], mode="markers", showlegend=False, hoverinfo="text",
-        text=[f"{n}<br>{int(s):,} images · complexity {c:.3f}"
-              for n, s, c in zip(_names(ok["name"]), sizes, ok["complexity"])],
-        marker=dict(size=8 + 30 * np.sqrt(sizes / max(sizes.max(initial=1.0), 1.0)), color=ok["complexity"],
-                    colorscale="Viridis", opacity=0.8, line=dict(color="white", width=0.5),
-                    colorbar=dict(title="complexity", thickness=10))))
-    y_hi = float(ok["d_inter"].max() * 1.08) if len(ok) else 1.0
-    return _layout(fig, "Spread against isolation (size = images, colour = complexity)", height,
-                   xaxis=dict(title="d_intra: spread inside the concept"),
-                   yaxis=dict(title="d_inter: distance to the nearest concepts", range=[0, y_hi]))
-
-
-def complexity_histogram(concepts: pd.DataFrame, height: int = 430) -> go.Figure:
-    fig = go.Figure(go.Histogram(x=concepts["complexity"].dropna(), nbinsx=30, marker_color=BLUE,
-                                 hovertemplate="complexity %{x}<br>%{y} concepts<extra></extra>"))
-    return _layout(fig, "How complexity is distributed", height, bargap=0.05, xaxis_title="complexity",
-                   yaxis_title="concepts")
-
-
-def kept_vs_complexity(per: pd.DataFrame, uniform_pct: float, height: int = 380) -> go.Figure:
-    """Each concept's kept share against its complexity, with the uniform (SSP) rate as a line."""
-    fig = go.Figure(go.Scatter(
-        x=per["complexity"], y=per["kept_pct"], mode="markers", hoverinfo="text",
-        text=[f"{n}<br>keeps {k:,} of {e:,}" for n, k, e in zip(_names(per["name"]), per["kept"], per["eligible"])],
-        marker=dict(size=9, color=per["complexity"], colorscale="Viridis", opacity=0.85)))
-    fig.add_hline(y=uniform_pct, line_dash="dash", line_color=GREY, annotation_text="same rate everywhere (SSP)",
-                  annotation_position="top left")
-    return _layout(fig, "Share kept against complexity", height, showlegend=False, xaxis_title="complexity",
-                   yaxis=dict(title="kept %", range=[-3, 105]))
-
-
-def quota_vs_size(per: pd.DataFrame, temperature: float, height: int = 380) -> go.Figure:
-    """Quota against eligible size per concept, the y = x cap, and where the cap binds the softmax
-    target it cut (one marker per capped concept only: 500 more SVG markers cost a GPU-less browser
-    ~0.1 s)."""
-    top = float(per["eligible"].max()) if len(per) else 1.0
-    fig = go.Figure(go.Scatter(x=[0, top], y=[0, top], mode="lines", line=dict(color=GREY, dash="dash"),
-                               name="keeps everything", hoverinfo="skip"))
-    capped = per[per["target"] > per["eligible"]] if "target" in per else per.iloc[:0]
-    if len(capped):  # where the cap binds, the softmax share it cut (elsewhere it lies just under the dot)
-        fig.add_trace(go.Scatter(x=capped["eligible"], y=capped["target"], mode="markers", hoverinfo="skip",
-                                 name="softmax share above the size (capped)",
-                                 marker=dict(symbol="x", size=6, color="#bbb")))
-    fig.add_trace(go.Scatter(
-        x=per["eligible"], y=per["quota"], mode="markers", name="quota", hoverinfo="text",
-        text=[f"{n}<br>quota {q:,} of {e:,} · complexity {c:.3f}" for n, q, e, c in
-              zip(_names(per["name"]), per["quota"], per["eligible"], per["complexity"])],
-        marker=dict(size=9, color=per["complexity"], colorscale="Viridis", opacity=0.85)))
-    y_hi = max(top, float(per["quota"].max()) if len(per) else 1.0) * 1.05
-    return _layout(fig, f"Quota against size at τ = {temperature:g}", height,
-                   xaxis_title="images in the concept (eligible)",
-                   yaxis=dict(title="images kept (quota)", range=[0, y_hi]),
-                   legend=dict(orientation="h", y=-0.2))
 
 
 def dedup_curve(curve: pd.DataFrame, eps: float, height: int = 170) -> go.Figure:

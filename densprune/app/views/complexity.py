@@ -7,13 +7,12 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from densprune.app import charts, page_data, session
+from densprune.app import page_data, session, vega_charts
 from densprune.prune.diagnostics import plan_diagnostics
 
 ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
 cdf = session.concepts(ws, stamp)
-NO_BAR = {"displayModeBar": False}
 
 st.title("Complexity")
 st.markdown(
@@ -23,10 +22,10 @@ st.markdown(
     "the same ground. Simple concepts are redundant, so DBP keeps few of their images; complex ones keep many.")
 
 left, right = st.columns([3, 2], gap="medium")
-left.plotly_chart(charts.spread_isolation(cdf), width="stretch", config=NO_BAR)
+left.vega_lite_chart(spec=vega_charts.spread_isolation(cdf), width="stretch")
 left.caption("Bottom left: tight, crowded concepts (simple). Top right: varied, isolated concepts (complex). "
              "Dotted lines join points of equal complexity.")
-right.plotly_chart(charts.complexity_histogram(cdf), width="stretch", config=NO_BAR)
+right.vega_lite_chart(spec=vega_charts.complexity_histogram(cdf), width="stretch")
 
 # --- quotas at the current temperature ------------------------------------------------------
 st.subheader("What each concept keeps")
@@ -61,10 +60,11 @@ if diag.effective_concepts is not None:
 
 a, b = st.columns(2, gap="medium")
 uniform = 100.0 * result.n_kept / max(int(result.eligible.sum()), 1)
-a.plotly_chart(charts.kept_vs_complexity(per, uniform), width="stretch", config=NO_BAR)
-b.plotly_chart(charts.quota_vs_size(per, params.temperature), width="stretch", config=NO_BAR)
+a.vega_lite_chart(spec=vega_charts.kept_vs_complexity(per, uniform), width="stretch")
+b.vega_lite_chart(spec=vega_charts.quota_vs_size(per, params.temperature), width="stretch")
 st.caption("Left: each dot is a concept; complex concepts keep a larger share. Right: a concept's quota can never "
-           "exceed its size (dashed line); what a small complex concept cannot use is shared among the others.")
+           "exceed its size (dashed line); where its softmax share was larger (grey cross), what the small complex "
+           "concept cannot use is shared among the others.")
 
 # --- least vs most complex, side by side ----------------------------------------------------
 st.subheader("Least and most complex concepts")
