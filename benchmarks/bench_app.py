@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.io as pio
+from streamlit.dataframe_util import convert_anything_to_arrow_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _util import median_wall_cpu, publish, table  # noqa: E402
 
 from densprune import db  # noqa: E402
-from densprune.app import charts, page_data, session  # noqa: E402
+from densprune.app import page_data, session, vega_charts  # noqa: E402
 from densprune.app.session import VIEWS  # noqa: E402
 from densprune.prune import plan_index, plans
 from densprune.prune.selection import PlanIndex, PlanParams  # noqa: E402
@@ -133,11 +133,12 @@ def budget_change(index: PlanIndex, concepts: pd.DataFrame, cats: page_data.Cate
 
     def once() -> None:
         view = page_data.budget_view(index, replace(base, keep=float(next(keeps))), concepts, cats)
-        figs = [charts.kept_per_concept(view.per_concept, "dbp"), charts.dedup_curve(curve, 0.05)]
+        specs = [vega_charts.kept_per_concept(view.per_concept, "dbp"), vega_charts.dedup_curve(curve, 0.05)]
         if view.coverage is not None:
-            figs.append(charts.coverage_bars(view.coverage))
-        for f in figs:
-            pio.to_json(f, validate=False)
+            specs.append(vega_charts.coverage_bars(view.coverage))
+        for spec in specs:  # what Streamlit sends: each table as Arrow
+            for data in spec["datasets"].values():
+                convert_anything_to_arrow_bytes(data)
 
     return median_wall_cpu(once, runs)
 

@@ -19,9 +19,10 @@ them on the same rows: a parquet of the workspace's samples with x/y per row (a 
 sample at its own place, any other row near its concept's centre on the map), served by
 ``embedding-atlas FILE --x x --y y --text caption``, timed to its table and its histograms with the
 row count shown (its embedding view needs WebGPU, which headless chromium lacks: it draws no map).
-With ``--floor``, two data-free Streamlit apps are timed the same way each run (a title alone; a title,
-a 10-row table and a Plotly figure with an image, the elements of the first page): what any Streamlit
-page costs on this machine before densprune does anything.
+With ``--floor``, data-free Streamlit apps are timed the same way each run (a title alone; a title, a
+10-row table and a chart with an image, the elements of the first page, once as a Plotly figure, as the
+map was drawn before, and once as a Vega-Lite chart, as it is now): what any Streamlit page costs on
+this machine before densprune does anything.
 Medians over ``--runs``; the table and a JSON file go to benchmarks/results/ (``--out``).
 
     python benchmarks/bench_cold_start.py --workspace workspaces/ws-1m --runs 5 --pages concepts budget \
@@ -48,14 +49,16 @@ from app_server import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, free_port, stop_app 
 
 TITLES = {"overview": "Overview", "concepts": "Concepts", "complexity": "Complexity", "budget": "Budget",
           "preview": "Preview", "export": "Export"}
-# what each page is about, drawn (besides its title and a finished script run)
+# what each page is about, drawn (besides its title and a finished script run); a chart is Plotly's
+# (the code before the pages moved to Vega-Lite, e.g. a --baseline checkout) or Vega-Lite's drawn canvas
+MAP_DRAWN = ("document.querySelector('.js-plotly-plot .layer-below image, .js-plotly-plot image, "
+             "[data-testid=\"stVegaLiteChart\"] canvas')")
+CHART_DRAWN = "document.querySelector('.js-plotly-plot, [data-testid=\"stVegaLiteChart\"] canvas')"
 DRAWN_JS = {
-    "concepts": "() => !!document.querySelector('[data-testid=\"stDataFrame\"]') "
-                "&& !!document.querySelector('.js-plotly-plot .layer-below image, .js-plotly-plot image')",
+    "concepts": f"() => !!document.querySelector('[data-testid=\"stDataFrame\"]') && !!{MAP_DRAWN}",
     "budget": "() => [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-              ".some(e => e.innerText.startsWith('Kept')) && document.querySelectorAll('.js-plotly-plot').length > 0",
-    "complexity": "() => document.querySelectorAll('.js-plotly-plot, [data-testid=\"stVegaLiteChart\"] canvas')"
-                  ".length > 0",
+              f".some(e => e.innerText.startsWith('Kept')) && !!{CHART_DRAWN}",
+    "complexity": f"() => !!{CHART_DRAWN}",
     "overview": "() => document.querySelectorAll('[data-testid=\"stMetric\"]').length > 0",
 }
 TITLE_JS = "() => { const h = document.querySelector('h1'); return h ? h.innerText.trim() : null; }"
@@ -110,6 +113,21 @@ FLOOR_APPS = {
         "fig.add_layout_image(source='data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode(), "
         "xref='x', yref='y', x=0, y=1, sizex=1, sizey=1, layer='below')\n"
         "st.plotly_chart(fig)\n",
+        DRAWN_JS["concepts"]),
+    "bare Streamlit: a title, a 10-row table, a Vega-Lite chart with an image (the first page's elements now)": (
+        "import base64, io\nimport pandas as pd, streamlit as st\nfrom PIL import Image\n"
+        "st.set_page_config(page_title='Concepts', layout='wide')\nst.title('Concepts')\n"
+        "st.dataframe(pd.DataFrame({'concept': range(10), 'size': range(10)}))\n"
+        "buf = io.BytesIO(); Image.new('RGB', (64, 64), (200, 100, 50)).save(buf, 'PNG')\n"
+        "url = 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()\n"
+        "q = lambda f: {'field': f, 'type': 'quantitative'}\n"
+        "st.vega_lite_chart(spec={'height': 430, 'width': 'container', "
+        "'usermeta': {'embedOptions': {'renderer': 'canvas'}}, 'datasets': {"
+        "'img': pd.DataFrame({'x': [0.0], 'x2': [1.0], 'y': [1.0], 'y2': [0.0], 'url': [url]}), "
+        "'pts': pd.DataFrame({'x': [0.0, 1.0], 'y': [0.0, 1.0]})}, 'layer': ["
+        "{'data': {'name': 'img'}, 'mark': {'type': 'image', 'aspect': False}, 'encoding': {'x': q('x'), "
+        "'x2': {'field': 'x2'}, 'y': q('y'), 'y2': {'field': 'y2'}, 'url': {'field': 'url', 'type': 'nominal'}}}, "
+        "{'data': {'name': 'pts'}, 'mark': 'point', 'encoding': {'x': q('x'), 'y': q('y')}}]}, width='stretch')\n",
         DRAWN_JS["concepts"]),
 }
 

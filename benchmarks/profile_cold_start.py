@@ -40,10 +40,13 @@ new MutationObserver(() => {
   if (document.querySelector('[data-testid="stDataFrame"] canvas')) seen('data grid drawn');
   if (document.querySelector('.js-plotly-plot')) seen('Plotly element');
   if (document.querySelector('.js-plotly-plot image')) seen('Plotly map image drawn');
+  if (document.querySelector('[data-testid="stVegaLiteChart"]')) seen('Vega-Lite element');
+  if (document.querySelector('[data-testid="stVegaLiteChart"] canvas')) seen('Vega-Lite chart drawn');
   if (document.querySelector('[data-testid="stMetric"]')) seen('first metric');
 }).observe(document, {subtree: true, childList: true});
 """
-CHUNKS = ("DataFrame", "PlotlyChart", "Metric", "ButtonGroup", "Selectbox")  # Streamlit's lazily loaded chunks
+# Streamlit's lazily loaded chunks (embed: vega-embed)
+CHUNKS = ("DataFrame", "PlotlyChart", "ArrowVegaLiteChart", "embed", "Metric", "ButtonGroup", "Selectbox")
 
 
 def one_run(ws: Path, page_name: str, log: Path) -> dict[str, float]:

@@ -389,22 +389,33 @@ def test_save_plan_when_the_workspace_stays_locked_says_so(ws, monkeypatch):
     assert "never-saved" not in set(plans.list_plans(ws)["name"])
 
 
+def vega_datasets(chart) -> dict:
+    """The named tables a Vega-Lite chart element carries (Arrow IPC on the proto), as DataFrames."""
+    import pyarrow as pa
+
+    return {d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets}
+
+
 def test_concept_map_is_one_picture_in_every_colouring(ws):
-    """The map's points arrive as one PNG under the concept centres (no WebGL trace), in each colouring;
-    coloured by the plan it has a legend entry for kept and for dropped."""
+    """The map's points arrive as one PNG under the concept centres, drawn on a canvas by Vega-Lite (no
+    Plotly on the page), in each colouring; coloured by the plan it has a legend entry for kept and for
+    dropped."""
     at = open_app(ws, "concepts")
     pictures = set()
+    n_concepts = int(db.load_meta(ws)["k"])
     for colour in ("concept", "complexity", "kept by the plan"):
         at.session_state["concepts_colour"] = colour
         at.run()
         no_errors(at)
-        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-        (image,) = spec["layout"]["images"]
-        assert image["source"].startswith("data:image/png;base64,") and image["sizing"] == "stretch"
-        names = {t.get("name") for t in spec["data"]}
-        assert "concept centres" in names and all(t["type"] == "scatter" for t in spec["data"])
-        assert ({"kept", "dropped"} <= names) == (colour == "kept by the plan")
-        pictures.add(image["source"])
+        assert not at.get("plotly_chart")
+        (chart,) = at.get("vega_lite_chart")
+        spec, data = json.loads(chart.proto.spec), vega_datasets(chart)
+        assert spec["usermeta"]["embedOptions"]["renderer"] == "canvas"
+        (url,) = data["picture"]["url"]
+        assert url.startswith("data:image/png;base64,")
+        assert len(data["centres"]) == n_concepts and len(data["picked"]) > 0  # the picked concept outlined
+        assert set(data["legend"]["name"]) == ({"kept", "dropped"} if colour == "kept by the plan" else set())
+        pictures.add(url)
     assert len(pictures) == 3  # each colouring draws its own picture
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from app_server import (
+    CHARTS_DRAWN_JS,
     CHROMIUM,
     CHROMIUM_ARGS,
     KEPT_JS,
@@ -107,6 +108,36 @@ def test_page_renders(page, app_url, artifacts, name):
         widths = page.eval_on_selector_all(".dp-grid img", "els => els.map(e => e.naturalWidth)")
         assert widths and min(widths) > 0, f"{sum(w == 0 for w in widths)} thumbnails did not load"
     screenshot(page, artifacts / f"{name or 'overview'}.png")
+
+
+def test_concept_map_is_drawn_names_its_concepts_and_zooms(page, app_url, artifacts):
+    """The Concepts page's map (Vega-Lite on a canvas): drawn, a concept centre under the pointer shows
+    its name and numbers in a tooltip, and the wheel zooms the picture and the centres together."""
+    page.goto(f"{app_url}/concepts")
+    settle(page)
+    page.wait_for_function(CHARTS_DRAWN_JS, timeout=30_000)
+    canvas = page.locator('[data-testid="stVegaLiteChart"] canvas').first
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = canvas.bounding_box()
+    before = canvas.screenshot()
+    tooltip = None
+    for y in range(int(box["y"]) + 10, int(box["y"] + box["height"]) - 10, 9):  # pass the pointer over the map
+        for x in range(int(box["x"]) + 10, int(box["x"] + box["width"]) - 10, 9):
+            page.mouse.move(x, y)
+            if page.evaluate("() => !!document.querySelector('#vg-tooltip-element.visible')"):
+                tooltip = page.locator("#vg-tooltip-element").inner_text()
+                break
+        if tooltip:
+            break
+    assert tooltip and "concept" in tooltip and "images" in tooltip and "complexity" in tooltip, tooltip
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(500)
+    page.mouse.move(box["x"] + 2, box["y"] + 2)  # no tooltip in the picture
+    page.wait_for_timeout(200)
+    assert canvas.screenshot() != before, "the wheel did not zoom the map"
+    screenshot(page, artifacts / "concepts-map-zoomed.png")
 
 
 def test_budget_slider_moves_the_kept_count(page, app_url, artifacts):

@@ -195,37 +195,56 @@ def test_charts_draw_the_data_they_are_given(tiny):
     rgb = charts.map_colours(pts, tiny["concepts"], "kept", keep)
     np.testing.assert_array_equal(rgb[keep], np.tile(charts._rgb(charts.KEPT), (int(keep.sum()), 1)))
     np.testing.assert_array_equal(rgb[~keep], np.tile(charts._rgb(charts.DROPPED), (int((~keep).sum()), 1)))
-    fig = charts.concept_map(pts, tiny["concepts"], "kept", keep=keep)
-    assert len(fig.layout.images) == 1 and fig.layout.images[0].source.startswith("data:image/png;base64,")
-    assert {t.name for t in fig.data} >= {"kept", "dropped", "concept centres"}
-    assert all(t.type == "scatter" for t in fig.data)  # no WebGL: nothing for a GPU-less browser to emulate
-    picked = charts.concept_map(pts, tiny["concepts"], "concept", pick=1)
-    assert len(picked.data[0].x) == int((tiny["clusters"] == 1).sum())
+    picture = charts.map_picture(pts, tiny["concepts"], "kept", keep)
+    assert picture[0].startswith("data:image/png;base64,")
+    m = vega_charts.concept_map(pts, tiny["concepts"], "kept", picture)
+    (image,) = m["datasets"]["picture"].itertuples()  # the picture spans the data range it was drawn for
+    assert image.url == picture[0] and (image.x, image.x2, image.y2, image.y) == picture[1]
+    assert list(m["datasets"]["legend"]["name"]) == ["dropped", "kept"]
+    assert m["datasets"]["picked"].empty and len(m["datasets"]["centres"]) == tiny["concepts"]["x"].notna().sum()
+    tagged = vega_charts.concept_map(pts, tiny["concepts"], "kept", picture, legend=("not tagged", "tagged a"))
+    assert list(tagged["datasets"]["legend"]["name"]) == ["not tagged", "tagged a"]
+    picked = vega_charts.concept_map(pts, tiny["concepts"], "concept", picture, pick=1)
+    assert len(picked["datasets"]["picked"]) == int((tiny["clusters"] == 1).sum())
+    assert picked["datasets"]["legend"].empty
     # by complexity: the concept with the highest complexity gets the top of the scale
     cx = charts.map_colours(pts, tiny["concepts"], "complexity")
     top = int(tiny["concepts"]["complexity"].idxmax())
     np.testing.assert_array_equal(cx[tiny["clusters"] == tiny["concepts"].loc[top, "cluster"]][0],
                                   charts._lut("Viridis")[255])
-    # per-concept bars: sorted least to most complex, heights = kept %
-    bars = charts.kept_per_concept(per, "dbp").data[0]
+    # per-concept bars: sorted least to most complex, heights = kept %; the baselines beside them
+    bars = vega_charts.kept_per_concept(per, "dbp")["datasets"]
     order = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
-    np.testing.assert_allclose(bars.y, order["kept_pct"])
-    np.testing.assert_array_equal(np.asarray(bars.customdata)[:, 0], order["kept"])
+    np.testing.assert_allclose(bars["concepts"]["kept_pct"], order["kept_pct"])
+    np.testing.assert_array_equal(bars["concepts"]["kept"], order["kept"])
+    for method in ("SSP", "random"):
+        line = bars["baselines"][bars["baselines"]["method"] == method]
+        np.testing.assert_allclose(line["kept_pct"], order[f"{method.lower()}_pct"])
+    assert set(vega_charts.kept_per_concept(per, "ssp")["datasets"]["baselines"]["method"]) == {"random"}
     # the dedup curve in percent, the current eps marked on it
     curve = pd.DataFrame({"eps": [0.0, 0.1, 0.2], "kept_fraction": [1.0, 0.7, 0.5]})
-    dc = charts.dedup_curve(curve, 0.05)
-    np.testing.assert_allclose(dc.data[0].y, [100.0, 70.0, 50.0])
-    assert dc.data[1].x == (0.05,) and dc.data[1].y == pytest.approx((85.0,))
+    dc = vega_charts.dedup_curve(curve, 0.05)["datasets"]
+    np.testing.assert_allclose(dc["curve"]["left_pct"], [100.0, 70.0, 50.0])
+    assert list(dc["now"]["eps"]) == [0.05] and list(dc["now"]["left_pct"]) == pytest.approx([85.0])
     # coverage: the plan's bars are each category's kept share
     cov = view.coverage[view.coverage["pool"] > 0]
-    plan_bars = charts.coverage_bars(view.coverage).data[0]
-    np.testing.assert_allclose(plan_bars.x, cov["plan_pct"])
+    plan_bars = vega_charts.coverage_bars(view.coverage)["datasets"]["coverage"].query("method == 'this plan'")
+    np.testing.assert_allclose(plan_bars["kept_pct"], cov["plan_pct"])
     cats = pd.DataFrame({"category": ["a", "b"], "pool": [3, 5]})
-    assert list(charts.category_bars(cats).data[0].x) == [3, 5]
-    diff = charts.compare_diff(pd.DataFrame({"name": ["#1", "#2"], "diff": [4, -2]})).data[0]
-    assert list(diff.x) == [4, -2]
-    for f in (fig, picked, dc):
-        pio.to_json(f, validate=False)
+    assert list(vega_charts.category_bars(cats)["datasets"]["categories"]["pool"]) == [3, 5]
+    diff = vega_charts.compare_diff(pd.DataFrame({"name": ["#1", "#2"], "diff": [4, -2]}))["datasets"]["concepts"]
+    assert list(diff["diff"]) == [4, -2] and list(diff["more"]) == ["B", "A"]
+    for spec in (m, tagged, picked, vega_charts.concept_map(pts, tiny["concepts"], "complexity", picture),
+                 vega_charts.kept_per_concept(per, "dbp"), vega_charts.kept_per_concept(per, "random"),
+                 vega_charts.dedup_curve(curve, 0.05), vega_charts.coverage_bars(view.coverage),
+                 vega_charts.category_bars(cats),
+                 vega_charts.compare_diff(pd.DataFrame({"name": ["#1"], "diff": [1]}))):
+        vega_lite_valid(spec)
+    # the Find page's map (Plotly, for its lasso): one picture under the concept centres, no WebGL
+    fig = charts.concept_map(pts, tiny["concepts"], "concept", picture=picture, dragmode="lasso")
+    assert len(fig.layout.images) == 1 and fig.layout.images[0].source == picture[0]
+    assert all(t.type == "scatter" for t in fig.data)  # no WebGL: nothing for a GPU-less browser to emulate
+    pio.to_json(fig, validate=False)
 
 
 def vega_lite_valid(spec: dict) -> None:

@@ -3,7 +3,8 @@
 Every figure takes K-sized tables or a sampled map (at most ~20k points, drawn into one picture on the
 server: densprune.app.raster), never all rows.
 Hover texts hold concept names (HTML-escaped: plotly renders a subset of HTML) and numbers.
-The Complexity page's static charts are Vega-Lite, drawn on a canvas: densprune.app.vega_charts.
+The Find page's map is the one Plotly figure of the pages (its lasso); every other page's charts are
+Vega-Lite specs drawn on a canvas (densprune.app.vega_charts), which also use this module's map picture.
 """
 
 from __future__ import annotations
@@ -32,13 +33,6 @@ def _layout(fig: go.Figure, title: str, height: int, title_size: int = 14, **kw)
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=30 if title else 8, b=0),
                       title=dict(text=title, font_size=title_size) if title else None, **kw)
     return fig
-
-
-def category_bars(cats: pd.DataFrame) -> go.Figure:
-    """Pool images per category (cats: category, pool)."""
-    fig = go.Figure(go.Bar(x=cats["pool"], y=_names(cats["category"]), orientation="h", marker_color=BLUE,
-                           hovertemplate="%{y}: %{x:,} pool images<extra></extra>"))
-    return _layout(fig, "Pool images per category", max(220, 18 * len(cats) + 60), yaxis_autorange="reversed")
 
 
 MAP_PIXELS = (1000, 620)  # the map's picture, about 1.4x its size on the page
@@ -131,58 +125,3 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str, keep: np
     return _layout(fig, "", height, legend=dict(orientation="h", y=-0.02),
                    xaxis=dict(visible=False, range=list(extent[:2])), yaxis=dict(visible=False, range=list(extent[2:])),
                    dragmode=dragmode)
-
-
-def dedup_curve(curve: pd.DataFrame, eps: float, height: int = 170) -> go.Figure:
-    """Share of the pool left after SemDeDup against eps, with the current eps marked."""
-    at = float(np.interp(eps, curve["eps"], curve["kept_fraction"]))
-    fig = go.Figure(go.Scatter(x=curve["eps"], y=100 * curve["kept_fraction"], mode="lines", line=dict(color=BLUE),
-                               hovertemplate="ε %{x:.3f}: %{y:.1f}% left<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[eps], y=[100 * at], mode="markers", marker=dict(size=9, color=RED), hoverinfo="skip"))
-    return _layout(fig, f"Pool left after dedup: {at:.0%} at ε = {eps:.3f}", height, title_size=12,
-                   showlegend=False, xaxis=dict(title=None), yaxis=dict(title="% left", range=[0, 101]))
-
-
-def kept_per_concept(per: pd.DataFrame, method: str, height: int = 330) -> go.Figure:
-    """Kept share per concept (bars, least to most complex) against SSP and random at the same budget."""
-    per = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
-    x = np.arange(len(per))
-    label = method.upper() if method in ("dbp", "ssp") else method
-    fig = go.Figure(go.Bar(x=x, y=per["kept_pct"], name=label, marker_color=BLUE,
-                           customdata=np.stack([per["kept"], per["eligible"]], axis=1), text=_names(per["name"]),
-                           textposition="none",
-                           hovertemplate="%{text}<br>kept %{customdata[0]:,} of %{customdata[1]:,} (%{y:.0f}%)"
-                                         "<extra></extra>"))
-    for name, col, dash in (("ssp", ORANGE, "solid"), ("random", GREEN, "dot")):
-        if method != name:
-            fig.add_trace(go.Scatter(x=x, y=per[f"{name}_pct"], mode="lines", hoverinfo="skip",
-                                     name=name.upper() if name == "ssp" else name,
-                                     line=dict(color=col, dash=dash, width=2)))
-    return _layout(fig, "Share of each concept kept, concepts from least to most complex", height, bargap=0.1,
-                   xaxis=dict(title="concepts, least → most complex", showticklabels=False),
-                   yaxis=dict(title="kept %", range=[0, 102]),
-                   legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-
-
-def coverage_bars(cov: pd.DataFrame) -> go.Figure:
-    """Kept share per category for the plan, SSP and random (cov from page_data.coverage)."""
-    cov = cov[cov["pool"] > 0]
-    fig = go.Figure()
-    for name, col in (("plan", BLUE), ("ssp", ORANGE), ("random", GREEN)):
-        fig.add_trace(go.Bar(y=_names(cov["category"]), x=cov[f"{name}_pct"], orientation="h", marker_color=col,
-                             name="this plan" if name == "plan" else name.upper() if name == "ssp" else name,
-                             customdata=np.stack([cov[name], cov["pool"]], axis=1),
-                             hovertemplate="%{y}: %{customdata[0]:,} of %{customdata[1]:,} (%{x:.0f}%)<extra></extra>"))
-    return _layout(fig, "Category coverage: share of each category kept", max(260, 22 * len(cov) + 80),
-                   barmode="group", bargap=0.25, bargroupgap=0.05, yaxis=dict(autorange="reversed"),
-                   xaxis=dict(title="kept %", range=[0, 102]),
-                   legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
-
-
-def compare_diff(diff: pd.DataFrame) -> go.Figure:
-    """Concepts where two plans differ most (diff: name, diff = kept_b - kept_a)."""
-    fig = go.Figure(go.Bar(y=_names(diff["name"]), x=diff["diff"], orientation="h",
-                           marker_color=np.where(diff["diff"] > 0, ORANGE, BLUE),
-                           hovertemplate="%{y}: B − A = %{x:+,}<extra></extra>"))
-    return _layout(fig, "Concepts that differ most (B − A images kept)", max(220, 24 * len(diff) + 60),
-                   yaxis=dict(autorange="reversed"))

@@ -403,9 +403,9 @@ def warm_caches(ws: str | Path) -> list[str]:
     m = meta(ws, stamp)
     concepts(ws, stamp)
     counts(ws, stamp)
-    pts = layout(ws, stamp)
+    layout(ws, stamp)
     # as the Concepts page calls it, argument for argument: the cache's key is the call's arguments
-    picture = map_picture(ws, stamp, "concept", None, None)
+    map_picture(ws, stamp, "concept", None, None)
     params = page_data.params_from_state(PLAN_DEFAULTS, m)
     dkey = decisions_version(ws)
     tags(ws, dkey)
@@ -417,7 +417,6 @@ def warm_caches(ws: str | Path) -> list[str]:
         plan_counts(ws, stamp, params, dkey)
     cdf = concepts(ws, stamp)
     pick = default_concept(cdf)  # the Concepts page's first concept: its images, its neighbours' images
-    charts.concept_map(pts, cdf, "concept", None, pick, picture=picture)  # Plotly's figure classes, first use
     grids = [members(ws, stamp, pick, CONCEPT_TILES)]
     near = page_data.neighbour_concepts(plan_index(ws, stamp), cdf, pick, n=CONCEPT_NEIGHBOURS)
     grids += members_of(ws, stamp, tuple(int(c) for c in near["cluster"]), NEIGHBOUR_TILES).values()

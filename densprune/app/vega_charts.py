@@ -1,9 +1,13 @@
-"""Vega-Lite charts of the Complexity page, as spec dicts built from K-sized tables (no Streamlit).
+"""Vega-Lite charts of the app's pages, as spec dicts built from K-sized tables or the sampled map (no
+Streamlit), drawn on a canvas.
 
-Streamlit draws Vega-Lite on a canvas. The Complexity page's four charts hold a few hundred to a few
-thousand marks each; as SVG Plotly figures they cost a GPU-less browser about 0.3 s each, on a canvas a
-fraction of that (benchmarks/results/browser_10m.md: the page opens in 0.86 s against 1.78 s). The map
-and the charts that need Plotly's interactions stay in :mod:`densprune.app.charts`.
+The Complexity page's four charts hold a few hundred to a few thousand marks each; as SVG Plotly
+figures they cost a GPU-less browser about 0.3 s each, on a canvas a fraction of that
+(benchmarks/results/browser_10m.md: the page opens in 0.70 s against 1.50 s). And a page without
+Plotly does not make a fresh browser evaluate Plotly's 4.7 MB bundle (Vega's is 0.8 MB): the first
+page of a new server paints ~1.3 s sooner (benchmarks/results/cold_start_1m.md). Only the Find page's
+map, which needs Plotly's lasso, and the Train page's charts stay in :mod:`densprune.app.charts`
+and :mod:`densprune.app.run_charts`.
 
 The specs are plain dicts, not Altair objects: Altair costs 0.4 s to import and ~0.1 s per chart to
 validate on every rerun. Each spec's tables are DataFrames under ``spec["datasets"]`` (Streamlit sends
@@ -19,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-BLUE, GREY, LIGHT = "#4c78a8", "#888", "#bbb"
+BLUE, ORANGE, GREEN, RED, GREY, LIGHT = "#4c78a8", "#f58518", "#54a24b", "#d1495b", "#888", "#bbb"
+KEPT, DROPPED = "#2e9d57", "#d1495b"  # the map picture's colours (densprune.app.charts)
 VIRIDIS = {"scheme": "viridis"}
 Spec = dict[str, Any]
 
@@ -41,10 +46,17 @@ def _tip(field: str, title: str | None = None, fmt: str | None = None, kind: str
     return tip
 
 
-def _chart(title: str, height: int, layers: list[Spec], datasets: dict[str, pd.DataFrame]) -> Spec:
-    """A layered chart the width of its container."""
-    return {"title": {"text": title, "fontSize": 14, "anchor": "start"}, "height": height, "width": "container",
-            "datasets": datasets, "layer": layers}
+# drawn on a canvas: Streamlit would pick Vega's SVG renderer for datasets under 2,000 rows, which is slower
+# here (the Complexity page: 0.75 s with SVG, 0.68 s on a canvas)
+CANVAS = {"embedOptions": {"renderer": "canvas"}}
+
+
+def _chart(title: str | None, height: int, layers: list[Spec], datasets: dict[str, pd.DataFrame]) -> Spec:
+    """A layered chart the width of its container, drawn on a canvas."""
+    spec: Spec = {"height": height, "width": "container", "datasets": datasets, "layer": layers, "usermeta": CANVAS}
+    if title:
+        spec["title"] = {"text": title, "fontSize": 14, "anchor": "start"}
+    return spec
 
 
 def _viridis(legend: bool = False) -> dict[str, Any]:
@@ -157,3 +169,171 @@ def quota_vs_size(per: pd.DataFrame, temperature: float, height: int = 380) -> S
     return _chart(f"Quota against size at τ = {temperature:g}", height, layers,
                   {"concepts": points, "cap": pd.DataFrame({"eligible": [0.0, top], "quota": [0.0, top]}),
                    "capped": cut})
+
+
+# --- the concept map ------------------------------------------------------------------------------------
+
+def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
+                picture: tuple[str, tuple[float, float, float, float]], pick: int | None = None,
+                height: int = 430, legend: tuple[str, str] | None = None) -> Spec:
+    """The 2-D map: the sampled images drawn into one picture (``picture``: a PNG ``data:`` URI and the
+    (x0, x1, y0, y1) data range it spans, from :func:`densprune.app.charts.map_picture`), the picked
+    concept's images outlined on top, and the concept centres (concepts: cluster, name, x, y, pool_size,
+    complexity) as diamonds that name their concept on hover. ``colour`` is the picture's colouring:
+    "concept", "complexity" (the centres carry its colour scale) or "kept" (a legend for the picture's two
+    colours, ``legend`` naming them off and on: ("dropped", "kept") unless given). Wheel zooms, drag pans.
+
+    pts: (n sampled images) row_idx, cluster, x, y. Datasets: "picture" (x, x2, y, y2, url: one row),
+    "centres" (cluster, name, x, y, images, complexity), "picked" (x, y of the picked concept's images on
+    the map), "legend" (name: the kept colouring's two entries; no rows otherwise)."""
+    source, (x0, x1, y0, y1) = picture
+    cen = concepts.dropna(subset=["x", "y"])
+    centres = pd.DataFrame({"cluster": cen["cluster"].to_numpy(np.int64), "name": cen["name"].astype(str).to_numpy(),
+                            "x": cen["x"].to_numpy(float), "y": cen["y"].to_numpy(float),
+                            "images": cen["pool_size"].to_numpy(np.int64),
+                            "complexity": cen["complexity"].to_numpy(float)})
+    sel = pts[pts["cluster"].to_numpy() == pick] if pick is not None else pts.iloc[:0]
+    picked = pd.DataFrame({"x": sel["x"].to_numpy(float), "y": sel["y"].to_numpy(float)})
+    names = list(legend or ("dropped", "kept"))
+    x = _q("x", scale={"domain": [x0, x1], "nice": False, "zero": False}, axis=None)
+    y = _q("y", scale={"domain": [y0, y1], "nice": False, "zero": False}, axis=None)
+    layers: list[Spec] = [
+        {"data": {"name": "picture"}, "mark": {"type": "image", "aspect": False, "clip": True, "tooltip": None},
+         "params": [{"name": "map_view", "select": "interval", "bind": "scales"}],  # wheel zoom, drag pan
+         "encoding": {"x": x, "x2": {"field": "x2"}, "y": y, "y2": {"field": "y2"},
+                      "url": {"field": "url", "type": "nominal"}}},
+        {"data": {"name": "picked"}, "mark": {"type": "point", "size": 36, "stroke": "black", "strokeWidth": 1,
+                                             "filled": False, "clip": True, "tooltip": None},
+         "encoding": {"x": x, "y": y}}]
+    if colour == "kept":  # the picture's two colours, named: the legend comes from the scale, the rows draw nothing
+        layers.append({"data": {"name": "legend"},
+                       "mark": {"type": "point", "filled": True, "size": 64, "tooltip": None},
+                       "encoding": {"x": {"datum": x0, "type": "quantitative"},
+                                    "y": {"datum": y0, "type": "quantitative"},
+                                    "opacity": {"value": 0},
+                                    "color": {"field": "name", "type": "nominal", "title": None,
+                                              "scale": {"domain": names, "range": [DROPPED, KEPT]},
+                                              "legend": {"orient": "bottom", "direction": "horizontal",
+                                                         "symbolOpacity": 1}}}})
+    centre_colour: dict[str, Any] = {"value": "white"}
+    if colour == "complexity":
+        centre_colour = _viridis(legend=True)
+    layers.append({"data": {"name": "centres"},
+                   "mark": {"type": "point", "shape": "diamond", "filled": True, "size": 70, "stroke": "#333",
+                            "strokeWidth": 1, "opacity": 1, "clip": True},
+                   "encoding": {"x": x, "y": y, "color": centre_colour,
+                                "tooltip": [_tip("name", "concept", kind="nominal"), _tip("images", fmt=","),
+                                            _tip("complexity", fmt=".3f")]}})
+    spec = _chart(None, height, layers, {
+        "picture": pd.DataFrame({"x": [x0], "x2": [x1], "y": [y1], "y2": [y0], "url": [source]}),
+        "centres": centres, "picked": picked, "legend": pd.DataFrame({"name": names if colour == "kept" else []})})
+    spec["config"] = {"view": {"stroke": None}}
+    if colour == "complexity":
+        spec["resolve"] = {"scale": {"color": "independent"}}
+    return spec
+
+
+# --- the Overview's and the Budget page's charts --------------------------------------------------------
+
+def category_bars(cats: pd.DataFrame) -> Spec:
+    """Pool images per category, largest first as given (cats: category, pool). Dataset "categories"."""
+    data = pd.DataFrame({"category": cats["category"].astype(str).to_numpy(), "pool": cats["pool"].to_numpy(np.int64)})
+    bars = {"data": {"name": "categories"}, "mark": {"type": "bar", "color": BLUE},
+            "encoding": {"y": {"field": "category", "type": "nominal", "sort": None, "title": None,
+                               "axis": {"labelOverlap": False, "labelLimit": 180}},
+                         "x": _q("pool", "pool images"),
+                         "tooltip": [_tip("category", kind="nominal"), _tip("pool", "pool images", fmt=",")]}}
+    return _chart("Pool images per category", max(220, 22 * len(data) + 60), [bars], {"categories": data})
+
+
+def dedup_curve(curve: pd.DataFrame, eps: float, height: int = 170) -> Spec:
+    """Share of the pool left after SemDeDup against eps (curve: eps, kept_fraction, increasing eps), with
+    the current eps marked. Datasets: "curve" (eps, left_pct), "now" (eps, left_pct: one row)."""
+    at = float(np.interp(eps, curve["eps"], curve["kept_fraction"]))
+    line = pd.DataFrame({"eps": curve["eps"].to_numpy(float), "left_pct": 100 * curve["kept_fraction"].to_numpy(float)})
+    now = pd.DataFrame({"eps": [float(eps)], "left_pct": [100 * at]})
+    x, y = _q("eps", "ε"), _q("left_pct", "% left", scale={"domain": [0, 101]})
+    tip = [_tip("eps", "ε", fmt=".3f"), _tip("left_pct", "% left", fmt=".1f")]
+    layers = [{"data": {"name": "curve"}, "mark": {"type": "line", "color": BLUE},
+               "encoding": {"x": x, "y": y, "tooltip": tip}},
+              {"data": {"name": "now"}, "mark": {"type": "circle", "size": 80, "color": RED, "opacity": 1},
+               "encoding": {"x": x, "y": y, "tooltip": tip}}]
+    spec = _chart(f"{at:.0%} of the pool left at ε = {eps:.3f}", height, layers, {"curve": line, "now": now})
+    spec["title"]["fontSize"] = 12
+    return spec
+
+
+def kept_per_concept(per: pd.DataFrame, method: str, height: int = 330) -> Spec:
+    """Kept share per concept (bars, least to most complex) against SSP and random at the same budget
+    (lines; the plan's own method not repeated). per: name, complexity, kept, eligible, kept_pct,
+    ssp_pct, random_pct. Datasets: "concepts" (order, name, kept, eligible, kept_pct, method: the bars,
+    least complex first), "baselines" (order, method, kept_pct: one row per concept and baseline)."""
+    per = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
+    order = np.arange(len(per))
+    label = method.upper() if method in ("dbp", "ssp") else method
+    bars = pd.DataFrame({"order": order, "name": per["name"].astype(str).to_numpy(),
+                         "kept": per["kept"].to_numpy(np.int64), "eligible": per["eligible"].to_numpy(np.int64),
+                         "kept_pct": per["kept_pct"].to_numpy(float), "method": label})
+    shown = [(name.upper() if name == "ssp" else name, col, dash, name)
+             for name, col, dash in (("ssp", ORANGE, [1, 0]), ("random", GREEN, [2, 2])) if method != name]
+    base = pd.DataFrame({"order": np.tile(order, len(shown)),
+                         "method": np.repeat([n for n, _, _, _ in shown], len(per)),
+                         "kept_pct": np.concatenate([per[f"{c}_pct"].to_numpy(float) for _, _, _, c in shown])})
+    colour = {"field": "method", "type": "nominal", "title": None,
+              "scale": {"domain": [label] + [n for n, _, _, _ in shown], "range": [BLUE] + [c for _, c, _, _ in shown]},
+              "legend": {"orient": "top", "direction": "horizontal"}}
+    x = {"field": "order", "type": "ordinal", "title": "concepts, least → most complex",
+         "axis": {"labels": False, "ticks": False}}
+    y = _q("kept_pct", "kept %", scale={"domain": [0, 102]})
+    layers = [{"data": {"name": "concepts"}, "mark": {"type": "bar"},
+               "encoding": {"x": x, "y": y, "color": colour,
+                            "tooltip": [_tip("name", "concept", kind="nominal"), _tip("kept", fmt=","),
+                                        _tip("eligible", fmt=","), _tip("kept_pct", "kept %", fmt=".0f")]}},
+              {"data": {"name": "baselines"}, "mark": {"type": "line", "strokeWidth": 2},
+               "encoding": {"x": x, "y": y, "color": colour,
+                            "strokeDash": {"field": "method", "type": "nominal", "legend": None,
+                                           "scale": {"domain": [n for n, _, _, _ in shown] or ["none"],
+                                                     "range": [d for _, _, d, _ in shown] or [[1, 0]]}}}}]
+    return _chart("Share of each concept kept, concepts from least to most complex", height, layers,
+                  {"concepts": bars, "baselines": base})
+
+
+def coverage_bars(cov: pd.DataFrame) -> Spec:
+    """Kept share per category for the plan, SSP and random, grouped (cov from page_data.coverage:
+    category, pool, plan, ssp, random and their _pct; categories with no pool left out). Dataset
+    "coverage": category, method, kept, pool, kept_pct (one row per category and method)."""
+    cov = cov[cov["pool"] > 0]
+    methods = [("plan", "this plan", BLUE), ("ssp", "SSP", ORANGE), ("random", "random", GREEN)]
+    data = pd.DataFrame({"category": np.tile(cov["category"].astype(str).to_numpy(), len(methods)),
+                         "method": np.repeat([label for _, label, _ in methods], len(cov)),
+                         "kept": np.concatenate([cov[m].to_numpy(np.int64) for m, _, _ in methods]),
+                         "pool": np.tile(cov["pool"].to_numpy(np.int64), len(methods)),
+                         "kept_pct": np.concatenate([cov[f"{m}_pct"].to_numpy(float) for m, _, _ in methods])})
+    bars = {"data": {"name": "coverage"}, "mark": {"type": "bar"},
+            "encoding": {"y": {"field": "category", "type": "nominal", "sort": None, "title": None},
+                         "yOffset": {"field": "method", "type": "nominal", "sort": [label for _, label, _ in methods]},
+                         "x": _q("kept_pct", "kept %", scale={"domain": [0, 102]}),
+                         "color": {"field": "method", "type": "nominal", "title": None,
+                                   "scale": {"domain": [label for _, label, _ in methods],
+                                             "range": [c for _, _, c in methods]},
+                                   "legend": {"orient": "top", "direction": "horizontal"}},
+                         "tooltip": [_tip("category", kind="nominal"), _tip("method", kind="nominal"),
+                                     _tip("kept", fmt=","), _tip("pool", fmt=","),
+                                     _tip("kept_pct", "kept %", fmt=".0f")]}}
+    return _chart("Category coverage: share of each category kept", max(260, 22 * len(cov) + 80), [bars],
+                  {"coverage": data})
+
+
+def compare_diff(diff: pd.DataFrame) -> Spec:
+    """Concepts where two plans differ most (diff: name, diff = kept_b - kept_a; in the order given).
+    Dataset "concepts": name, diff, more (which plan keeps more: "A" or "B")."""
+    data = pd.DataFrame({"name": diff["name"].astype(str).to_numpy(), "diff": diff["diff"].to_numpy(np.int64)})
+    data["more"] = np.where(data["diff"] > 0, "B", "A")
+    bars = {"data": {"name": "concepts"}, "mark": {"type": "bar"},
+            "encoding": {"y": {"field": "name", "type": "nominal", "sort": None, "title": None},
+                         "x": _q("diff", "B − A images kept"),
+                         "color": {"field": "more", "type": "nominal", "title": "keeps more",
+                                   "scale": {"domain": ["A", "B"], "range": [BLUE, ORANGE]}},
+                         "tooltip": [_tip("name", "concept", kind="nominal"), _tip("diff", "B − A", fmt="+,")]}}
+    return _chart("Concepts that differ most (B − A images kept)", max(220, 24 * len(data) + 60), [bars],
+                  {"concepts": data})

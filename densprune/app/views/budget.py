@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from densprune import db
-from densprune.app import charts, page_data, session
+from densprune.app import page_data, session, vega_charts
 from densprune.prune import plans
 from densprune.prune.diagnostics import plan_diagnostics
 
@@ -13,7 +13,6 @@ ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
 has_clip = bool(meta.get("has_clip_scores"))
 CURRENT = session.CURRENT_PLAN
-NO_BAR = {"displayModeBar": False}
 
 st.title("Budget")
 st.caption("Set how many images to keep and how to choose them. Every change recomputes the plan for the "
@@ -52,8 +51,8 @@ def knobs() -> None:
               disabled=not st.session_state["plan_dedup_on"])
     curve = session.dedup_curve(ws, stamp)
     if len(curve):
-        st.plotly_chart(charts.dedup_curve(curve, float(st.session_state["plan_dedup_eps"])), width="stretch",
-                        config=NO_BAR, key="budget_dedup_curve")
+        st.vega_lite_chart(spec=vega_charts.dedup_curve(curve, float(st.session_state["plan_dedup_eps"])),
+                           width="stretch", key="budget_dedup_curve")
     st.toggle("CLIP-score filter", key="plan_clip_on", disabled=not has_clip,
               help="Keep only the images whose caption matches them best (top share by CLIP score) before "
                    "the budget is shared out." if has_clip else
@@ -107,15 +106,15 @@ def results() -> None:
     for note in r.notes:
         st.caption(f":material/info: {note}")
 
-    st.plotly_chart(charts.kept_per_concept(view.per_concept, params.method), width="stretch", config=NO_BAR,
-                    key="budget_per_concept")
+    st.vega_lite_chart(spec=vega_charts.kept_per_concept(view.per_concept, params.method), width="stretch",
+                       key="budget_per_concept")
     if has_cats and n_rows > session.COVERAGE_LIVE_ROWS:
         st.toggle("Category coverage", key="budget_coverage_on",
                   help=f"Kept share of every category under the plan, random and SSP: three keep masks, a pass over "
                        f"the {n_rows:,} rows each, on every change of the knobs. Off, every number above comes "
                        "from the per-concept summary.")
     if view.coverage is not None:
-        st.plotly_chart(charts.coverage_bars(view.coverage), width="stretch", config=NO_BAR, key="budget_coverage")
+        st.vega_lite_chart(spec=vega_charts.coverage_bars(view.coverage), width="stretch", key="budget_coverage")
     decisions_section(r, dkey)
 
 
@@ -233,7 +232,7 @@ def compare_section() -> None:
     if diff.empty:
         st.info("Both plans keep exactly the same images.")
         return
-    st.plotly_chart(charts.compare_diff(diff), width="stretch", config=NO_BAR)
+    st.vega_lite_chart(spec=vega_charts.compare_diff(diff), width="stretch")
     for col, label, rows_ in zip(st.columns(2, gap="large"), ("A", "B"), (only_a, only_b)):
         with col:
             st.markdown(f"**Kept only by {label}** ({rows_.size:,}; a sample)")

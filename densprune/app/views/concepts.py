@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from densprune.app import charts, page_data, session
+from densprune.app import page_data, session, vega_charts
 
 ws, stamp = session.ws_args()
 meta = session.meta(ws, stamp)
@@ -89,9 +89,9 @@ with left:
     picture = session.map_picture(ws, stamp, mode, params if mode == "kept" else None,
                                   dkey if mode == "kept" else
                                   version if mode.startswith("tag:") else None)
-    fig = charts.concept_map(pts, cdf, "kept" if mode.startswith("tag:") else mode, keep, pick, picture=picture,
-                             legend=("not tagged", f"tagged {mode[4:]}") if mode.startswith("tag:") else None)
-    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False, "scrollZoom": True})
+    st.vega_lite_chart(spec=vega_charts.concept_map(
+        pts, cdf, "kept" if mode.startswith("tag:") else mode, picture, pick,
+        legend=("not tagged", f"tagged {mode[4:]}") if mode.startswith("tag:") else None), width="stretch")
     st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
                "Diamonds are concept centres; the picked concept is outlined.")
 

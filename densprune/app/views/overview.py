@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from densprune.app import charts, page_data, session
+from densprune.app import page_data, session, vega_charts
 from densprune.workspace import describe_concept_space
 
 ws, stamp = session.ws_args()
@@ -55,8 +55,7 @@ with right:
         "4. **Preview** what is kept and dropped, then **Export** the plan for training.")
     if meta.get("has_categories"):
         cats = session.top_categories(ws, stamp)
-        fig = charts.category_bars(cats)
-        st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+        st.vega_lite_chart(spec=vega_charts.category_bars(cats), width="stretch")
 
 if meta["n_rejects"]:
     st.subheader("Rejected inputs")
