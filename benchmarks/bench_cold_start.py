@@ -23,7 +23,10 @@ With ``--floor``, data-free Streamlit apps are timed the same way each run (a ti
 10-row table and a chart with an image, the elements of the first page, once as a Plotly figure, as the
 map was drawn before, and once as a Vega-Lite chart, as it is now): what any Streamlit page costs on
 this machine before densprune does anything.
-Medians over ``--runs``; the table and a JSON file go to benchmarks/results/ (``--out``).
+With ``--browser-first`` each run's fresh chromium is launched (a blank page open) before the server
+starts, as for a user whose browser is already open: the browser's own start no longer counts, on
+every side alike. Playwright's driver is started before the server either way (it is not the
+browser's cost). Medians over ``--runs``; the table and a JSON file go to benchmarks/results/ (``--out``).
 
     python benchmarks/bench_cold_start.py --workspace workspaces/ws-1m --runs 5 --pages concepts budget \
         --out benchmarks/results/cold_start_1m.md
@@ -64,14 +67,15 @@ DRAWN_JS = {
 TITLE_JS = "() => { const h = document.querySelector('h1'); return h ? h.innerText.trim() : null; }"
 
 
-def one_run(ws: Path, page_name: str, side: str, log: Path, baseline: Path | None = None) -> dict[str, float]:
+def one_run(ws: Path, page_name: str, side: str, log: Path, baseline: Path | None = None,
+            browser_first: bool = False) -> dict[str, float]:
     """Seconds from the server's start to HTTP and to the painted page (fresh server, fresh browser).
     ``side``: "warm-up", "no warm-up", or "baseline" (the checkout ``baseline``'s code, with its warm-up)."""
     root = baseline if side == "baseline" else ROOT
     env = dict(os.environ, DENSPRUNE_NO_WARM_UP="1" if side == "no warm-up" else "0")
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
     return serve_and_paint(lambda port: app_command(root, ws, port), env, page_name, TITLES[page_name],
-                           DRAWN_JS.get(page_name, "() => true"), log, cwd=root)
+                           DRAWN_JS.get(page_name, "() => true"), log, cwd=root, browser_first=browser_first)
 
 
 def app_command(root: Path, ws: Path, port: int) -> list[str]:
@@ -132,38 +136,54 @@ FLOOR_APPS = {
 }
 
 
-def floor_run(source: str, drawn: str, log: Path) -> dict[str, float]:
+def floor_run(source: str, drawn: str, log: Path, browser_first: bool = False) -> dict[str, float]:
     """A data-free Streamlit app (FLOOR_APPS), served and painted like densprune's pages."""
     app = log.with_name(f"floor-{abs(hash(source)) % 10**8}.py")
     app.write_text(source)
     return serve_and_paint(lambda port: [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_flags(port)],
-                           dict(os.environ), "", "Concepts", drawn, log)
+                           dict(os.environ), "", "Concepts", drawn, log, browser_first=browser_first)
 
 
 def serve_and_paint(cmd, env: dict, path: str, title: str, drawn: str, log: Path,
-                    cwd: Path = ROOT) -> dict[str, float]:
+                    cwd: Path = ROOT, browser_first: bool = False) -> dict[str, float]:
     """Start the server ``cmd(port)`` on a free port; once it answers, open ``/path`` in a fresh headless chromium
     and wait until the title ``title`` is shown, the script run is over and ``drawn`` holds. Seconds from
-    the start to HTTP and to that paint."""
+    the start to HTTP and to that paint (see :func:`timed_paint` for ``browser_first``)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return timed_paint(lambda out: subprocess.Popen(cmd(port), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env),
+                       f"{url}/_stcore/health", f"{url}/{path}",
+                       f"(t) => ({TITLE_JS})() === t && ({SETTLED_JS})() && ({drawn})()", title, log, browser_first)
+
+
+def timed_paint(start, health: str, page_url: str, painted_js: str, arg, log: Path,
+                browser_first: bool = False) -> dict[str, float]:
+    """Seconds from ``start(log file)`` (the server's process) until ``health`` answers and until
+    ``painted_js(arg)`` holds on ``page_url`` in a fresh headless chromium. The browser is launched once
+    the server answers, so its own start counts; with ``browser_first`` it is launched (and a blank page
+    opened) before the server starts, as for a user whose browser is already open, and only the page's
+    request and drawing count."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd(port), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        t_http = wait_http(f"{url}/_stcore/health", proc, t0, log)
-        with sync_playwright() as p:
+    with sync_playwright() as p:
+        browser = page = None
+        if browser_first:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{url}/{path}")
-            page.wait_for_function(f"(t) => ({TITLE_JS})() === t && ({SETTLED_JS})() && ({drawn})()",
-                                   arg=title, timeout=600_000, polling=10)
+        t0 = time.perf_counter()
+        with open(log, "wb") as out:
+            proc = start(out)
+        try:
+            t_http = wait_http(health, proc, t0, log)
+            if browser is None:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(page_url)
+            page.wait_for_function(painted_js, arg=arg, timeout=600_000, polling=10)
             t_paint = time.perf_counter() - t0
+        finally:
+            stop_app(proc)
             browser.close()
-    finally:
-        stop_app(proc)
     return {"http_s": t_http, "painted_s": t_paint}
 
 
@@ -193,28 +213,14 @@ def atlas_parquet(ws: Path, out: Path) -> Path:
     return out
 
 
-def atlas_run(exe: str, data: Path, n_rows: int, log: Path) -> dict[str, float]:
+def atlas_run(exe: str, data: Path, n_rows: int, log: Path, browser_first: bool = False) -> dict[str, float]:
     """Seconds from Embedding Atlas's start to HTTP and to its table and histograms with the row count."""
-    from playwright.sync_api import sync_playwright
-
     port = free_port()
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, str(data), "--x", "x", "--y", "y", "--text", "caption", "--host", "127.0.0.1",
-                                 "--port", str(port), "--no-auto-port"], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        t_http = wait_http(url, proc, t0, log)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url)
-            page.wait_for_function(ATLAS_DRAWN_JS, arg=f"{n_rows:,}", timeout=600_000, polling=10)
-            t_paint = time.perf_counter() - t0
-            browser.close()
-    finally:
-        stop_app(proc)
-    return {"http_s": t_http, "painted_s": t_paint}
+    cmd = [exe, str(data), "--x", "x", "--y", "y", "--text", "caption", "--host", "127.0.0.1", "--port", str(port),
+           "--no-auto-port"]
+    return timed_paint(lambda out: subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT), url, url,
+                       ATLAS_DRAWN_JS, f"{n_rows:,}", log, browser_first)
 
 
 def wait_http(url: str, proc: subprocess.Popen, t0: float, log: Path) -> float:
@@ -242,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--atlas", default=None, help="the embedding-atlas command: run it beside densprune")
     ap.add_argument("--floor", action="store_true",
                     help="also time data-free Streamlit apps the same way: the floor of any Streamlit page here")
+    ap.add_argument("--browser-first", action="store_true",
+                    help="launch each run's fresh chromium before its server starts (a user's browser is already "
+                         "open): only the page's request and drawing count, not the browser's own start")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cold_start.md (+ .json)")
     args = ap.parse_args(argv)
     ws, log = checked_setup(ap, args.workspace, "densprune-cold-start")
@@ -255,15 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     floors: dict[str, list[dict[str, float]]] = {name: [] for name in FLOOR_APPS} if args.floor else {}
     for i in range(args.runs):
         for name, rs in floors.items():
-            rs.append(floor_run(*FLOOR_APPS[name], log))
+            rs.append(floor_run(*FLOOR_APPS[name], log, args.browser_first))
             print(f"run {i + 1} {name}: HTTP {rs[-1]['http_s']:.2f} s, painted {rs[-1]['painted_s']:.2f} s", flush=True)
         if atlas_data is not None:
-            atlas.append(atlas_run(args.atlas, atlas_data, n_rows, log))
+            atlas.append(atlas_run(args.atlas, atlas_data, n_rows, log, args.browser_first))
             print(f"run {i + 1} Embedding Atlas: HTTP {atlas[-1]['http_s']:.2f} s, "
                   f"painted {atlas[-1]['painted_s']:.2f} s", flush=True)
         for pg in args.pages:
             for side in names[i % len(names):] + names[:i % len(names)]:  # rotating
-                r = one_run(ws, pg, side, log, args.baseline)
+                r = one_run(ws, pg, side, log, args.baseline, args.browser_first)
                 runs[pg][side].append(r)
                 print(f"run {i + 1} /{pg} {side}: HTTP {r['http_s']:.2f} s, painted {r['painted_s']:.2f} s",
                       flush=True)
@@ -296,12 +305,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"{statistics.median(paint):.2f}", f"{min(paint):.2f}-{max(paint):.2f}"])
     meta = db.load_meta(ws)
     load = os.getloadavg()[0]
+    browser = ("launched before the server starts (only the page's request and drawing count)" if args.browser_first
+               else "launched once the server answers (its start counts)")
     text = (f"{ws.name}: {meta['n_samples']:,} rows, K={meta['k']}; fresh server and fresh headless chromium per run, "
-            f"{args.runs} runs per page and side, alternating; 1-min load at the end {load:.1f}\n\n"
+            f"the browser {browser}; {args.runs} runs per page and side, alternating; 1-min load at the end "
+            f"{load:.1f}\n\n"
             + table(["page", "server", "HTTP answers, s", "page painted, s (median)", "range, s"], rows))
     path = publish(text, args.out, "cold_start.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
                                                      "workspace": str(ws), "baseline": str(args.baseline or ""),
+                                                     "browser_first": args.browser_first,
                                                      "rows": meta["n_samples"],
                                                      "runs": runs, "embedding_atlas": atlas,
                                                      "streamlit_floor": floors}, indent=1))
