@@ -3,9 +3,9 @@ Streamlit), drawn on a canvas.
 
 The Complexity page's four charts hold a few hundred to a few thousand marks each; as SVG Plotly
 figures they cost a GPU-less browser about 0.3 s each, on a canvas a fraction of that
-(benchmarks/results/browser_10m.md: the page opens in 0.70 s against 1.50 s). And a page without
+(benchmarks/results/browser_10m.md: the page opens in 0.73 s against 1.84 s). And a page without
 Plotly does not make a fresh browser evaluate Plotly's 4.7 MB bundle (Vega's is 0.8 MB): the first
-page of a new server paints ~1.3 s sooner (benchmarks/results/cold_start_1m.md). Only the Find page's
+page of a new server paints ~1.5 s sooner (benchmarks/results/cold_start_1m.md). Only the Find page's
 map, which needs Plotly's lasso, and the Train page's charts stay in :mod:`densprune.app.charts`
 and :mod:`densprune.app.run_charts`.
 
@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-BLUE, ORANGE, GREEN, RED, GREY, LIGHT = "#4c78a8", "#f58518", "#54a24b", "#d1495b", "#888", "#bbb"
-KEPT, DROPPED = "#2e9d57", "#d1495b"  # the map picture's colours (densprune.app.charts)
+from densprune.app.charts import BLUE, DROPPED, GREEN, GREY, KEPT, ORANGE, RED  # one palette, the map picture's too
+
+LIGHT = "#bbb"
 VIRIDIS = {"scheme": "viridis"}
 Spec = dict[str, Any]
 
@@ -310,7 +311,8 @@ def coverage_bars(cov: pd.DataFrame) -> Spec:
                          "pool": np.tile(cov["pool"].to_numpy(np.int64), len(methods)),
                          "kept_pct": np.concatenate([cov[f"{m}_pct"].to_numpy(float) for m, _, _ in methods])})
     bars = {"data": {"name": "coverage"}, "mark": {"type": "bar"},
-            "encoding": {"y": {"field": "category", "type": "nominal", "sort": None, "title": None},
+            "encoding": {"y": {"field": "category", "type": "nominal", "sort": None, "title": None,
+                               "axis": {"labelLimit": 280}},
                          "yOffset": {"field": "method", "type": "nominal", "sort": [label for _, label, _ in methods]},
                          "x": _q("kept_pct", "kept %", scale={"domain": [0, 102]}),
                          "color": {"field": "method", "type": "nominal", "title": None,
@@ -330,7 +332,8 @@ def compare_diff(diff: pd.DataFrame) -> Spec:
     data = pd.DataFrame({"name": diff["name"].astype(str).to_numpy(), "diff": diff["diff"].to_numpy(np.int64)})
     data["more"] = np.where(data["diff"] > 0, "B", "A")
     bars = {"data": {"name": "concepts"}, "mark": {"type": "bar"},
-            "encoding": {"y": {"field": "name", "type": "nominal", "sort": None, "title": None},
+            "encoding": {"y": {"field": "name", "type": "nominal", "sort": None, "title": None,
+                               "axis": {"labelLimit": 280}},
                          "x": _q("diff", "B − A images kept"),
                          "color": {"field": "more", "type": "nominal", "title": "keeps more",
                                    "scale": {"domain": ["A", "B"], "range": [BLUE, ORANGE]}},
