@@ -1,7 +1,8 @@
 """Profile: what a fresh server and a fresh browser do before the first page is painted, event by event.
 
 Each run starts the app's server as ``densprune app`` does (benchmarks/bench_cold_start.py, the same
-command), launches a fresh headless Debian chromium once ``/_stcore/health`` answers, and opens one page
+command), launches a fresh headless Debian chromium once ``/_stcore/health`` answers (with
+``--browser-first``: before the server starts; Playwright's driver starts first either way), and opens one page
 by its URL. A MutationObserver in the page records when each thing first appears (the title, the data
 grid and its canvas, the Plotly element and its drawn image, a metric), the page's own status says when
 the script run is over, and the browser's responses say when each lazily loaded chunk of Streamlit's
@@ -49,30 +50,38 @@ new MutationObserver(() => {
 CHUNKS = ("DataFrame", "PlotlyChart", "ArrowVegaLiteChart", "embed", "Metric", "ButtonGroup", "Selectbox")
 
 
-def one_run(ws: Path, page_name: str, log: Path) -> dict[str, float]:
-    """Seconds from the server's start to each event of one fresh server and browser."""
+def one_run(ws: Path, page_name: str, log: Path, browser_first: bool = False) -> dict[str, float]:
+    """Seconds from the server's start to each event of one fresh server and browser (the browser
+    launched once the server answers, or, with ``browser_first``, before the server starts)."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(app_command(ROOT, ws, port), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     ev: dict[str, float] = {}
-    try:
-        ev["HTTP answers"] = wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, t0, log)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            ev["chromium started"] = time.perf_counter() - t0
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.add_init_script(OBSERVE_JS)
+    t0 = 0.0
 
-            def on_response(r) -> None:
-                name = r.url.rsplit("/", 1)[-1]
-                for chunk in CHUNKS:
-                    if name.startswith(chunk + ".") and name.endswith(".js"):
-                        ev.setdefault(f"chunk {chunk} received", time.perf_counter() - t0)
+    def on_response(r) -> None:
+        name = r.url.rsplit("/", 1)[-1]
+        for chunk in CHUNKS:
+            if name.startswith(chunk + ".") and name.endswith(".js"):
+                ev.setdefault(f"chunk {chunk} received", time.perf_counter() - t0)
 
-            page.on("response", on_response)
+    with sync_playwright() as p:
+        def launch():
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            pg = b.new_page(viewport={"width": 1400, "height": 900})
+            pg.add_init_script(OBSERVE_JS)
+            pg.on("response", on_response)
+            return b, pg
+
+        browser, page = launch() if browser_first else (None, None)
+        port = free_port()
+        t0 = time.perf_counter()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(app_command(ROOT, ws, port), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            ev["HTTP answers"] = wait_http(f"http://127.0.0.1:{port}/_stcore/health", proc, t0, log)
+            if browser is None:
+                browser, page = launch()
+                ev["chromium started"] = time.perf_counter() - t0
             t_nav = time.perf_counter()
             ev["page requested"] = t_nav - t0
             page.goto(f"http://127.0.0.1:{port}/{page_name}")
@@ -83,9 +92,9 @@ def one_run(ws: Path, page_name: str, log: Path) -> dict[str, float]:
             ev["page drawn (bench_cold_start's test)"] = time.perf_counter() - t0
             for k, v in page.evaluate("() => window.__seen").items():  # ms since the page's navigation
                 ev[k] = t_nav - t0 + v / 1000
+        finally:
+            stop_app(proc)
             browser.close()
-    finally:
-        stop_app(proc)
     return ev
 
 
@@ -94,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", type=Path, required=True)
     ap.add_argument("--page", default="concepts", choices=sorted(TITLES))
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--browser-first", action="store_true",
+                    help="launch the browser before the server starts, as bench_cold_start.py --browser-first")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cold_start_timeline.md")
     args = ap.parse_args(argv)
     ws, log = checked_setup(ap, args.workspace, "densprune-cold-profile")
     from densprune import db
 
-    runs = [one_run(ws, args.page, log) for _ in range(args.runs)]
+    runs = [one_run(ws, args.page, log, args.browser_first) for _ in range(args.runs)]
     events = sorted({k for r in runs for k in r}, key=lambda k: statistics.median(r[k] for r in runs if k in r))
     rows = []
     for k in events:
@@ -108,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{len(vals)}/{len(runs)}"])
     meta = db.load_meta(ws)
     text = (f"{ws.name}: {meta['n_samples']:,} rows, K={meta['k']}; /{args.page}, fresh server and fresh headless "
-            f"chromium per run, {args.runs} runs; seconds from the server's start; 1-min load at the end "
+            f"chromium per run ({'launched before the server' if args.browser_first else 'launched once it answers'}), "
+            f"{args.runs} runs; seconds from the server's start; 1-min load at the end "
             f"{os.getloadavg()[0]:.1f}\n\n" + table(["event", "median, s", "range, s", "runs seen"], rows))
     path = publish(text, args.out, "cold_start_timeline.md")
     path.with_suffix(".json").write_text(json.dumps({"command": command_line(), "machine": machine(),
