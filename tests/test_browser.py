@@ -140,6 +140,41 @@ def test_concept_map_is_drawn_names_its_concepts_and_zooms(page, app_url, artifa
     screenshot(page, artifacts / "concepts-map-zoomed.png")
 
 
+def test_concept_map_redraws_in_every_colouring(page, app_url, artifacts):
+    """Each colouring (concept, complexity, kept by the plan: different layers and tables) and another
+    picked concept redraw the map, with no error in the page's scripts."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{app_url}/concepts")
+    settle(page)
+    page.wait_for_function(CHARTS_DRAWN_JS, timeout=30_000)
+
+    def drawing() -> bytes:
+        canvas = page.locator('[data-testid="stVegaLiteChart"] canvas').first
+        canvas.scroll_into_view_if_needed()
+        return canvas.screenshot()
+
+    def redrawn(before: bytes) -> bytes:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            page.wait_for_timeout(300)
+            if page.evaluate(CHARTS_DRAWN_JS) and (now := drawing()) != before:
+                return now
+        raise AssertionError(f"the map was not redrawn; page errors: {errors}")
+
+    shown = drawing()
+    buttons = page.locator('[data-testid="stButtonGroup"] button')
+    for colour in ("complexity", "kept by the plan", "concept"):
+        buttons.filter(has_text=colour).first.click()
+        shown = redrawn(shown)
+        assert not errors, errors
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Concept").first.click()
+    page.get_by_role("option").nth(3).click()  # another concept: the same layers, other outlined points
+    redrawn(shown)
+    assert not errors, errors
+    screenshot(page, artifacts / "concepts-map-recoloured.png")
+
+
 def test_budget_slider_moves_the_kept_count(page, app_url, artifacts):
     page.goto(f"{app_url}/budget")
     settle(page)

@@ -186,7 +186,9 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
 
     pts: (n sampled images) row_idx, cluster, x, y. Datasets: "picture" (x, x2, y, y2, url: one row),
     "centres" (cluster, name, x, y, images, complexity), "picked" (x, y of the picked concept's images on
-    the map), "legend" (name: the kept colouring's two entries; no rows otherwise)."""
+    the map) and, coloured "kept", "legend" (name: its two entries). The layers, and so the datasets,
+    differ between colourings: show each colouring as its own element (a key per colouring), since
+    Streamlit updates a chart's datasets in place when only they change and fails when their set changes."""
     source, (x0, x1, y0, y1) = picture
     cen = concepts.dropna(subset=["x", "y"])
     centres = pd.DataFrame({"cluster": cen["cluster"].to_numpy(np.int64), "name": cen["name"].astype(str).to_numpy(),
@@ -209,8 +211,8 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
     if colour == "kept":  # the picture's two colours, named: the legend comes from the scale, the rows draw nothing
         layers.append({"data": {"name": "legend"},
                        "mark": {"type": "point", "filled": True, "size": 64, "tooltip": None},
-                       "encoding": {"x": {"datum": x0, "type": "quantitative"},
-                                    "y": {"datum": y0, "type": "quantitative"},
+                       "encoding": {"x": {"datum": x0, "type": "quantitative", "axis": None},
+                                    "y": {"datum": y0, "type": "quantitative", "axis": None},
                                     "opacity": {"value": 0},
                                     "color": {"field": "name", "type": "nominal", "title": None,
                                               "scale": {"domain": names, "range": [DROPPED, KEPT]},
@@ -225,12 +227,12 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
                    "encoding": {"x": x, "y": y, "color": centre_colour,
                                 "tooltip": [_tip("name", "concept", kind="nominal"), _tip("images", fmt=","),
                                             _tip("complexity", fmt=".3f")]}})
-    spec = _chart(None, height, layers, {
-        "picture": pd.DataFrame({"x": [x0], "x2": [x1], "y": [y1], "y2": [y0], "url": [source]}),
-        "centres": centres, "picked": picked, "legend": pd.DataFrame({"name": names if colour == "kept" else []})})
+    datasets = {"picture": pd.DataFrame({"x": [x0], "x2": [x1], "y": [y1], "y2": [y0], "url": [source]}),
+                "centres": centres, "picked": picked}
+    if colour == "kept":  # only the datasets a layer reads: Vega drops the others, and Streamlit then fails to update
+        datasets["legend"] = pd.DataFrame({"name": names})
+    spec = _chart(None, height, layers, datasets)
     spec["config"] = {"view": {"stroke": None}}
-    if colour == "complexity":
-        spec["resolve"] = {"scale": {"color": "independent"}}
     return spec
 
 

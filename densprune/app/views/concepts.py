@@ -91,7 +91,8 @@ with left:
                                   version if mode.startswith("tag:") else None)
     st.vega_lite_chart(spec=vega_charts.concept_map(
         pts, cdf, "kept" if mode.startswith("tag:") else mode, picture, pick,
-        legend=("not tagged", f"tagged {mode[4:]}") if mode.startswith("tag:") else None), width="stretch")
+        legend=("not tagged", f"tagged {mode[4:]}") if mode.startswith("tag:") else None), width="stretch",
+        key=f"concepts_map_{mode}")  # one element per colouring: their layers differ (vega_charts.concept_map)
     st.caption(f"UMAP map of {len(pts):,} images: nearby points look alike to the embedder. "
                "Diamonds are concept centres; the picked concept is outlined.")
 
