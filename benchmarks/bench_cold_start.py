@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout
 
 from _util import command_line, machine, publish, table  # noqa: E402
-from app_server import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, free_port, stop_app  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, checkout_env, free_port, stop_app  # noqa: E402
 
 TITLES = {"overview": "Overview", "concepts": "Concepts", "complexity": "Complexity", "budget": "Budget",
           "preview": "Preview", "export": "Export"}
@@ -72,8 +72,7 @@ def one_run(ws: Path, page_name: str, side: str, log: Path, baseline: Path | Non
     """Seconds from the server's start to HTTP and to the painted page (fresh server, fresh browser).
     ``side``: "warm-up", "no warm-up", or "baseline" (the checkout ``baseline``'s code, with its warm-up)."""
     root = baseline if side == "baseline" else ROOT
-    env = dict(os.environ, DENSPRUNE_NO_WARM_UP="1" if side == "no warm-up" else "0")
-    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = checkout_env(root, DENSPRUNE_NO_WARM_UP="1" if side == "no warm-up" else "0")
     return serve_and_paint(lambda port: app_command(root, ws, port), env, page_name, TITLES[page_name],
                            DRAWN_JS.get(page_name, "() => true"), log, cwd=root, browser_first=browser_first)
 

@@ -51,6 +51,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def checkout_env(root: Path, **extra: str) -> dict[str, str]:
+    """This process's environment, with the checkout ``root`` first on PYTHONPATH (its densprune imported
+    before any installed one) and ``extra`` set."""
+    return dict(os.environ, **extra,
+                PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
 def start_app(ws: Path, log: Path, port: int | None = None, timeout_s: float = 120.0,
               root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py -- --workspace WS`` on 127.0.0.1 (a free port unless given), its output in
@@ -58,7 +65,7 @@ def start_app(ws: Path, log: Path, port: int | None = None, timeout_s: float = 1
     app and densprune package run (another one, such as a worktree of an earlier commit, for a baseline).
     Raises RuntimeError naming the log when it exits or does not answer within ``timeout_s``."""
     port = port or free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = checkout_env(root)
     with open(log, "wb") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "densprune.app.serve", "run", str(root / "app.py"), "--server.headless", "true",

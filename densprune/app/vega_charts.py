@@ -200,6 +200,8 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
     names = list(legend or ("dropped", "kept"))
     x = _q("x", scale={"domain": [x0, x1], "nice": False, "zero": False}, axis=None)
     y = _q("y", scale={"domain": [y0, y1], "nice": False, "zero": False}, axis=None)
+    datasets = {"picture": pd.DataFrame({"x": [x0], "x2": [x1], "y": [y1], "y2": [y0], "url": [source]}),
+                "centres": centres, "picked": picked}
     layers: list[Spec] = [
         {"data": {"name": "picture"}, "mark": {"type": "image", "aspect": False, "clip": True, "tooltip": None},
          "params": [{"name": "map_view", "select": "interval", "bind": "scales"}],  # wheel zoom, drag pan
@@ -209,6 +211,7 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
                                              "filled": False, "clip": True, "tooltip": None},
          "encoding": {"x": x, "y": y}}]
     if colour == "kept":  # the picture's two colours, named: the legend comes from the scale, the rows draw nothing
+        datasets["legend"] = pd.DataFrame({"name": names})  # only with its layer: Streamlit fails on unread tables
         layers.append({"data": {"name": "legend"},
                        "mark": {"type": "point", "filled": True, "size": 64, "tooltip": None},
                        "encoding": {"x": {"datum": x0, "type": "quantitative", "axis": None},
@@ -227,10 +230,6 @@ def concept_map(pts: pd.DataFrame, concepts: pd.DataFrame, colour: str,
                    "encoding": {"x": x, "y": y, "color": centre_colour,
                                 "tooltip": [_tip("name", "concept", kind="nominal"), _tip("images", fmt=","),
                                             _tip("complexity", fmt=".3f")]}})
-    datasets = {"picture": pd.DataFrame({"x": [x0], "x2": [x1], "y": [y1], "y2": [y0], "url": [source]}),
-                "centres": centres, "picked": picked}
-    if colour == "kept":  # only the datasets a layer reads: Vega drops the others, and Streamlit then fails to update
-        datasets["legend"] = pd.DataFrame({"name": names})
     spec = _chart(None, height, layers, datasets)
     spec["config"] = {"view": {"stroke": None}}
     return spec
@@ -273,17 +272,19 @@ def kept_per_concept(per: pd.DataFrame, method: str, height: int = 330) -> Spec:
     least complex first), "baselines" (order, method, kept_pct: one row per concept and baseline)."""
     per = per[per["eligible"] > 0].sort_values("complexity", kind="stable")
     order = np.arange(len(per))
-    label = method.upper() if method in ("dbp", "ssp") else method
+    def label(m: str) -> str:
+        return m.upper() if m in ("dbp", "ssp") else m
+
     bars = pd.DataFrame({"order": order, "name": per["name"].astype(str).to_numpy(),
                          "kept": per["kept"].to_numpy(np.int64), "eligible": per["eligible"].to_numpy(np.int64),
-                         "kept_pct": per["kept_pct"].to_numpy(float), "method": label})
-    shown = [(name.upper() if name == "ssp" else name, col, dash, name)
-             for name, col, dash in (("ssp", ORANGE, [1, 0]), ("random", GREEN, [2, 2])) if method != name]
-    base = pd.DataFrame({"order": np.tile(order, len(shown)),
-                         "method": np.repeat([n for n, _, _, _ in shown], len(per)),
-                         "kept_pct": np.concatenate([per[f"{c}_pct"].to_numpy(float) for _, _, _, c in shown])})
+                         "kept_pct": per["kept_pct"].to_numpy(float), "method": label(method)})
+    shown = [b for b in ("ssp", "random") if b != method]  # the baselines beside the plan
+    colours, dashes = {"ssp": ORANGE, "random": GREEN}, {"ssp": [1, 0], "random": [2, 2]}
+    base = pd.DataFrame({"order": np.tile(order, len(shown)), "method": np.repeat([label(b) for b in shown], len(per)),
+                         "kept_pct": np.concatenate([per[f"{b}_pct"].to_numpy(float) for b in shown])})
     colour = {"field": "method", "type": "nominal", "title": None,
-              "scale": {"domain": [label] + [n for n, _, _, _ in shown], "range": [BLUE] + [c for _, c, _, _ in shown]},
+              "scale": {"domain": [label(method)] + [label(b) for b in shown],
+                        "range": [BLUE] + [colours[b] for b in shown]},
               "legend": {"orient": "top", "direction": "horizontal"}}
     x = {"field": "order", "type": "ordinal", "title": "concepts, least → most complex",
          "axis": {"labels": False, "ticks": False}}
@@ -295,8 +296,8 @@ def kept_per_concept(per: pd.DataFrame, method: str, height: int = 330) -> Spec:
               {"data": {"name": "baselines"}, "mark": {"type": "line", "strokeWidth": 2},
                "encoding": {"x": x, "y": y, "color": colour,
                             "strokeDash": {"field": "method", "type": "nominal", "legend": None,
-                                           "scale": {"domain": [n for n, _, _, _ in shown] or ["none"],
-                                                     "range": [d for _, _, d, _ in shown] or [[1, 0]]}}}}]
+                                           "scale": {"domain": [label(b) for b in shown] or ["none"],
+                                                     "range": [dashes[b] for b in shown] or [[1, 0]]}}}}]
     return _chart("Share of each concept kept, concepts from least to most complex", height, layers,
                   {"concepts": bars, "baselines": base})
 

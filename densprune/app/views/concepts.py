@@ -81,11 +81,10 @@ with left:
     colour = st.segmented_control("Colour the map by", colours, key="concepts_colour", default="concept")
     pts = session.layout(ws, stamp)
     mode = "kept" if colour == "kept by the plan" else (colour or "concept")  # None: the button unselected
-    keep = session.compute(ws, stamp, params, dkey).keep if mode == "kept" else None
     if mode == "a tag":
         label_first = all_tags.sort_values("action", key=lambda a: a != "label", kind="stable")["name"].tolist()
         tag = st.selectbox("Tag", label_first, key="concepts_colour_tag")
-        mode, keep = f"tag:{tag}", session.tag_mask(ws, stamp, version, tag)
+        mode = f"tag:{tag}"
     picture = session.map_picture(ws, stamp, mode, params if mode == "kept" else None,
                                   dkey if mode == "kept" else
                                   version if mode.startswith("tag:") else None)
